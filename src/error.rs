@@ -1,0 +1,133 @@
+//! The one error type of the library. Every variant has a stable snake_case `code()` that the
+//! HTTP edge maps to RFC 9457 problem+json; no variant ever carries a PAN, a CVV or key material.
+
+use thiserror::Error;
+
+/// Every failure the library can report.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The card number is not 12-19 ASCII digits (separators aside).
+    #[error("invalid pan: {reason}")]
+    InvalidPan { reason: &'static str },
+    /// The card number has the right shape but fails the Luhn check.
+    #[error("pan fails the Luhn check")]
+    LuhnCheckFailed,
+    /// Expiry month/year out of range.
+    #[error("invalid expiry: {reason}")]
+    InvalidExpiry { reason: &'static str },
+    /// CVV is not 3 or 4 ASCII digits.
+    #[error("invalid cvv: must be 3 or 4 digits")]
+    InvalidCvv,
+    /// A requested custom token breaks one of the contract's rules.
+    #[error("invalid custom token: {reason}")]
+    InvalidCustomToken { reason: &'static str },
+    /// A merchant prefix is not four letters A-Z.
+    #[error("invalid merchant prefix: must be four letters A-Z")]
+    InvalidPrefix,
+    /// Some other request field is out of range.
+    #[error("invalid field `{field}`: {reason}")]
+    InvalidField { field: &'static str, reason: &'static str },
+    /// The custom token exists for another card, or a masked token was asked for another PAN.
+    #[error("token already exists for a different card")]
+    TokenConflict,
+    /// No such token in this merchant group (also the answer for another group's token).
+    #[error("token not found")]
+    TokenNotFound,
+    /// No such merchant.
+    #[error("merchant not found")]
+    MerchantNotFound,
+    /// The merchant prefix is used by another merchant.
+    #[error("merchant prefix already taken")]
+    PrefixTaken,
+    /// Batch larger than the contract allows.
+    #[error("batch holds {got} items, at most {max} allowed")]
+    BatchTooLarge { got: usize, max: usize },
+    /// Key material is not available (vault sealed).
+    #[error("vault is sealed")]
+    Sealed,
+    /// Wrong passphrase, wrong key, or tampered key file.
+    #[error("key unlock failed: {0}")]
+    KeyUnlock(&'static str),
+    /// Authenticated decryption failed: the ciphertext, its associated data or its key is wrong.
+    #[error("decryption failed for {what}")]
+    Decrypt { what: &'static str },
+    /// A vault already exists where `init` was asked to create one.
+    #[error("a vault already exists in {0}")]
+    AlreadyInitialized(String),
+    /// No vault where one was expected.
+    #[error("no vault in {0}")]
+    NotInitialized(String),
+    /// The storage backend failed; `op` names what was attempted.
+    #[error("store error during {op}: {detail}")]
+    Store { op: &'static str, detail: String },
+    /// A stored value could not be decoded (corruption or version mismatch).
+    #[error("corrupt {what} in store")]
+    Corrupt { what: &'static str },
+    /// The audit chain does not verify; `seq` is the first bad entry.
+    #[error("audit chain broken at entry {seq}: {reason}")]
+    AuditBroken { seq: u64, reason: &'static str },
+    /// The single writer is gone (shutdown in progress).
+    #[error("vault is shutting down")]
+    ShuttingDown,
+    /// Filesystem error outside the store (key files, config).
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Configuration or command-line value is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The stable machine-readable code of this error (contract section 2).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidPan { .. } => "invalid_pan",
+            Error::LuhnCheckFailed => "luhn_check_failed",
+            Error::InvalidExpiry { .. } => "invalid_expiry",
+            Error::InvalidCvv => "invalid_cvv",
+            Error::InvalidCustomToken { .. } => "invalid_custom_token",
+            Error::InvalidPrefix => "invalid_prefix",
+            Error::InvalidField { .. } => "invalid_field",
+            Error::TokenConflict => "token_conflict",
+            Error::TokenNotFound => "token_not_found",
+            Error::MerchantNotFound => "merchant_not_found",
+            Error::PrefixTaken => "prefix_taken",
+            Error::BatchTooLarge { .. } => "batch_too_large",
+            Error::Sealed => "sealed",
+            Error::KeyUnlock(_) => "key_unlock_failed",
+            Error::Decrypt { .. } => "decrypt_failed",
+            Error::AlreadyInitialized(_) => "already_initialized",
+            Error::NotInitialized(_) => "not_initialized",
+            Error::Store { .. } => "store_error",
+            Error::Corrupt { .. } => "corrupt_data",
+            Error::AuditBroken { .. } => "audit_broken",
+            Error::ShuttingDown => "shutting_down",
+            Error::Io { .. } => "io_error",
+            Error::Config(_) => "invalid_config",
+        }
+    }
+
+    /// Shorthand for a store failure.
+    pub fn store(op: &'static str, e: impl std::fmt::Display) -> Self {
+        Error::Store {
+            op,
+            detail: e.to_string(),
+        }
+    }
+
+    /// Shorthand for an I/O failure on a named path or object.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

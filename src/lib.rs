@@ -1,0 +1,16 @@
+//! panvault: a card-tokenization vault.
+//!
+//! The library holds every rule; the binary (`src/main.rs`) and the HTTP edge only parse input,
+//! call one operation and map its typed [`Error`].
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod cli;
+pub mod crypto;
+pub mod error;
+pub mod pan;
+pub mod store;
+pub mod token;
+pub mod vault;
+
+pub use error::{Error, Result};

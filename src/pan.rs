@@ -1,0 +1,1 @@
+//! pan (work in progress)

@@ -1,0 +1,1 @@
+//! vault (work in progress)
