@@ -1,1 +1,510 @@
-//! crypto (work in progress)
+//! Envelope encryption (contract 5, DESIGN "Data at rest").
+//!
+//! ```text
+//! KEK (versioned; from a key source)  ──wraps──►  DEK (AES-256, random)  ──encrypts──►  card data
+//!                                     ──wraps──►  fingerprint key (HMAC-SHA256)
+//! ```
+//!
+//! Every AES-256-GCM call carries associated data that names what the ciphertext is and where it
+//! belongs, so a ciphertext copied to another record, DEK slot or KEK version fails to decrypt.
+//! Nonces are 96 bits from the OS CSPRNG; a DEK is retired long before the 2^32 random-nonce
+//! bound (see [`DekPolicy`]). Primitives are RustCrypto's `aes-gcm`, `hmac`, `sha2`, `argon2`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use rand::rngs::OsRng;
+use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::{Error, Result};
+
+/// Length of every symmetric key in the hierarchy.
+pub const KEY_LEN: usize = 32;
+/// AES-GCM nonce length.
+pub const NONCE_LEN: usize = 12;
+/// Version byte of every associated-data layout below; bump it to change a layout.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// A 256-bit secret key. Zeroized on drop; prints as `[REDACTED]`.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SecretKey([u8; KEY_LEN]);
+
+impl SecretKey {
+    /// A fresh key from the OS CSPRNG.
+    pub fn random() -> Self {
+        let mut k = SecretKey([0u8; KEY_LEN]);
+        OsRng.fill_bytes(&mut k.0);
+        k
+    }
+
+    /// Takes a key from a slice of exactly 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        let arr: [u8; KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| Error::KeyUnlock("key has the wrong length"))?;
+        Ok(SecretKey(arr))
+    }
+
+    /// The raw key bytes: for handing to a primitive, never for printing.
+    pub fn expose(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// A secret string (passphrase, API key). Zeroized on drop; prints as `[REDACTED]`.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(s: String) -> Self {
+        SecretString(s)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// Builds unambiguous associated data: a domain label, the format version, then each field
+/// length-prefixed (u16 big-endian), so no two field lists encode to the same bytes.
+fn associated_data(label: &[u8], fields: &[&[u8]]) -> Vec<u8> {
+    let mut ad =
+        Vec::with_capacity(label.len() + 1 + fields.iter().map(|f| f.len() + 2).sum::<usize>());
+    ad.extend_from_slice(label);
+    ad.push(FORMAT_VERSION);
+    for f in fields {
+        // Fields are ids and tokens (< 100 bytes); saturate rather than wrap for safety.
+        let len = u16::try_from(f.len()).unwrap_or(u16::MAX);
+        ad.extend_from_slice(&len.to_be_bytes());
+        ad.extend_from_slice(f);
+    }
+    ad
+}
+
+/// Associated data of a card record: binds it to merchant, token and DEK id.
+pub fn record_aad(merchant_id: &str, token: &str, dek_id: u32) -> Vec<u8> {
+    associated_data(
+        b"panvault/record",
+        &[
+            merchant_id.as_bytes(),
+            token.as_bytes(),
+            &dek_id.to_be_bytes(),
+        ],
+    )
+}
+
+/// Associated data of a wrapped key: binds it to its name (e.g. `dek` + id, `fingerprint`) and
+/// the KEK version that wrapped it.
+pub fn wrap_aad(name: &str, id: u32, kek_version: u32) -> Vec<u8> {
+    associated_data(
+        b"panvault/wrap",
+        &[
+            name.as_bytes(),
+            &id.to_be_bytes(),
+            &kek_version.to_be_bytes(),
+        ],
+    )
+}
+
+fn random_nonce() -> [u8; NONCE_LEN] {
+    let mut n = [0u8; NONCE_LEN];
+    OsRng.fill_bytes(&mut n);
+    n
+}
+
+/// AES-256-GCM with a fresh random nonce.
+fn seal(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> Result<Sealed> {
+    let nonce = random_nonce();
+    let ciphertext = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .map_err(|_| Error::Decrypt { what: "seal" })?;
+    Ok(Sealed { nonce, ciphertext })
+}
+
+fn open(
+    cipher: &Aes256Gcm,
+    aad: &[u8],
+    sealed: &Sealed,
+    what: &'static str,
+) -> Result<Zeroizing<Vec<u8>>> {
+    cipher
+        .decrypt(
+            Nonce::from_slice(&sealed.nonce),
+            Payload {
+                msg: &sealed.ciphertext,
+                aad,
+            },
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| Error::Decrypt { what })
+}
+
+/// A nonce and the AES-GCM ciphertext with its tag.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sealed {
+    pub nonce: [u8; NONCE_LEN],
+    pub ciphertext: Vec<u8>,
+}
+
+/// A key-encryption key of one version. Its expanded AES key schedule is zeroized on drop.
+pub struct Kek {
+    version: u32,
+    cipher: Aes256Gcm,
+}
+
+impl Kek {
+    pub fn new(version: u32, key: &SecretKey) -> Self {
+        Kek {
+            version,
+            cipher: Aes256Gcm::new(key.expose().into()),
+        }
+    }
+
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Wraps a key under this KEK; `name`/`id` say which key it is.
+    pub fn wrap(&self, name: &str, id: u32, key: &SecretKey) -> Result<Sealed> {
+        seal(
+            &self.cipher,
+            &wrap_aad(name, id, self.version),
+            key.expose(),
+        )
+    }
+
+    /// Unwraps a key wrapped by [`Kek::wrap`] with the same `name`, `id` and KEK version.
+    pub fn unwrap_key(&self, name: &str, id: u32, sealed: &Sealed) -> Result<SecretKey> {
+        let plain = open(
+            &self.cipher,
+            &wrap_aad(name, id, self.version),
+            sealed,
+            "wrapped key",
+        )?;
+        SecretKey::from_slice(&plain)
+    }
+}
+
+impl std::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kek {{ version: {}, key: [REDACTED] }}", self.version)
+    }
+}
+
+/// When a DEK stops taking new encryptions (contract 5). Random 96-bit nonces stay far below
+/// the 2^-32 collision bound at 2^24 messages per key.
+#[derive(Clone, Copy, Debug)]
+pub struct DekPolicy {
+    pub max_uses: u64,
+    pub max_age: Duration,
+}
+
+impl Default for DekPolicy {
+    fn default() -> Self {
+        DekPolicy {
+            max_uses: 1 << 24,
+            max_age: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A data-encryption key in memory, with its use counter.
+pub struct Dek {
+    id: u32,
+    cipher: Aes256Gcm,
+    uses: AtomicU64,
+    loaded: Instant,
+}
+
+impl Dek {
+    pub fn new(id: u32, key: &SecretKey) -> Self {
+        Dek {
+            id,
+            cipher: Aes256Gcm::new(key.expose().into()),
+            uses: AtomicU64::new(0),
+            loaded: Instant::now(),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Counts one encryption; false once the policy says this DEK must not take more.
+    pub fn take_use(&self, policy: &DekPolicy) -> bool {
+        let n = self.uses.fetch_add(1, Ordering::Relaxed);
+        n < policy.max_uses && self.loaded.elapsed() < policy.max_age
+    }
+
+    /// Encrypts a record's plaintext for `merchant_id`/`token`.
+    pub fn seal_record(&self, merchant_id: &str, token: &str, plaintext: &[u8]) -> Result<Sealed> {
+        seal(
+            &self.cipher,
+            &record_aad(merchant_id, token, self.id),
+            plaintext,
+        )
+    }
+
+    /// Decrypts a record; fails if it was sealed for another merchant, token or DEK.
+    pub fn open_record(
+        &self,
+        merchant_id: &str,
+        token: &str,
+        sealed: &Sealed,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        open(
+            &self.cipher,
+            &record_aad(merchant_id, token, self.id),
+            sealed,
+            "card record",
+        )
+    }
+}
+
+impl std::fmt::Debug for Dek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dek {{ id: {}, key: [REDACTED] }}", self.id)
+    }
+}
+
+/// The keyed card fingerprint: HMAC-SHA256(fingerprint key, merchant ‖ 0 ‖ PAN). Keyed and
+/// per merchant, so the same card in two merchants gives unlinkable values and a copy of the
+/// store without the KEK cannot test guesses.
+#[derive(Clone)]
+pub struct FingerprintKey(Hmac<Sha256>);
+
+impl FingerprintKey {
+    pub fn new(key: &SecretKey) -> Result<Self> {
+        <Hmac<Sha256> as Mac>::new_from_slice(key.expose())
+            .map(FingerprintKey)
+            .map_err(|_| Error::KeyUnlock("fingerprint key has the wrong length"))
+    }
+
+    pub fn fingerprint(&self, merchant_id: &str, pan_digits: &str) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(merchant_id.as_bytes());
+        mac.update(&[0]);
+        mac.update(pan_digits.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl std::fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FingerprintKey([REDACTED])")
+    }
+}
+
+/// Argon2id parameters of a passphrase-sealed key file: RFC 9106 section 4, second recommended
+/// option (64 MiB, 3 passes, 4 lanes), 32-byte output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KdfParams {
+    pub m_cost_kib: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+}
+
+impl Default for KdfParams {
+    fn default() -> Self {
+        KdfParams {
+            m_cost_kib: 64 * 1024,
+            t_cost: 3,
+            p_cost: 4,
+        }
+    }
+}
+
+/// Derives the key that seals a key file from an operator passphrase.
+pub fn derive_passphrase_key(
+    passphrase: &SecretString,
+    salt: &[u8],
+    params: KdfParams,
+) -> Result<SecretKey> {
+    let p = argon2::Params::new(
+        params.m_cost_kib,
+        params.t_cost,
+        params.p_cost,
+        Some(KEY_LEN),
+    )
+    .map_err(|_| Error::KeyUnlock("bad argon2 parameters"))?;
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
+    let mut out = SecretKey([0u8; KEY_LEN]);
+    a.hash_password_into(passphrase.expose().as_bytes(), salt, &mut out.0)
+        .map_err(|_| Error::KeyUnlock("argon2 failed"))?;
+    Ok(out)
+}
+
+/// Seals a KEK under a passphrase-derived key (AES-256-GCM, AAD names the KEK version).
+pub fn seal_with_passphrase_key(
+    pkey: &SecretKey,
+    kek_version: u32,
+    kek: &SecretKey,
+) -> Result<Sealed> {
+    let c = Aes256Gcm::new(pkey.expose().into());
+    seal(&c, &wrap_aad("kek-file", kek_version, 0), kek.expose())
+}
+
+/// Opens a KEK sealed by [`seal_with_passphrase_key`]; a wrong passphrase fails here.
+pub fn open_with_passphrase_key(
+    pkey: &SecretKey,
+    kek_version: u32,
+    sealed: &Sealed,
+) -> Result<SecretKey> {
+    let c = Aes256Gcm::new(pkey.expose().into());
+    let plain = open(
+        &c,
+        &wrap_aad("kek-file", kek_version, 0),
+        sealed,
+        "key file",
+    )
+    .map_err(|_| Error::KeyUnlock("wrong passphrase or altered key file"))?;
+    SecretKey::from_slice(&plain)
+}
+
+/// Random bytes from the OS CSPRNG.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    OsRng.fill_bytes(&mut b);
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn record_round_trip_and_binding() {
+        let dek = Dek::new(7, &SecretKey::random());
+        let s = dek
+            .seal_record("mer_a", "41XYZWABCDEF1111", b"4111111111111111\0J DOE")
+            .unwrap();
+        assert_eq!(
+            &dek.open_record("mer_a", "41XYZWABCDEF1111", &s).unwrap()[..],
+            b"4111111111111111\0J DOE"
+        );
+        // Moved to another token, merchant, or DEK id: fails.
+        assert!(dek.open_record("mer_a", "41XYZWABCDEF1112", &s).is_err());
+        assert!(dek.open_record("mer_b", "41XYZWABCDEF1111", &s).is_err());
+        let same_key_other_id = Dek {
+            id: 8,
+            ..Dek::new(7, &SecretKey::random())
+        };
+        assert!(
+            same_key_other_id
+                .open_record("mer_a", "41XYZWABCDEF1111", &s)
+                .is_err()
+        );
+        // Tampered ciphertext: fails.
+        let mut t = s.clone();
+        t.ciphertext[0] ^= 1;
+        assert!(dek.open_record("mer_a", "41XYZWABCDEF1111", &t).is_err());
+    }
+
+    #[test]
+    fn aad_is_unambiguous() {
+        assert_ne!(record_aad("ab", "c", 1), record_aad("a", "bc", 1));
+        assert_ne!(record_aad("a", "b", 1), record_aad("a", "b", 2));
+        assert_ne!(wrap_aad("dek", 1, 1), wrap_aad("dek", 1, 2));
+    }
+
+    #[test]
+    fn wrap_binds_name_id_and_version() {
+        let kek = Kek::new(1, &SecretKey::random());
+        let dek = SecretKey::random();
+        let w = kek.wrap("dek", 3, &dek).unwrap();
+        assert_eq!(kek.unwrap_key("dek", 3, &w).unwrap().expose(), dek.expose());
+        assert!(kek.unwrap_key("dek", 4, &w).is_err());
+        assert!(kek.unwrap_key("fingerprint", 3, &w).is_err());
+        let other = Kek::new(1, &SecretKey::random());
+        assert!(other.unwrap_key("dek", 3, &w).is_err());
+    }
+
+    #[test]
+    fn fingerprint_is_keyed_and_per_merchant() {
+        let k1 = FingerprintKey::new(&SecretKey::random()).unwrap();
+        let k2 = FingerprintKey::new(&SecretKey::random()).unwrap();
+        let a = k1.fingerprint("mer_a", "4111111111111111");
+        assert_eq!(a, k1.fingerprint("mer_a", "4111111111111111"));
+        assert_ne!(a, k1.fingerprint("mer_b", "4111111111111111"));
+        assert_ne!(a, k2.fingerprint("mer_a", "4111111111111111"));
+    }
+
+    #[test]
+    fn passphrase_seal() {
+        let params = KdfParams {
+            m_cost_kib: 1024,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let salt = random_bytes::<16>();
+        let pk = derive_passphrase_key(
+            &SecretString::new("correct horse battery".into()),
+            &salt,
+            params,
+        )
+        .unwrap();
+        let kek = SecretKey::random();
+        let s = seal_with_passphrase_key(&pk, 1, &kek).unwrap();
+        assert_eq!(
+            open_with_passphrase_key(&pk, 1, &s).unwrap().expose(),
+            kek.expose()
+        );
+        let wrong = derive_passphrase_key(
+            &SecretString::new("wrong horse battery".into()),
+            &salt,
+            params,
+        )
+        .unwrap();
+        assert!(matches!(
+            open_with_passphrase_key(&wrong, 1, &s),
+            Err(Error::KeyUnlock(_))
+        ));
+        assert!(open_with_passphrase_key(&pk, 2, &s).is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let k = SecretKey::random();
+        assert_eq!(format!("{k:?}"), "[REDACTED]");
+        assert_eq!(
+            format!("{:?}", SecretString::new("hunter2".into())),
+            "[REDACTED]"
+        );
+        assert!(!format!("{:?}", Kek::new(1, &k)).contains(&hex::encode(k.expose())));
+    }
+
+    #[test]
+    fn dek_policy_counts_uses() {
+        let p = DekPolicy {
+            max_uses: 2,
+            max_age: Duration::from_secs(3600),
+        };
+        let d = Dek::new(1, &SecretKey::random());
+        assert!(d.take_use(&p));
+        assert!(d.take_use(&p));
+        assert!(!d.take_use(&p));
+    }
+}

@@ -27,7 +27,10 @@ pub enum Error {
     InvalidPrefix,
     /// Some other request field is out of range.
     #[error("invalid field `{field}`: {reason}")]
-    InvalidField { field: &'static str, reason: &'static str },
+    InvalidField {
+        field: &'static str,
+        reason: &'static str,
+    },
     /// The custom token exists for another card, or a masked token was asked for another PAN.
     #[error("token already exists for a different card")]
     TokenConflict,

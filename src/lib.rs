@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cli;
 pub mod crypto;
 pub mod error;
+pub mod keys;
 pub mod pan;
 pub mod store;
 pub mod token;

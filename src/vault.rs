@@ -1,1 +1,1810 @@
-//! vault (work in progress)
+//! The vault operations: tokenize, read, reveal, delete, merchants (contract 3-4).
+//!
+//! Write path (DESIGN "Write path"): a caller validates and encrypts on its own thread, then
+//! hands a closure to the single writer thread. The writer takes everything waiting (up to
+//! `max_batch`), runs each closure against one in-progress batch (later closures see earlier
+//! writes of the same batch), appends their audit entries to the hash chain, commits the batch
+//! with one sync, and only then answers every caller. Alone, a write waits for no timer; under
+//! load one sync carries many writes. Reads go straight to the store and never wait.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
+
+use crate::audit::{self, Chain, Event};
+use crate::crypto::{
+    self, Dek, DekPolicy, FingerprintKey, KdfParams, Sealed, SecretKey, SecretString,
+};
+use crate::keys::{self, KeySource, Keyring, Unlock};
+use crate::pan::{Brand, Cvv, Expiry, Pan};
+use crate::store::{self, Backend, Store, Table, WriteBatch};
+use crate::token::{self, MerchantPrefix, RequestedToken, TokenKind, TokenRequest};
+use crate::{Error, Result};
+
+/// Most items in one batch request (contract 4).
+pub const MAX_BATCH_ITEMS: usize = 1000;
+/// Default and maximum lifetime of a temporary token (contract 4).
+pub const TEMP_TTL_DEFAULT: u64 = 900;
+pub const TEMP_TTL_MAX: u64 = 3600;
+/// Longest cardholder name accepted.
+pub const MAX_NAME_LEN: usize = 128;
+/// Attempts at a fresh random masked token before giving up (a collision needs the same
+/// first 2, prefix and last 4, and one of 36^6 random parts).
+const TOKEN_ATTEMPTS: usize = 16;
+
+/// Tunables of an open vault.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub dek_policy: DekPolicy,
+    /// Most writes in one group commit.
+    pub max_batch: usize,
+    /// Depth of the writer's queue; callers wait (asynchronously) when it is full.
+    pub queue_depth: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dek_policy: DekPolicy::default(),
+            max_batch: 1024,
+            queue_depth: 8192,
+        }
+    }
+}
+
+/// How `init` sets up a vault.
+#[derive(Debug)]
+pub struct InitOptions {
+    pub backend: Backend,
+    pub key_source: KeySource,
+    pub passphrase: Option<SecretString>,
+    pub kdf: KdfParams,
+}
+
+/// Who is calling, for the audit log.
+#[derive(Clone, Debug, Default)]
+pub struct Ctx {
+    /// API key id, or `cli`/`system`.
+    pub actor: String,
+    pub client: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Ctx {
+    pub fn system() -> Self {
+        Ctx {
+            actor: "system".into(),
+            ..Ctx::default()
+        }
+    }
+
+    fn event(
+        &self,
+        action: &'static str,
+        merchant: Option<&str>,
+        token: Option<&str>,
+        outcome: &'static str,
+    ) -> Event {
+        Event {
+            actor: self.actor.clone(),
+            merchant: merchant.map(str::to_string),
+            action,
+            token: token.map(str::to_string),
+            outcome,
+            request_id: self.request_id.clone(),
+            client: self.client.clone(),
+        }
+    }
+}
+
+/// A tokenize request as it arrives (contract 4). Secret fields zeroize on drop.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizeRequest {
+    pub pan: Zeroizing<String>,
+    pub expiry_month: i64,
+    pub expiry_year: i64,
+    #[serde(default)]
+    pub request_token: Option<String>,
+    #[serde(default)]
+    pub cardholder_name: Option<Zeroizing<String>>,
+    #[serde(default)]
+    pub temporary: bool,
+    #[serde(default)]
+    pub cvv: Option<Zeroizing<String>>,
+    #[serde(default)]
+    pub ttl_seconds: Option<i64>,
+}
+
+impl std::fmt::Debug for TokenizeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenizeRequest")
+            .field("pan", &"[REDACTED]")
+            .field("request_token", &self.request_token)
+            .field("temporary", &self.temporary)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored-credential agreement made on a token (seed 004; filled by the gateway proxy).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agreement {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// What a merchant may read about a token: never the PAN.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    pub token: String,
+    pub token_kind: TokenKind,
+    pub token_expiry_month: u8,
+    pub token_expiry_year: u16,
+    pub brand: Brand,
+    pub bin: String,
+    pub last4: String,
+    pub masked_pan: String,
+    pub expired: bool,
+    pub created_at: String,
+    pub agreements: Vec<Agreement>,
+}
+
+/// The answer of a tokenize: `created` is false when an existing token was returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tokenized {
+    pub created: bool,
+    pub info: TokenInfo,
+}
+
+/// A revealed card. Zeroized on drop; the PAN prints as `[REDACTED]`.
+#[derive(Debug)]
+pub struct Revealed {
+    pub pan: Pan,
+    pub expiry: Expiry,
+    pub cardholder_name: Option<Zeroizing<String>>,
+}
+
+/// A merchant: a token-sharing group of shop logins (contract 3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Merchant {
+    pub merchant_id: String,
+    pub name: String,
+    pub prefix: MerchantPrefix,
+}
+
+/// The stored form of a token (DESIGN "Data at rest"). BIN, last 4, brand and expiry are in
+/// clear, as PCI DSS 3.4.1 allows; the PAN and cardholder name only inside `sealed`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    merchant_id: String,
+    kind: TokenKind,
+    dek_id: u32,
+    sealed: Sealed,
+    fingerprint: [u8; 32],
+    bin: String,
+    last4: String,
+    pan_len: u8,
+    brand: Brand,
+    expiry: Expiry,
+    created_at: u64,
+    agreements: Vec<Agreement>,
+}
+
+/// Version byte in front of every postcard-encoded value.
+const VALUE_VERSION: u8 = 1;
+
+fn encode<T: Serialize>(v: &T, what: &'static str) -> Result<Vec<u8>> {
+    postcard::to_extend(v, vec![VALUE_VERSION]).map_err(|_| Error::Corrupt { what })
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static str) -> Result<T> {
+    match bytes.split_first() {
+        Some((&VALUE_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|_| Error::Corrupt { what })
+        }
+        _ => Err(Error::Corrupt { what }),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct DekRecord {
+    kek_version: u32,
+    wrapped: Sealed,
+    created_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VaultFile {
+    format: u32,
+    backend: String,
+    key_source: KeySource,
+    created_at: String,
+}
+
+const META_FINGERPRINT_KEY: &[u8] = b"fingerprint_key";
+const FP_KEY_ID: u32 = 0;
+
+fn prefix_key(prefix: &MerchantPrefix) -> Vec<u8> {
+    [b"prefix/".as_slice(), prefix.as_str().as_bytes()].concat()
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn rfc3339(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+fn vault_file(dir: &Path) -> PathBuf {
+    dir.join("vault.json")
+}
+
+/// A validated card.
+struct Card {
+    pan: Pan,
+    expiry: Expiry,
+    name: Option<Zeroizing<String>>,
+    request: TokenRequest,
+    temporary: Option<(Option<Cvv>, u64)>,
+}
+
+fn validate(req: &TokenizeRequest) -> Result<Card> {
+    let pan = Pan::parse(&req.pan)?;
+    let expiry = Expiry::new(req.expiry_month, req.expiry_year)?;
+    let request = TokenRequest::parse(req.request_token.as_deref())?;
+    let name = match &req.cardholder_name {
+        None => None,
+        Some(n) => {
+            if n.chars().count() > MAX_NAME_LEN {
+                return Err(Error::InvalidField {
+                    field: "cardholder_name",
+                    reason: "at most 128 characters",
+                });
+            }
+            if n.chars().any(char::is_control) {
+                return Err(Error::InvalidField {
+                    field: "cardholder_name",
+                    reason: "control characters are not allowed",
+                });
+            }
+            Some(n.clone())
+        }
+    };
+    let temporary = if req.temporary {
+        let cvv = req.cvv.as_deref().map(|c| Cvv::parse(c)).transpose()?;
+        let ttl = match req.ttl_seconds {
+            None => TEMP_TTL_DEFAULT,
+            Some(t) if (1..=TEMP_TTL_MAX as i64).contains(&t) => t as u64,
+            Some(_) => {
+                return Err(Error::InvalidField {
+                    field: "ttl_seconds",
+                    reason: "must be 1 to 3600",
+                });
+            }
+        };
+        Some((cvv, ttl))
+    } else {
+        if req.cvv.is_some() {
+            return Err(Error::InvalidField {
+                field: "cvv",
+                reason: "a CVV is only accepted on a temporary token and is never stored",
+            });
+        }
+        if req.ttl_seconds.is_some() {
+            return Err(Error::InvalidField {
+                field: "ttl_seconds",
+                reason: "only for temporary tokens",
+            });
+        }
+        None
+    };
+    Ok(Card {
+        pan,
+        expiry,
+        name,
+        request,
+        temporary,
+    })
+}
+
+fn plaintext(pan: &Pan, name: Option<&Zeroizing<String>>) -> Zeroizing<Vec<u8>> {
+    let name = name.map(|n| n.as_bytes()).unwrap_or_default();
+    let mut p = Zeroizing::new(Vec::with_capacity(pan.len() + 1 + name.len()));
+    p.extend_from_slice(pan.digits().as_bytes());
+    p.push(0);
+    p.extend_from_slice(name);
+    p
+}
+
+/// A card held in memory only, for a temporary token.
+struct TempCard {
+    merchant_id: String,
+    pan: Pan,
+    expiry: Expiry,
+    name: Option<Zeroizing<String>>,
+    cvv: Option<Cvv>,
+    created_at: u64,
+    expires: Instant,
+}
+
+/// Group-commit figures, for benchmarks and `/metrics`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub writes: AtomicU64,
+    pub largest_batch: AtomicU64,
+    /// Batches by size: <=1, <=2, <=4, ... <=512, >512.
+    pub batch_hist: [AtomicU64; 11],
+}
+
+impl WriterStats {
+    fn record(&self, n: usize) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(n as u64, Ordering::Relaxed);
+        self.largest_batch.fetch_max(n as u64, Ordering::Relaxed);
+        let bucket = (usize::BITS - n.saturating_sub(1).leading_zeros()) as usize;
+        if let Some(b) = self.batch_hist.get(bucket.min(10)) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Keys {
+    keyring: Keyring,
+    fingerprint: FingerprintKey,
+    deks: RwLock<HashMap<u32, Arc<Dek>>>,
+    current: RwLock<Arc<Dek>>,
+    next_dek_id: AtomicU32,
+    rollover: tokio::sync::Mutex<()>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    store: Arc<dyn Store>,
+    keys: Keys,
+    opts: Options,
+    queue: Mutex<Option<mpsc::Sender<Box<dyn Work>>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    stats: Arc<WriterStats>,
+    merchants: RwLock<HashMap<String, Merchant>>,
+    temps: Mutex<(HashMap<String, TempCard>, Instant)>,
+}
+
+/// An open, unsealed vault. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct Vault {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reads the backend a data dir was created with.
+pub fn backend_of(dir: &Path) -> Result<Backend> {
+    let path = vault_file(dir);
+    let bytes =
+        std::fs::read(&path).map_err(|_| Error::NotInitialized(dir.display().to_string()))?;
+    let f: VaultFile =
+        serde_json::from_slice(&bytes).map_err(|_| Error::Corrupt { what: "vault.json" })?;
+    f.backend.parse()
+}
+
+/// Opens only the store of a data dir (no keys needed): for `audit verify|export`.
+pub fn open_store(dir: &Path) -> Result<Arc<dyn Store>> {
+    store::open(backend_of(dir)?, dir)
+}
+
+/// True if `dir` holds a vault.
+pub fn exists(dir: &Path) -> bool {
+    vault_file(dir).exists() || keys::keyring_path(dir).exists()
+}
+
+impl Vault {
+    /// Creates a new vault in `dir`: keyring, store, fingerprint key, audit genesis. Refuses
+    /// to touch a directory that already holds a vault.
+    pub fn init(dir: &Path, init: InitOptions) -> Result<()> {
+        if exists(dir) || store::exists(Backend::Redb, dir) || store::exists(Backend::Sled, dir) {
+            return Err(Error::AlreadyInitialized(dir.display().to_string()));
+        }
+        keys::create_private_dir(dir)?;
+        let keyring = keys::create(dir, init.key_source, init.passphrase.as_ref(), init.kdf)?;
+        let store = store::open(init.backend, dir)?;
+        let kek = keyring.current()?;
+        let fp = SecretKey::random();
+        let wrapped = kek.wrap("fingerprint", FP_KEY_ID, &fp)?;
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Table::Meta,
+            META_FINGERPRINT_KEY,
+            encode(
+                &DekRecord {
+                    kek_version: kek.version(),
+                    wrapped,
+                    created_at: now_unix(),
+                },
+                "fingerprint key",
+            )?,
+        );
+        let mut chain = Chain::load(store.as_ref())?;
+        let ev = Ctx {
+            actor: "cli".into(),
+            ..Ctx::default()
+        }
+        .event("vault_init", None, None, "ok");
+        let entry = chain.append(ev, rfc3339(now_unix()))?;
+        batch.put(Table::Audit, audit::key(entry.seq), entry.encode()?);
+        store.commit(&batch)?;
+        drop(store);
+        let vf = VaultFile {
+            format: 1,
+            backend: init.backend.to_string(),
+            key_source: init.key_source,
+            created_at: rfc3339(now_unix()),
+        };
+        keys::write_private(
+            &vault_file(dir),
+            &serde_json::to_vec_pretty(&vf).map_err(|_| Error::Corrupt { what: "vault.json" })?,
+        )
+    }
+
+    /// Opens and unlocks the vault in `dir`, starts its writer, and puts a fresh DEK in use
+    /// (a new process never continues an old DEK's use counter).
+    pub fn open(dir: &Path, unlock: &Unlock, opts: Options) -> Result<Vault> {
+        let backend = backend_of(dir)?;
+        let keyring = keys::load(dir, unlock)?;
+        let store = store::open(backend, dir)?;
+
+        let fp_rec: DekRecord = decode(
+            &store
+                .get(Table::Meta, META_FINGERPRINT_KEY)?
+                .ok_or(Error::Corrupt {
+                    what: "fingerprint key",
+                })?,
+            "fingerprint key",
+        )?;
+        let fp = keyring.get(fp_rec.kek_version)?.unwrap_key(
+            "fingerprint",
+            FP_KEY_ID,
+            &fp_rec.wrapped,
+        )?;
+        let fingerprint = FingerprintKey::new(&fp)?;
+
+        let mut deks = HashMap::new();
+        let mut last_id = 0u32;
+        let mut start = Vec::new();
+        loop {
+            let page = store.scan(Table::Deks, &start, 1024)?;
+            let Some((k, _)) = page.last() else { break };
+            start = k.clone();
+            start.push(0);
+            for (k, v) in page {
+                let id = u32::from_be_bytes(
+                    k.as_slice()
+                        .try_into()
+                        .map_err(|_| Error::Corrupt { what: "dek id" })?,
+                );
+                let rec: DekRecord = decode(&v, "dek")?;
+                let key = keyring
+                    .get(rec.kek_version)?
+                    .unwrap_key("dek", id, &rec.wrapped)?;
+                deks.insert(id, Arc::new(Dek::new(id, &key)));
+                last_id = last_id.max(id);
+            }
+        }
+
+        // This process's first DEK is written before the writer starts: a new process never
+        // continues an old DEK's use counter.
+        let mut chain = Chain::load(store.as_ref())?;
+        let first_id = last_id + 1;
+        let first_key = SecretKey::random();
+        let kek = keyring.current()?;
+        let rec = DekRecord {
+            kek_version: kek.version(),
+            wrapped: kek.wrap("dek", first_id, &first_key)?,
+            created_at: now_unix(),
+        };
+        let entry = chain.append(
+            Ctx::system().event("dek_create", None, None, "ok"),
+            rfc3339(now_unix()),
+        )?;
+        let mut batch = WriteBatch::new();
+        batch.put(Table::Deks, first_id.to_be_bytes(), encode(&rec, "dek")?);
+        batch.put(Table::Audit, audit::key(entry.seq), entry.encode()?);
+        store.commit(&batch)?;
+        let first = Arc::new(Dek::new(first_id, &first_key));
+        deks.insert(first_id, first.clone());
+
+        let stats = Arc::new(WriterStats::default());
+        let (tx, rx) = mpsc::channel::<Box<dyn Work>>(opts.queue_depth.max(1));
+        let writer = {
+            let store = store.clone();
+            let stats = stats.clone();
+            let max_batch = opts.max_batch.max(1);
+            std::thread::Builder::new()
+                .name("panvault-writer".into())
+                .spawn(move || writer_loop(store.as_ref(), rx, chain, max_batch, &stats))
+                .map_err(|e| Error::io("writer thread", e))?
+        };
+        let inner = Inner {
+            dir: dir.to_path_buf(),
+            store,
+            keys: Keys {
+                keyring,
+                fingerprint,
+                deks: RwLock::new(deks),
+                current: RwLock::new(first),
+                next_dek_id: AtomicU32::new(first_id + 1),
+                rollover: tokio::sync::Mutex::new(()),
+            },
+            opts,
+            queue: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            stats,
+            merchants: RwLock::new(HashMap::new()),
+            temps: Mutex::new((HashMap::new(), Instant::now())),
+        };
+        Ok(Vault {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The store backend in use.
+    pub fn backend(&self) -> Backend {
+        self.inner.store.backend()
+    }
+
+    /// Group-commit figures since open.
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.inner.stats
+    }
+
+    /// Stops taking writes, lets the writer finish what is queued, and waits for it.
+    pub fn shutdown(&self) {
+        drop(lock(&self.inner.queue).take());
+        if let Some(h) = lock(&self.inner.writer).take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Runs `f` on the writer inside the next group commit; answers once that commit is durable.
+    async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R> + Send + 'static,
+    {
+        let rx = self.enqueue(f).await?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    async fn enqueue<R, F>(&self, f: F) -> Result<oneshot::Receiver<Result<R>>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let sender = lock(&self.inner.queue).clone().ok_or(Error::ShuttingDown)?;
+        sender
+            .send(Box::new(Job {
+                f: Some(f),
+                out: None,
+                reply,
+            }))
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        Ok(rx)
+    }
+
+    async fn new_dek(&self) -> Result<Arc<Dek>> {
+        let keys = &self.inner.keys;
+        let id = keys.next_dek_id.fetch_add(1, Ordering::Relaxed);
+        let key = SecretKey::random();
+        let kek = keys.keyring.current()?;
+        let rec = DekRecord {
+            kek_version: kek.version(),
+            wrapped: kek.wrap("dek", id, &key)?,
+            created_at: now_unix(),
+        };
+        let value = encode(&rec, "dek")?;
+        let dek = Arc::new(Dek::new(id, &key));
+        self.write(move |tx| {
+            tx.put(Table::Deks, id.to_be_bytes(), value);
+            tx.audit(Ctx::system().event("dek_create", None, None, "ok"));
+            Ok(())
+        })
+        .await?;
+        write_lock(&keys.deks).insert(id, dek.clone());
+        Ok(dek)
+    }
+
+    /// The DEK for the next encryption, rolling over when the policy says so.
+    async fn dek_for_encryption(&self) -> Result<Arc<Dek>> {
+        let keys = &self.inner.keys;
+        let policy = &self.inner.opts.dek_policy;
+        let dek = read_lock(&keys.current).clone();
+        if dek.take_use(policy) {
+            return Ok(dek);
+        }
+        let _g = keys.rollover.lock().await;
+        let cur = read_lock(&keys.current).clone();
+        if cur.id() != dek.id() && cur.take_use(policy) {
+            return Ok(cur);
+        }
+        let fresh = self.new_dek().await?;
+        fresh.take_use(policy);
+        *write_lock(&keys.current) = fresh.clone();
+        Ok(fresh)
+    }
+
+    fn dek(&self, id: u32) -> Result<Arc<Dek>> {
+        read_lock(&self.inner.keys.deks)
+            .get(&id)
+            .cloned()
+            .ok_or(Error::Corrupt {
+                what: "record names an unknown DEK",
+            })
+    }
+
+    /// Creates a merchant with the requested prefix, or a random free one.
+    pub async fn create_merchant(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        prefix: Option<&str>,
+    ) -> Result<Merchant> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+            return Err(Error::InvalidField {
+                field: "name",
+                reason: "1 to 128 printable characters",
+            });
+        }
+        let asked = prefix.map(MerchantPrefix::parse).transpose()?;
+        let merchant_id = format!(
+            "mer_{}",
+            data_encoding::BASE32_NOPAD
+                .encode(&crypto::random_bytes::<10>())
+                .to_lowercase()
+        );
+        let name = name.to_string();
+        let ctx = ctx.clone();
+        let m = self
+            .write(move |tx| {
+                let mut rng = rand::rngs::OsRng;
+                for _ in 0..64 {
+                    let p = asked.unwrap_or_else(|| MerchantPrefix::random(&mut rng));
+                    if tx.get(Table::Meta, &prefix_key(&p))?.is_some() {
+                        if asked.is_some() {
+                            tx.audit(ctx.event("merchant_create", None, None, "prefix_taken"));
+                            return Ok(None);
+                        }
+                        continue;
+                    }
+                    let m = Merchant {
+                        merchant_id: merchant_id.clone(),
+                        name: name.clone(),
+                        prefix: p,
+                    };
+                    tx.put(Table::Meta, prefix_key(&p), merchant_id.as_bytes());
+                    tx.put(
+                        Table::Merchants,
+                        merchant_id.as_bytes(),
+                        encode(&m, "merchant")?,
+                    );
+                    tx.audit(ctx.event("merchant_create", Some(&merchant_id), None, "ok"));
+                    return Ok(Some(m));
+                }
+                Err(Error::Config("no free merchant prefix left".into()))
+            })
+            .await?
+            .ok_or(Error::PrefixTaken)?;
+        write_lock(&self.inner.merchants).insert(m.merchant_id.clone(), m.clone());
+        Ok(m)
+    }
+
+    /// Looks a merchant up by id.
+    pub fn merchant(&self, merchant_id: &str) -> Result<Merchant> {
+        if let Some(m) = read_lock(&self.inner.merchants).get(merchant_id) {
+            return Ok(m.clone());
+        }
+        let bytes = self
+            .inner
+            .store
+            .get(Table::Merchants, merchant_id.as_bytes())?
+            .ok_or(Error::MerchantNotFound)?;
+        let m: Merchant = decode(&bytes, "merchant")?;
+        write_lock(&self.inner.merchants).insert(m.merchant_id.clone(), m.clone());
+        Ok(m)
+    }
+
+    /// Tokenizes one card for `merchant_id` (contract 4). `created` tells 201 from 200.
+    pub async fn tokenize(
+        &self,
+        ctx: &Ctx,
+        merchant_id: &str,
+        req: &TokenizeRequest,
+    ) -> Result<Tokenized> {
+        let merchant = self.merchant(merchant_id)?;
+        let card = validate(req)?;
+        if card.temporary.is_some() {
+            return self.tokenize_temporary(ctx, &merchant, card).await;
+        }
+        for _ in 0..TOKEN_ATTEMPTS {
+            let job = self.prepare(ctx, &merchant, &card).await?;
+            match self.write(job).await? {
+                Attempt::Done(t) => return Ok(t),
+                Attempt::Conflict => return Err(Error::TokenConflict),
+                Attempt::Collision => continue,
+            }
+        }
+        Err(Error::Config("could not find a free random token".into()))
+    }
+
+    /// Tokenizes up to 1000 cards; one bad item does not fail the others. All items go to the
+    /// writer before any answer is awaited, so they share group commits.
+    pub async fn tokenize_batch(
+        &self,
+        ctx: &Ctx,
+        merchant_id: &str,
+        items: &[TokenizeRequest],
+    ) -> Result<Vec<Result<Tokenized>>> {
+        if items.len() > MAX_BATCH_ITEMS {
+            return Err(Error::BatchTooLarge {
+                got: items.len(),
+                max: MAX_BATCH_ITEMS,
+            });
+        }
+        let merchant = self.merchant(merchant_id)?;
+        let mut pending = Vec::with_capacity(items.len());
+        for item in items {
+            let card = match validate(item) {
+                Ok(c) => c,
+                Err(e) => {
+                    pending.push(Pending::Failed(e));
+                    continue;
+                }
+            };
+            if card.temporary.is_some() {
+                pending.push(Pending::Temporary(card));
+                continue;
+            }
+            let job = self.prepare(ctx, &merchant, &card).await?;
+            pending.push(Pending::Queued(self.enqueue(job).await?, card));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for p in pending {
+            out.push(match p {
+                Pending::Failed(e) => Err(e),
+                Pending::Temporary(card) => self.tokenize_temporary(ctx, &merchant, card).await,
+                Pending::Queued(rx, card) => match rx.await.map_err(|_| Error::ShuttingDown)? {
+                    Ok(Attempt::Done(t)) => Ok(t),
+                    Ok(Attempt::Conflict) => Err(Error::TokenConflict),
+                    Ok(Attempt::Collision) => self.retry_tokenize(ctx, &merchant, &card).await,
+                    Err(e) => Err(e),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    async fn retry_tokenize(
+        &self,
+        ctx: &Ctx,
+        merchant: &Merchant,
+        card: &Card,
+    ) -> Result<Tokenized> {
+        for _ in 0..TOKEN_ATTEMPTS {
+            let job = self.prepare(ctx, merchant, card).await?;
+            match self.write(job).await? {
+                Attempt::Done(t) => return Ok(t),
+                Attempt::Conflict => return Err(Error::TokenConflict),
+                Attempt::Collision => continue,
+            }
+        }
+        Err(Error::Config("could not find a free random token".into()))
+    }
+
+    /// Everything a tokenize can do before the writer: token choice, encryption, fingerprint.
+    /// Returns the closure the writer runs.
+    async fn prepare(
+        &self,
+        ctx: &Ctx,
+        merchant: &Merchant,
+        card: &Card,
+    ) -> Result<impl FnOnce(&mut Tx<'_>) -> Result<Attempt> + Send + 'static + use<>> {
+        let (token, kind) = match &card.request.token {
+            RequestedToken::Masked => (
+                token::masked_token(&card.pan, &merchant.prefix, &mut rand::rngs::OsRng),
+                TokenKind::Masked,
+            ),
+            RequestedToken::Custom(v) => {
+                (token::custom_token(&merchant.prefix, v), TokenKind::Custom)
+            }
+        };
+        let dek = self.dek_for_encryption().await?;
+        let fingerprint = self
+            .inner
+            .keys
+            .fingerprint
+            .fingerprint(&merchant.merchant_id, card.pan.digits());
+        let sealed = dek.seal_record(
+            &merchant.merchant_id,
+            &token,
+            &plaintext(&card.pan, card.name.as_ref()),
+        )?;
+        let record = Record {
+            merchant_id: merchant.merchant_id.clone(),
+            kind,
+            dek_id: dek.id(),
+            sealed,
+            fingerprint,
+            bin: card.pan.bin().to_string(),
+            last4: card.pan.last4().to_string(),
+            pan_len: card.pan.len() as u8,
+            brand: card.pan.brand(),
+            expiry: card.expiry,
+            created_at: now_unix(),
+            agreements: Vec::new(),
+        };
+        let ctx = ctx.clone();
+        Ok(move |tx: &mut Tx<'_>| {
+            let m = record.merchant_id.clone();
+            let existing = match kind {
+                TokenKind::Masked => match tx.get(Table::Fingerprints, &fingerprint)? {
+                    Some(t) => Some(String::from_utf8(t).map_err(|_| Error::Corrupt {
+                        what: "fingerprint index",
+                    })?),
+                    None => None,
+                },
+                _ => tx
+                    .get(Table::Tokens, token.as_bytes())?
+                    .map(|_| token.clone()),
+            };
+            if let Some(existing) = existing {
+                let bytes = tx
+                    .get(Table::Tokens, existing.as_bytes())?
+                    .ok_or(Error::Corrupt {
+                        what: "index names a missing token",
+                    })?;
+                let mut rec: Record = decode(&bytes, "token record")?;
+                if rec.merchant_id != m || rec.fingerprint != fingerprint {
+                    tx.audit(ctx.event("tokenize", Some(&m), Some(&existing), "conflict"));
+                    return Ok(Attempt::Conflict);
+                }
+                if rec.expiry != record.expiry {
+                    rec.expiry = record.expiry;
+                    tx.put(
+                        Table::Tokens,
+                        existing.as_bytes(),
+                        encode(&rec, "token record")?,
+                    );
+                }
+                tx.audit(ctx.event("tokenize", Some(&m), Some(&existing), "existing"));
+                return Ok(Attempt::Done(Tokenized {
+                    created: false,
+                    info: info(&existing, &rec),
+                }));
+            }
+            if kind == TokenKind::Masked && tx.get(Table::Tokens, token.as_bytes())?.is_some() {
+                return Ok(Attempt::Collision);
+            }
+            tx.put(
+                Table::Tokens,
+                token.as_bytes(),
+                encode(&record, "token record")?,
+            );
+            if kind == TokenKind::Masked {
+                tx.put(Table::Fingerprints, fingerprint, token.as_bytes());
+            }
+            tx.audit(ctx.event("tokenize", Some(&m), Some(&token), "created"));
+            Ok(Attempt::Done(Tokenized {
+                created: true,
+                info: info(&token, &record),
+            }))
+        })
+    }
+
+    async fn tokenize_temporary(
+        &self,
+        ctx: &Ctx,
+        merchant: &Merchant,
+        card: Card,
+    ) -> Result<Tokenized> {
+        let Some((cvv, ttl)) = card.temporary else {
+            return Err(Error::InvalidField {
+                field: "temporary",
+                reason: "not a temporary request",
+            });
+        };
+        let token = token::temporary_token(&mut rand::rngs::OsRng);
+        let created_at = now_unix();
+        let info = TokenInfo {
+            token: token.clone(),
+            token_kind: TokenKind::Temporary,
+            token_expiry_month: card.expiry.month,
+            token_expiry_year: card.expiry.year,
+            brand: card.pan.brand(),
+            bin: card.pan.bin().to_string(),
+            last4: card.pan.last4().to_string(),
+            masked_pan: card.pan.masked(),
+            expired: card.expiry.is_expired(),
+            created_at: rfc3339(created_at),
+            agreements: Vec::new(),
+        };
+        let ev = ctx.event(
+            "tokenize_temporary",
+            Some(&merchant.merchant_id),
+            Some(&token),
+            "created",
+        );
+        self.write(move |tx| {
+            tx.audit(ev);
+            Ok(())
+        })
+        .await?;
+        let mut temps = lock(&self.inner.temps);
+        let now = Instant::now();
+        if now.duration_since(temps.1) > Duration::from_secs(1) {
+            temps.0.retain(|_, t| t.expires > now);
+            temps.1 = now;
+        }
+        temps.0.insert(
+            token,
+            TempCard {
+                merchant_id: merchant.merchant_id.clone(),
+                pan: card.pan,
+                expiry: card.expiry,
+                name: card.name,
+                cvv,
+                created_at,
+                expires: now + Duration::from_secs(ttl),
+            },
+        );
+        Ok(Tokenized {
+            created: true,
+            info,
+        })
+    }
+
+    fn temp_info(&self, merchant_id: &str, token: &str) -> Option<TokenInfo> {
+        let temps = lock(&self.inner.temps);
+        let t = temps
+            .0
+            .get(token)
+            .filter(|t| t.merchant_id == merchant_id && t.expires > Instant::now())?;
+        Some(TokenInfo {
+            token: token.to_string(),
+            token_kind: TokenKind::Temporary,
+            token_expiry_month: t.expiry.month,
+            token_expiry_year: t.expiry.year,
+            brand: t.pan.brand(),
+            bin: t.pan.bin().to_string(),
+            last4: t.pan.last4().to_string(),
+            masked_pan: t.pan.masked(),
+            expired: t.expiry.is_expired(),
+            created_at: rfc3339(t.created_at),
+            agreements: Vec::new(),
+        })
+    }
+
+    /// Takes a temporary token's card and CVV out of memory: it serves exactly one charge.
+    pub fn take_temporary(
+        &self,
+        merchant_id: &str,
+        token: &str,
+    ) -> Result<(Revealed, Option<Cvv>)> {
+        let mut temps = lock(&self.inner.temps);
+        match temps.0.remove(token) {
+            Some(t) if t.merchant_id == merchant_id && t.expires > Instant::now() => Ok((
+                Revealed {
+                    pan: t.pan,
+                    expiry: t.expiry,
+                    cardholder_name: t.name,
+                },
+                t.cvv,
+            )),
+            Some(t) if t.merchant_id != merchant_id => {
+                temps.0.insert(token.to_string(), t);
+                Err(Error::TokenNotFound)
+            }
+            _ => Err(Error::TokenNotFound),
+        }
+    }
+
+    fn record(&self, merchant_id: &str, token: &str) -> Result<Record> {
+        if !token::is_well_formed_token(token) {
+            return Err(Error::TokenNotFound);
+        }
+        let bytes = self
+            .inner
+            .store
+            .get(Table::Tokens, token.as_bytes())?
+            .ok_or(Error::TokenNotFound)?;
+        let rec: Record = decode(&bytes, "token record")?;
+        if rec.merchant_id != merchant_id {
+            // Another group's token answers exactly like a missing one.
+            return Err(Error::TokenNotFound);
+        }
+        Ok(rec)
+    }
+
+    /// A token's metadata (never the PAN). Not audited: it touches no card data.
+    pub fn get(&self, merchant_id: &str, token: &str) -> Result<TokenInfo> {
+        if let Some(i) = self.temp_info(merchant_id, token) {
+            return Ok(i);
+        }
+        Ok(info(token, &self.record(merchant_id, token)?))
+    }
+
+    /// Decrypts a token's card. Always audited, durably, before the card is returned.
+    pub async fn reveal(&self, ctx: &Ctx, merchant_id: &str, token: &str) -> Result<Revealed> {
+        let result = self.reveal_inner(merchant_id, token);
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(Error::TokenNotFound) => "not_found",
+            Err(_) => "error",
+        };
+        let ev = ctx.event(
+            "reveal",
+            Some(merchant_id),
+            token::is_well_formed_token(token).then_some(token),
+            outcome,
+        );
+        self.write(move |tx| {
+            tx.audit(ev);
+            Ok(())
+        })
+        .await?;
+        result
+    }
+
+    fn reveal_inner(&self, merchant_id: &str, token: &str) -> Result<Revealed> {
+        {
+            let temps = lock(&self.inner.temps);
+            if let Some(t) = temps
+                .0
+                .get(token)
+                .filter(|t| t.merchant_id == merchant_id && t.expires > Instant::now())
+            {
+                return Ok(Revealed {
+                    pan: t.pan.clone(),
+                    expiry: t.expiry,
+                    cardholder_name: t.name.clone(),
+                });
+            }
+        }
+        let rec = self.record(merchant_id, token)?;
+        let plain = self
+            .dek(rec.dek_id)?
+            .open_record(merchant_id, token, &rec.sealed)?;
+        let split = plain.iter().position(|&b| b == 0).ok_or(Error::Corrupt {
+            what: "card record",
+        })?;
+        let (pan, name) = plain.split_at(split);
+        let pan = Pan::parse(std::str::from_utf8(pan).map_err(|_| Error::Corrupt {
+            what: "card record",
+        })?)?;
+        let name = &name[1..];
+        let cardholder_name = if name.is_empty() {
+            None
+        } else {
+            Some(Zeroizing::new(String::from_utf8(name.to_vec()).map_err(
+                |_| Error::Corrupt {
+                    what: "card record",
+                },
+            )?))
+        };
+        Ok(Revealed {
+            pan,
+            expiry: rec.expiry,
+            cardholder_name,
+        })
+    }
+
+    /// Deletes a token: its record (and so its ciphertext) and index entries go in one commit.
+    pub async fn delete(&self, ctx: &Ctx, merchant_id: &str, token: &str) -> Result<()> {
+        if token.starts_with("tmp_") {
+            let removed = {
+                let mut temps = lock(&self.inner.temps);
+                match temps.0.remove(token) {
+                    Some(t) if t.merchant_id == merchant_id => true,
+                    Some(t) => {
+                        temps.0.insert(token.to_string(), t);
+                        false
+                    }
+                    None => false,
+                }
+            };
+            let ev = ctx.event(
+                "delete",
+                Some(merchant_id),
+                Some(token),
+                if removed { "ok" } else { "not_found" },
+            );
+            self.write(move |tx| {
+                tx.audit(ev);
+                Ok(())
+            })
+            .await?;
+            return if removed {
+                Ok(())
+            } else {
+                Err(Error::TokenNotFound)
+            };
+        }
+        let well_formed = token::is_well_formed_token(token);
+        let token = token.to_string();
+        let m = merchant_id.to_string();
+        let ctx = ctx.clone();
+        self.write(move |tx| {
+            let rec = match well_formed
+                .then(|| tx.get(Table::Tokens, token.as_bytes()))
+                .transpose()?
+                .flatten()
+            {
+                Some(b) => decode::<Record>(&b, "token record")?,
+                None => {
+                    tx.audit(ctx.event(
+                        "delete",
+                        Some(&m),
+                        well_formed.then_some(&*token),
+                        "not_found",
+                    ));
+                    return Ok(Err(Error::TokenNotFound));
+                }
+            };
+            if rec.merchant_id != m {
+                tx.audit(ctx.event("delete", Some(&m), Some(&token), "not_found"));
+                return Ok(Err(Error::TokenNotFound));
+            }
+            tx.delete(Table::Tokens, token.as_bytes());
+            if rec.kind == TokenKind::Masked
+                && tx.get(Table::Fingerprints, &rec.fingerprint)?.as_deref()
+                    == Some(token.as_bytes())
+            {
+                tx.delete(Table::Fingerprints, rec.fingerprint);
+            }
+            tx.audit(ctx.event("delete", Some(&m), Some(&token), "ok"));
+            Ok(Ok(()))
+        })
+        .await?
+    }
+}
+
+fn info(token: &str, rec: &Record) -> TokenInfo {
+    let hidden = (rec.pan_len as usize).saturating_sub(10);
+    TokenInfo {
+        token: token.to_string(),
+        token_kind: rec.kind,
+        token_expiry_month: rec.expiry.month,
+        token_expiry_year: rec.expiry.year,
+        brand: rec.brand,
+        bin: rec.bin.clone(),
+        last4: rec.last4.clone(),
+        masked_pan: format!("{}{}{}", rec.bin, "*".repeat(hidden), rec.last4),
+        expired: rec.expiry.is_expired(),
+        created_at: rfc3339(rec.created_at),
+        agreements: rec.agreements.clone(),
+    }
+}
+
+enum Attempt {
+    Done(Tokenized),
+    Collision,
+    Conflict,
+}
+
+enum Pending {
+    Failed(Error),
+    Temporary(Card),
+    Queued(oneshot::Receiver<Result<Attempt>>, Card),
+}
+
+type Overlay = HashMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+
+/// One writer closure's view: its own writes, then the batch's, then the store.
+pub struct Tx<'a> {
+    store: &'a dyn Store,
+    batch: &'a Overlay,
+    local: Overlay,
+    events: Vec<Event>,
+}
+
+impl Tx<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let k = (table, key.to_vec());
+        if let Some(v) = self.local.get(&k).or_else(|| self.batch.get(&k)) {
+            return Ok(v.clone());
+        }
+        self.store.get(table, key)
+    }
+
+    fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.local.insert((table, key.into()), Some(value.into()));
+    }
+
+    fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) {
+        self.local.insert((table, key.into()), None);
+    }
+
+    fn audit(&mut self, ev: Event) {
+        self.events.push(ev);
+    }
+}
+
+trait Work: Send {
+    /// Runs against the batch; returns the closure's writes and audit events if it succeeded.
+    fn apply(&mut self, tx: &mut Tx<'_>) -> bool;
+    /// Answers the caller once the batch's fate is known.
+    fn finish(self: Box<Self>, committed: &Result<()>);
+}
+
+struct Job<F, R> {
+    f: Option<F>,
+    out: Option<Result<R>>,
+    reply: oneshot::Sender<Result<R>>,
+}
+
+impl<F, R> Work for Job<F, R>
+where
+    F: FnOnce(&mut Tx<'_>) -> Result<R> + Send,
+    R: Send,
+{
+    fn apply(&mut self, tx: &mut Tx<'_>) -> bool {
+        let Some(f) = self.f.take() else { return false };
+        let r = f(tx);
+        let ok = r.is_ok();
+        self.out = Some(r);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: &Result<()>) {
+        let answer = match (committed, self.out) {
+            (Ok(()), Some(r)) => r,
+            (Err(e), Some(Ok(_))) => Err(Error::store("commit", e)),
+            (_, Some(Err(e))) => Err(e),
+            (_, None) => Err(Error::ShuttingDown),
+        };
+        // The caller may have gone away (request cancelled); the write stands either way.
+        let _ = self.reply.send(answer);
+    }
+}
+
+fn writer_loop(
+    store: &dyn Store,
+    mut rx: mpsc::Receiver<Box<dyn Work>>,
+    mut chain: Chain,
+    max_batch: usize,
+    stats: &WriterStats,
+) {
+    let mut jobs: Vec<Box<dyn Work>> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        jobs.push(first);
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        // Every key's last state in this batch: later writes of one key replace earlier ones.
+        let mut overlay = Overlay::new();
+        let time = rfc3339(now_unix());
+        let mut result: Result<()> = Ok(());
+        for job in jobs.iter_mut() {
+            let mut tx = Tx {
+                store,
+                batch: &overlay,
+                local: Overlay::new(),
+                events: Vec::new(),
+            };
+            if !job.apply(&mut tx) {
+                continue;
+            }
+            let Tx { local, events, .. } = tx;
+            overlay.extend(local);
+            for ev in events {
+                match chain
+                    .append(ev, time.clone())
+                    .and_then(|e| Ok((e.seq, e.encode()?)))
+                {
+                    Ok((seq, bytes)) => {
+                        overlay.insert((Table::Audit, audit::key(seq).to_vec()), Some(bytes));
+                    }
+                    Err(e) => result = Err(e),
+                }
+            }
+        }
+        if result.is_ok() {
+            let mut batch = WriteBatch::new();
+            for ((table, key), value) in overlay {
+                match value {
+                    Some(v) => batch.put(table, key, v),
+                    None => batch.delete(table, key),
+                }
+            }
+            result = store.commit(&batch);
+        }
+        if result.is_err() {
+            // Nothing of this batch is on disk: the chain head goes back to what is.
+            if let Ok(c) = Chain::load(store) {
+                chain = c;
+            }
+        }
+        stats.record(jobs.len());
+        for job in jobs.drain(..) {
+            job.finish(&result);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    pub(crate) fn req(pan: &str, m: i64, y: i64, rt: Option<&str>) -> TokenizeRequest {
+        TokenizeRequest {
+            pan: Zeroizing::new(pan.to_string()),
+            expiry_month: m,
+            expiry_year: y,
+            request_token: rt.map(str::to_string),
+            ..TokenizeRequest::default()
+        }
+    }
+
+    fn new_vault(backend: Backend) -> (tempfile::TempDir, Vault) {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("v");
+        Vault::init(
+            &dir,
+            InitOptions {
+                backend,
+                key_source: KeySource::Dev,
+                passphrase: None,
+                kdf: KdfParams::default(),
+            },
+        )
+        .unwrap();
+        let v = Vault::open(&dir, &Unlock::Dev, Options::default()).unwrap();
+        (d, v)
+    }
+
+    async fn each_backend(f: impl AsyncFn(Vault)) {
+        for b in [Backend::Redb, Backend::Sled] {
+            let (_d, v) = new_vault(b);
+            f(v.clone()).await;
+            v.shutdown();
+        }
+    }
+
+    #[tokio::test]
+    async fn same_card_same_token_per_merchant_unrelated_across() {
+        each_backend(async |v: Vault| {
+            let ctx = Ctx::system();
+            let a = v.create_merchant(&ctx, "A", Some("XYZW")).await.unwrap();
+            let b = v.create_merchant(&ctx, "B", None).await.unwrap();
+            let t1 = v
+                .tokenize(
+                    &ctx,
+                    &a.merchant_id,
+                    &req("4111111111111111", 12, 2030, None),
+                )
+                .await
+                .unwrap();
+            assert!(t1.created);
+            assert_eq!(t1.info.token.len(), 16);
+            assert!(t1.info.token.starts_with("41XYZW") && t1.info.token.ends_with("1111"));
+            let t2 = v
+                .tokenize(
+                    &ctx,
+                    &a.merchant_id,
+                    &req("4111 1111 1111 1111", 1, 2031, None),
+                )
+                .await
+                .unwrap();
+            assert!(!t2.created);
+            assert_eq!(t1.info.token, t2.info.token);
+            // Re-tokenization updated the expiry.
+            let got = v.get(&a.merchant_id, &t1.info.token).unwrap();
+            assert_eq!((got.token_expiry_month, got.token_expiry_year), (1, 2031));
+            let tb = v
+                .tokenize(
+                    &ctx,
+                    &b.merchant_id,
+                    &req("4111111111111111", 12, 2030, None),
+                )
+                .await
+                .unwrap();
+            assert!(tb.created);
+            assert_ne!(tb.info.token[2..12], t1.info.token[2..12]);
+            assert!(
+                tb.info
+                    .token
+                    .starts_with(&format!("41{}", b.prefix.as_str()))
+            );
+            // B cannot see A's token; it is answered as missing.
+            assert!(matches!(
+                v.get(&b.merchant_id, &t1.info.token),
+                Err(Error::TokenNotFound)
+            ));
+            assert!(matches!(
+                v.reveal(&ctx, &b.merchant_id, &t1.info.token).await,
+                Err(Error::TokenNotFound)
+            ));
+            let r = v
+                .reveal(&ctx, &a.merchant_id, &t1.info.token)
+                .await
+                .unwrap();
+            assert_eq!(r.pan.digits(), "4111111111111111");
+            assert_eq!(got.masked_pan, "411111******1111");
+            assert_eq!(got.bin, "411111");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn custom_tokens_conflicts_and_several_per_card() {
+        each_backend(async |v: Vault| {
+            let ctx = Ctx::system();
+            let a = v.create_merchant(&ctx, "A", Some("XYZW")).await.unwrap();
+            let m = &a.merchant_id;
+            let c1 = v
+                .tokenize(
+                    &ctx,
+                    m,
+                    &req("5555555555554444", 3, 2029, Some("JOHN_SMITH_5533")),
+                )
+                .await
+                .unwrap();
+            assert!(c1.created);
+            assert_eq!(c1.info.token, "XYZWJOHN_SMITH_5533");
+            assert_eq!(c1.info.token_kind, TokenKind::Custom);
+            let again = v
+                .tokenize(
+                    &ctx,
+                    m,
+                    &req("5555555555554444", 4, 2029, Some(":FORCED:JOHN_SMITH_5533")),
+                )
+                .await
+                .unwrap();
+            assert!(!again.created);
+            assert_eq!(again.info.token_expiry_month, 4);
+            let conflict = v
+                .tokenize(
+                    &ctx,
+                    m,
+                    &req("4111111111111111", 3, 2029, Some("JOHN_SMITH_5533")),
+                )
+                .await;
+            assert!(matches!(conflict, Err(Error::TokenConflict)));
+            let c2 = v
+                .tokenize(&ctx, m, &req("5555555555554444", 3, 2029, Some("second")))
+                .await
+                .unwrap();
+            let std = v
+                .tokenize(
+                    &ctx,
+                    m,
+                    &req("5555555555554444", 3, 2029, Some("MASKEDPAN")),
+                )
+                .await
+                .unwrap();
+            assert_eq!(c2.info.token, "XYZWsecond");
+            assert_eq!(std.info.token_kind, TokenKind::Masked);
+            for t in [&c1.info.token, &c2.info.token, &std.info.token] {
+                assert_eq!(
+                    v.reveal(&ctx, m, t).await.unwrap().pan.digits(),
+                    "5555555555554444"
+                );
+            }
+            // Delete destroys one token only; later calls are not found.
+            v.delete(&ctx, m, &c1.info.token).await.unwrap();
+            assert!(matches!(
+                v.get(m, &c1.info.token),
+                Err(Error::TokenNotFound)
+            ));
+            assert!(matches!(
+                v.delete(&ctx, m, &c1.info.token).await,
+                Err(Error::TokenNotFound)
+            ));
+            assert!(v.get(m, &c2.info.token).is_ok());
+            // Deleting the standard token frees the card: the next tokenize makes a new one.
+            v.delete(&ctx, m, &std.info.token).await.unwrap();
+            let std2 = v
+                .tokenize(&ctx, m, &req("5555555555554444", 3, 2029, None))
+                .await
+                .unwrap();
+            assert!(std2.created);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn batch_has_per_item_results() {
+        each_backend(async |v: Vault| {
+            let ctx = Ctx::system();
+            let a = v.create_merchant(&ctx, "A", None).await.unwrap();
+            let items = vec![
+                req("4111111111111111", 1, 2030, None),
+                req("4111111111111112", 1, 2030, None),
+                req("4111111111111111", 2, 2030, None),
+                req("378282246310005", 13, 2030, None),
+                req("378282246310005", 5, 2030, Some("AMEX_1")),
+            ];
+            let out = v
+                .tokenize_batch(&ctx, &a.merchant_id, &items)
+                .await
+                .unwrap();
+            assert_eq!(out.len(), 5);
+            let t0 = out[0].as_ref().unwrap();
+            assert!(t0.created);
+            assert!(matches!(out[1], Err(Error::LuhnCheckFailed)));
+            let t2 = out[2].as_ref().unwrap();
+            assert!(
+                !t2.created,
+                "same card in the same batch returns the same token"
+            );
+            assert_eq!(t0.info.token, t2.info.token);
+            assert!(matches!(out[3], Err(Error::InvalidExpiry { .. })));
+            assert_eq!(out[4].as_ref().unwrap().info.brand, Brand::Amex);
+            let too_many = vec![req("4111111111111111", 1, 2030, None); 1001];
+            assert!(matches!(
+                v.tokenize_batch(&ctx, &a.merchant_id, &too_many).await,
+                Err(Error::BatchTooLarge { got: 1001, .. })
+            ));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn temporary_tokens_live_in_memory_once() {
+        each_backend(async |v: Vault| {
+            let ctx = Ctx::system();
+            let a = v.create_merchant(&ctx, "A", None).await.unwrap();
+            let mut r = req("4012888888881881", 1, 2030, None);
+            r.temporary = true;
+            r.cvv = Some(Zeroizing::new("123".into()));
+            let t = v.tokenize(&ctx, &a.merchant_id, &r).await.unwrap();
+            assert!(t.info.token.starts_with("tmp_") && t.info.token.len() == 36);
+            assert_eq!(
+                v.get(&a.merchant_id, &t.info.token).unwrap().token_kind,
+                TokenKind::Temporary
+            );
+            assert!(
+                v.inner
+                    .store
+                    .get(Table::Tokens, t.info.token.as_bytes())
+                    .unwrap()
+                    .is_none()
+            );
+            let (card, cvv) = v.take_temporary(&a.merchant_id, &t.info.token).unwrap();
+            assert_eq!(card.pan.digits(), "4012888888881881");
+            assert_eq!(cvv.unwrap().digits(), "123");
+            assert!(matches!(
+                v.take_temporary(&a.merchant_id, &t.info.token),
+                Err(Error::TokenNotFound)
+            ));
+            let mut bad = req("4012888888881881", 1, 2030, None);
+            bad.cvv = Some(Zeroizing::new("123".into()));
+            assert!(matches!(
+                v.tokenize(&ctx, &a.merchant_id, &bad).await,
+                Err(Error::InvalidField { field: "cvv", .. })
+            ));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn ciphertext_moved_to_another_record_fails() {
+        let (_d, v) = new_vault(Backend::Redb);
+        let ctx = Ctx::system();
+        let a = v.create_merchant(&ctx, "A", None).await.unwrap();
+        let t1 = v
+            .tokenize(
+                &ctx,
+                &a.merchant_id,
+                &req("4111111111111111", 1, 2030, None),
+            )
+            .await
+            .unwrap()
+            .info
+            .token;
+        let t2 = v
+            .tokenize(
+                &ctx,
+                &a.merchant_id,
+                &req("5555555555554444", 1, 2030, None),
+            )
+            .await
+            .unwrap()
+            .info
+            .token;
+        let r1: Record = decode(
+            &v.inner
+                .store
+                .get(Table::Tokens, t1.as_bytes())
+                .unwrap()
+                .unwrap(),
+            "r",
+        )
+        .unwrap();
+        let mut r2: Record = decode(
+            &v.inner
+                .store
+                .get(Table::Tokens, t2.as_bytes())
+                .unwrap()
+                .unwrap(),
+            "r",
+        )
+        .unwrap();
+        r2.sealed = r1.sealed.clone();
+        let mut b = WriteBatch::new();
+        b.put(Table::Tokens, t2.as_bytes(), encode(&r2, "r").unwrap());
+        v.inner.store.commit(&b).unwrap();
+        assert!(matches!(
+            v.reveal(&ctx, &a.merchant_id, &t2).await,
+            Err(Error::Decrypt { .. })
+        ));
+        assert_eq!(
+            v.reveal(&ctx, &a.merchant_id, &t1)
+                .await
+                .unwrap()
+                .pan
+                .digits(),
+            "4111111111111111"
+        );
+        v.shutdown();
+    }
+
+    #[tokio::test]
+    async fn audit_chain_records_operations_and_verifies() {
+        each_backend(async |v: Vault| {
+            let ctx = Ctx {
+                actor: "key_test".into(),
+                client: Some("127.0.0.1".into()),
+                request_id: Some("req-1".into()),
+            };
+            let a = v.create_merchant(&ctx, "A", None).await.unwrap();
+            let t = v
+                .tokenize(
+                    &ctx,
+                    &a.merchant_id,
+                    &req("4111111111111111", 1, 2030, None),
+                )
+                .await
+                .unwrap()
+                .info
+                .token;
+            v.reveal(&ctx, &a.merchant_id, &t).await.unwrap();
+            let mut actions = Vec::new();
+            audit::for_each_since(v.inner.store.as_ref(), 1, |e| {
+                assert!(
+                    !e.encode()
+                        .unwrap()
+                        .windows(16)
+                        .any(|w| w == b"4111111111111111")
+                );
+                actions.push((e.action.clone(), e.outcome.clone()));
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(actions[0].0, "vault_init");
+            assert!(actions.contains(&("tokenize".into(), "created".into())));
+            assert!(actions.contains(&("reveal".into(), "ok".into())));
+            let verified = audit::verify(v.inner.store.as_ref()).unwrap();
+            assert_eq!(verified.entries as usize, actions.len());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn dek_rolls_over_by_count() {
+        let (_d, v0) = new_vault(Backend::Redb);
+        let dir = v0.dir().to_path_buf();
+        v0.shutdown();
+        drop(v0);
+        let opts = Options {
+            dek_policy: DekPolicy {
+                max_uses: 3,
+                max_age: Duration::from_secs(3600),
+            },
+            ..Options::default()
+        };
+        let v = Vault::open(&dir, &Unlock::Dev, opts).unwrap();
+        let ctx = Ctx::system();
+        let a = v.create_merchant(&ctx, "A", None).await.unwrap();
+        let mut tokens = Vec::new();
+        for (i, pan) in [
+            "4111111111111111",
+            "5555555555554444",
+            "378282246310005",
+            "6011111111111117",
+            "4012888888881881",
+            "3530111333300000",
+            "5105105105105100",
+        ]
+        .iter()
+        .enumerate()
+        {
+            tokens.push((
+                v.tokenize(&ctx, &a.merchant_id, &req(pan, 1 + i as i64, 2030, None))
+                    .await
+                    .unwrap()
+                    .info
+                    .token,
+                *pan,
+            ));
+        }
+        let deks: Vec<u32> = tokens
+            .iter()
+            .map(|(t, _)| {
+                decode::<Record>(
+                    &v.inner
+                        .store
+                        .get(Table::Tokens, t.as_bytes())
+                        .unwrap()
+                        .unwrap(),
+                    "r",
+                )
+                .unwrap()
+                .dek_id
+            })
+            .collect();
+        assert!(
+            deks.iter().collect::<std::collections::HashSet<_>>().len() >= 3,
+            "{deks:?}"
+        );
+        v.shutdown();
+        drop(v);
+        let v = Vault::open(&dir, &Unlock::Dev, Options::default()).unwrap();
+        for (t, pan) in &tokens {
+            assert_eq!(
+                v.reveal(&ctx, &a.merchant_id, t)
+                    .await
+                    .unwrap()
+                    .pan
+                    .digits(),
+                *pan
+            );
+        }
+        v.shutdown();
+    }
+
+    #[test]
+    fn request_debug_is_redacted() {
+        let r = req("4111111111111111", 1, 2030, None);
+        assert!(!format!("{r:?}").contains("4111"));
+    }
+}

@@ -1,0 +1,242 @@
+//! The sled backend (selectable, **not** the default): directory `dir/sled`, the default tree,
+//! every key prefixed with a one-byte table tag.
+//!
+//! # Why sled is not the default
+//!
+//! * sled's last stable release, 0.34.7 (2021), predates its own crash-safety and recovery fixes,
+//!   which only exist in the 1.0 alphas (a rewrite with a different on-disk format).
+//! * RustSec flags crates it depends on as unmaintained (e.g. `fxhash`, `instant`), with no
+//!   patched 0.34 release to pick up replacements.
+//! * On Linux, `Tree::flush` does **not** call `fsync`: it writes the log with `pwrite` and then
+//!   `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)` (`pagecache/iobuf.rs`), which neither
+//!   flushes the drive's write cache nor persists the file size. That survives a process crash,
+//!   not a power loss. Values over about 128 KiB go to separate files under `blobs/`, written
+//!   with no sync at all. This backend closes both gaps itself (see [`SledStore::commit`]).
+//! * Iterators take sled's internal lock per step, not per scan, so a scan concurrent with
+//!   `apply_batch` can see part of a batch. This backend adds its own lock (see below).
+//! * sled panics on some internal inconsistencies instead of returning errors.
+//!
+//! # How the contract is met
+//!
+//! * A batch is one `apply_batch` (atomic, also for crash recovery) under a write lock, then
+//!   `flush()` (waits until the log up to the batch is written out and `sync_file_range`d), then
+//!   `fdatasync` of the log file `db` through a handle of our own (fsync acts on the inode, so
+//!   this forces the device cache flush and the file size), plus, for batches holding a value of
+//!   64 KiB or more, `fsync` of every file in `blobs/` and of the directory itself.
+//! * Reads take the read side of the same lock, so a `scan` sees all of a batch or none of it.
+//!   The lock is held only while sled applies the batch in memory, never during the flush and
+//!   syncs, so readers do not wait for the disk. The flip side: a reader can see a batch a few
+//!   milliseconds before it is durable, and a batch whose sync failed may stay visible (and
+//!   may or may not survive a crash).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
+
+use sled::{Batch, Db, IVec};
+
+use super::{Backend, Op, Store, Table, WriteBatch};
+use crate::{Error, Result};
+
+/// Name of the sled directory inside the vault directory.
+const DIR_NAME: &str = "sled";
+
+/// Values at least this large may land in sled's unsynced blob files (its threshold is a
+/// quarter of the 512 KiB segment, i.e. 128 KiB of serialized page; this leaves headroom).
+const BLOB_SYNC_THRESHOLD: usize = 64 * 1024;
+
+/// The on-disk table tag. Part of the format: never renumber.
+fn tag(table: Table) -> u8 {
+    match table {
+        Table::Meta => 1,
+        Table::Merchants => 2,
+        Table::Tokens => 3,
+        Table::Fingerprints => 4,
+        Table::Deks => 5,
+        Table::Audit => 6,
+        Table::ApiKeys => 7,
+        Table::Shops => 8,
+    }
+}
+
+fn tagged(table: Table, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(tag(table));
+    k.extend_from_slice(key);
+    k
+}
+
+fn sled_dir(dir: &Path) -> PathBuf {
+    dir.join(DIR_NAME)
+}
+
+pub(super) fn exists(dir: &Path) -> bool {
+    sled_dir(dir).join("db").is_file()
+}
+
+/// A sled-backed [`Store`].
+pub(super) struct SledStore {
+    db: Db,
+    /// Our own handle on sled's log file, for a real `fdatasync`.
+    log: File,
+    /// sled's blob directory.
+    blobs: PathBuf,
+    /// Write side held while a batch is applied in memory; read side by every read.
+    visibility: RwLock<()>,
+}
+
+impl SledStore {
+    pub(super) fn open(dir: &Path) -> Result<Self> {
+        let path = sled_dir(dir);
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|e| Error::store("open", e))?;
+        let log = File::open(path.join("db")).map_err(|e| Error::store("open", e))?;
+        // sled creates `db`, `conf` and snapshots without syncing their directory.
+        super::sync_dir(&path)?;
+        Ok(Self {
+            db,
+            log,
+            blobs: path.join("blobs"),
+            visibility: RwLock::new(()),
+        })
+    }
+
+    fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        // The lock guards no data, so a poisoned lock is still a good lock.
+        self.visibility
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `fsync` every blob file and the blob directory (sled writes them unsynced).
+    fn sync_blobs(&self) -> Result<()> {
+        let entries = match std::fs::read_dir(&self.blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::store("commit", e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::store("commit", e))?;
+            File::open(entry.path())
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::store("commit", e))?;
+        }
+        File::open(&self.blobs)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::store("commit", e))
+    }
+}
+
+fn pair((k, v): (IVec, IVec)) -> (Vec<u8>, Vec<u8>) {
+    (k.get(1..).unwrap_or_default().to_vec(), v.to_vec())
+}
+
+impl Store for SledStore {
+    fn backend(&self) -> Backend {
+        Backend::Sled
+    }
+
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let _r = self.read_lock();
+        let v = self
+            .db
+            .get(tagged(table, key))
+            .map_err(|e| Error::store("get", e))?;
+        Ok(v.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, table: Table, start: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lo = tagged(table, start);
+        let hi = [tag(table) + 1];
+        let _r = self.read_lock();
+        let mut out = Vec::new();
+        for entry in self.db.range(lo.as_slice()..&hi[..]) {
+            out.push(pair(entry.map_err(|e| Error::store("scan", e))?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let _r = self.read_lock();
+        match self.db.scan_prefix([tag(table)]).next_back() {
+            Some(entry) => Ok(Some(pair(entry.map_err(|e| Error::store("last", e))?))),
+            None => Ok(None),
+        }
+    }
+
+    fn count(&self, table: Table) -> Result<u64> {
+        let _r = self.read_lock();
+        let mut n = 0u64;
+        for key in self.db.scan_prefix([tag(table)]).keys() {
+            key.map_err(|e| Error::store("count", e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn commit(&self, batch: &WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut b = Batch::default();
+        let mut big = false;
+        for op in batch.ops() {
+            match op {
+                Op::Put { table, key, value } => {
+                    big |= value.len() >= BLOB_SYNC_THRESHOLD;
+                    b.insert(tagged(*table, key), value.as_slice());
+                }
+                Op::Delete { table, key } => b.remove(tagged(*table, key)),
+            }
+        }
+        {
+            let _w = self
+                .visibility
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.db
+                .apply_batch(b)
+                .map_err(|e| Error::store("commit", e))?;
+        }
+        // Waits until the log holding the batch is written and sync_file_range'd ...
+        self.db.flush().map_err(|e| Error::store("flush", e))?;
+        // ... which is not an fsync on Linux: force the device cache flush and file size.
+        self.log.sync_data().map_err(|e| Error::store("fsync", e))?;
+        if big {
+            self.sync_blobs()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn tags_unique_and_nonzero() {
+        let mut tags: Vec<u8> = Table::ALL.iter().map(|t| tag(*t)).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        assert_eq!(tags.len(), Table::ALL.len());
+        assert!(tags.iter().all(|t| *t > 0 && *t < u8::MAX));
+    }
+
+    #[test]
+    fn second_open_in_same_process_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledStore::open(dir.path()).unwrap();
+        let err = SledStore::open(dir.path()).err().unwrap();
+        assert_eq!(err.code(), "store_error");
+    }
+}
