@@ -1,12 +1,15 @@
 //! The storage layer: a narrow ordered key-value interface over eight named tables, with atomic,
 //! durable batch commits.
 //!
-//! Two backends implement [`Store`]:
+//! Two engines sit behind [`Store`]:
 //!
 //! * [`Backend::Redb`] (the default): one redb table per [`Table`], file `dir/panvault.redb`.
-//!   Reads run on MVCC snapshots and never wait for the writer; every commit is fsync'd once.
+//!   Reads run on MVCC snapshots and never wait for the writer.
 //! * [`Backend::Sled`] (selectable): one sled tree with a one-byte table tag in front of every
 //!   key, directory `dir/sled`. See `sled_backend.rs` for why it is not the default.
+//!
+//! Either way a commit is made durable by the journal (`journal.rs`): one checksummed append
+//! and one `fdatasync` per batch, the engine itself being synced only at checkpoints.
 //!
 //! The vault drives [`Store::commit`] from a single writer thread; readers call the read methods
 //! from any thread. Every backend failure is reported as [`Error::Store`](crate::Error::Store)
@@ -19,6 +22,7 @@ use std::sync::Arc;
 
 use crate::{Error, Result};
 
+mod journal;
 mod redb_backend;
 mod sled_backend;
 
@@ -62,7 +66,7 @@ impl Table {
         }
     }
 
-    /// Position of the table in [`Table::ALL`], for per-table arrays.
+    /// Position of the table in [`Table::ALL`], for per-table arrays and on-disk tags.
     fn index(self) -> usize {
         match self {
             Table::Meta => 0,
@@ -209,17 +213,35 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, batch: &WriteBatch) -> Result<()>;
 }
 
+/// A storage engine under the journal: the read side of [`Store`], plus unsynced atomic
+/// batches and an explicit sync point.
+trait Engine: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn scan(&self, table: Table, start: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    fn count(&self, table: Table) -> Result<u64>;
+    /// Sequence number of the last journal record applied (0 if none).
+    fn journal_seq(&self) -> Result<u64>;
+    /// Applies `batch` and records `journal_seq` atomically, visible to readers at
+    /// once, durable only at the next [`Engine::checkpoint`].
+    fn apply_unsynced(&self, batch: &WriteBatch, journal_seq: u64) -> Result<()>;
+    /// Makes everything applied so far durable.
+    fn checkpoint(&self) -> Result<()>;
+}
+
 /// Opens (creating if absent) the store of `backend` inside directory `dir` (redb: file
 /// `dir/panvault.redb`; sled: directory `dir/sled`). `dir` itself is created if missing.
 ///
 /// After a crash (even SIGKILL mid-commit) this recovers the last committed state: redb repairs
-/// the file on open, sled replays its log.
+/// the file on open, sled replays its log, then the journal replays what the engine lacks.
 pub fn open(backend: Backend, dir: &Path) -> Result<Arc<dyn Store>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
-    let store: Arc<dyn Store> = match backend {
-        Backend::Redb => Arc::new(redb_backend::RedbStore::open(dir)?),
-        Backend::Sled => Arc::new(sled_backend::SledStore::open(dir)?),
+    let engine: Box<dyn Engine> = match backend {
+        Backend::Redb => Box::new(redb_backend::RedbStore::open(dir)?),
+        Backend::Sled => Box::new(sled_backend::SledStore::open(dir)?),
     };
+    let store = Arc::new(journal::Journaled::open(engine, dir)?);
     // Neither engine fsyncs the directory holding the files it creates: without this, a power
     // loss right after `init` could lose the directory entries themselves.
     sync_dir(dir)?;

@@ -23,7 +23,8 @@ use redb::{
     TableDefinition, TableError,
 };
 
-use super::{Backend, Op, Store, Table, WriteBatch};
+use super::journal::SEQ_KEY;
+use super::{Backend, Engine, Op, Table, WriteBatch};
 use crate::{Error, Result};
 
 /// File name of the database inside the vault directory.
@@ -51,6 +52,9 @@ const DEFS: [Def; 8] = [
     def("api_keys"),
     def("shops"),
 ];
+
+/// Holds the journal's sequence number (see `journal.rs`); not one of the vault's tables.
+const JOURNAL: Def = def("journal");
 
 fn definition(table: Table) -> Def {
     DEFS[table.index()]
@@ -89,13 +93,13 @@ impl RedbStore {
 
     fn read_table(
         &self,
-        table: Table,
+        def: Def,
     ) -> Result<Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>> {
         let txn = self
             .db
             .begin_read()
             .map_err(|e| Error::store("begin_read", e))?;
-        match txn.open_table(definition(table)) {
+        match txn.open_table(def) {
             Ok(t) => Ok(Some(t)),
             // Created at open; treat a missing table as empty all the same.
             Err(TableError::TableDoesNotExist(_)) => Ok(None),
@@ -104,13 +108,13 @@ impl RedbStore {
     }
 }
 
-impl Store for RedbStore {
+impl Engine for RedbStore {
     fn backend(&self) -> Backend {
         Backend::Redb
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let Some(t) = self.read_table(table)? else {
+        let Some(t) = self.read_table(definition(table))? else {
             return Ok(None);
         };
         let value = t.get(key).map_err(|e| Error::store("get", e))?;
@@ -121,7 +125,7 @@ impl Store for RedbStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let Some(t) = self.read_table(table)? else {
+        let Some(t) = self.read_table(definition(table))? else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
@@ -136,7 +140,7 @@ impl Store for RedbStore {
     }
 
     fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let Some(t) = self.read_table(table)? else {
+        let Some(t) = self.read_table(definition(table))? else {
             return Ok(None);
         };
         let last = t.last().map_err(|e| Error::store("last", e))?;
@@ -144,40 +148,54 @@ impl Store for RedbStore {
     }
 
     fn count(&self, table: Table) -> Result<u64> {
-        match self.read_table(table)? {
+        match self.read_table(definition(table))? {
             Some(t) => t.len().map_err(|e| Error::store("count", e)),
             None => Ok(0),
         }
     }
 
-    fn commit(&self, batch: &WriteBatch) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
+    fn journal_seq(&self) -> Result<u64> {
+        let Some(t) = self.read_table(JOURNAL)? else {
+            return Ok(0);
+        };
+        let v = t.get(SEQ_KEY).map_err(|e| Error::store("get", e))?;
+        v.map_or(Ok(0), |v| super::journal::decode_seq(v.value()))
+    }
+
+    fn apply_unsynced(&self, batch: &WriteBatch, journal_seq: u64) -> Result<()> {
+        self.write(batch, Some(journal_seq), Durability::None)
+    }
+
+    /// An empty `Immediate` commit persists every `None` commit before it.
+    fn checkpoint(&self) -> Result<()> {
+        self.write(&WriteBatch::new(), None, Durability::Immediate)
+    }
+}
+
+impl RedbStore {
+    /// One write transaction; `journal_seq`, if given, is stored under `meta/journal_seq` in it.
+    fn write(
+        &self,
+        batch: &WriteBatch,
+        journal_seq: Option<u64>,
+        durability: Durability,
+    ) -> Result<()> {
         let mut txn = self
             .db
             .begin_write()
             .map_err(|e| Error::store("begin_write", e))?;
-        txn.set_durability(Durability::Immediate)
+        txn.set_durability(durability)
             .map_err(|e| Error::store("begin_write", e))?;
         {
             // Each table is opened at most once per transaction, on first use. Dropping `tables`
             // at the end of this block closes them before the commit, as redb requires. An error
             // return drops `txn` uncommitted, which aborts it: all or nothing.
-            let mut tables: [Option<redb::Table<'_, &'static [u8], &'static [u8]>>; 8] =
-                Default::default();
+            let mut tables: [Option<WriteTable<'_>>; 8] = Default::default();
             for op in batch.ops() {
                 let (table, key) = match op {
                     Op::Put { table, key, .. } | Op::Delete { table, key } => (*table, key),
                 };
-                let slot = &mut tables[table.index()];
-                let t = match slot {
-                    Some(t) => t,
-                    None => slot.insert(
-                        txn.open_table(definition(table))
-                            .map_err(|e| Error::store("open_table", e))?,
-                    ),
-                };
+                let t = open_once(&txn, &mut tables, table)?;
                 match op {
                     Op::Put { value, .. } => {
                         t.insert(key.as_slice(), value.as_slice())
@@ -189,8 +207,33 @@ impl Store for RedbStore {
                     }
                 }
             }
+            if let Some(seq) = journal_seq {
+                let mut t = txn
+                    .open_table(JOURNAL)
+                    .map_err(|e| Error::store("open_table", e))?;
+                t.insert(SEQ_KEY, seq.to_be_bytes().as_slice())
+                    .map_err(|e| Error::store("put", e))?;
+            }
         }
         txn.commit().map_err(|e| Error::store("commit", e))
+    }
+}
+
+type WriteTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
+/// The open handle of `table` in this transaction, opening it on first use.
+fn open_once<'s, 't>(
+    txn: &'t redb::WriteTransaction,
+    tables: &'s mut [Option<WriteTable<'t>>; 8],
+    table: Table,
+) -> Result<&'s mut WriteTable<'t>> {
+    let slot = &mut tables[table.index()];
+    match slot {
+        Some(t) => Ok(t),
+        None => Ok(slot.insert(
+            txn.open_table(definition(table))
+                .map_err(|e| Error::store("open_table", e))?,
+        )),
     }
 }
 

@@ -11,23 +11,22 @@
 //!   `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)` (`pagecache/iobuf.rs`), which neither
 //!   flushes the drive's write cache nor persists the file size. That survives a process crash,
 //!   not a power loss. Values over about 128 KiB go to separate files under `blobs/`, written
-//!   with no sync at all. This backend closes both gaps itself (see [`SledStore::commit`]).
+//!   with no sync at all. This backend closes both gaps itself (see `checkpoint`).
 //! * Iterators take sled's internal lock per step, not per scan, so a scan concurrent with
 //!   `apply_batch` can see part of a batch. This backend adds its own lock (see below).
 //! * sled panics on some internal inconsistencies instead of returning errors.
 //!
 //! # How the contract is met
 //!
-//! * A batch is one `apply_batch` (atomic, also for crash recovery) under a write lock, then
-//!   `flush()` (waits until the log up to the batch is written out and `sync_file_range`d), then
-//!   `fdatasync` of the log file `db` through a handle of our own (fsync acts on the inode, so
-//!   this forces the device cache flush and the file size), plus, for batches holding a value of
-//!   64 KiB or more, `fsync` of every file in `blobs/` and of the directory itself.
-//! * Reads take the read side of the same lock, so a `scan` sees all of a batch or none of it.
-//!   The lock is held only while sled applies the batch in memory, never during the flush and
-//!   syncs, so readers do not wait for the disk. The flip side: a reader can see a batch a few
-//!   milliseconds before it is durable, and a batch whose sync failed may stay visible (and
-//!   may or may not survive a crash).
+//! Commits go through the journal (`journal.rs`); this engine applies each batch with one
+//! `apply_batch` (atomic, also for sled's own crash recovery) under a write lock, without a
+//! flush. A checkpoint is `flush()` (waits until the log is written out and
+//! `sync_file_range`d), then `fdatasync` of the log file `db` through a handle of our own (fsync
+//! acts on the inode, so this forces the device cache flush and the file size), then `fsync` of
+//! every file in `blobs/` and of the directory itself.
+//!
+//! Reads take the read side of the same lock, so a `scan` sees all of a batch or none of it.
+//! The lock is held only while sled applies the batch in memory, never during a sync.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -35,15 +34,12 @@ use std::sync::{PoisonError, RwLock};
 
 use sled::{Batch, Db, IVec};
 
-use super::{Backend, Op, Store, Table, WriteBatch};
+use super::journal::SEQ_KEY;
+use super::{Backend, Engine, Op, Table, WriteBatch};
 use crate::{Error, Result};
 
 /// Name of the sled directory inside the vault directory.
 const DIR_NAME: &str = "sled";
-
-/// Values at least this large may land in sled's unsynced blob files (its threshold is a
-/// quarter of the 512 KiB segment, i.e. 128 KiB of serialized page; this leaves headroom).
-const BLOB_SYNC_THRESHOLD: usize = 64 * 1024;
 
 /// The on-disk table tag. Part of the format: never renumber.
 fn tag(table: Table) -> u8 {
@@ -64,6 +60,11 @@ fn tagged(table: Table, key: &[u8]) -> Vec<u8> {
     k.push(tag(table));
     k.extend_from_slice(key);
     k
+}
+
+/// Key of the journal's sequence number (see `journal.rs`): tag 0, outside every table.
+fn journal_key() -> Vec<u8> {
+    [&[0u8][..], SEQ_KEY].concat()
 }
 
 fn sled_dir(dir: &Path) -> PathBuf {
@@ -133,7 +134,7 @@ fn pair((k, v): (IVec, IVec)) -> (Vec<u8>, Vec<u8>) {
     (k.get(1..).unwrap_or_default().to_vec(), v.to_vec())
 }
 
-impl Store for SledStore {
+impl Engine for SledStore {
     fn backend(&self) -> Backend {
         Backend::Sled
     }
@@ -182,38 +183,39 @@ impl Store for SledStore {
         Ok(n)
     }
 
-    fn commit(&self, batch: &WriteBatch) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
+    fn journal_seq(&self) -> Result<u64> {
+        let v = self
+            .db
+            .get(journal_key())
+            .map_err(|e| Error::store("get", e))?;
+        v.map_or(Ok(0), |v| super::journal::decode_seq(&v))
+    }
+
+    fn apply_unsynced(&self, batch: &WriteBatch, journal_seq: u64) -> Result<()> {
         let mut b = Batch::default();
-        let mut big = false;
         for op in batch.ops() {
             match op {
-                Op::Put { table, key, value } => {
-                    big |= value.len() >= BLOB_SYNC_THRESHOLD;
-                    b.insert(tagged(*table, key), value.as_slice());
-                }
+                Op::Put { table, key, value } => b.insert(tagged(*table, key), value.as_slice()),
                 Op::Delete { table, key } => b.remove(tagged(*table, key)),
             }
         }
-        {
-            let _w = self
-                .visibility
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            self.db
-                .apply_batch(b)
-                .map_err(|e| Error::store("commit", e))?;
-        }
-        // Waits until the log holding the batch is written and sync_file_range'd ...
+        b.insert(journal_key(), &journal_seq.to_be_bytes());
+        let _w = self
+            .visibility
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.db
+            .apply_batch(b)
+            .map_err(|e| Error::store("commit", e))
+    }
+
+    /// `flush` waits until sled's log is written and `sync_file_range`d, which is not an
+    /// fsync on Linux: the `fdatasync` of the log file forces the device cache flush and the
+    /// file size, and the blob files (values over ~128 KiB) are synced too.
+    fn checkpoint(&self) -> Result<()> {
         self.db.flush().map_err(|e| Error::store("flush", e))?;
-        // ... which is not an fsync on Linux: force the device cache flush and file size.
         self.log.sync_data().map_err(|e| Error::store("fsync", e))?;
-        if big {
-            self.sync_blobs()?;
-        }
-        Ok(())
+        self.sync_blobs()
     }
 }
 

@@ -1,0 +1,388 @@
+//! The commit journal: how a commit is durable with one small sequential write.
+//!
+//! A B-tree commit of N random keys rewrites about N leaf pages (profiled: 32 tokenizes, 64
+//! random keys, ~2.2 ms per redb commit on this machine). So [`Journaled::commit`] instead
+//!
+//! 1. appends the batch as one checksummed record to `dir/journal.log` and `fdatasync`s it:
+//!    from here on the batch is durable, and only then is `Ok` possible;
+//! 2. applies the batch to the engine without a sync (redb `Durability::None`, sled without
+//!    `flush`), together with the record's sequence number under the engine's journal key, atomically;
+//! 3. every [`CHECKPOINT_BYTES`] of journal, makes the engine durable (one sync for thousands
+//!    of batches) and empties the journal.
+//!
+//! On open, records newer than the engine's `journal_seq` are applied again (in order; puts and
+//! deletes of whole values are idempotent), the engine is checkpointed and the journal emptied.
+//! A torn last record (crash during step 1: never acknowledged) fails its checksum and is
+//! dropped; only the tail can be torn, because a record is written only after the one before it
+//! was synced. Readers see a batch once step 2 is done, i.e. only after it is durable.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use sha2::{Digest, Sha256};
+
+use super::{Backend, Engine, Op, Store, Table, WriteBatch};
+use crate::{Error, Result};
+
+/// The journal's file name inside the vault directory.
+pub(super) const FILE_NAME: &str = "journal.log";
+/// Journal size that triggers a checkpoint of the engine.
+pub(super) const CHECKPOINT_BYTES: u64 = 8 << 20;
+/// Under which key the engine keeps the sequence number of the last journal record it holds
+/// (outside the vault's tables).
+pub(super) const SEQ_KEY: &[u8] = b"journal_seq";
+
+const MAGIC: &[u8; 4] = b"PVJ1";
+const HEADER: usize = 4 + 8 + 4;
+const TRAILER: usize = 16;
+
+/// A [`Store`] whose commits go through the journal in front of an [`Engine`].
+pub(super) struct Journaled {
+    engine: Box<dyn Engine>,
+    log: Mutex<Log>,
+}
+
+struct Log {
+    file: File,
+    len: u64,
+    seq: u64,
+    /// Set when a write or apply failed: the engine may lag the journal, so no further commit
+    /// is taken until the store is reopened (which replays the journal).
+    failed: bool,
+}
+
+fn encode(seq: u64, batch: &WriteBatch) -> Vec<u8> {
+    let size: usize = batch
+        .ops()
+        .iter()
+        .map(|op| match op {
+            Op::Put { key, value, .. } => 10 + key.len() + value.len(),
+            Op::Delete { key, .. } => 6 + key.len(),
+        })
+        .sum();
+    let mut out = Vec::with_capacity(HEADER + size + TRAILER);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&(size as u32).to_le_bytes());
+    for op in batch.ops() {
+        let (kind, table, key) = match op {
+            Op::Put { table, key, .. } => (1u8, table, key),
+            Op::Delete { table, key } => (2u8, table, key),
+        };
+        out.push(kind);
+        out.push(table.index() as u8);
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+        if let Op::Put { value, .. } = op {
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(value);
+        }
+    }
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest[..TRAILER]);
+    out
+}
+
+/// Splits off `n` bytes, or `None` if fewer remain.
+fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if buf.len() < n {
+        return None;
+    }
+    let (head, rest) = buf.split_at(n);
+    *buf = rest;
+    Some(head)
+}
+
+fn take_u32(buf: &mut &[u8]) -> Option<usize> {
+    Some(u32::from_le_bytes(take(buf, 4)?.try_into().ok()?) as usize)
+}
+
+/// Decodes the records of a journal, stopping at the first one that is incomplete or fails
+/// its checksum (a torn tail).
+fn decode(mut buf: &[u8]) -> Vec<(u64, WriteBatch)> {
+    let mut out = Vec::new();
+    while let Some(rec) = decode_one(&mut buf) {
+        out.push(rec);
+    }
+    out
+}
+
+fn decode_one(buf: &mut &[u8]) -> Option<(u64, WriteBatch)> {
+    let start = *buf;
+    let header = take(buf, HEADER)?;
+    if &header[..4] != MAGIC {
+        return None;
+    }
+    let seq = u64::from_le_bytes(header[4..12].try_into().ok()?);
+    let size = u32::from_le_bytes(header[12..16].try_into().ok()?) as usize;
+    let mut payload = take(buf, size)?;
+    let trailer = take(buf, TRAILER)?;
+    if Sha256::digest(&start[..HEADER + size])[..TRAILER] != *trailer {
+        return None;
+    }
+    let mut batch = WriteBatch::new();
+    while !payload.is_empty() {
+        let head = take(&mut payload, 2)?;
+        let table = *Table::ALL.get(head[1] as usize)?;
+        let klen = take_u32(&mut payload)?;
+        let key = take(&mut payload, klen)?.to_vec();
+        match head[0] {
+            1 => {
+                let vlen = take_u32(&mut payload)?;
+                batch.put(table, key, take(&mut payload, vlen)?.to_vec());
+            }
+            2 => batch.delete(table, key),
+            _ => return None,
+        }
+    }
+    Some((seq, batch))
+}
+
+/// Decodes the stored journal sequence number.
+pub(super) fn decode_seq(v: &[u8]) -> Result<u64> {
+    Ok(u64::from_be_bytes(v.try_into().map_err(|_| {
+        Error::Corrupt {
+            what: "journal sequence",
+        }
+    })?))
+}
+
+impl Journaled {
+    /// Opens the journal in `dir`, replays what the engine lacks, checkpoints, and empties it.
+    pub(super) fn open(engine: Box<dyn Engine>, dir: &Path) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(FILE_NAME);
+        let io = |e| Error::store("journal", e);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io)?;
+        let mut seq = engine.journal_seq()?;
+        for (rec_seq, batch) in decode(&bytes) {
+            if rec_seq <= seq {
+                continue;
+            }
+            if rec_seq != seq + 1 {
+                return Err(Error::Corrupt {
+                    what: "journal (a record is missing)",
+                });
+            }
+            engine.apply_unsynced(&batch, rec_seq)?;
+            seq = rec_seq;
+        }
+        if !bytes.is_empty() {
+            engine.checkpoint()?;
+            file.set_len(0).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        Ok(Journaled {
+            engine,
+            log: Mutex::new(Log {
+                file,
+                len: 0,
+                seq,
+                failed: false,
+            }),
+        })
+    }
+
+    fn checkpoint(&self, log: &mut Log) -> Result<()> {
+        self.engine.checkpoint()?;
+        // Records up to `log.seq` are now in the durable engine state; a crash before the
+        // truncation below is harmless (replay skips them).
+        log.file
+            .set_len(0)
+            .map_err(|e| Error::store("journal truncate", e))?;
+        log.len = 0;
+        Ok(())
+    }
+}
+
+impl Store for Journaled {
+    fn backend(&self) -> Backend {
+        self.engine.backend()
+    }
+
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.engine.get(table, key)
+    }
+
+    fn scan(&self, table: Table, start: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.engine.scan(table, start, limit)
+    }
+
+    fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.engine.last(table)
+    }
+
+    fn count(&self, table: Table) -> Result<u64> {
+        self.engine.count(table)
+    }
+
+    fn commit(&self, batch: &WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        if log.failed {
+            return Err(Error::store(
+                "commit",
+                "an earlier journal write failed; reopen the store",
+            ));
+        }
+        let seq = log.seq + 1;
+        let record = encode(seq, batch);
+        let result = log
+            .file
+            .write_all(&record)
+            .and_then(|()| log.file.sync_data())
+            .map_err(|e| Error::store("journal write", e))
+            .and_then(|()| self.engine.apply_unsynced(batch, seq));
+        if let Err(e) = result {
+            log.failed = true;
+            return Err(e);
+        }
+        log.seq = seq;
+        log.len += record.len() as u64;
+        if log.len >= CHECKPOINT_BYTES {
+            // The batch is durable already; a failed checkpoint only stops further commits.
+            if self.checkpoint(&mut log).is_err() {
+                log.failed = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Journaled {
+    fn drop(&mut self) {
+        let log = self.log.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if !log.failed && log.len > 0 {
+            // Best effort: a failure here leaves a journal that the next open replays.
+            let _ = self
+                .engine
+                .checkpoint()
+                .and_then(|()| log.file.set_len(0).map_err(|e| Error::store("journal", e)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn batch(n: u8) -> WriteBatch {
+        let mut b = WriteBatch::new();
+        b.put(Table::Tokens, vec![n], vec![n; 40]);
+        b.put(Table::Audit, vec![0, n], b"entry".to_vec());
+        b.delete(Table::Fingerprints, vec![n, n]);
+        b
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let mut bytes = encode(7, &batch(1));
+        bytes.extend(encode(8, &batch(2)));
+        let recs = decode(&bytes);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].0, 7);
+        assert_eq!(
+            format!("{:?}", recs[1].1.ops()),
+            format!("{:?}", batch(2).ops())
+        );
+    }
+
+    #[test]
+    fn torn_or_altered_tail_is_dropped() {
+        let good = encode(1, &batch(1));
+        let second = encode(2, &batch(2));
+        for cut in 1..second.len() {
+            let mut bytes = good.clone();
+            bytes.extend_from_slice(&second[..cut]);
+            let recs = decode(&bytes);
+            assert_eq!(recs.len(), 1, "cut at {cut}");
+        }
+        for flip in 0..second.len() {
+            let mut bytes = good.clone();
+            let mut bad = second.clone();
+            bad[flip] ^= 0x40;
+            bytes.extend_from_slice(&bad);
+            assert_eq!(decode(&bytes).len(), 1, "flip at {flip}");
+        }
+    }
+
+    fn replay_after_unsynced_apply(backend: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        // Write journal records for batches the engine never saw (as if the process died
+        // between the journal sync and the engine apply), then open.
+        {
+            let s = super::super::open(backend, dir.path()).unwrap();
+            let mut b = WriteBatch::new();
+            b.put(Table::Meta, b"before".to_vec(), b"x".to_vec());
+            s.commit(&b).unwrap();
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE_NAME))
+            .unwrap();
+        // Seq 1 was checkpointed at the clean close above: this is seq 2 and 3, then garbage.
+        f.write_all(&encode(2, &batch(2))).unwrap();
+        f.write_all(&encode(3, &batch(3))).unwrap();
+        f.write_all(b"PVJ1 torn").unwrap();
+        drop(f);
+        let s = super::super::open(backend, dir.path()).unwrap();
+        assert_eq!(s.get(Table::Meta, b"before").unwrap().unwrap(), b"x");
+        assert_eq!(s.get(Table::Tokens, &[2]).unwrap().unwrap(), vec![2; 40]);
+        assert_eq!(s.get(Table::Tokens, &[3]).unwrap().unwrap(), vec![3; 40]);
+        assert_eq!(
+            std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len(),
+            0
+        );
+        // The next commit continues the sequence.
+        s.commit(&batch(4)).unwrap();
+        drop(s);
+        let s = super::super::open(backend, dir.path()).unwrap();
+        assert_eq!(s.get(Table::Tokens, &[4]).unwrap().unwrap(), vec![4; 40]);
+        assert_eq!(
+            s.count(Table::Meta).unwrap(),
+            1,
+            "the journal's own key stays hidden"
+        );
+    }
+
+    #[test]
+    fn replay_redb() {
+        replay_after_unsynced_apply(Backend::Redb);
+    }
+
+    #[test]
+    fn replay_sled() {
+        replay_after_unsynced_apply(Backend::Sled);
+    }
+
+    #[test]
+    fn checkpoint_empties_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = super::super::open(Backend::Redb, dir.path()).unwrap();
+        let big = vec![7u8; 64 * 1024];
+        let mut n = 0u32;
+        while n < 200 {
+            let mut b = WriteBatch::new();
+            b.put(Table::Tokens, n.to_be_bytes().to_vec(), big.clone());
+            s.commit(&b).unwrap();
+            n += 1;
+        }
+        // 200 x 64 KiB > CHECKPOINT_BYTES: at least one checkpoint ran.
+        let len = std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
+        assert!(len < CHECKPOINT_BYTES, "{len}");
+        assert_eq!(s.count(Table::Tokens).unwrap(), 200);
+    }
+}
