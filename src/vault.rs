@@ -375,7 +375,7 @@ struct Inner {
     keys: Keys,
     opts: Options,
     queue: Mutex<Option<mpsc::Sender<Box<dyn Work>>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stats: Arc<WriterStats>,
     merchants: RwLock<HashMap<String, Merchant>>,
     temps: Mutex<(HashMap<String, TempCard>, Instant)>,
@@ -544,13 +544,21 @@ impl Vault {
 
         let stats = Arc::new(WriterStats::default());
         let (tx, rx) = mpsc::channel::<Box<dyn Work>>(opts.queue_depth.max(1));
+        let (synced_tx, synced_rx) = std::sync::mpsc::sync_channel::<Written>(1024);
+        let syncer = {
+            let store = store.clone();
+            std::thread::Builder::new()
+                .name("panvault-syncer".into())
+                .spawn(move || syncer_loop(store.as_ref(), synced_rx))
+                .map_err(|e| Error::io("syncer thread", e))?
+        };
         let writer = {
             let store = store.clone();
             let stats = stats.clone();
             let max_batch = opts.max_batch.max(1);
             std::thread::Builder::new()
                 .name("panvault-writer".into())
-                .spawn(move || writer_loop(store.as_ref(), rx, chain, max_batch, &stats))
+                .spawn(move || writer_loop(store.as_ref(), rx, chain, max_batch, &stats, synced_tx))
                 .map_err(|e| Error::io("writer thread", e))?
         };
         let inner = Inner {
@@ -566,7 +574,7 @@ impl Vault {
             },
             opts,
             queue: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(writer)),
+            threads: Mutex::new(vec![writer, syncer]),
             stats,
             merchants: RwLock::new(HashMap::new()),
             temps: Mutex::new((HashMap::new(), Instant::now())),
@@ -594,7 +602,8 @@ impl Vault {
     /// Stops taking writes, lets the writer finish what is queued, and waits for it.
     pub fn shutdown(&self) {
         drop(lock(&self.inner.queue).take());
-        if let Some(h) = lock(&self.inner.writer).take() {
+        // The writer ends when its queue is closed, then the syncer when the writer is gone.
+        for h in lock(&self.inner.threads).drain(..) {
             let _ = h.join();
         }
     }
@@ -1267,7 +1276,7 @@ impl Tx<'_> {
 trait Work: Send {
     /// Runs against the batch; returns the closure's writes and audit events if it succeeded.
     fn apply(&mut self, tx: &mut Tx<'_>) -> bool;
-    /// Answers the caller once the batch's fate is known.
+    /// Answers the caller once the batch is durable, or failed.
     fn finish(self: Box<Self>, committed: &Result<()>);
 }
 
@@ -1302,15 +1311,22 @@ where
     }
 }
 
+/// Batches handed from the writer to the syncer: the store ticket and the callers to answer.
+type Written = (u64, Vec<Box<dyn Work>>);
+
+/// The single writer: takes everything waiting, runs the closures against one batch, chains
+/// their audit entries, writes the batch (visible, not yet durable) and hands the callers to
+/// the syncer. It then starts on the next batch while the syncer waits for the disk.
 fn writer_loop(
     store: &dyn Store,
     mut rx: mpsc::Receiver<Box<dyn Work>>,
     mut chain: Chain,
     max_batch: usize,
     stats: &WriterStats,
+    synced: std::sync::mpsc::SyncSender<Written>,
 ) {
-    let mut jobs: Vec<Box<dyn Work>> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
+        let mut jobs: Vec<Box<dyn Work>> = Vec::with_capacity(64);
         jobs.push(first);
         while jobs.len() < max_batch {
             match rx.try_recv() {
@@ -1346,7 +1362,7 @@ fn writer_loop(
                 }
             }
         }
-        if result.is_ok() {
+        let ticket = result.and_then(|()| {
             let mut batch = WriteBatch::new();
             for ((table, key), value) in overlay {
                 match value {
@@ -1354,18 +1370,38 @@ fn writer_loop(
                     None => batch.delete(table, key),
                 }
             }
-            result = store.commit(&batch);
-        }
-        if result.is_err() {
-            // Nothing of this batch is on disk: the chain head goes back to what is.
-            if let Ok(c) = Chain::load(store) {
-                chain = c;
+            store.write(&batch)
+        });
+        stats.record(jobs.len());
+        match ticket {
+            Ok(t) => {
+                if let Err(std::sync::mpsc::SendError((_, jobs))) = synced.send((t, jobs)) {
+                    let gone = Err(Error::ShuttingDown);
+                    jobs.into_iter().for_each(|j| j.finish(&gone));
+                }
+            }
+            Err(e) => {
+                // Nothing of this batch was written: the chain head goes back to what is.
+                if let Ok(c) = Chain::load(store) {
+                    chain = c;
+                }
+                let failed = Err(e);
+                jobs.into_iter().for_each(|j| j.finish(&failed));
             }
         }
-        stats.record(jobs.len());
-        for job in jobs.drain(..) {
-            job.finish(&result);
+    }
+}
+
+/// Answers callers once their batch is durable. One sync covers every batch written while the
+/// previous sync ran, so under load each sync acknowledges several batches.
+fn syncer_loop(store: &dyn Store, rx: std::sync::mpsc::Receiver<Written>) {
+    while let Ok((mut ticket, mut jobs)) = rx.recv() {
+        while let Ok((t, more)) = rx.try_recv() {
+            ticket = ticket.max(t);
+            jobs.extend(more);
         }
+        let result = store.sync(ticket);
+        jobs.into_iter().for_each(|j| j.finish(&result));
     }
 }
 

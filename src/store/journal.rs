@@ -3,22 +3,28 @@
 //! A B-tree commit of N random keys rewrites about N leaf pages (profiled: 32 tokenizes, 64
 //! random keys, ~2.2 ms per redb commit on this machine). So [`Journaled::commit`] instead
 //!
-//! 1. appends the batch as one checksummed record to `dir/journal.log` and `fdatasync`s it:
-//!    from here on the batch is durable, and only then is `Ok` possible;
-//! 2. applies the batch to the engine without a sync (redb `Durability::None`, sled without
-//!    `flush`), together with the record's sequence number under the engine's journal key, atomically;
+//! 1. ([`Store::write`]) appends the batch as one checksummed record to `dir/journal.log`, and
+//!    applies it to the engine without a sync (redb `Durability::None`, sled without `flush`),
+//!    together with the record's sequence number under the engine's journal key, atomically;
+//! 2. ([`Store::sync`]) `fdatasync`s the journal: every record written so far is durable, and
+//!    only now is `Ok` possible. One sync covers all the batches written while the previous
+//!    sync ran;
 //! 3. every [`CHECKPOINT_BYTES`] of journal, makes the engine durable (one sync for thousands
-//!    of batches) and empties the journal.
+//!    of batches) and starts the journal again from its first byte.
 //!
-//! On open, records newer than the engine's `journal_seq` are applied again (in order; puts and
-//! deletes of whole values are idempotent), the engine is checkpointed and the journal emptied.
+//! On open, the records of the current cycle (consecutive sequence numbers from offset 0) that
+//! are newer than the engine's `journal_seq` are applied again (in order; puts and deletes of
+//! whole values are idempotent) and the engine is checkpointed.
 //! A torn last record (crash during step 1: never acknowledged) fails its checksum and is
-//! dropped; only the tail can be torn, because a record is written only after the one before it
-//! was synced. Readers see a batch once step 2 is done, i.e. only after it is durable.
+//! dropped together with every record after it (a crash before a sync can persist pages out of
+//! order, but no record after the last completed sync was acknowledged). Readers see a batch
+//! after step 1, up to one sync before it is durable; callers are answered after step 2.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use sha2::{Digest, Sha256};
@@ -42,15 +48,22 @@ const TRAILER: usize = 16;
 pub(super) struct Journaled {
     engine: Box<dyn Engine>,
     log: Mutex<Log>,
+    /// A second handle on the journal file, so a sync runs while the next record is written.
+    sync_file: File,
+    sync_lock: Mutex<()>,
+    /// Highest sequence number whose record was fully written (not necessarily synced).
+    written: AtomicU64,
+    /// Highest sequence number known durable (journal synced, or engine checkpointed).
+    durable: AtomicU64,
+    /// Set when a write, apply or sync failed: the engine may be ahead of or behind the
+    /// journal, so nothing more is taken until the store is reopened (which replays it).
+    failed: AtomicBool,
 }
 
 struct Log {
     file: File,
     len: u64,
     seq: u64,
-    /// Set when a write or apply failed: the engine may lag the journal, so no further commit
-    /// is taken until the store is reopened (which replays the journal).
-    failed: bool,
 }
 
 fn encode(seq: u64, batch: &WriteBatch) -> Vec<u8> {
@@ -150,22 +163,30 @@ pub(super) fn decode_seq(v: &[u8]) -> Result<u64> {
 }
 
 impl Journaled {
-    /// Opens the journal in `dir`, replays what the engine lacks, checkpoints, and empties it.
+    /// Opens the journal in `dir`, replays what the engine lacks, and checkpoints.
     pub(super) fn open(engine: Box<dyn Engine>, dir: &Path) -> Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join(FILE_NAME);
         let io = |e| Error::store("journal", e);
         let mut file = std::fs::OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .mode(0o600)
             .open(&path)
             .map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
         let mut seq = engine.journal_seq()?;
+        let mut prev: Option<u64> = None;
         for (rec_seq, batch) in decode(&bytes) {
+            // The file is reused from offset 0 after each checkpoint: the current cycle's
+            // records run on with consecutive numbers; what follows is older (smaller numbers).
+            if prev.is_some_and(|p| rec_seq != p + 1) {
+                break;
+            }
+            prev = Some(rec_seq);
             if rec_seq <= seq {
                 continue;
             }
@@ -177,29 +198,27 @@ impl Journaled {
             engine.apply_unsynced(&batch, rec_seq)?;
             seq = rec_seq;
         }
-        if !bytes.is_empty() {
+        if prev.is_some() {
             engine.checkpoint()?;
-            file.set_len(0).map_err(io)?;
-            file.sync_all().map_err(io)?;
         }
+        let sync_file = file.try_clone().map_err(io)?;
         Ok(Journaled {
             engine,
-            log: Mutex::new(Log {
-                file,
-                len: 0,
-                seq,
-                failed: false,
-            }),
+            log: Mutex::new(Log { file, len: 0, seq }),
+            sync_file,
+            sync_lock: Mutex::new(()),
+            written: AtomicU64::new(seq),
+            durable: AtomicU64::new(seq),
+            failed: AtomicBool::new(false),
         })
     }
 
+    /// Makes the engine durable; the journal then starts again at offset 0, over records the
+    /// engine now holds. The file is not truncated: overwriting blocks it already has spares
+    /// each later `fdatasync` a file-size update (measured 0.16 ms instead of 0.25 ms here).
     fn checkpoint(&self, log: &mut Log) -> Result<()> {
         self.engine.checkpoint()?;
-        // Records up to `log.seq` are now in the durable engine state; a crash before the
-        // truncation below is harmless (replay skips them).
-        log.file
-            .set_len(0)
-            .map_err(|e| Error::store("journal truncate", e))?;
+        self.durable.fetch_max(log.seq, Ordering::SeqCst);
         log.len = 0;
         Ok(())
     }
@@ -226,36 +245,66 @@ impl Store for Journaled {
         self.engine.count(table)
     }
 
-    fn commit(&self, batch: &WriteBatch) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
+    fn write(&self, batch: &WriteBatch) -> Result<u64> {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        if log.failed {
-            return Err(Error::store(
-                "commit",
-                "an earlier journal write failed; reopen the store",
-            ));
+        self.check_failed()?;
+        if batch.is_empty() {
+            return Ok(log.seq);
         }
         let seq = log.seq + 1;
         let record = encode(seq, batch);
         let result = log
             .file
-            .write_all(&record)
-            .and_then(|()| log.file.sync_data())
+            .write_all_at(&record, log.len)
             .map_err(|e| Error::store("journal write", e))
             .and_then(|()| self.engine.apply_unsynced(batch, seq));
         if let Err(e) = result {
-            log.failed = true;
+            self.failed.store(true, Ordering::SeqCst);
             return Err(e);
         }
         log.seq = seq;
         log.len += record.len() as u64;
-        if log.len >= CHECKPOINT_BYTES {
-            // The batch is durable already; a failed checkpoint only stops further commits.
-            if self.checkpoint(&mut log).is_err() {
-                log.failed = true;
-            }
+        self.written.store(seq, Ordering::SeqCst);
+        if log.len >= CHECKPOINT_BYTES
+            && let Err(e) = self.checkpoint(&mut log)
+        {
+            self.failed.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        Ok(seq)
+    }
+
+    fn sync(&self, ticket: u64) -> Result<()> {
+        if self.durable.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let _one_at_a_time = self
+            .sync_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Someone else's sync may have covered us while we waited.
+        if self.durable.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        self.check_failed()?;
+        // Every record up to `target` is fully written; one fdatasync makes them all durable.
+        let target = self.written.load(Ordering::SeqCst);
+        if let Err(e) = self.sync_file.sync_data() {
+            self.failed.store(true, Ordering::SeqCst);
+            return Err(Error::store("journal sync", e));
+        }
+        self.durable.fetch_max(target, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl Journaled {
+    fn check_failed(&self) -> Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(Error::store(
+                "commit",
+                "an earlier journal write or sync failed; reopen the store",
+            ));
         }
         Ok(())
     }
@@ -263,13 +312,11 @@ impl Store for Journaled {
 
 impl Drop for Journaled {
     fn drop(&mut self) {
+        let failed = self.failed.load(Ordering::SeqCst);
         let log = self.log.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if !log.failed && log.len > 0 {
+        if !failed && log.len > 0 {
             // Best effort: a failure here leaves a journal that the next open replays.
-            let _ = self
-                .engine
-                .checkpoint()
-                .and_then(|()| log.file.set_len(0).map_err(|e| Error::store("journal", e)));
+            let _ = self.engine.checkpoint();
         }
     }
 }
@@ -321,41 +368,50 @@ mod tests {
 
     fn replay_after_unsynced_apply(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        // Write journal records for batches the engine never saw (as if the process died
-        // between the journal sync and the engine apply), then open.
+        let path = dir.path().join(FILE_NAME);
         {
             let s = super::super::open(backend, dir.path()).unwrap();
             let mut b = WriteBatch::new();
             b.put(Table::Meta, b"before".to_vec(), b"x".to_vec());
             s.commit(&b).unwrap();
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.path().join(FILE_NAME))
-            .unwrap();
-        // Seq 1 was checkpointed at the clean close above: this is seq 2 and 3, then garbage.
-        f.write_all(&encode(2, &batch(2))).unwrap();
-        f.write_all(&encode(3, &batch(3))).unwrap();
-        f.write_all(b"PVJ1 torn").unwrap();
-        drop(f);
+        } // clean close: checkpointed at seq 1; record 1 stays in the file as stale bytes
+        // Records 2 and 3 the engine never saw (as if the process died after the journal sync
+        // but before a checkpoint), then a torn record.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend(encode(2, &batch(2)));
+        bytes.extend(encode(3, &batch(3)));
+        bytes.extend(b"PVJ1 torn");
+        std::fs::write(&path, &bytes).unwrap();
         let s = super::super::open(backend, dir.path()).unwrap();
         assert_eq!(s.get(Table::Meta, b"before").unwrap().unwrap(), b"x");
         assert_eq!(s.get(Table::Tokens, &[2]).unwrap().unwrap(), vec![2; 40]);
         assert_eq!(s.get(Table::Tokens, &[3]).unwrap().unwrap(), vec![3; 40]);
-        assert_eq!(
-            std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len(),
-            0
-        );
-        // The next commit continues the sequence.
-        s.commit(&batch(4)).unwrap();
+        // The next commit continues the sequence, written over the old records from offset 0.
+        let mut del = WriteBatch::new();
+        del.delete(Table::Tokens, vec![2]);
+        s.commit(&del).unwrap();
         drop(s);
+        // Old records behind the new one must not be replayed (that would bring token 2 back).
         let s = super::super::open(backend, dir.path()).unwrap();
-        assert_eq!(s.get(Table::Tokens, &[4]).unwrap().unwrap(), vec![4; 40]);
+        assert_eq!(s.get(Table::Tokens, &[2]).unwrap(), None);
+        assert_eq!(s.get(Table::Tokens, &[3]).unwrap().unwrap(), vec![3; 40]);
         assert_eq!(
             s.count(Table::Meta).unwrap(),
             1,
             "the journal's own key stays hidden"
         );
+    }
+
+    #[test]
+    fn a_gap_in_the_journal_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(super::super::open(Backend::Redb, dir.path()).unwrap());
+        let mut bytes = encode(2, &batch(2));
+        bytes.extend(encode(3, &batch(3)));
+        std::fs::write(dir.path().join(FILE_NAME), &bytes).unwrap();
+        // The engine holds nothing (seq 0) and record 1 is missing: refuse rather than guess.
+        let err = super::super::open(Backend::Redb, dir.path()).err().unwrap();
+        assert_eq!(err.code(), "corrupt_data");
     }
 
     #[test]
@@ -369,20 +425,21 @@ mod tests {
     }
 
     #[test]
-    fn checkpoint_empties_the_journal() {
+    fn checkpoints_keep_the_journal_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let s = super::super::open(Backend::Redb, dir.path()).unwrap();
         let big = vec![7u8; 64 * 1024];
-        let mut n = 0u32;
-        while n < 200 {
-            let mut b = WriteBatch::new();
-            b.put(Table::Tokens, n.to_be_bytes().to_vec(), big.clone());
-            s.commit(&b).unwrap();
-            n += 1;
+        {
+            let s = super::super::open(Backend::Redb, dir.path()).unwrap();
+            for n in 0..300u32 {
+                let mut b = WriteBatch::new();
+                b.put(Table::Tokens, n.to_be_bytes().to_vec(), big.clone());
+                s.commit(&b).unwrap();
+            }
         }
-        // 200 x 64 KiB > CHECKPOINT_BYTES: at least one checkpoint ran.
+        // 300 x 64 KiB is more than twice CHECKPOINT_BYTES: the file was reused, not grown.
         let len = std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
-        assert!(len < CHECKPOINT_BYTES, "{len}");
-        assert_eq!(s.count(Table::Tokens).unwrap(), 200);
+        assert!(len <= CHECKPOINT_BYTES + 2 * 64 * 1024, "{len}");
+        let s = super::super::open(Backend::Redb, dir.path()).unwrap();
+        assert_eq!(s.count(Table::Tokens).unwrap(), 300);
     }
 }

@@ -196,6 +196,11 @@ impl WriteBatch {
 /// win) and returns Ok only once the batch is durable on disk (fsync'd). Reads never block on a
 /// commit in progress. An empty batch is a no-op.
 ///
+/// `commit` is `write` then `sync`. The vault's writer calls the two halves from two threads so
+/// that the next batch is prepared and written while the previous one is being synced: a write
+/// is visible to readers as soon as `write` returns, up to one sync before it is durable, and
+/// nothing is acknowledged to a caller before `sync` covered it (see `vault.rs`).
+///
 /// Each read method sees one consistent state of the store (a `scan` never shows part of a
 /// batch); two separate calls may see different states.
 pub trait Store: Send + Sync + 'static {
@@ -210,7 +215,15 @@ pub trait Store: Send + Sync + 'static {
     /// Number of entries in a table.
     fn count(&self, table: Table) -> Result<u64>;
     /// Applies `batch` atomically and durably (see the trait documentation).
-    fn commit(&self, batch: &WriteBatch) -> Result<()>;
+    fn commit(&self, batch: &WriteBatch) -> Result<()> {
+        let ticket = self.write(batch)?;
+        self.sync(ticket)
+    }
+    /// Applies `batch` atomically and makes it visible; durable once `sync(ticket)` returns Ok.
+    /// Writes are ordered: a ticket's sync covers every write before it.
+    fn write(&self, batch: &WriteBatch) -> Result<u64>;
+    /// Returns once every write up to and including `ticket` is durable.
+    fn sync(&self, ticket: u64) -> Result<()>;
 }
 
 /// A storage engine under the journal: the read side of [`Store`], plus unsynced atomic
