@@ -188,11 +188,21 @@ pub fn masked_token<R: RngCore + CryptoRng>(
     let mut t = String::with_capacity(MASKED_TOKEN_LEN);
     t.push_str(pan.first2());
     t.push_str(prefix.as_str());
-    for _ in 0..RANDOM_LEN {
-        // `gen_range` samples uniformly (rejection inside), no modulo bias.
-        let i = rng.gen_range(0..ALNUM.len());
-        t.push(char::from(ALNUM.get(i).copied().unwrap_or(b'A')));
+    // One read of the OS CSPRNG (a syscall each) gives 16 bytes; bytes >= 252 = 7 * 36 are
+    // rejected so `b % 36` is uniform. Needing more than 16 draws has odds below 10^-12.
+    let mut pool = [0u8; 16];
+    let mut drawn = 0;
+    while drawn < RANDOM_LEN {
+        rng.fill_bytes(&mut pool);
+        for b in pool.iter().filter(|&&b| b < 252) {
+            if drawn == RANDOM_LEN {
+                break;
+            }
+            t.push(char::from(ALNUM[usize::from(*b) % ALNUM.len()]));
+            drawn += 1;
+        }
     }
+    pool.zeroize();
     t.push_str(pan.last4());
     t
 }
