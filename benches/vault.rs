@@ -1,5 +1,6 @@
 //! Library-level throughput of the vault (issue 2), next to the machine's raw ceiling measured
-//! in the same run. Run: `cargo bench --bench vault` (options: `-- --quick`, `-- --backend redb`).
+//! in the same run. Run: `cargo bench --bench vault` (options after `--`: `--quick`,
+//! `--backend redb|sled`, `--callers 1,64`).
 //!
 //! Every tokenize here is durable: the call returns only after the group commit holding it is
 //! synced. Callers are tokio tasks on a multi-thread runtime with one worker per core; each
@@ -180,7 +181,16 @@ fn main() {
     println!();
     println!("| backend | operation | callers | ops | ops/s | commits | writes/commit |");
     println!("|---|---|---:|---:|---:|---:|---:|");
-    let callers_list: &[usize] = if quick { &[1, 64] } else { &[1, 4, 16, 64] };
+    let callers_arg: Option<Vec<usize>> = args
+        .iter()
+        .position(|a| a == "--callers")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').filter_map(|c| c.parse().ok()).collect());
+    let callers_list: &[usize] = match &callers_arg {
+        Some(v) => v,
+        None if quick => &[1, 64],
+        None => &[1, 4, 16, 64],
+    };
     for backend in [Backend::Redb, Backend::Sled] {
         if only.as_deref().is_some_and(|o| o != backend.to_string()) {
             continue;
