@@ -261,6 +261,27 @@ pub fn open(backend: Backend, dir: &Path) -> Result<Arc<dyn Store>> {
     Ok(store)
 }
 
+/// Runs `open` again for up to two seconds while it fails because the file lock is held.
+///
+/// Both engines take an exclusive `flock` on their file. A process that forks (to spawn any
+/// child) holds a copy of every open descriptor until the child's `exec` closes it, so right
+/// after a store is closed in one thread, a fork in another can hold its lock for a moment.
+/// A real second opener still gets the error, two seconds later.
+fn retry_while_locked<T, E>(
+    mut open: impl FnMut() -> std::result::Result<T, E>,
+    is_locked: impl Fn(&E) -> bool,
+) -> std::result::Result<T, E> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match open() {
+            Err(e) if is_locked(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// `fsync` a directory so that entries created in it are durable (a no-op where directories
 /// cannot be opened as files).
 fn sync_dir(dir: &Path) -> Result<()> {

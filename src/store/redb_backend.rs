@@ -75,10 +75,11 @@ pub(super) struct RedbStore {
 
 impl RedbStore {
     pub(super) fn open(dir: &Path) -> Result<Self> {
-        let db = Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(path(dir))
-            .map_err(|e| Error::store("open", e))?;
+        let db = super::retry_while_locked(
+            || Builder::new().set_cache_size(CACHE_BYTES).create(path(dir)),
+            |e| matches!(e, redb::DatabaseError::DatabaseAlreadyOpen),
+        )
+        .map_err(|e| Error::store("open", e))?;
         // Create every table up front so that reads of an empty table find it.
         let mut txn = db.begin_write().map_err(|e| Error::store("open", e))?;
         txn.set_durability(Durability::Immediate)

@@ -89,10 +89,11 @@ pub(super) struct SledStore {
 impl SledStore {
     pub(super) fn open(dir: &Path) -> Result<Self> {
         let path = sled_dir(dir);
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|e| Error::store("open", e))?;
+        let db = super::retry_while_locked(
+            || sled::Config::new().path(&path).open(),
+            |e| e.to_string().contains("could not acquire lock"),
+        )
+        .map_err(|e| Error::store("open", e))?;
         let log = File::open(path.join("db")).map_err(|e| Error::store("open", e))?;
         // sled creates `db`, `conf` and snapshots without syncing their directory.
         super::sync_dir(&path)?;
