@@ -97,8 +97,9 @@ pub fn run(cli: Cli) -> Result<()> {
                         serde_json::to_string(&v).map_err(|_| Error::Corrupt { what: "report" })?
                     );
                 } else {
+                    let noun = if v.entries == 1 { "entry" } else { "entries" };
                     println!(
-                        "audit chain ok: {} entries, last hash {}",
+                        "audit chain ok: {} {noun}, last hash {}",
                         v.entries, v.last_hash
                     );
                 }

@@ -22,12 +22,12 @@
 //! order, but no record after the last completed sync was acknowledged). Readers see a batch
 //! after step 1, up to one sync before it is durable; callers are answered after step 2.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use sha2::{Digest, Sha256};

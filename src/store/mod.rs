@@ -255,10 +255,39 @@ pub fn open(backend: Backend, dir: &Path) -> Result<Arc<dyn Store>> {
         Backend::Sled => Box::new(sled_backend::SledStore::open(dir)?),
     };
     let store = Arc::new(journal::Journaled::open(engine, dir)?);
+    restrict_permissions(dir)?;
     // Neither engine fsyncs the directory holding the files it creates: without this, a power
     // loss right after `init` could lose the directory entries themselves.
     sync_dir(dir)?;
     Ok(store)
+}
+
+/// Makes the store's files readable by the owner only (0600, directories 0700): the engines
+/// create them with the process umask.
+fn restrict_permissions(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| Error::store("permissions", e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| Error::store("permissions", e))?.path();
+            let meta =
+                std::fs::symlink_metadata(&path).map_err(|e| Error::store("permissions", e))?;
+            let mode = if meta.is_dir() {
+                stack.push(path.clone());
+                0o700
+            } else if meta.is_file() {
+                0o600
+            } else {
+                continue;
+            };
+            if meta.permissions().mode() & 0o777 != mode {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| Error::store("permissions", e))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `open` again for up to two seconds while it fails because the file lock is held.
