@@ -23,7 +23,7 @@ use crate::crypto::{
 };
 use crate::keys::{self, KeySource, Keyring, Unlock};
 use crate::pan::{Brand, Cvv, Expiry, Pan};
-use crate::store::{self, Backend, Store, Table, WriteBatch};
+use crate::store::{self, Backend, Stamped, Store, Table, WriteBatch};
 use crate::token::{self, MerchantPrefix, RequestedToken, TokenKind, TokenRequest};
 use crate::{Error, Result};
 
@@ -887,18 +887,25 @@ impl Vault {
             created_at: now_unix(),
             agreements: Vec::new(),
         };
+        // The lookups are made here, on the caller's thread; the writer only confirms them
+        // against what changed since (`Store::reget`), which keeps the single writer short.
+        let store = &self.inner.store;
+        let by_fingerprint = store.get_stamped(Table::Fingerprints, &fingerprint)?;
+        let by_token = store.get_stamped(Table::Tokens, token.as_bytes())?;
         let ctx = ctx.clone();
         Ok(move |tx: &mut Tx<'_>| {
             let m = record.merchant_id.clone();
             let existing = match kind {
-                TokenKind::Masked => match tx.get(Table::Fingerprints, &fingerprint)? {
-                    Some(t) => Some(String::from_utf8(t).map_err(|_| Error::Corrupt {
-                        what: "fingerprint index",
-                    })?),
-                    None => None,
-                },
+                TokenKind::Masked => {
+                    match tx.reget(Table::Fingerprints, &fingerprint, &by_fingerprint)? {
+                        Some(t) => Some(String::from_utf8(t).map_err(|_| Error::Corrupt {
+                            what: "fingerprint index",
+                        })?),
+                        None => None,
+                    }
+                }
                 _ => tx
-                    .get(Table::Tokens, token.as_bytes())?
+                    .reget(Table::Tokens, token.as_bytes(), &by_token)?
                     .map(|_| token.clone()),
             };
             if let Some(existing) = existing {
@@ -926,7 +933,11 @@ impl Vault {
                     info: info(&existing, &rec),
                 }));
             }
-            if kind == TokenKind::Masked && tx.get(Table::Tokens, token.as_bytes())?.is_some() {
+            if kind == TokenKind::Masked
+                && tx
+                    .reget(Table::Tokens, token.as_bytes(), &by_token)?
+                    .is_some()
+            {
                 return Ok(Attempt::Collision);
             }
             tx.put(
@@ -1252,12 +1263,24 @@ pub struct Tx<'a> {
 }
 
 impl Tx<'_> {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn in_batch(&self, table: Table, key: &[u8]) -> Option<&Option<Vec<u8>>> {
         let k = (table, key.to_vec());
-        if let Some(v) = self.local.get(&k).or_else(|| self.batch.get(&k)) {
-            return Ok(v.clone());
+        self.local.get(&k).or_else(|| self.batch.get(&k))
+    }
+
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.in_batch(table, key) {
+            Some(v) => Ok(v.clone()),
+            None => self.store.get(table, key),
         }
-        self.store.get(table, key)
+    }
+
+    /// [`Tx::get`] given a stamped read made before the closure was queued.
+    fn reget(&self, table: Table, key: &[u8], earlier: &Stamped) -> Result<Option<Vec<u8>>> {
+        match self.in_batch(table, key) {
+            Some(v) => Ok(v.clone()),
+            None => self.store.reget(table, key, earlier),
+        }
     }
 
     fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {

@@ -28,11 +28,12 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use sha2::{Digest, Sha256};
 
-use super::{Backend, Engine, Op, Store, Table, WriteBatch};
+use super::{Backend, Engine, Op, Stamped, Store, Table, WriteBatch};
 use crate::{Error, Result};
 
 /// The journal's file name inside the vault directory.
@@ -51,11 +52,11 @@ const TRAILER: usize = 16;
 
 /// A [`Store`] whose commits go through the journal in front of an [`Engine`].
 pub(super) struct Journaled {
-    engine: Box<dyn Engine>,
+    shared: Arc<Shared>,
     log: Mutex<Log>,
-    /// Journaled writes not yet applied to the engine, per table; `None` is a delete. Readers
-    /// look here first. Only the writer (holding `log`) changes it.
-    pending: RwLock<Pending>,
+    /// Hands full tables to the applier thread (`None` once closing).
+    to_applier: Option<SyncSender<(Arc<Tables>, u64)>>,
+    applier: Option<std::thread::JoinHandle<()>>,
     /// A second handle on the journal file, so a sync runs while the next record is written.
     sync_file: File,
     sync_lock: Mutex<()>,
@@ -63,19 +64,68 @@ pub(super) struct Journaled {
     written: AtomicU64,
     /// Highest sequence number known durable (journal synced, or engine checkpointed).
     durable: AtomicU64,
+}
+
+/// What the writer and the applier thread share.
+struct Shared {
+    engine: Box<dyn Engine>,
+    /// Journaled writes not yet in the engine. Readers look here first.
+    pending: RwLock<Pending>,
     /// Set when a write, apply or sync failed: the engine may be ahead of or behind the
     /// journal, so nothing more is taken until the store is reopened (which replays it).
     failed: AtomicBool,
 }
 
+/// Entries per table; `None` is a delete.
 #[derive(Default)]
-struct Pending {
+struct Tables {
     tables: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 8],
     entries: usize,
 }
 
+impl Tables {
+    fn get(&self, table: Table, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.tables[table.index()].get(key)
+    }
+
+    /// One engine batch, in key order per table (cheaper B-tree inserts).
+    fn to_batch(&self) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        for (table, entries) in Table::ALL.iter().zip(&self.tables) {
+            for (k, v) in entries {
+                match v {
+                    Some(v) => batch.put(*table, k.clone(), v.clone()),
+                    None => batch.delete(*table, k.clone()),
+                }
+            }
+        }
+        batch
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Takes the writer's new entries.
+    active: Tables,
+    /// Handed to the applier thread; gone once the engine has it.
+    frozen: Option<Arc<Tables>>,
+    /// Counts the tables the engine received: the engine changes only when this does.
+    epoch: u64,
+}
+
+impl Pending {
+    fn newest(&self, table: Table, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.active
+            .get(table, key)
+            .or_else(|| self.frozen.as_ref()?.get(table, key))
+    }
+}
+
 struct Log {
     file: File,
+    /// The applier's answers; `applying` says one is outstanding.
+    from_applier: Receiver<Result<()>>,
+    applying: bool,
     /// Where the next record goes.
     len: u64,
     /// Bytes of the file known to be allocated (written and synced).
@@ -219,28 +269,44 @@ impl Journaled {
             engine.checkpoint()?;
         }
         let sync_file = file.try_clone().map_err(io)?;
-        Ok(Journaled {
+        let shared = Arc::new(Shared {
             engine,
             pending: RwLock::new(Pending::default()),
+            failed: AtomicBool::new(false),
+        });
+        let (to_applier, applier_rx) = std::sync::mpsc::sync_channel(1);
+        let (done_tx, from_applier) = std::sync::mpsc::channel();
+        let applier = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("panvault-applier".into())
+                .spawn(move || applier_loop(&shared, applier_rx, done_tx))
+                .map_err(io)?
+        };
+        Ok(Journaled {
+            shared,
             log: Mutex::new(Log {
                 file,
+                from_applier,
+                applying: false,
                 len: 0,
                 allocated: bytes.len() as u64,
                 seq,
             }),
+            to_applier: Some(to_applier),
+            applier: Some(applier),
             sync_file,
             sync_lock: Mutex::new(()),
             written: AtomicU64::new(seq),
             durable: AtomicU64::new(seq),
-            failed: AtomicBool::new(false),
         })
     }
 
     /// Makes the engine durable; the journal then starts again at offset 0, over records the
     /// engine now holds. The file is not truncated: its blocks are reused (see [`extend`]).
     fn checkpoint(&self, log: &mut Log) -> Result<()> {
-        self.apply_pending(log.seq)?;
-        self.engine.checkpoint()?;
+        self.drain(log)?;
+        self.shared.engine.checkpoint()?;
         self.durable.fetch_max(log.seq, Ordering::SeqCst);
         log.len = 0;
         Ok(())
@@ -266,69 +332,174 @@ fn extend(file: &File, from: u64, need: u64) -> Result<u64> {
     Ok(n)
 }
 
+/// The applier thread: puts each frozen table into the engine in one unsynced transaction,
+/// then lets readers stop looking at it. It runs beside the writer, so a large engine
+/// transaction (milliseconds for 4096 random keys) never holds up the next journal write.
+fn applier_loop(
+    shared: &Shared,
+    rx: Receiver<(Arc<Tables>, u64)>,
+    done: std::sync::mpsc::Sender<Result<()>>,
+) {
+    while let Ok((tables, seq)) = rx.recv() {
+        let result = shared.engine.apply_unsynced(&tables.to_batch(), seq);
+        match &result {
+            Ok(()) => {
+                // One step under the lock: a reader sees the entries in `frozen` or a new epoch.
+                let mut pending = shared
+                    .pending
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                pending.frozen = None;
+                pending.epoch += 1;
+            }
+            // The frozen table stays readable; no further write is taken.
+            Err(_) => shared.failed.store(true, Ordering::SeqCst),
+        }
+        if done.send(result).is_err() {
+            return;
+        }
+    }
+}
+
 impl Journaled {
-    /// Applies the pending writes to the engine in one unsynced transaction, in key order.
-    /// Readers keep finding them in `pending` until the engine has them.
-    fn apply_pending(&self, seq: u64) -> Result<()> {
-        let batch = {
-            let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
-            if pending.entries == 0 {
+    /// Waits for the applier's outstanding table, if any.
+    fn wait_applier(&self, log: &mut Log) -> Result<()> {
+        if !log.applying {
+            return Ok(());
+        }
+        log.applying = false;
+        log.from_applier
+            .recv()
+            .map_err(|_| Error::store("journal apply", "the applier thread is gone"))?
+    }
+
+    /// Freezes the active table and hands it to the applier (after the previous one is done).
+    fn hand_off(&self, log: &mut Log) -> Result<()> {
+        self.wait_applier(log)?;
+        let frozen = {
+            let mut pending = self
+                .shared
+                .pending
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if pending.active.entries == 0 {
                 return Ok(());
             }
-            let mut batch = WriteBatch::new();
-            for (table, entries) in Table::ALL.iter().zip(&pending.tables) {
-                for (k, v) in entries {
-                    match v {
-                        Some(v) => batch.put(*table, k.clone(), v.clone()),
-                        None => batch.delete(*table, k.clone()),
-                    }
-                }
-            }
-            batch
+            let t = Arc::new(std::mem::take(&mut pending.active));
+            pending.frozen = Some(t.clone());
+            t
         };
-        if let Err(e) = self.engine.apply_unsynced(&batch, seq) {
-            self.failed.store(true, Ordering::SeqCst);
-            return Err(e);
-        }
-        *self.pending.write().unwrap_or_else(PoisonError::into_inner) = Pending::default();
+        let tx = self
+            .to_applier
+            .as_ref()
+            .ok_or_else(|| Error::store("journal apply", "closing"))?;
+        tx.send((frozen, log.seq))
+            .map_err(|_| Error::store("journal apply", "the applier thread is gone"))?;
+        log.applying = true;
         Ok(())
+    }
+
+    /// Puts everything pending into the engine and waits for it.
+    fn drain(&self, log: &mut Log) -> Result<()> {
+        self.hand_off(log)?;
+        self.wait_applier(log)
     }
 
     /// Brings the engine up to date, for the multi-key reads (rare: audit pages, open).
     fn settle(&self) -> Result<()> {
-        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        self.apply_pending(log.seq)
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        self.drain(&mut log)
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        if self.shared.failed.load(Ordering::SeqCst) {
+            return Err(Error::store(
+                "commit",
+                "an earlier journal write, apply or sync failed; reopen the store",
+            ));
+        }
+        Ok(())
+    }
+
+    fn fail(&self) {
+        self.shared.failed.store(true, Ordering::SeqCst);
     }
 }
 
 impl Store for Journaled {
     fn backend(&self) -> Backend {
-        self.engine.backend()
+        self.shared.engine.backend()
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         {
-            let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(v) = pending.tables[table.index()].get(key) {
+            let pending = self
+                .shared
+                .pending
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(v) = pending.newest(table, key) {
                 return Ok(v.clone());
             }
         }
-        self.engine.get(table, key)
+        self.shared.engine.get(table, key)
+    }
+
+    fn get_stamped(&self, table: Table, key: &[u8]) -> Result<Stamped> {
+        let epoch = {
+            let pending = self
+                .shared
+                .pending
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(v) = pending.newest(table, key) {
+                return Ok(Stamped {
+                    value: v.clone(),
+                    epoch: Some(pending.epoch),
+                });
+            }
+            pending.epoch
+        };
+        // Read after taking the epoch: an engine change in between makes the epoch stale, so
+        // `reget` reads again rather than trusting this value.
+        Ok(Stamped {
+            value: self.shared.engine.get(table, key)?,
+            epoch: Some(epoch),
+        })
+    }
+
+    /// Every write since the stamped read is in `pending` unless the engine received a table
+    /// since (a new epoch, every few thousand entries); only then is the engine read again.
+    fn reget(&self, table: Table, key: &[u8], earlier: &Stamped) -> Result<Option<Vec<u8>>> {
+        {
+            let pending = self
+                .shared
+                .pending
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(v) = pending.newest(table, key) {
+                return Ok(v.clone());
+            }
+            if earlier.epoch == Some(pending.epoch) {
+                return Ok(earlier.value.clone());
+            }
+        }
+        self.shared.engine.get(table, key)
     }
 
     fn scan(&self, table: Table, start: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.settle()?;
-        self.engine.scan(table, start, limit)
+        self.shared.engine.scan(table, start, limit)
     }
 
     fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.settle()?;
-        self.engine.last(table)
+        self.shared.engine.last(table)
     }
 
     fn count(&self, table: Table) -> Result<u64> {
         self.settle()?;
-        self.engine.count(table)
+        self.shared.engine.count(table)
     }
 
     fn write(&self, batch: &WriteBatch) -> Result<u64> {
@@ -344,13 +515,13 @@ impl Store for Journaled {
             match extend(&log.file, log.allocated, end - log.allocated) {
                 Ok(n) => log.allocated += n,
                 Err(e) => {
-                    self.failed.store(true, Ordering::SeqCst);
+                    self.fail();
                     return Err(e);
                 }
             }
         }
         if let Err(e) = log.file.write_all_at(&record, log.len) {
-            self.failed.store(true, Ordering::SeqCst);
+            self.fail();
             return Err(Error::store("journal write", e));
         }
         log.seq = seq;
@@ -358,28 +529,39 @@ impl Store for Journaled {
         self.written.store(seq, Ordering::SeqCst);
         let full = {
             // All of the batch becomes visible at once.
-            let mut pending = self.pending.write().unwrap_or_else(PoisonError::into_inner);
+            let mut pending = self
+                .shared
+                .pending
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let active = &mut pending.active;
             for op in batch.ops() {
                 let (table, key, value) = match op {
                     Op::Put { table, key, value } => (table, key, Some(value.clone())),
                     Op::Delete { table, key } => (table, key, None),
                 };
-                if pending.tables[table.index()]
+                if active.tables[table.index()]
                     .insert(key.clone(), value)
                     .is_none()
                 {
-                    pending.entries += 1;
+                    active.entries += 1;
                 }
             }
-            pending.entries >= APPLY_ENTRIES
+            active.entries >= APPLY_ENTRIES
         };
-        if full {
-            self.apply_pending(log.seq)?;
-        }
-        if log.len >= CHECKPOINT_BYTES
-            && let Err(e) = self.checkpoint(&mut log)
-        {
-            self.failed.store(true, Ordering::SeqCst);
+        let handed = if full {
+            self.hand_off(&mut log)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = handed.and_then(|()| {
+            if log.len >= CHECKPOINT_BYTES {
+                self.checkpoint(&mut log)
+            } else {
+                Ok(())
+            }
+        }) {
+            self.fail();
             return Err(e);
         }
         Ok(seq)
@@ -401,7 +583,7 @@ impl Store for Journaled {
         // Every record up to `target` is fully written; one fdatasync makes them all durable.
         let target = self.written.load(Ordering::SeqCst);
         if let Err(e) = self.sync_file.sync_data() {
-            self.failed.store(true, Ordering::SeqCst);
+            self.fail();
             return Err(Error::store("journal sync", e));
         }
         self.durable.fetch_max(target, Ordering::SeqCst);
@@ -409,28 +591,18 @@ impl Store for Journaled {
     }
 }
 
-impl Journaled {
-    fn check_failed(&self) -> Result<()> {
-        if self.failed.load(Ordering::SeqCst) {
-            return Err(Error::store(
-                "commit",
-                "an earlier journal write or sync failed; reopen the store",
-            ));
-        }
-        Ok(())
-    }
-}
-
 impl Drop for Journaled {
     fn drop(&mut self) {
-        let failed = self.failed.load(Ordering::SeqCst);
-        let log = self.log.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let (seq, len) = (log.seq, log.len);
-        if !failed && len > 0 {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.shared.failed.load(Ordering::SeqCst) && log.len > 0 {
             // Best effort: a failure here leaves a journal that the next open replays.
-            let _ = self
-                .apply_pending(seq)
-                .and_then(|()| self.engine.checkpoint());
+            let _ = self.checkpoint(&mut log);
+        }
+        drop(log);
+        // Closing the channel ends the applier thread.
+        self.to_applier = None;
+        if let Some(h) = self.applier.take() {
+            let _ = h.join();
         }
     }
 }

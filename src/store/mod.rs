@@ -224,6 +224,29 @@ pub trait Store: Send + Sync + 'static {
     fn write(&self, batch: &WriteBatch) -> Result<u64>;
     /// Returns once every write up to and including `ticket` is durable.
     fn sync(&self, ticket: u64) -> Result<()>;
+
+    /// A read that the writer can later confirm cheaply with [`Store::reget`]: callers do the
+    /// expensive lookup on their own threads, the single writer only checks what changed since.
+    fn get_stamped(&self, table: Table, key: &[u8]) -> Result<Stamped> {
+        Ok(Stamped {
+            value: self.get(table, key)?,
+            epoch: None,
+        })
+    }
+
+    /// The current value of `key`, given an earlier [`Stamped`] read of it. Same answer as
+    /// `get`; cheaper when the store can tell nothing relevant changed.
+    fn reget(&self, table: Table, key: &[u8], _earlier: &Stamped) -> Result<Option<Vec<u8>>> {
+        self.get(table, key)
+    }
+}
+
+/// A value read together with the state it was read from (see [`Store::get_stamped`]).
+#[derive(Clone, Debug)]
+pub struct Stamped {
+    pub value: Option<Vec<u8>>,
+    /// Store-specific marker of the state read; `None`: always read again.
+    pub epoch: Option<u64>,
 }
 
 /// A storage engine under the journal: the read side of [`Store`], plus unsynced atomic
