@@ -1252,7 +1252,38 @@ enum Pending {
     Queued(oneshot::Receiver<Result<Attempt>>, Card),
 }
 
-type Overlay = HashMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+/// Writes by table (`None`: delete); the last write of a key wins.
+#[derive(Default)]
+struct Overlay([HashMap<Vec<u8>, Option<Vec<u8>>>; 8]);
+
+impl Overlay {
+    fn get(&self, table: Table, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.0[table.index()].get(key)
+    }
+
+    fn insert(&mut self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.0[table.index()].insert(key, value);
+    }
+
+    fn extend(&mut self, other: Overlay) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            mine.extend(theirs);
+        }
+    }
+
+    fn into_batch(self) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        for (table, writes) in Table::ALL.into_iter().zip(self.0) {
+            for (key, value) in writes {
+                match value {
+                    Some(v) => batch.put(table, key, v),
+                    None => batch.delete(table, key),
+                }
+            }
+        }
+        batch
+    }
+}
 
 /// One writer closure's view: its own writes, then the batch's, then the store.
 pub struct Tx<'a> {
@@ -1264,8 +1295,9 @@ pub struct Tx<'a> {
 
 impl Tx<'_> {
     fn in_batch(&self, table: Table, key: &[u8]) -> Option<&Option<Vec<u8>>> {
-        let k = (table, key.to_vec());
-        self.local.get(&k).or_else(|| self.batch.get(&k))
+        self.local
+            .get(table, key)
+            .or_else(|| self.batch.get(table, key))
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -1284,11 +1316,11 @@ impl Tx<'_> {
     }
 
     fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.local.insert((table, key.into()), Some(value.into()));
+        self.local.insert(table, key.into(), Some(value.into()));
     }
 
     fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) {
-        self.local.insert((table, key.into()), None);
+        self.local.insert(table, key.into(), None);
     }
 
     fn audit(&mut self, ev: Event) {
@@ -1358,14 +1390,14 @@ fn writer_loop(
             }
         }
         // Every key's last state in this batch: later writes of one key replace earlier ones.
-        let mut overlay = Overlay::new();
+        let mut overlay = Overlay::default();
         let time = rfc3339(now_unix());
         let mut result: Result<()> = Ok(());
         for job in jobs.iter_mut() {
             let mut tx = Tx {
                 store,
                 batch: &overlay,
-                local: Overlay::new(),
+                local: Overlay::default(),
                 events: Vec::new(),
             };
             if !job.apply(&mut tx) {
@@ -1379,22 +1411,13 @@ fn writer_loop(
                     .and_then(|e| Ok((e.seq, e.encode()?)))
                 {
                     Ok((seq, bytes)) => {
-                        overlay.insert((Table::Audit, audit::key(seq).to_vec()), Some(bytes));
+                        overlay.insert(Table::Audit, audit::key(seq).to_vec(), Some(bytes));
                     }
                     Err(e) => result = Err(e),
                 }
             }
         }
-        let ticket = result.and_then(|()| {
-            let mut batch = WriteBatch::new();
-            for ((table, key), value) in overlay {
-                match value {
-                    Some(v) => batch.put(table, key, v),
-                    None => batch.delete(table, key),
-                }
-            }
-            store.write(&batch)
-        });
+        let ticket = result.and_then(|()| store.write(overlay.into_batch()));
         stats.record(jobs.len());
         match ticket {
             Ok(t) => {

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use sha2::{Digest, Sha256};
 
-use super::{Backend, Engine, Op, Stamped, Store, Table, WriteBatch};
+use super::{Backend, Engine, Entry, Op, Stamped, Store, Table, WriteBatch};
 use crate::{Error, Result};
 
 /// The journal's file name inside the vault directory.
@@ -88,18 +88,16 @@ impl Tables {
         self.tables[table.index()].get(key)
     }
 
-    /// One engine batch, in key order per table (cheaper B-tree inserts).
-    fn to_batch(&self) -> WriteBatch {
-        let mut batch = WriteBatch::new();
-        for (table, entries) in Table::ALL.iter().zip(&self.tables) {
-            for (k, v) in entries {
-                match v {
-                    Some(v) => batch.put(*table, k.clone(), v.clone()),
-                    None => batch.delete(*table, k.clone()),
-                }
-            }
-        }
-        batch
+    /// Every entry, in key order per table (cheaper B-tree inserts).
+    fn entries(&self) -> impl Iterator<Item = Entry<'_>> {
+        Table::ALL
+            .iter()
+            .zip(&self.tables)
+            .flat_map(|(table, entries)| {
+                entries
+                    .iter()
+                    .map(|(k, v)| (*table, k.as_slice(), v.as_deref()))
+            })
     }
 }
 
@@ -262,7 +260,7 @@ impl Journaled {
                     what: "journal (a record is missing)",
                 });
             }
-            engine.apply_unsynced(&batch, rec_seq)?;
+            engine.apply_unsynced(&mut batch.ops().iter().map(Op::entry), rec_seq)?;
             seq = rec_seq;
         }
         if prev.is_some() {
@@ -341,7 +339,7 @@ fn applier_loop(
     done: std::sync::mpsc::Sender<Result<()>>,
 ) {
     while let Ok((tables, seq)) = rx.recv() {
-        let result = shared.engine.apply_unsynced(&tables.to_batch(), seq);
+        let result = shared.engine.apply_unsynced(&mut tables.entries(), seq);
         match &result {
             Ok(()) => {
                 // One step under the lock: a reader sees the entries in `frozen` or a new epoch.
@@ -502,14 +500,14 @@ impl Store for Journaled {
         self.shared.engine.count(table)
     }
 
-    fn write(&self, batch: &WriteBatch) -> Result<u64> {
+    fn write(&self, batch: WriteBatch) -> Result<u64> {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         self.check_failed()?;
         if batch.is_empty() {
             return Ok(log.seq);
         }
         let seq = log.seq + 1;
-        let record = encode(seq, batch);
+        let record = encode(seq, &batch);
         let end = log.len + record.len() as u64;
         if end > log.allocated {
             match extend(&log.file, log.allocated, end - log.allocated) {
@@ -535,15 +533,12 @@ impl Store for Journaled {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
             let active = &mut pending.active;
-            for op in batch.ops() {
+            for op in batch.into_ops() {
                 let (table, key, value) = match op {
-                    Op::Put { table, key, value } => (table, key, Some(value.clone())),
+                    Op::Put { table, key, value } => (table, key, Some(value)),
                     Op::Delete { table, key } => (table, key, None),
                 };
-                if active.tables[table.index()]
-                    .insert(key.clone(), value)
-                    .is_none()
-                {
+                if active.tables[table.index()].insert(key, value).is_none() {
                     active.entries += 1;
                 }
             }

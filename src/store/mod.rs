@@ -67,7 +67,7 @@ impl Table {
     }
 
     /// Position of the table in [`Table::ALL`], for per-table arrays and on-disk tags.
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Table::Meta => 0,
             Table::Merchants => 1,
@@ -128,7 +128,7 @@ impl FromStr for Backend {
 }
 
 /// One write of a [`WriteBatch`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Op {
     /// Insert or overwrite `key` in `table`.
     Put {
@@ -141,7 +141,7 @@ pub enum Op {
 }
 
 /// An ordered list of writes committed atomically by [`Store::commit`].
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct WriteBatch {
     ops: Vec<Op>,
 }
@@ -184,6 +184,11 @@ impl WriteBatch {
         &self.ops
     }
 
+    /// The queued ops, in order, by value.
+    pub fn into_ops(self) -> Vec<Op> {
+        self.ops
+    }
+
     /// Drops every queued op, keeping the allocation.
     pub fn clear(&mut self) {
         self.ops.clear();
@@ -216,12 +221,12 @@ pub trait Store: Send + Sync + 'static {
     fn count(&self, table: Table) -> Result<u64>;
     /// Applies `batch` atomically and durably (see the trait documentation).
     fn commit(&self, batch: &WriteBatch) -> Result<()> {
-        let ticket = self.write(batch)?;
+        let ticket = self.write(batch.clone())?;
         self.sync(ticket)
     }
     /// Applies `batch` atomically and makes it visible; durable once `sync(ticket)` returns Ok.
     /// Writes are ordered: a ticket's sync covers every write before it.
-    fn write(&self, batch: &WriteBatch) -> Result<u64>;
+    fn write(&self, batch: WriteBatch) -> Result<u64>;
     /// Returns once every write up to and including `ticket` is durable.
     fn sync(&self, ticket: u64) -> Result<()>;
 
@@ -249,6 +254,18 @@ pub struct Stamped {
     pub epoch: Option<u64>,
 }
 
+/// One write handed to an engine: table, key, and the value (`None`: delete).
+type Entry<'a> = (Table, &'a [u8], Option<&'a [u8]>);
+
+impl Op {
+    fn entry(&self) -> Entry<'_> {
+        match self {
+            Op::Put { table, key, value } => (*table, key, Some(value)),
+            Op::Delete { table, key } => (*table, key, None),
+        }
+    }
+}
+
 /// A storage engine under the journal: the read side of [`Store`], plus unsynced atomic
 /// batches and an explicit sync point.
 trait Engine: Send + Sync + 'static {
@@ -259,9 +276,13 @@ trait Engine: Send + Sync + 'static {
     fn count(&self, table: Table) -> Result<u64>;
     /// Sequence number of the last journal record applied (0 if none).
     fn journal_seq(&self) -> Result<u64>;
-    /// Applies `batch` and records `journal_seq` atomically, visible to readers at
+    /// Applies `entries` (`None`: delete) and records `journal_seq` atomically, visible to readers at
     /// once, durable only at the next [`Engine::checkpoint`].
-    fn apply_unsynced(&self, batch: &WriteBatch, journal_seq: u64) -> Result<()>;
+    fn apply_unsynced(
+        &self,
+        entries: &mut dyn Iterator<Item = Entry<'_>>,
+        journal_seq: u64,
+    ) -> Result<()>;
     /// Makes everything applied so far durable.
     fn checkpoint(&self) -> Result<()>;
 }

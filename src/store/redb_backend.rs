@@ -24,7 +24,7 @@ use redb::{
 };
 
 use super::journal::SEQ_KEY;
-use super::{Backend, Engine, Op, Table, WriteBatch};
+use super::{Backend, Engine, Entry, Table};
 use crate::{Error, Result};
 
 /// File name of the database inside the vault directory.
@@ -163,13 +163,17 @@ impl Engine for RedbStore {
         v.map_or(Ok(0), |v| super::journal::decode_seq(v.value()))
     }
 
-    fn apply_unsynced(&self, batch: &WriteBatch, journal_seq: u64) -> Result<()> {
-        self.write(batch, Some(journal_seq), Durability::None)
+    fn apply_unsynced(
+        &self,
+        entries: &mut dyn Iterator<Item = Entry<'_>>,
+        journal_seq: u64,
+    ) -> Result<()> {
+        self.write(entries, Some(journal_seq), Durability::None)
     }
 
     /// An empty `Immediate` commit persists every `None` commit before it.
     fn checkpoint(&self) -> Result<()> {
-        self.write(&WriteBatch::new(), None, Durability::Immediate)
+        self.write(&mut std::iter::empty(), None, Durability::Immediate)
     }
 }
 
@@ -177,7 +181,7 @@ impl RedbStore {
     /// One write transaction; `journal_seq`, if given, is stored under `meta/journal_seq` in it.
     fn write(
         &self,
-        batch: &WriteBatch,
+        entries: &mut dyn Iterator<Item = Entry<'_>>,
         journal_seq: Option<u64>,
         durability: Durability,
     ) -> Result<()> {
@@ -192,19 +196,14 @@ impl RedbStore {
             // at the end of this block closes them before the commit, as redb requires. An error
             // return drops `txn` uncommitted, which aborts it: all or nothing.
             let mut tables: [Option<WriteTable<'_>>; 8] = Default::default();
-            for op in batch.ops() {
-                let (table, key) = match op {
-                    Op::Put { table, key, .. } | Op::Delete { table, key } => (*table, key),
-                };
+            for (table, key, value) in entries {
                 let t = open_once(&txn, &mut tables, table)?;
-                match op {
-                    Op::Put { value, .. } => {
-                        t.insert(key.as_slice(), value.as_slice())
-                            .map_err(|e| Error::store("put", e))?;
+                match value {
+                    Some(value) => {
+                        t.insert(key, value).map_err(|e| Error::store("put", e))?;
                     }
-                    Op::Delete { .. } => {
-                        t.remove(key.as_slice())
-                            .map_err(|e| Error::store("delete", e))?;
+                    None => {
+                        t.remove(key).map_err(|e| Error::store("delete", e))?;
                     }
                 }
             }

@@ -35,7 +35,7 @@ use std::sync::{PoisonError, RwLock};
 use sled::{Batch, Db, IVec};
 
 use super::journal::SEQ_KEY;
-use super::{Backend, Engine, Op, Table, WriteBatch};
+use super::{Backend, Engine, Entry, Table};
 use crate::{Error, Result};
 
 /// Name of the sled directory inside the vault directory.
@@ -192,12 +192,16 @@ impl Engine for SledStore {
         v.map_or(Ok(0), |v| super::journal::decode_seq(&v))
     }
 
-    fn apply_unsynced(&self, batch: &WriteBatch, journal_seq: u64) -> Result<()> {
+    fn apply_unsynced(
+        &self,
+        entries: &mut dyn Iterator<Item = Entry<'_>>,
+        journal_seq: u64,
+    ) -> Result<()> {
         let mut b = Batch::default();
-        for op in batch.ops() {
-            match op {
-                Op::Put { table, key, value } => b.insert(tagged(*table, key), value.as_slice()),
-                Op::Delete { table, key } => b.remove(tagged(*table, key)),
+        for (table, key, value) in entries {
+            match value {
+                Some(value) => b.insert(tagged(table, key), value),
+                None => b.remove(tagged(table, key)),
             }
         }
         b.insert(journal_key(), &journal_seq.to_be_bytes());
