@@ -545,11 +545,12 @@ impl Vault {
         let stats = Arc::new(WriterStats::default());
         let (tx, rx) = mpsc::channel::<Box<dyn Work>>(opts.queue_depth.max(1));
         let (synced_tx, synced_rx) = std::sync::mpsc::sync_channel::<Written>(1024);
+        let syncing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let syncer = {
-            let store = store.clone();
+            let (store, syncing) = (store.clone(), syncing.clone());
             std::thread::Builder::new()
                 .name("panvault-syncer".into())
-                .spawn(move || syncer_loop(store.as_ref(), synced_rx))
+                .spawn(move || syncer_loop(store.as_ref(), synced_rx, &syncing))
                 .map_err(|e| Error::io("syncer thread", e))?
         };
         let writer = {
@@ -558,7 +559,17 @@ impl Vault {
             let max_batch = opts.max_batch.max(1);
             std::thread::Builder::new()
                 .name("panvault-writer".into())
-                .spawn(move || writer_loop(store.as_ref(), rx, chain, max_batch, &stats, synced_tx))
+                .spawn(move || {
+                    writer_loop(
+                        store.as_ref(),
+                        rx,
+                        chain,
+                        max_batch,
+                        &stats,
+                        synced_tx,
+                        &syncing,
+                    )
+                })
                 .map_err(|e| Error::io("writer thread", e))?
         };
         let inner = Inner {
@@ -1379,15 +1390,27 @@ fn writer_loop(
     max_batch: usize,
     stats: &WriterStats,
     synced: std::sync::mpsc::SyncSender<Written>,
+    syncing: &std::sync::atomic::AtomicBool,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs: Vec<Box<dyn Work>> = Vec::with_capacity(64);
         jobs.push(first);
-        while jobs.len() < max_batch {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
+        let mut yields = 0;
+        loop {
+            while jobs.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
             }
+            // While the syncer is in an fdatasync, this batch cannot become durable before it
+            // ends anyway: let more callers join it (fewer journal writes and handoffs), but
+            // only as long as that sync lasts, and never on a timer.
+            if jobs.len() >= max_batch || !syncing.load(Ordering::Acquire) || yields >= 64 {
+                break;
+            }
+            std::thread::yield_now();
+            yields += 1;
         }
         // Every key's last state in this batch: later writes of one key replace earlier ones.
         let mut overlay = Overlay::default();
@@ -1440,13 +1463,19 @@ fn writer_loop(
 
 /// Answers callers once their batch is durable. One sync covers every batch written while the
 /// previous sync ran, so under load each sync acknowledges several batches.
-fn syncer_loop(store: &dyn Store, rx: std::sync::mpsc::Receiver<Written>) {
+fn syncer_loop(
+    store: &dyn Store,
+    rx: std::sync::mpsc::Receiver<Written>,
+    syncing: &std::sync::atomic::AtomicBool,
+) {
     while let Ok((mut ticket, mut jobs)) = rx.recv() {
         while let Ok((t, more)) = rx.try_recv() {
             ticket = ticket.max(t);
             jobs.extend(more);
         }
+        syncing.store(true, Ordering::Release);
         let result = store.sync(ticket);
+        syncing.store(false, Ordering::Release);
         jobs.into_iter().for_each(|j| j.finish(&result));
     }
 }
