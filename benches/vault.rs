@@ -262,7 +262,11 @@ fn main() {
             }
             vault.shutdown();
             drop(vault);
-            std::thread::sleep(Duration::from_millis(50));
+            // Each configuration starts on a quiet disk: no writeback of the previous one's
+            // files competing with its syncs.
+            std::fs::remove_dir_all(&dir).unwrap();
+            let _ = std::process::Command::new("sync").status();
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }
