@@ -39,7 +39,7 @@ use crate::{Error, Result};
 /// The journal's file name inside the vault directory.
 pub(super) const FILE_NAME: &str = "journal.log";
 /// Entries held in memory before they are applied to the engine in one transaction.
-pub(super) const APPLY_ENTRIES: usize = 4096;
+pub(super) const APPLY_ENTRIES: usize = 16384;
 /// Journal size that triggers a checkpoint of the engine.
 pub(super) const CHECKPOINT_BYTES: u64 = 64 << 20;
 /// Under which key the engine keeps the sequence number of the last journal record it holds
