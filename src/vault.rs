@@ -341,7 +341,10 @@ struct TempCard {
 /// Group-commit figures, for benchmarks and `/metrics`.
 #[derive(Debug, Default)]
 pub struct WriterStats {
+    /// Batches the writer wrote to the journal.
     pub commits: AtomicU64,
+    /// Journal syncs; each acknowledges every batch written before it began.
+    pub syncs: AtomicU64,
     pub writes: AtomicU64,
     pub largest_batch: AtomicU64,
     /// Batches by size: <=1, <=2, <=4, ... <=512, >512.
@@ -547,10 +550,10 @@ impl Vault {
         let (synced_tx, synced_rx) = std::sync::mpsc::sync_channel::<Written>(1024);
         let syncing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let syncer = {
-            let (store, syncing) = (store.clone(), syncing.clone());
+            let (store, syncing, stats) = (store.clone(), syncing.clone(), stats.clone());
             std::thread::Builder::new()
                 .name("panvault-syncer".into())
-                .spawn(move || syncer_loop(store.as_ref(), synced_rx, &syncing))
+                .spawn(move || syncer_loop(store.as_ref(), synced_rx, &syncing, &stats))
                 .map_err(|e| Error::io("syncer thread", e))?
         };
         let writer = {
@@ -1467,6 +1470,7 @@ fn syncer_loop(
     store: &dyn Store,
     rx: std::sync::mpsc::Receiver<Written>,
     syncing: &std::sync::atomic::AtomicBool,
+    stats: &WriterStats,
 ) {
     while let Ok((mut ticket, mut jobs)) = rx.recv() {
         while let Ok((t, more)) = rx.try_recv() {
@@ -1476,6 +1480,7 @@ fn syncer_loop(
         syncing.store(true, Ordering::Release);
         let result = store.sync(ticket);
         syncing.store(false, Ordering::Release);
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
         jobs.into_iter().for_each(|j| j.finish(&result));
     }
 }
