@@ -17,6 +17,8 @@
 //!   the kernel may have dropped; reopen the store to recover.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use redb::{
     Builder, Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -68,9 +70,21 @@ pub(super) fn exists(dir: &Path) -> bool {
     std::fs::metadata(path(dir)).is_ok_and(|m| m.is_file() && m.len() > 0)
 }
 
-/// A redb-backed [`Store`].
+type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// Read handles on every table, from one read transaction, reused until the next commit: a
+/// read then costs a B-tree lookup, not a transaction and a table open (which was half of it).
+struct Snapshot {
+    generation: u64,
+    tables: Vec<ReadTable>,
+}
+
+/// A redb-backed engine.
 pub(super) struct RedbStore {
     db: Database,
+    /// Counts commits; a snapshot from an older generation is replaced before use.
+    generation: AtomicU64,
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
 }
 
 impl RedbStore {
@@ -89,7 +103,39 @@ impl RedbStore {
                 .map_err(|e| Error::store("open_table", e))?;
         }
         txn.commit().map_err(|e| Error::store("open", e))?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            generation: AtomicU64::new(0),
+            snapshot: RwLock::new(None),
+        })
+    }
+
+    /// The read handles for the latest commit. The journal makes a write visible in its own
+    /// memory until the engine's commit returns, so a snapshot one commit old is never read
+    /// for a key that commit changed (see `journal.rs`).
+    fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(s) = self
+            .snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|s| s.generation == generation)
+        {
+            return Ok(s.clone());
+        }
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| Error::store("begin_read", e))?;
+        let tables = DEFS
+            .iter()
+            .map(|d| txn.open_table(*d))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::store("open_table", e))?;
+        let s = Arc::new(Snapshot { generation, tables });
+        *self.snapshot.write().unwrap_or_else(PoisonError::into_inner) = Some(s.clone());
+        Ok(s)
     }
 
     fn read_table(
@@ -115,10 +161,10 @@ impl Engine for RedbStore {
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let Some(t) = self.read_table(definition(table))? else {
-            return Ok(None);
-        };
-        let value = t.get(key).map_err(|e| Error::store("get", e))?;
+        let snapshot = self.snapshot()?;
+        let value = snapshot.tables[table.index()]
+            .get(key)
+            .map_err(|e| Error::store("get", e))?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
@@ -126,9 +172,8 @@ impl Engine for RedbStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let Some(t) = self.read_table(definition(table))? else {
-            return Ok(Vec::new());
-        };
+        let snapshot = self.snapshot()?;
+        let t = &snapshot.tables[table.index()];
         let mut out = Vec::new();
         for entry in t.range(start..).map_err(|e| Error::store("scan", e))? {
             let (k, v) = entry.map_err(|e| Error::store("scan", e))?;
@@ -141,18 +186,16 @@ impl Engine for RedbStore {
     }
 
     fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let Some(t) = self.read_table(definition(table))? else {
-            return Ok(None);
-        };
-        let last = t.last().map_err(|e| Error::store("last", e))?;
+        let snapshot = self.snapshot()?;
+        let last = snapshot.tables[table.index()]
+            .last().map_err(|e| Error::store("last", e))?;
         Ok(last.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())))
     }
 
     fn count(&self, table: Table) -> Result<u64> {
-        match self.read_table(definition(table))? {
-            Some(t) => t.len().map_err(|e| Error::store("count", e)),
-            None => Ok(0),
-        }
+        self.snapshot()?.tables[table.index()]
+            .len()
+            .map_err(|e| Error::store("count", e))
     }
 
     fn journal_seq(&self) -> Result<u64> {
@@ -215,7 +258,9 @@ impl RedbStore {
                     .map_err(|e| Error::store("put", e))?;
             }
         }
-        txn.commit().map_err(|e| Error::store("commit", e))
+        txn.commit().map_err(|e| Error::store("commit", e))?;
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
     }
 }
 
