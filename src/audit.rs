@@ -84,17 +84,21 @@ impl Entry {
         Ok(hex::encode(h.finalize()))
     }
 
-    /// The stored form: compact JSON.
+    /// The stored form: postcard (compact binary; `audit export` writes JSON). The hash does
+    /// not depend on it: it covers [`Entry::canonical_bytes`].
     pub fn encode(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|_| Error::Corrupt {
+        postcard::to_stdvec(self).map_err(|_| Error::Corrupt {
             what: "audit entry",
         })
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|_| Error::Corrupt {
-            what: "audit entry",
-        })
+        match postcard::take_from_bytes::<Self>(bytes) {
+            Ok((entry, [])) => Ok(entry),
+            _ => Err(Error::Corrupt {
+                what: "audit entry",
+            }),
+        }
     }
 }
 

@@ -134,7 +134,10 @@ impl RedbStore {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::store("open_table", e))?;
         let s = Arc::new(Snapshot { generation, tables });
-        *self.snapshot.write().unwrap_or_else(PoisonError::into_inner) = Some(s.clone());
+        *self
+            .snapshot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(s.clone());
         Ok(s)
     }
 
@@ -188,7 +191,8 @@ impl Engine for RedbStore {
     fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         let snapshot = self.snapshot()?;
         let last = snapshot.tables[table.index()]
-            .last().map_err(|e| Error::store("last", e))?;
+            .last()
+            .map_err(|e| Error::store("last", e))?;
         Ok(last.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())))
     }
 
