@@ -1,11 +1,19 @@
 //! The vault operations: tokenize, read, reveal, delete, merchants (contract 3-4).
 //!
-//! Write path (DESIGN "Write path"): a caller validates and encrypts on its own thread, then
-//! hands a closure to the single writer thread. The writer takes everything waiting (up to
-//! `max_batch`), runs each closure against one in-progress batch (later closures see earlier
-//! writes of the same batch), appends their audit entries to the hash chain, commits the batch
-//! with one sync, and only then answers every caller. Alone, a write waits for no timer; under
-//! load one sync carries many writes. Reads go straight to the store and never wait.
+//! Write path (DESIGN "Write path"), three threads in a pipeline:
+//!
+//! 1. the caller validates, encrypts, fingerprints and makes its store lookups on its own
+//!    thread, then queues a closure for the writer;
+//! 2. the single **writer** takes everything waiting (up to `max_batch`; while a sync is in
+//!    flight it lets more callers join, without a timer), runs each closure against one batch
+//!    (later closures see earlier writes of the same batch and only confirm the caller's
+//!    lookups, see `Store::reget`), chains the audit entries, and writes the batch to the
+//!    journal (`Store::write`): visible, not yet durable;
+//! 3. the **syncer** `fdatasync`s the journal (`Store::sync`) and only then answers the callers
+//!    of every batch that sync covered.
+//!
+//! Alone, a write waits for no timer; under load one sync carries many writes. Reads go
+//! straight to the store and never wait for either thread.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
