@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use panvault::crypto::{Dek, KdfParams, SecretKey};
-use panvault::keys::{KeySource, Unlock};
+use panvault::crypto::{Dek, SecretKey};
+use panvault::keys::Unlock;
 use panvault::pan::luhn_check_digit;
 use panvault::store::Backend;
 use panvault::vault::{Ctx, InitOptions, Options, TokenizeRequest, Vault};
@@ -203,16 +203,7 @@ fn main() {
         }
         for &callers in callers_list {
             let dir = scratch.path().join(format!("{backend}-{callers}"));
-            Vault::init(
-                &dir,
-                InitOptions {
-                    backend,
-                    key_source: KeySource::Dev,
-                    passphrase: None,
-                    kdf: KdfParams::default(),
-                },
-            )
-            .unwrap();
+            Vault::init(&dir, InitOptions::dev(backend)).unwrap();
             let vault = Vault::open(&dir, &Unlock::Dev, Options::default()).unwrap();
             let n = if quick {
                 400 * callers

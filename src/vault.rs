@@ -75,6 +75,18 @@ pub struct InitOptions {
     pub kdf: KdfParams,
 }
 
+impl InitOptions {
+    /// An unprotected `dev` keyring (for trying and testing) on `backend`.
+    pub fn dev(backend: Backend) -> Self {
+        InitOptions {
+            backend,
+            key_source: KeySource::Dev,
+            passphrase: None,
+            kdf: KdfParams::default(),
+        }
+    }
+}
+
 /// Who is calling, for the audit log.
 #[derive(Clone, Debug, Default)]
 pub struct Ctx {
@@ -1511,16 +1523,7 @@ mod tests {
     fn new_vault(backend: Backend) -> (tempfile::TempDir, Vault) {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("v");
-        Vault::init(
-            &dir,
-            InitOptions {
-                backend,
-                key_source: KeySource::Dev,
-                passphrase: None,
-                kdf: KdfParams::default(),
-            },
-        )
-        .unwrap();
+        Vault::init(&dir, InitOptions::dev(backend)).unwrap();
         let v = Vault::open(&dir, &Unlock::Dev, Options::default()).unwrap();
         (d, v)
     }

@@ -12,8 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use panvault::crypto::KdfParams;
-use panvault::keys::{KeySource, Unlock};
+use panvault::keys::Unlock;
 use panvault::store::Backend;
 use panvault::vault::{Ctx, InitOptions, Options, TokenizeRequest, Vault};
 use zeroize::Zeroizing;
@@ -160,16 +159,7 @@ fn verify_all(dir: &Path, merchants: &[String], acks: &[(usize, usize, String)])
 fn crash_cycle(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("vault");
-    Vault::init(
-        &dir,
-        InitOptions {
-            backend,
-            key_source: KeySource::Dev,
-            passphrase: None,
-            kdf: KdfParams::default(),
-        },
-    )
-    .unwrap();
+    Vault::init(&dir, InitOptions::dev(backend)).unwrap();
     let merchants: Vec<String> = {
         let v = Vault::open(&dir, &Unlock::Dev, Options::default()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()

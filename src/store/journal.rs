@@ -424,6 +424,15 @@ impl Journaled {
     }
 }
 
+impl Journaled {
+    fn pending(&self) -> std::sync::RwLockReadGuard<'_, Pending> {
+        self.shared
+            .pending
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl Store for Journaled {
     fn backend(&self) -> Backend {
         self.shared.engine.backend()
@@ -431,11 +440,7 @@ impl Store for Journaled {
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         {
-            let pending = self
-                .shared
-                .pending
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let pending = self.pending();
             if let Some(v) = pending.newest(table, key) {
                 return Ok(v.clone());
             }
@@ -445,11 +450,7 @@ impl Store for Journaled {
 
     fn get_stamped(&self, table: Table, key: &[u8]) -> Result<Stamped> {
         let epoch = {
-            let pending = self
-                .shared
-                .pending
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let pending = self.pending();
             if let Some(v) = pending.newest(table, key) {
                 return Ok(Stamped {
                     value: v.clone(),
@@ -470,11 +471,7 @@ impl Store for Journaled {
     /// since (a new epoch, every few thousand entries); only then is the engine read again.
     fn reget(&self, table: Table, key: &[u8], earlier: &Stamped) -> Result<Option<Vec<u8>>> {
         {
-            let pending = self
-                .shared
-                .pending
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let pending = self.pending();
             if let Some(v) = pending.newest(table, key) {
                 return Ok(v.clone());
             }
