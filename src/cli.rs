@@ -150,7 +150,7 @@ fn init(a: InitArgs) -> Result<()> {
         }
         KeySource::Dev => None,
     };
-    Vault::init(
+    let init = Vault::init(
         &a.data,
         InitOptions {
             backend: a.store,
@@ -162,6 +162,8 @@ fn init(a: InitArgs) -> Result<()> {
     let data_dir = std::fs::canonicalize(&a.data).unwrap_or(a.data);
     if a.json {
         let out = serde_json::json!({
+            "admin_api_key": init.admin_api_key.expose(),
+            "admin_api_key_id": init.admin_api_key_id,
             "data_dir": data_dir,
             "store": a.store.to_string(),
             "key_source": source.as_str(),
@@ -173,6 +175,10 @@ fn init(a: InitArgs) -> Result<()> {
             data_dir.display(),
             a.store,
             source.as_str()
+        );
+        println!(
+            "admin API key (shown once, store it now): {}",
+            init.admin_api_key.expose()
         );
         if source == KeySource::Dev {
             println!(

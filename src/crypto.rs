@@ -292,17 +292,31 @@ impl std::fmt::Debug for Dek {
     }
 }
 
-/// The keyed card fingerprint: HMAC-SHA256(fingerprint key, merchant ‖ 0 ‖ PAN). Keyed and
-/// per merchant, so the same card in two merchants gives unlinkable values and a copy of the
-/// store without the KEK cannot test guesses.
+/// An HMAC-SHA256 key held ready (the keyed state is computed once and cloned per use).
+///
+/// - The card fingerprint is `HMAC(fingerprint key, merchant ‖ 0 ‖ PAN)`: keyed and per
+///   merchant, so the same card in two merchants gives unlinkable values and a copy of the store
+///   without the KEK cannot test guesses.
+/// - API keys are stored as `HMAC(api key MAC key, "api-key" ‖ 0 ‖ key id ‖ 0 ‖ secret)`: a copy
+///   of the store yields no usable key, and checking one costs a MAC, not argon2.
 #[derive(Clone)]
-pub struct FingerprintKey(Hmac<Sha256>);
+pub struct MacKey(Hmac<Sha256>);
 
-impl FingerprintKey {
+impl MacKey {
     pub fn new(key: &SecretKey) -> Result<Self> {
         <Hmac<Sha256> as Mac>::new_from_slice(key.expose())
-            .map(FingerprintKey)
-            .map_err(|_| Error::KeyUnlock("fingerprint key has the wrong length"))
+            .map(MacKey)
+            .map_err(|_| Error::KeyUnlock("MAC key has the wrong length"))
+    }
+
+    /// HMAC over the parts, each followed by a zero byte.
+    pub fn tag(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        for p in parts {
+            mac.update(p);
+            mac.update(&[0]);
+        }
+        mac.finalize().into_bytes().into()
     }
 
     pub fn fingerprint(&self, merchant_id: &str, pan_digits: &str) -> [u8; 32] {
@@ -314,9 +328,9 @@ impl FingerprintKey {
     }
 }
 
-impl std::fmt::Debug for FingerprintKey {
+impl std::fmt::Debug for MacKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FingerprintKey([REDACTED])")
+        f.write_str("MacKey([REDACTED])")
     }
 }
 
@@ -447,8 +461,8 @@ mod tests {
 
     #[test]
     fn fingerprint_is_keyed_and_per_merchant() {
-        let k1 = FingerprintKey::new(&SecretKey::random()).unwrap();
-        let k2 = FingerprintKey::new(&SecretKey::random()).unwrap();
+        let k1 = MacKey::new(&SecretKey::random()).unwrap();
+        let k2 = MacKey::new(&SecretKey::random()).unwrap();
         let a = k1.fingerprint("mer_a", "4111111111111111");
         assert_eq!(a, k1.fingerprint("mer_a", "4111111111111111"));
         assert_ne!(a, k1.fingerprint("mer_b", "4111111111111111"));

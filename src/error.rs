@@ -43,6 +43,21 @@ pub enum Error {
     /// The merchant prefix is used by another merchant.
     #[error("merchant prefix already taken")]
     PrefixTaken,
+    /// No API key, or one that is unknown, malformed or revoked.
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    /// The API key lacks the scope, or its shop login is in no merchant group.
+    #[error("forbidden: {reason}")]
+    Forbidden { reason: &'static str },
+    /// The shop login already belongs to a merchant group.
+    #[error("shop login already belongs to a merchant group")]
+    ShopTaken,
+    /// The shop login is not in this merchant group.
+    #[error("shop login not found in this merchant")]
+    ShopNotFound,
+    /// No such API key.
+    #[error("API key not found")]
+    ApiKeyNotFound,
     /// Batch larger than the contract allows.
     #[error("batch holds {got} items, at most {max} allowed")]
     BatchTooLarge { got: usize, max: usize },
@@ -100,6 +115,11 @@ impl Error {
             Error::TokenNotFound => "token_not_found",
             Error::MerchantNotFound => "merchant_not_found",
             Error::PrefixTaken => "prefix_taken",
+            Error::Unauthorized => "unauthorized",
+            Error::Forbidden { .. } => "forbidden",
+            Error::ShopTaken => "shop_taken",
+            Error::ShopNotFound => "shop_not_found",
+            Error::ApiKeyNotFound => "api_key_not_found",
             Error::BatchTooLarge { .. } => "batch_too_large",
             Error::Sealed => "sealed",
             Error::KeyUnlock(_) => "key_unlock_failed",

@@ -4,6 +4,7 @@
 //! call one operation and map its typed [`Error`].
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod audit;
 pub mod cli;
 pub mod crypto;

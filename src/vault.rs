@@ -25,10 +25,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
+use crate::access;
 use crate::audit::{self, Chain, Event};
-use crate::crypto::{
-    self, Dek, DekPolicy, FingerprintKey, KdfParams, Sealed, SecretKey, SecretString,
-};
+use crate::crypto::{self, Dek, DekPolicy, KdfParams, MacKey, Sealed, SecretKey, SecretString};
 use crate::keys::{self, KeySource, Keyring, Unlock};
 use crate::pan::{Brand, Cvv, Expiry, Pan};
 use crate::store::{self, Backend, Stamped, Store, Table, WriteBatch};
@@ -104,7 +103,7 @@ impl Ctx {
         }
     }
 
-    fn event(
+    pub(crate) fn event(
         &self,
         action: &'static str,
         merchant: Option<&str>,
@@ -220,11 +219,11 @@ struct Record {
 /// Version byte in front of every postcard-encoded value.
 const VALUE_VERSION: u8 = 1;
 
-fn encode<T: Serialize>(v: &T, what: &'static str) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(v: &T, what: &'static str) -> Result<Vec<u8>> {
     postcard::to_extend(v, vec![VALUE_VERSION]).map_err(|_| Error::Corrupt { what })
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static str) -> Result<T> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static str) -> Result<T> {
     match bytes.split_first() {
         Some((&VALUE_VERSION, rest)) => {
             postcard::from_bytes(rest).map_err(|_| Error::Corrupt { what })
@@ -248,14 +247,51 @@ struct VaultFile {
     created_at: String,
 }
 
-const META_FINGERPRINT_KEY: &[u8] = b"fingerprint_key";
-const FP_KEY_ID: u32 = 0;
+/// Keys kept in `meta`, wrapped by the KEK: (meta key, wrap name).
+const FINGERPRINT_KEY: (&[u8], &str) = (b"fingerprint_key", "fingerprint");
+const API_KEY_MAC_KEY: (&[u8], &str) = (b"api_key_mac_key", "api-key-mac");
+
+/// Wraps `key` under the current KEK in the stored form of a `meta` key.
+fn wrap_meta_key(keyring: &Keyring, which: (&[u8], &str), key: &SecretKey) -> Result<Vec<u8>> {
+    let kek = keyring.current()?;
+    encode(
+        &DekRecord {
+            kek_version: kek.version(),
+            wrapped: kek.wrap(which.1, 0, key)?,
+            created_at: now_unix(),
+        },
+        "wrapped key",
+    )
+}
+
+/// Unwraps a `meta` key, if the store has it.
+fn load_meta_key(
+    store: &dyn Store,
+    keyring: &Keyring,
+    which: (&[u8], &str),
+) -> Result<Option<MacKey>> {
+    let Some(bytes) = store.get(Table::Meta, which.0)? else {
+        return Ok(None);
+    };
+    let rec: DekRecord = decode(&bytes, "wrapped key")?;
+    let key = keyring
+        .get(rec.kek_version)?
+        .unwrap_key(which.1, 0, &rec.wrapped)?;
+    MacKey::new(&key).map(Some)
+}
+
+/// What `init` hands back once: the first admin API key.
+#[derive(Debug)]
+pub struct Initialized {
+    pub admin_api_key_id: String,
+    pub admin_api_key: SecretString,
+}
 
 fn prefix_key(prefix: &MerchantPrefix) -> Vec<u8> {
     [b"prefix/".as_slice(), prefix.as_str().as_bytes()].concat()
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -383,31 +419,34 @@ impl WriterStats {
     }
 }
 
-struct Keys {
+pub(crate) struct Keys {
     keyring: Keyring,
-    fingerprint: FingerprintKey,
+    fingerprint: MacKey,
+    pub(crate) api_key_mac: MacKey,
     deks: RwLock<HashMap<u32, Arc<Dek>>>,
     current: RwLock<Arc<Dek>>,
     next_dek_id: AtomicU32,
     rollover: tokio::sync::Mutex<()>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     dir: PathBuf,
-    store: Arc<dyn Store>,
-    keys: Keys,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) keys: Keys,
     opts: Options,
     queue: Mutex<Option<mpsc::Sender<Box<dyn Work>>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stats: Arc<WriterStats>,
     merchants: RwLock<HashMap<String, Merchant>>,
+    /// Every live API key by id; revocation removes it here in the same step as in the store.
+    pub(crate) api_keys: RwLock<HashMap<String, access::ApiKeyRecord>>,
     temps: Mutex<(HashMap<String, TempCard>, Instant)>,
 }
 
 /// An open, unsealed vault. Cheap to clone; all clones share one writer.
 #[derive(Clone)]
 pub struct Vault {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -418,11 +457,11 @@ impl std::fmt::Debug for Vault {
     }
 }
 
-fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+pub(crate) fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+pub(crate) fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -453,37 +492,50 @@ pub fn exists(dir: &Path) -> bool {
 impl Vault {
     /// Creates a new vault in `dir`: keyring, store, fingerprint key, audit genesis. Refuses
     /// to touch a directory that already holds a vault.
-    pub fn init(dir: &Path, init: InitOptions) -> Result<()> {
+    pub fn init(dir: &Path, init: InitOptions) -> Result<Initialized> {
         if exists(dir) || store::exists(Backend::Redb, dir) || store::exists(Backend::Sled, dir) {
             return Err(Error::AlreadyInitialized(dir.display().to_string()));
         }
         keys::create_private_dir(dir)?;
         let keyring = keys::create(dir, init.key_source, init.passphrase.as_ref(), init.kdf)?;
         let store = store::open(init.backend, dir)?;
-        let kek = keyring.current()?;
-        let fp = SecretKey::random();
-        let wrapped = kek.wrap("fingerprint", FP_KEY_ID, &fp)?;
         let mut batch = WriteBatch::new();
+        let fp = SecretKey::random();
         batch.put(
             Table::Meta,
-            META_FINGERPRINT_KEY,
-            encode(
-                &DekRecord {
-                    kek_version: kek.version(),
-                    wrapped,
-                    created_at: now_unix(),
-                },
-                "fingerprint key",
-            )?,
+            FINGERPRINT_KEY.0,
+            wrap_meta_key(&keyring, FINGERPRINT_KEY, &fp)?,
         );
-        let mut chain = Chain::load(store.as_ref())?;
-        let ev = Ctx {
+        let api_mac = SecretKey::random();
+        batch.put(
+            Table::Meta,
+            API_KEY_MAC_KEY.0,
+            wrap_meta_key(&keyring, API_KEY_MAC_KEY, &api_mac)?,
+        );
+        let (record, secret) = access::new_api_key(
+            &MacKey::new(&api_mac)?,
+            None,
+            access::ADMIN_SCOPES.to_vec(),
+            Some("initial admin key".into()),
+        )?;
+        batch.put(
+            Table::ApiKeys,
+            record.id.as_bytes(),
+            encode(&record, "api key")?,
+        );
+        let cli = Ctx {
             actor: "cli".into(),
             ..Ctx::default()
+        };
+        let mut chain = Chain::load(store.as_ref())?;
+        let now = rfc3339(now_unix());
+        for ev in [
+            cli.event("vault_init", None, None, "ok"),
+            cli.event("api_key_create", None, Some(&record.id), "ok"),
+        ] {
+            let entry = chain.append(ev, now.clone())?;
+            batch.put(Table::Audit, audit::key(entry.seq), entry.encode()?);
         }
-        .event("vault_init", None, None, "ok");
-        let entry = chain.append(ev, rfc3339(now_unix()))?;
-        batch.put(Table::Audit, audit::key(entry.seq), entry.encode()?);
         store.commit(&batch)?;
         drop(store);
         let vf = VaultFile {
@@ -495,7 +547,11 @@ impl Vault {
         keys::write_private(
             &vault_file(dir),
             &serde_json::to_vec_pretty(&vf).map_err(|_| Error::Corrupt { what: "vault.json" })?,
-        )
+        )?;
+        Ok(Initialized {
+            admin_api_key_id: record.id,
+            admin_api_key: secret,
+        })
     }
 
     /// Opens and unlocks the vault in `dir`, starts its writer, and puts a fresh DEK in use
@@ -505,20 +561,10 @@ impl Vault {
         let keyring = keys::load(dir, unlock)?;
         let store = store::open(backend, dir)?;
 
-        let fp_rec: DekRecord = decode(
-            &store
-                .get(Table::Meta, META_FINGERPRINT_KEY)?
-                .ok_or(Error::Corrupt {
-                    what: "fingerprint key",
-                })?,
-            "fingerprint key",
-        )?;
-        let fp = keyring.get(fp_rec.kek_version)?.unwrap_key(
-            "fingerprint",
-            FP_KEY_ID,
-            &fp_rec.wrapped,
-        )?;
-        let fingerprint = FingerprintKey::new(&fp)?;
+        let fingerprint =
+            load_meta_key(store.as_ref(), &keyring, FINGERPRINT_KEY)?.ok_or(Error::Corrupt {
+                what: "fingerprint key",
+            })?;
 
         let mut deks = HashMap::new();
         let mut last_id = 0u32;
@@ -561,7 +607,21 @@ impl Vault {
         let mut batch = WriteBatch::new();
         batch.put(Table::Deks, first_id.to_be_bytes(), encode(&rec, "dek")?);
         batch.put(Table::Audit, audit::key(entry.seq), entry.encode()?);
+        // A vault made before API keys existed gets its API key MAC key here.
+        let api_key_mac = match load_meta_key(store.as_ref(), &keyring, API_KEY_MAC_KEY)? {
+            Some(k) => k,
+            None => {
+                let k = SecretKey::random();
+                batch.put(
+                    Table::Meta,
+                    API_KEY_MAC_KEY.0,
+                    wrap_meta_key(&keyring, API_KEY_MAC_KEY, &k)?,
+                );
+                MacKey::new(&k)?
+            }
+        };
         store.commit(&batch)?;
+        let api_keys = access::load_api_keys(store.as_ref())?;
         let first = Arc::new(Dek::new(first_id, &first_key));
         deks.insert(first_id, first.clone());
 
@@ -601,6 +661,7 @@ impl Vault {
             keys: Keys {
                 keyring,
                 fingerprint,
+                api_key_mac,
                 deks: RwLock::new(deks),
                 current: RwLock::new(first),
                 next_dek_id: AtomicU32::new(first_id + 1),
@@ -611,6 +672,7 @@ impl Vault {
             threads: Mutex::new(vec![writer, syncer]),
             stats,
             merchants: RwLock::new(HashMap::new()),
+            api_keys: RwLock::new(api_keys),
             temps: Mutex::new((HashMap::new(), Instant::now())),
         };
         Ok(Vault {
@@ -643,7 +705,7 @@ impl Vault {
     }
 
     /// Runs `f` on the writer inside the next group commit; answers once that commit is durable.
-    async fn write<R, F>(&self, f: F) -> Result<R>
+    pub(crate) async fn write<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<R> + Send + 'static,
@@ -1334,7 +1396,7 @@ impl Tx<'_> {
             .or_else(|| self.batch.get(table, key))
     }
 
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.in_batch(table, key) {
             Some(v) => Ok(v.clone()),
             None => self.store.get(table, key),
@@ -1349,15 +1411,15 @@ impl Tx<'_> {
         }
     }
 
-    fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+    pub(crate) fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.local.insert(table, key.into(), Some(value.into()));
     }
 
-    fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) {
+    pub(crate) fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) {
         self.local.insert(table, key.into(), None);
     }
 
-    fn audit(&mut self, ev: Event) {
+    pub(crate) fn audit(&mut self, ev: Event) {
         self.events.push(ev);
     }
 }

@@ -280,10 +280,10 @@ fn check_fresh_dev_vault(dir: &Path, json: &Value, store: &str) {
             }
         }
     }
-    // The new vault's chain holds its genesis entry and verifies.
-    assert_eq!(verify_ok(dir).0, 1);
+    // The new vault's chain holds its genesis entry and the first admin key's, and verifies.
+    assert_eq!(verify_ok(dir).0, 2);
     let entries = export(dir, None);
-    assert_eq!(entries.len(), 1);
+    assert_eq!(entries.len(), 2);
     assert_eq!(
         (
             entries[0].seq,
@@ -293,6 +293,15 @@ fn check_fresh_dev_vault(dir: &Path, json: &Value, store: &str) {
         (1, "vault_init", "cli")
     );
     assert_eq!(entries[0].prev_hash, "0".repeat(64));
+    // The admin key is printed once, and the audit log names its id, never the secret.
+    let key_id = obj["admin_api_key_id"].as_str().unwrap();
+    let key = obj["admin_api_key"].as_str().unwrap();
+    assert!(key.starts_with(&format!("pvk_{key_id}_")), "{key}");
+    assert_eq!(entries[1].action, "api_key_create");
+    assert_eq!(entries[1].token.as_deref(), Some(key_id));
+    let secret = key.rsplit('_').next().unwrap();
+    let raw = std::fs::read(dir.join("panvault.redb")).unwrap_or_default();
+    assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));
 }
 
 #[test]
@@ -343,7 +352,7 @@ fn init_refuses_existing_vault() {
     assert_eq!(std::fs::read(keyring(&dir)).unwrap(), before);
     assert_eq!(std::fs::read(dir.join("vault.json")).unwrap(), vault_json);
     assert!(!dir.join("sled").exists());
-    assert_eq!(verify_ok(&dir).0, 1, "the existing chain is untouched");
+    assert_eq!(verify_ok(&dir).0, 2, "the existing chain is untouched");
 }
 
 // ---- 3. key sources and stores ---------------------------------------------------------------
@@ -510,6 +519,13 @@ fn check_audit_trail(dir: &Path, act: &Activity) {
     let t = |i: usize| Some(act.tokens[i].clone());
     let want: Vec<Row<'_>> = vec![
         ("cli", "vault_init", None, None, "ok"),
+        (
+            "cli",
+            "api_key_create",
+            None,
+            Some(entries[1].token.clone().unwrap()),
+            "ok",
+        ),
         ("system", "dek_create", None, None, "ok"),
         ("system", "merchant_create", m.clone(), None, "ok"),
         ("system", "tokenize", m.clone(), t(0), "created"),
@@ -531,7 +547,7 @@ fn check_audit_trail(dir: &Path, act: &Activity) {
         })
         .collect();
     assert_eq!(got, want);
-    assert_eq!(n, 8);
+    assert_eq!(n, 9);
 
     // verify --json agrees.
     let out = pv(&["audit", "verify", "--data", s(dir), "--json"]);
@@ -620,7 +636,7 @@ fn fresh_tampered(
 ) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, _) = vault_with_activity(tmp.path(), store);
-    assert_eq!(verify_ok(&dir).0, 8, "verifies before tampering");
+    assert_eq!(verify_ok(&dir).0, 9, "verifies before tampering");
     tamper(&dir, f);
     (tmp, dir)
 }
