@@ -2,14 +2,16 @@
 //! prints; errors become one line on stderr and a non-zero exit in `main`.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::access::{ApiKeyRequest, Scope};
 use crate::crypto::{KdfParams, SecretString};
-use crate::keys::KeySource;
+use crate::keys::{KeySource, Unlock};
 use crate::store::Backend;
-use crate::vault::{self, InitOptions, Vault};
+use crate::vault::{self, Ctx, InitOptions, Options, Vault};
 use crate::{Error, Result, audit};
 
 /// panvault: a card-tokenization vault.
@@ -24,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Create a new vault in DIR: keys, store, audit chain.
     Init(InitArgs),
+    /// Run the HTTPS API.
+    Serve(ServeArgs),
+    /// The newcomer's path: a dev vault, a demo merchant and key, and curl lines that work.
+    Demo(DemoArgs),
     /// Inspect the audit chain.
     Audit {
         #[command(subcommand)]
@@ -51,6 +57,32 @@ pub struct InitArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Data directory of an initialized vault.
+    #[arg(long, env = "PANVAULT_DATA")]
+    pub data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "PANVAULT_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Plain HTTP; refused unless the address is a loopback address.
+    #[arg(long)]
+    pub plaintext: bool,
+    /// File holding the operator passphrase (`file` keys); else $PANVAULT_PASSPHRASE_FILE.
+    #[arg(long, env = "PANVAULT_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Data directory (a dev vault is created there if it holds none).
+    #[arg(long, default_value = "./panvault-data")]
+    pub data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +119,8 @@ pub fn read_passphrase(path: &Path) -> Result<SecretString> {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init(a) => init(a),
+        Command::Serve(a) => serve(a),
+        Command::Demo(a) => demo(a),
         Command::Audit { command } => match command {
             AuditCommand::Verify { data, json } => {
                 let store = vault::open_store(&data)?;
@@ -159,9 +193,12 @@ fn init(a: InitArgs) -> Result<()> {
             kdf: KdfParams::default(),
         },
     )?;
+    let tls_ca = crate::tls::generate(&a.data)?;
+    let tls_ca = std::fs::canonicalize(&tls_ca).unwrap_or(tls_ca);
     let data_dir = std::fs::canonicalize(&a.data).unwrap_or(a.data);
     if a.json {
         let out = serde_json::json!({
+            "tls_ca": tls_ca,
             "admin_api_key": init.admin_api_key.expose(),
             "admin_api_key_id": init.admin_api_key_id,
             "data_dir": data_dir,
@@ -187,4 +224,139 @@ fn init(a: InitArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn unlock_for(data: &Path, passphrase_file: Option<&Path>) -> Result<Unlock> {
+    match crate::keys::source_of(data)? {
+        KeySource::Dev => Ok(Unlock::Dev),
+        KeySource::File => {
+            let path = passphrase_file.ok_or_else(|| {
+                Error::Config(
+                    "this vault's keys need --passphrase-file or PANVAULT_PASSPHRASE_FILE".into(),
+                )
+            })?;
+            Ok(Unlock::Passphrase(read_passphrase(path)?))
+        }
+    }
+}
+
+fn run_server(
+    vault: Vault,
+    listen: SocketAddr,
+    plaintext: bool,
+    data: &Path,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    if plaintext && !listen.ip().is_loopback() {
+        return Err(Error::Config(format!(
+            "--plaintext is refused on {listen}: only on a loopback address"
+        )));
+    }
+    let tls = if plaintext {
+        None
+    } else {
+        Some(crate::tls::server_config(data)?)
+    };
+    actix_web::rt::System::new()
+        .block_on(crate::http::serve(vault, listen, tls, on_ready))
+        .map_err(|e| Error::io(format!("serving on {listen}"), e))
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    let unlock = unlock_for(&a.data, a.passphrase_file.as_deref())?;
+    let vault = Vault::open(&a.data, &unlock, Options::default())?;
+    run_server(vault, a.listen, a.plaintext, &a.data, |_| {})
+}
+
+/// Shop login, prefix and scopes of the demo merchant.
+const DEMO_PREFIX: &str = "XYZW";
+const DEMO_SHOP: &str = "9000001";
+
+fn demo(a: DemoArgs) -> Result<()> {
+    if !vault::exists(&a.data) {
+        Vault::init(&a.data, InitOptions::dev(crate::store::Backend::Redb))?;
+        crate::tls::generate(&a.data)?;
+    }
+    let vault = Vault::open(&a.data, &Unlock::Dev, Options::default())?;
+    let ctx = Ctx {
+        actor: "demo".into(),
+        ..Ctx::default()
+    };
+    let (admin, key, merchant) = actix_web::rt::System::new().block_on(async {
+        let merchant = match vault.merchant_by_prefix(DEMO_PREFIX)? {
+            Some(m) => m,
+            None => {
+                vault
+                    .create_merchant(&ctx, "Demo merchant", Some(DEMO_PREFIX))
+                    .await?
+            }
+        };
+        match vault.add_shop(&ctx, &merchant.merchant_id, DEMO_SHOP).await {
+            Ok(()) | Err(Error::ShopTaken) => {}
+            Err(e) => return Err(e),
+        }
+        let admin = vault
+            .create_api_key(
+                &ctx,
+                ApiKeyRequest {
+                    admin: true,
+                    scopes: crate::access::ADMIN_SCOPES.to_vec(),
+                    label: Some("demo admin".into()),
+                    ..ApiKeyRequest::default()
+                },
+            )
+            .await?;
+        let key = vault
+            .create_api_key(
+                &ctx,
+                ApiKeyRequest {
+                    shop_login: Some(DEMO_SHOP.into()),
+                    scopes: vec![Scope::Tokenize, Scope::Read, Scope::Reveal, Scope::Charge],
+                    label: Some("demo shop".into()),
+                    ..ApiKeyRequest::default()
+                },
+            )
+            .await?;
+        Ok::<_, Error>((admin, key, merchant))
+    })?;
+    let ca = std::fs::canonicalize(crate::tls::ca_path(&a.data))
+        .unwrap_or_else(|_| crate::tls::ca_path(&a.data));
+    let data = a.data.clone();
+    run_server(vault, a.listen, false, &a.data, move |addr| {
+        let base = format!("https://{addr}");
+        let curl = format!("curl -sS --cacert {}", ca.display());
+        let shop = key.api_key.expose();
+        println!(
+            "panvault demo: a dev vault in {} (never put real cards in it)",
+            data.display()
+        );
+        println!();
+        println!("admin key:      {}", admin.api_key.expose());
+        println!(
+            "merchant:       {} (prefix {DEMO_PREFIX}), shop login {DEMO_SHOP}",
+            merchant.merchant_id
+        );
+        println!("shop key:       {shop}  (tokenize read reveal charge)");
+        println!();
+        println!("# tokenize a test card (run it twice: same token, 200 instead of 201)");
+        println!(
+            "{curl} -H 'Authorization: Bearer {shop}' -H 'Content-Type: application/json' -d '{{\"pan\":\"4111111111111111\",\"expiry_month\":12,\"expiry_year\":2030}}' {base}/v1/tokens"
+        );
+        println!("# a custom token");
+        println!(
+            "{curl} -H 'Authorization: Bearer {shop}' -H 'Content-Type: application/json' -d '{{\"pan\":\"5555555555554444\",\"expiry_month\":3,\"expiry_year\":2031,\"request_token\":\"JOHN_SMITH_5533\"}}' {base}/v1/tokens"
+        );
+        println!("# read it, reveal it, delete it");
+        println!(
+            "{curl} -H 'Authorization: Bearer {shop}' {base}/v1/tokens/{DEMO_PREFIX}JOHN_SMITH_5533"
+        );
+        println!(
+            "{curl} -X POST -H 'Authorization: Bearer {shop}' {base}/v1/tokens/{DEMO_PREFIX}JOHN_SMITH_5533/reveal"
+        );
+        println!(
+            "{curl} -X DELETE -H 'Authorization: Bearer {shop}' {base}/v1/tokens/{DEMO_PREFIX}JOHN_SMITH_5533"
+        );
+        println!();
+        println!("Ctrl-C stops the vault cleanly.");
+    })
 }

@@ -9,9 +9,11 @@ pub mod audit;
 pub mod cli;
 pub mod crypto;
 pub mod error;
+pub mod http;
 pub mod keys;
 pub mod pan;
 pub mod store;
+pub mod tls;
 pub mod token;
 pub mod vault;
 

@@ -680,6 +680,15 @@ impl Vault {
         })
     }
 
+    /// Ok while the vault takes writes (unsealed, writer running); for `/readyz`.
+    pub fn ready(&self) -> Result<()> {
+        if lock(&self.inner.queue).is_some() {
+            Ok(())
+        } else {
+            Err(Error::ShuttingDown)
+        }
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
@@ -837,6 +846,20 @@ impl Vault {
             .ok_or(Error::PrefixTaken)?;
         write_lock(&self.inner.merchants).insert(m.merchant_id.clone(), m.clone());
         Ok(m)
+    }
+
+    /// Looks a merchant up by its prefix.
+    pub fn merchant_by_prefix(&self, prefix: &str) -> Result<Option<Merchant>> {
+        let prefix = MerchantPrefix::parse(prefix)?;
+        match self.inner.store.get(Table::Meta, &prefix_key(&prefix))? {
+            None => Ok(None),
+            Some(id) => {
+                let id = String::from_utf8(id).map_err(|_| Error::Corrupt {
+                    what: "prefix index",
+                })?;
+                self.merchant(&id).map(Some)
+            }
+        }
     }
 
     /// Looks a merchant up by id.

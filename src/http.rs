@@ -1,0 +1,634 @@
+//! The HTTPS edge (contract 2-4): parse, authenticate, call one vault operation, map its typed
+//! error to RFC 9457 problem+json. No business rule lives here.
+//!
+//! Bodies are parsed field by field from a JSON value so that a field error names the field and
+//! never echoes a value (serde's own messages quote the offending input, which could be a PAN).
+
+use std::net::SocketAddr;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+use crate::access::{ApiKeyRequest, Principal, Scope};
+use crate::vault::{Ctx, TokenInfo, TokenizeRequest, Tokenized, Vault};
+use crate::{Error, crypto};
+
+/// Request bodies over this are 413 (contract 2); batch bodies get [`BATCH_BODY_LIMIT`].
+pub const BODY_LIMIT: usize = 64 * 1024;
+pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// An error answer: a problem+json body with a stable `code`.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Problem {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    fn body(&self) -> Value {
+        json!({
+            "type": format!("urn:panvault:problem:{}", self.code),
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "code": self.code,
+        })
+    }
+
+    fn response(&self) -> HttpResponse {
+        let mut r = HttpResponse::build(self.status);
+        r.content_type("application/problem+json");
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        r.body(self.body().to_string())
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.code)
+    }
+}
+
+impl actix_web::ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        self.response()
+    }
+}
+
+/// The one mapping from library errors to HTTP answers.
+impl From<Error> for Problem {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::InvalidPan { .. }
+            | Error::LuhnCheckFailed
+            | Error::InvalidExpiry { .. }
+            | Error::InvalidCvv
+            | Error::InvalidCustomToken { .. }
+            | Error::InvalidPrefix
+            | Error::InvalidField { .. }
+            | Error::BatchTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::TokenConflict | Error::PrefixTaken | Error::ShopTaken => StatusCode::CONFLICT,
+            Error::TokenNotFound
+            | Error::MerchantNotFound
+            | Error::ShopNotFound
+            | Error::ApiKeyNotFound => StatusCode::NOT_FOUND,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::Sealed | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            // Library errors carry no card data; the details stay in the server log.
+            tracing::error!(code = e.code(), error = %e, "request failed");
+            return Problem::new(
+                status,
+                "internal_error",
+                "internal error; see the server log",
+            );
+        }
+        Problem::new(status, e.code(), e.to_string())
+    }
+}
+
+type Answer = Result<HttpResponse, Problem>;
+
+fn field_error(field: &'static str, reason: &'static str) -> Problem {
+    Problem::from(Error::InvalidField { field, reason })
+}
+
+/// The request id this request answers with (set by the middleware).
+#[derive(Clone)]
+struct RequestId(String);
+
+fn request_ctx(req: &HttpRequest, principal: Option<&Principal>) -> Ctx {
+    Ctx {
+        actor: principal.map_or_else(|| "anonymous".to_string(), |p| p.key_id.clone()),
+        client: req.peer_addr().map(|a| a.ip().to_string()),
+        request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+    }
+}
+
+/// Authenticates the bearer key and checks `scope`; failures are audited.
+async fn principal(req: &HttpRequest, vault: &Vault, scope: Scope) -> Result<Principal, Problem> {
+    let raw = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    match vault.authenticate(raw.trim()) {
+        Ok(p) => {
+            if let Err(e) = p.require(scope) {
+                let _ = vault.audit_auth_failure(&request_ctx(req, Some(&p))).await;
+                return Err(e.into());
+            }
+            Ok(p)
+        }
+        Err(e) => {
+            let _ = vault.audit_auth_failure(&request_ctx(req, None)).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Reads a JSON object body: 415 for another content type, 413 over `limit`, 400 if it is not
+/// JSON, 422 if it is not an object.
+async fn json_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Map<String, Value>, Problem> {
+    use futures_util::StreamExt;
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        ));
+    }
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request bodies are limited to {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = Zeroizing::new(Vec::with_capacity(declared.unwrap_or(1024).min(limit)));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "the body could not be read",
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "the body must be a JSON object",
+        )),
+        Err(_) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            "the body is not valid JSON",
+        )),
+    }
+}
+
+/// Refuses fields outside `known`, naming the first one (its value is never echoed).
+fn only_fields(map: &Map<String, Value>, known: &[&str]) -> Result<(), Problem> {
+    match map.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("unknown field `{}`", k.chars().take(64).collect::<String>()),
+        )),
+    }
+}
+
+fn opt_str(map: &Map<String, Value>, field: &'static str) -> Result<Option<String>, Problem> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(field_error(field, "must be a string")),
+    }
+}
+
+fn opt_int(map: &Map<String, Value>, field: &'static str) -> Result<Option<i64>, Problem> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| field_error(field, "must be an integer")),
+        Some(_) => Err(field_error(field, "must be an integer")),
+    }
+}
+
+const TOKENIZE_FIELDS: [&str; 8] = [
+    "pan",
+    "expiry_month",
+    "expiry_year",
+    "request_token",
+    "cardholder_name",
+    "temporary",
+    "cvv",
+    "ttl_seconds",
+];
+
+/// A tokenize body, field by field. Wrong-typed card fields map to their own codes.
+fn tokenize_request(map: &Map<String, Value>) -> Result<TokenizeRequest, Problem> {
+    only_fields(map, &TOKENIZE_FIELDS)?;
+    let pan = match map.get("pan") {
+        Some(Value::String(s)) => Zeroizing::new(s.clone()),
+        Some(_) => {
+            return Err(Error::InvalidPan {
+                reason: "must be a JSON string",
+            }
+            .into());
+        }
+        None => {
+            return Err(Error::InvalidPan {
+                reason: "is required",
+            }
+            .into());
+        }
+    };
+    let expiry = |f: &'static str| match map.get(f) {
+        Some(Value::Number(n)) => n.as_i64().ok_or(Error::InvalidExpiry {
+            reason: "must be integers",
+        }),
+        _ => Err(Error::InvalidExpiry {
+            reason: "expiry_month and expiry_year are required integers",
+        }),
+    };
+    let temporary = match map.get("temporary") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(field_error("temporary", "must be true or false")),
+    };
+    let cvv = match map.get("cvv") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(Zeroizing::new(s.clone())),
+        Some(_) => return Err(Error::InvalidCvv.into()),
+    };
+    Ok(TokenizeRequest {
+        pan,
+        expiry_month: expiry("expiry_month")?,
+        expiry_year: expiry("expiry_year")?,
+        request_token: opt_str(map, "request_token")?,
+        cardholder_name: opt_str(map, "cardholder_name")?.map(Zeroizing::new),
+        temporary,
+        cvv,
+        ttl_seconds: opt_int(map, "ttl_seconds")?,
+    })
+}
+
+fn token_json(info: &TokenInfo, with_agreements: bool) -> Value {
+    let mut v = serde_json::to_value(info).unwrap_or(Value::Null);
+    if !with_agreements && let Value::Object(m) = &mut v {
+        m.remove("agreements");
+    }
+    v
+}
+
+fn tokenized(t: &Tokenized) -> HttpResponse {
+    let status = if t.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    HttpResponse::build(status).json(token_json(&t.info, false))
+}
+
+async fn create_token(req: HttpRequest, vault: web::Data<Vault>, body: web::Payload) -> Answer {
+    let p = principal(&req, &vault, Scope::Tokenize).await?;
+    let map = json_body(&req, body, BODY_LIMIT).await?;
+    let t = vault
+        .tokenize(
+            &request_ctx(&req, Some(&p)),
+            p.merchant()?,
+            &tokenize_request(&map)?,
+        )
+        .await?;
+    Ok(tokenized(&t))
+}
+
+async fn create_tokens_batch(
+    req: HttpRequest,
+    vault: web::Data<Vault>,
+    body: web::Payload,
+) -> Answer {
+    let p = principal(&req, &vault, Scope::Tokenize).await?;
+    let map = json_body(&req, body, BATCH_BODY_LIMIT).await?;
+    only_fields(&map, &["items"])?;
+    let Some(Value::Array(items)) = map.get("items") else {
+        return Err(field_error("items", "must be an array"));
+    };
+    if items.len() > crate::vault::MAX_BATCH_ITEMS {
+        return Err(Error::BatchTooLarge {
+            got: items.len(),
+            max: crate::vault::MAX_BATCH_ITEMS,
+        }
+        .into());
+    }
+    // Items that do not even parse get their problem; the rest go to the vault together.
+    let mut parsed = Vec::with_capacity(items.len());
+    let mut results: Vec<Option<Value>> = vec![None; items.len()];
+    for (i, item) in items.iter().enumerate() {
+        match item
+            .as_object()
+            .ok_or_else(|| field_error("items", "every item must be an object"))
+            .and_then(tokenize_request)
+        {
+            Ok(r) => parsed.push((i, r)),
+            Err(pr) => results[i] = Some(item_problem(i, &pr)),
+        }
+    }
+    let reqs: Vec<TokenizeRequest> = parsed.iter().map(|(_, r)| r.clone()).collect();
+    let out = vault
+        .tokenize_batch(&request_ctx(&req, Some(&p)), p.merchant()?, &reqs)
+        .await?;
+    for ((i, _), r) in parsed.iter().zip(out) {
+        results[*i] = Some(match r {
+            Ok(t) => {
+                let mut v = token_json(&t.info, false);
+                if let Value::Object(m) = &mut v {
+                    m.insert("index".into(), json!(i));
+                    m.insert("status".into(), json!(if t.created { 201 } else { 200 }));
+                }
+                v
+            }
+            Err(e) => item_problem(*i, &Problem::from(e)),
+        });
+    }
+    Ok(HttpResponse::Ok().json(json!({ "results": results })))
+}
+
+fn item_problem(index: usize, p: &Problem) -> Value {
+    let mut v = p.body();
+    if let Value::Object(m) = &mut v {
+        m.insert("index".into(), json!(index));
+    }
+    v
+}
+
+async fn get_token(req: HttpRequest, vault: web::Data<Vault>, token: web::Path<String>) -> Answer {
+    let p = principal(&req, &vault, Scope::Read).await?;
+    let info = vault.get(p.merchant()?, &token)?;
+    Ok(HttpResponse::Ok().json(token_json(&info, true)))
+}
+
+async fn delete_token(
+    req: HttpRequest,
+    vault: web::Data<Vault>,
+    token: web::Path<String>,
+) -> Answer {
+    let p = principal(&req, &vault, Scope::Tokenize).await?;
+    vault
+        .delete(&request_ctx(&req, Some(&p)), p.merchant()?, &token)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn reveal_token(
+    req: HttpRequest,
+    vault: web::Data<Vault>,
+    token: web::Path<String>,
+) -> Answer {
+    let p = principal(&req, &vault, Scope::Reveal).await?;
+    let card = vault
+        .reveal(&request_ctx(&req, Some(&p)), p.merchant()?, &token)
+        .await?;
+    let body = Zeroizing::new(
+        json!({
+            "pan": card.pan.digits(),
+            "expiry_month": card.expiry.month,
+            "expiry_year": card.expiry.year,
+            "cardholder_name": card.cardholder_name.as_deref().map(|s| s.as_str()),
+        })
+        .to_string(),
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.as_bytes().to_vec()))
+}
+
+async fn create_merchant(req: HttpRequest, vault: web::Data<Vault>, body: web::Payload) -> Answer {
+    let p = principal(&req, &vault, Scope::Admin).await?;
+    let map = json_body(&req, body, BODY_LIMIT).await?;
+    only_fields(&map, &["name", "prefix"])?;
+    let name = opt_str(&map, "name")?.ok_or_else(|| field_error("name", "is required"))?;
+    let prefix = opt_str(&map, "prefix")?;
+    let m = vault
+        .create_merchant(&request_ctx(&req, Some(&p)), &name, prefix.as_deref())
+        .await?;
+    Ok(HttpResponse::Created().json(json!({
+        "merchant_id": m.merchant_id,
+        "name": m.name,
+        "prefix": m.prefix.as_str(),
+    })))
+}
+
+async fn add_shop(
+    req: HttpRequest,
+    vault: web::Data<Vault>,
+    merchant: web::Path<String>,
+    body: web::Payload,
+) -> Answer {
+    let p = principal(&req, &vault, Scope::Admin).await?;
+    let map = json_body(&req, body, BODY_LIMIT).await?;
+    only_fields(&map, &["shop_login"])?;
+    let shop =
+        opt_str(&map, "shop_login")?.ok_or_else(|| field_error("shop_login", "is required"))?;
+    vault
+        .add_shop(&request_ctx(&req, Some(&p)), &merchant, &shop)
+        .await?;
+    Ok(HttpResponse::Created()
+        .json(json!({ "merchant_id": merchant.as_str(), "shop_login": shop })))
+}
+
+async fn remove_shop(
+    req: HttpRequest,
+    vault: web::Data<Vault>,
+    path: web::Path<(String, String)>,
+) -> Answer {
+    let p = principal(&req, &vault, Scope::Admin).await?;
+    let (merchant, shop) = path.into_inner();
+    vault
+        .remove_shop(&request_ctx(&req, Some(&p)), &merchant, &shop)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn create_api_key(req: HttpRequest, vault: web::Data<Vault>, body: web::Payload) -> Answer {
+    let p = principal(&req, &vault, Scope::Admin).await?;
+    let map = json_body(&req, body, BODY_LIMIT).await?;
+    only_fields(&map, &["shop_login", "admin", "scopes", "label"])?;
+    let admin = match map.get("admin") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(field_error("admin", "must be true or false")),
+    };
+    let scopes = match map.get("scopes") {
+        Some(v) => serde_json::from_value::<Vec<Scope>>(v.clone()).map_err(|_| {
+            field_error(
+                "scopes",
+                "must be a list of tokenize, read, reveal, charge, admin, keys, audit",
+            )
+        })?,
+        None => return Err(field_error("scopes", "is required")),
+    };
+    let key = vault
+        .create_api_key(
+            &request_ctx(&req, Some(&p)),
+            ApiKeyRequest {
+                shop_login: opt_str(&map, "shop_login")?,
+                admin,
+                scopes,
+                label: opt_str(&map, "label")?,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(json!({
+        "api_key_id": key.api_key_id,
+        "api_key": key.api_key.expose(),
+        "scopes": key.scopes,
+    })))
+}
+
+async fn revoke_api_key(
+    req: HttpRequest,
+    vault: web::Data<Vault>,
+    id: web::Path<String>,
+) -> Answer {
+    let p = principal(&req, &vault, Scope::Admin).await?;
+    vault
+        .revoke_api_key(&request_ctx(&req, Some(&p)), &id)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn readyz(vault: web::Data<Vault>) -> HttpResponse {
+    match vault.ready() {
+        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
+        Err(e) => Problem::from(e).response(),
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    Problem::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").response()
+}
+
+fn valid_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok = (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    ok.then(|| s.to_string())
+}
+
+/// The routes, shared by `serve` and the tests.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/v1/tokens", web::post().to(create_token))
+        .route("/v1/tokens/batch", web::post().to(create_tokens_batch))
+        .route("/v1/tokens/{token}", web::get().to(get_token))
+        .route("/v1/tokens/{token}", web::delete().to(delete_token))
+        .route("/v1/tokens/{token}/reveal", web::post().to(reveal_token))
+        .route("/v1/merchants", web::post().to(create_merchant))
+        .route(
+            "/v1/merchants/{merchant_id}/shops",
+            web::post().to(add_shop),
+        )
+        .route(
+            "/v1/merchants/{merchant_id}/shops/{shop_login}",
+            web::delete().to(remove_shop),
+        )
+        .route("/v1/api-keys", web::post().to(create_api_key))
+        .route(
+            "/v1/api-keys/{api_key_id}",
+            web::delete().to(revoke_api_key),
+        )
+        .default_service(web::to(not_found));
+}
+
+/// Runs the server until SIGTERM/SIGINT, then drains in-flight requests and stops the vault's
+/// writer (everything acknowledged is on disk by then). `on_ready` gets the bound address.
+pub async fn serve(
+    vault: Vault,
+    listen: SocketAddr,
+    tls: Option<rustls::ServerConfig>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
+    let data = web::Data::new(vault.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap_fn(|req, srv| {
+                use actix_web::dev::Service;
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(valid_request_id)
+                    .unwrap_or_else(|| hex::encode(crypto::random_bytes::<8>()));
+                req.extensions_mut().insert(RequestId(id.clone()));
+                let fut = srv.call(req);
+                async move {
+                    let mut res = fut.await?;
+                    let h = res.headers_mut();
+                    if let Ok(v) = HeaderValue::from_str(&id) {
+                        h.insert(header::HeaderName::from_static("x-request-id"), v);
+                    }
+                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    Ok(res)
+                }
+            })
+            .configure(configure)
+    })
+    .shutdown_timeout(30);
+    let server = match tls {
+        Some(cfg) => server.bind_rustls_0_23(listen, cfg)?,
+        None => server.bind(listen)?,
+    };
+    let scheme = if server
+        .addrs_with_scheme()
+        .iter()
+        .any(|(_, s)| *s == "https")
+    {
+        "https"
+    } else {
+        "http"
+    };
+    if let Some(addr) = server.addrs().first() {
+        tracing::info!("listening on {scheme}://{addr}");
+        on_ready(*addr);
+    }
+    let result = server.run().await;
+    vault.shutdown();
+    result
+}

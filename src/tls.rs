@@ -1,0 +1,87 @@
+//! Transport security: the local certificate authority that `init` writes, and the rustls
+//! server configuration (TLS 1.2 and 1.3 only, rustls' modern AEAD suites only).
+//!
+//! `init` creates `DATA/tls/ca.pem` (a self-signed CA, reported as `tls_ca`), and a server
+//! certificate for `localhost`, `127.0.0.1` and `::1` signed by it (`server.pem`, key in
+//! `server-key.pem`, mode 0600). In production, replace both server files with the
+//! organisation's own; the CA's private key is not kept at all, so nothing else can be signed
+//! with it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::keys;
+use crate::{Error, Result};
+
+/// The TLS directory of a data dir.
+pub fn tls_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls")
+}
+
+/// Path of the CA certificate clients should trust (`curl --cacert`).
+pub fn ca_path(data_dir: &Path) -> PathBuf {
+    tls_dir(data_dir).join("ca.pem")
+}
+
+fn tls_err(e: impl std::fmt::Display) -> Error {
+    Error::Config(format!("tls: {e}"))
+}
+
+/// Writes a fresh local CA and a server certificate signed by it.
+pub fn generate(data_dir: &Path) -> Result<PathBuf> {
+    let dir = tls_dir(data_dir);
+    keys::create_private_dir(&dir)?;
+    let ca_key = KeyPair::generate().map_err(tls_err)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "panvault local CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(tls_err)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let server_key = KeyPair::generate().map_err(tls_err)?;
+    let mut params = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])
+    .map_err(tls_err)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "panvault");
+    let server_cert = params.signed_by(&server_key, &issuer).map_err(tls_err)?;
+
+    keys::write_private(
+        &dir.join("server-key.pem"),
+        server_key.serialize_pem().as_bytes(),
+    )?;
+    keys::write_private(&dir.join("server.pem"), server_cert.pem().as_bytes())?;
+    let ca = ca_path(data_dir);
+    keys::write_private(&ca, ca_cert.pem().as_bytes())?;
+    Ok(ca)
+}
+
+/// The rustls configuration for `serve`: TLS 1.2 and 1.3 only, the `ring` provider's suites
+/// (AES-GCM and ChaCha20-Poly1305 with ECDHE; rustls implements no CBC, RC4 or static-RSA
+/// suite at all).
+pub fn server_config(data_dir: &Path) -> Result<rustls::ServerConfig> {
+    let dir = tls_dir(data_dir);
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .map_err(tls_err)?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(tls_err)?;
+    let key = PrivateKeyDer::from_pem_file(dir.join("server-key.pem")).map_err(tls_err)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(tls_err)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(tls_err)
+}
