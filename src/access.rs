@@ -313,19 +313,24 @@ impl Vault {
 
     /// Revokes a key: it stops working before this returns.
     pub async fn revoke_api_key(&self, ctx: &Ctx, api_key_id: &str) -> Result<()> {
-        // Out of the cache first: no request authenticates with it from here on.
-        let removed = vault::write_lock(&self.inner.api_keys).remove(api_key_id);
-        if removed.is_none() {
+        // Out of the cache first: no request authenticates with it from here on. If the
+        // revocation cannot be made durable, the key goes back and the caller gets the error.
+        let Some(record) = vault::write_lock(&self.inner.api_keys).remove(api_key_id) else {
             return Err(Error::ApiKeyNotFound);
-        }
+        };
         let id = api_key_id.to_string();
         let ctx = ctx.clone();
-        self.write(move |tx| {
-            tx.delete(Table::ApiKeys, id.as_bytes());
-            tx.audit(ctx.event("api_key_revoke", None, Some(&id), "ok"));
-            Ok(())
-        })
-        .await
+        let result = self
+            .write(move |tx| {
+                tx.delete(Table::ApiKeys, id.as_bytes());
+                tx.audit(ctx.event("api_key_revoke", None, Some(&id), "ok"));
+                Ok(())
+            })
+            .await;
+        if result.is_err() {
+            vault::write_lock(&self.inner.api_keys).insert(record.id.clone(), record);
+        }
+        result
     }
 
     /// Adds a shop login to a merchant group; refused if it is in any group already.

@@ -30,8 +30,6 @@ pub const FORBIDDEN_DIGIT_RUN: usize = 12;
 pub const MASKED_TOKEN_LEN: usize = 16;
 /// Prefix of temporary tokens.
 pub const TEMPORARY_PREFIX: &str = "tmp_";
-/// Longest string [`is_well_formed_token`] accepts.
-pub const MAX_TOKEN_LEN: usize = 40;
 
 /// Alphabet of the random part of a standard token.
 const ALNUM: &[u8; 36] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -160,16 +158,8 @@ pub fn validate_custom_value(v: &str) -> Result<()> {
     }
     // Stricter than the contract's letter, true to its intent ("a card number can never hide
     // in it"): `_` and `-` do not break a run, so `4111-1111-1111-1111` is refused too.
-    let mut run = 0usize;
-    for b in v.bytes() {
-        run = match b {
-            b'0'..=b'9' => run + 1,
-            b'_' | b'-' => run,
-            _ => 0,
-        };
-        if run >= FORBIDDEN_DIGIT_RUN {
-            return fail("must not contain 12 or more digits in a row (separators do not count)");
-        }
+    if has_digit_run(v) {
+        return fail("must not contain 12 or more digits in a row (separators do not count)");
     }
     Ok(())
 }
@@ -229,10 +219,34 @@ pub fn temporary_token<R: RngCore + CryptoRng>(rng: &mut R) -> String {
     t
 }
 
-/// Cheap shape check for a token given to a lookup: 1 to 40 characters from `A-Za-z0-9_-`.
-/// Anything else cannot be a token and is rejected before any store read.
+/// Shape check for a token given to a lookup, before any store read and before it may be
+/// written to the audit log: either `tmp_` + 32 base32 characters, or 1 to 25 characters from
+/// `A-Za-z0-9_-` holding no run of 12 digits (separators ignored). A card number sent where a
+/// token belongs fails here, so it is never looked up, logged or audited.
 pub fn is_well_formed_token(s: &str) -> bool {
-    (1..=MAX_TOKEN_LEN).contains(&s.len()) && s.bytes().all(is_token_byte)
+    if let Some(body) = s.strip_prefix(TEMPORARY_PREFIX) {
+        return body.len() == 32
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b));
+    }
+    (1..=4 + MAX_CUSTOM_LEN).contains(&s.len()) && s.bytes().all(is_token_byte) && !has_digit_run(s)
+}
+
+/// True if `s` holds 12 or more digits in a row, `_` and `-` not breaking the run.
+fn has_digit_run(s: &str) -> bool {
+    let mut run = 0usize;
+    for b in s.bytes() {
+        run = match b {
+            b'0'..=b'9' => run + 1,
+            b'_' | b'-' => run,
+            _ => 0,
+        };
+        if run >= FORBIDDEN_DIGIT_RUN {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -594,14 +608,15 @@ mod tests {
             "41XYZW7QK2ZD1111",
             "XYZWJOHN_SMITH_5533",
             "tmp_ABCDEFGHIJKLMNOPQRSTUVWXYZ234567",
-            &"a".repeat(40),
+            &"a".repeat(25),
             "a-b_c",
         ] {
             assert!(is_well_formed_token(ok), "{ok:?}");
         }
         for bad in [
             "",
-            &"a".repeat(41),
+            &"a".repeat(26),
+            "tmp_abcdefghijklmnopqrstuvwxyz234567",
             "a b",
             "a/b",
             "../etc",
@@ -613,5 +628,27 @@ mod tests {
         ] {
             assert!(!is_well_formed_token(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_card_number_is_never_a_well_formed_token() {
+        let mut r = rng();
+        for pan in PANS {
+            assert!(!is_well_formed_token(pan), "{pan}");
+            let dashed: String = pan
+                .as_bytes()
+                .chunks(4)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect::<Vec<_>>()
+                .join("-");
+            assert!(!is_well_formed_token(&dashed), "{dashed}");
+            let pan = Pan::parse(pan).unwrap();
+            assert!(is_well_formed_token(&masked_token(&pan, &xyzw(), &mut r)));
+        }
+        assert!(is_well_formed_token(&temporary_token(&mut r)));
+        assert!(is_well_formed_token("XYZWJOHN_SMITH_5533"));
+        assert!(!is_well_formed_token("tmp_short"));
+        assert!(!is_well_formed_token(""));
+        assert!(!is_well_formed_token(&"A".repeat(26)));
     }
 }

@@ -182,12 +182,17 @@ pub struct Tokenized {
     pub info: TokenInfo,
 }
 
-/// A revealed card. Zeroized on drop; the PAN prints as `[REDACTED]`.
-#[derive(Debug)]
+/// A revealed card. Zeroized on drop; prints as `[REDACTED]`.
 pub struct Revealed {
     pub pan: Pan,
     pub expiry: Expiry,
     pub cardholder_name: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Revealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Revealed([REDACTED])")
+    }
 }
 
 /// A merchant: a token-sharing group of shop logins (contract 3).
@@ -1113,12 +1118,8 @@ impl Vault {
             Ok(())
         })
         .await?;
-        let mut temps = lock(&self.inner.temps);
+        let mut temps = self.temps();
         let now = Instant::now();
-        if now.duration_since(temps.1) > Duration::from_secs(1) {
-            temps.0.retain(|_, t| t.expires > now);
-            temps.1 = now;
-        }
         temps.0.insert(
             token,
             TempCard {
@@ -1137,8 +1138,21 @@ impl Vault {
         })
     }
 
+    /// The temporary cards, with expired ones dropped (and zeroized) at most once a second,
+    /// on any access: an expired card and CVV do not wait for the next temporary token.
+    #[allow(clippy::type_complexity)]
+    fn temps(&self) -> std::sync::MutexGuard<'_, (HashMap<String, TempCard>, Instant)> {
+        let mut temps = lock(&self.inner.temps);
+        let now = Instant::now();
+        if now.duration_since(temps.1) > Duration::from_secs(1) {
+            temps.0.retain(|_, t| t.expires > now);
+            temps.1 = now;
+        }
+        temps
+    }
+
     fn temp_info(&self, merchant_id: &str, token: &str) -> Option<TokenInfo> {
-        let temps = lock(&self.inner.temps);
+        let temps = self.temps();
         let t = temps
             .0
             .get(token)
@@ -1164,7 +1178,7 @@ impl Vault {
         merchant_id: &str,
         token: &str,
     ) -> Result<(Revealed, Option<Cvv>)> {
-        let mut temps = lock(&self.inner.temps);
+        let mut temps = self.temps();
         match temps.0.remove(token) {
             Some(t) if t.merchant_id == merchant_id && t.expires > Instant::now() => Ok((
                 Revealed {
@@ -1231,7 +1245,7 @@ impl Vault {
 
     fn reveal_inner(&self, merchant_id: &str, token: &str) -> Result<Revealed> {
         {
-            let temps = lock(&self.inner.temps);
+            let temps = self.temps();
             if let Some(t) = temps
                 .0
                 .get(token)
@@ -1276,7 +1290,7 @@ impl Vault {
     pub async fn delete(&self, ctx: &Ctx, merchant_id: &str, token: &str) -> Result<()> {
         if token.starts_with("tmp_") {
             let removed = {
-                let mut temps = lock(&self.inner.temps);
+                let mut temps = self.temps();
                 match temps.0.remove(token) {
                     Some(t) if t.merchant_id == merchant_id => true,
                     Some(t) => {
@@ -1289,7 +1303,7 @@ impl Vault {
             let ev = ctx.event(
                 "delete",
                 Some(merchant_id),
-                Some(token),
+                token::is_well_formed_token(token).then_some(token),
                 if removed { "ok" } else { "not_found" },
             );
             self.write(move |tx| {
@@ -2011,6 +2025,34 @@ mod tests {
                 *pan
             );
         }
+        v.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_pan_sent_as_a_token_is_never_audited() {
+        let (_d, v) = new_vault(Backend::Redb);
+        let ctx = Ctx::system();
+        let a = v.create_merchant(&ctx, "A", None).await.unwrap();
+        for pan in [
+            "4111111111111111",
+            "4111-1111-1111-1111",
+            "tmp_4111111111111111",
+        ] {
+            assert!(matches!(
+                v.reveal(&ctx, &a.merchant_id, pan).await,
+                Err(Error::TokenNotFound)
+            ));
+            assert!(matches!(
+                v.delete(&ctx, &a.merchant_id, pan).await,
+                Err(Error::TokenNotFound)
+            ));
+        }
+        audit::for_each_since(v.inner.store.as_ref(), 1, |e| {
+            let bytes = serde_json::to_string(e).unwrap();
+            assert!(!bytes.contains("4111"), "{bytes}");
+            Ok(())
+        })
+        .unwrap();
         v.shutdown();
     }
 

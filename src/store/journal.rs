@@ -374,6 +374,10 @@ impl Journaled {
     /// Freezes the active table and hands it to the applier (after the previous one is done).
     fn hand_off(&self, log: &mut Log) -> Result<()> {
         self.wait_applier(log)?;
+        // After a failed apply the frozen table is the only copy readers have of acknowledged
+        // writes (the engine lacks them; the journal replays them at the next open): never
+        // replace it, and never move the engine's journal number past it.
+        self.check_failed()?;
         let frozen = {
             let mut pending = self
                 .shared
@@ -382,6 +386,13 @@ impl Journaled {
                 .unwrap_or_else(PoisonError::into_inner);
             if pending.active.entries == 0 {
                 return Ok(());
+            }
+            if pending.frozen.is_some() {
+                self.fail();
+                return Err(Error::store(
+                    "journal apply",
+                    "a table is still being applied",
+                ));
             }
             let t = Arc::new(std::mem::take(&mut pending.active));
             pending.frozen = Some(t.clone());
@@ -726,5 +737,80 @@ mod tests {
             s.count(Table::Tokens).unwrap(),
             3 * CHECKPOINT_BYTES / (64 * 1024)
         );
+    }
+
+    /// An engine whose next apply fails (as with a full disk).
+    struct FailingEngine {
+        inner: Box<dyn Engine>,
+        fail_next: Arc<AtomicBool>,
+    }
+
+    impl Engine for FailingEngine {
+        fn backend(&self) -> Backend {
+            self.inner.backend()
+        }
+        fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.inner.get(t, k)
+        }
+        fn scan(&self, t: Table, s: &[u8], l: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            self.inner.scan(t, s, l)
+        }
+        fn last(&self, t: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+            self.inner.last(t)
+        }
+        fn count(&self, t: Table) -> Result<u64> {
+            self.inner.count(t)
+        }
+        fn journal_seq(&self) -> Result<u64> {
+            self.inner.journal_seq()
+        }
+        fn apply_unsynced(&self, e: &mut dyn Iterator<Item = Entry<'_>>, s: u64) -> Result<()> {
+            if self.fail_next.swap(false, Ordering::SeqCst) {
+                return Err(Error::store("apply", "injected: no space left on device"));
+            }
+            self.inner.apply_unsynced(e, s)
+        }
+        fn checkpoint(&self) -> Result<()> {
+            self.inner.checkpoint()
+        }
+    }
+
+    /// A failed engine apply must neither lose acknowledged writes nor let later reads or
+    /// writes move the engine past them (review finding): they stay readable, everything after
+    /// is refused, and the next open replays them from the journal.
+    #[test]
+    fn a_failed_apply_loses_no_acknowledged_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let fail = Arc::new(AtomicBool::new(true));
+        {
+            let engine = Box::new(super::super::redb_backend::RedbStore::open(dir.path()).unwrap());
+            let j = Journaled::open(
+                Box::new(FailingEngine {
+                    inner: engine,
+                    fail_next: fail.clone(),
+                }),
+                dir.path(),
+            )
+            .unwrap();
+            let mut b = WriteBatch::new();
+            for i in 0..APPLY_ENTRIES as u32 {
+                b.put(Table::Tokens, i.to_be_bytes().to_vec(), b"acked".to_vec());
+            }
+            let ticket = j.write(b).unwrap(); // full: handed to the applier, which fails
+            j.sync(ticket).unwrap(); // acknowledged
+            let mut late = WriteBatch::new();
+            late.put(Table::Meta, b"late".to_vec(), b"x".to_vec());
+            // The failure surfaces on the next calls, and repeated calls do not "settle" past it.
+            for _ in 0..3 {
+                let _ = j.write(late.clone());
+                assert!(j.last(Table::Audit).is_err());
+                assert_eq!(
+                    j.get(Table::Tokens, &7u32.to_be_bytes()).unwrap().unwrap(),
+                    b"acked"
+                );
+            }
+        }
+        let s = super::super::open(Backend::Redb, dir.path()).unwrap();
+        assert_eq!(s.count(Table::Tokens).unwrap(), APPLY_ENTRIES as u64);
     }
 }

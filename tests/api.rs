@@ -1,0 +1,585 @@
+//! Black-box tests of the HTTPS API: the real binary (`panvault demo`) on a free loopback port
+//! with a temp data dir, driven over HTTPS with the vault's own CA. Every server log line is
+//! kept and searched for the card numbers used: none may appear.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde_json::{Value, json};
+
+const PANS: [&str; 4] = [
+    "4111111111111111",
+    "5555555555554444",
+    "378282246310005",
+    "4012888888881881",
+];
+
+struct Server {
+    child: Child,
+    base: String,
+    ca: PathBuf,
+    admin_key: String,
+    shop_key: String,
+    curl_lines: Vec<String>,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// `panvault demo` on 127.0.0.1:0; returns once it printed its keys and curl lines.
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
+            .args([
+                "demo",
+                "--data",
+                data.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env("PANVAULT_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        {
+            let log = log.clone();
+            let stderr = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut admin_key, mut shop_key, mut curl_lines) = (None, None, Vec::new());
+        for line in out.by_ref() {
+            let line = line.unwrap();
+            if let Some(k) = line.strip_prefix("admin key:") {
+                admin_key = Some(k.trim().to_string());
+            } else if let Some(k) = line.strip_prefix("shop key:") {
+                shop_key = Some(k.split_whitespace().next().unwrap().to_string());
+            } else if line.starts_with("curl ") {
+                curl_lines.push(line);
+            } else if line.starts_with("Ctrl-C") {
+                break;
+            }
+        }
+        let base = curl_lines[0]
+            .split_whitespace()
+            .find(|w| w.starts_with("https://"))
+            .map(|u| u.trim_end_matches("/v1/tokens").to_string())
+            .unwrap();
+        Server {
+            child,
+            base,
+            ca: data.join("tls").join("ca.pem"),
+            admin_key: admin_key.unwrap(),
+            shop_key: shop_key.unwrap(),
+            curl_lines,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn client(&self) -> Client {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self.ca).unwrap()).unwrap();
+        Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .build()
+            .unwrap()
+    }
+
+    /// SIGTERM; the server drains and exits 0. Then no log line may hold a PAN.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit after SIGTERM: {status:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let log = self.log.lock().unwrap();
+        assert!(
+            log.iter()
+                .any(|l| l.contains("listening on https://127.0.0.1:")),
+            "{log:?}"
+        );
+        for line in log.iter() {
+            for pan in PANS {
+                assert!(!line.contains(pan), "a PAN in a log line: {line}");
+            }
+        }
+    }
+}
+
+fn bearer(b: RequestBuilder, key: &str) -> RequestBuilder {
+    b.header("Authorization", format!("Bearer {key}"))
+}
+
+fn json_of(r: Response) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let (status, headers) = (r.status(), r.headers().clone());
+    let text = r.text().unwrap();
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap()
+    };
+    (status, headers, v)
+}
+
+fn card(pan: &str) -> Value {
+    json!({"pan": pan, "expiry_month": 12, "expiry_year": 2030})
+}
+
+/// Asserts a problem+json answer and returns its body.
+fn problem(r: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let (s, _, v) = json_of(r);
+    assert_eq!((s, v["code"].as_str().unwrap()), (status, code), "{v}");
+    assert_eq!(v["status"], json!(status.as_u16()));
+    for k in ["type", "title", "detail"] {
+        assert!(v[k].is_string(), "{v}");
+    }
+    for pan in PANS {
+        assert!(!v.to_string().contains(pan), "a PAN in an error: {v}");
+    }
+    v
+}
+
+#[test]
+fn demo_prints_curl_lines_that_work_as_printed() {
+    let s = Server::start();
+    assert!(s.curl_lines.len() >= 5, "{:?}", s.curl_lines);
+    let run = |line: &str| -> Value {
+        let out = Command::new("bash").args(["-c", line]).output().unwrap();
+        assert!(out.status.success(), "{line}: {out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        }
+    };
+    let first = run(&s.curl_lines[0]);
+    let token = first["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("41XYZW") && token.ends_with("1111") && token.len() == 16);
+    assert_eq!(
+        run(&s.curl_lines[0])["token"],
+        json!(token),
+        "same card, same token"
+    );
+    assert_eq!(run(&s.curl_lines[1])["token"], json!("XYZWJOHN_SMITH_5533"));
+    assert_eq!(
+        run(&s.curl_lines[2])["masked_pan"],
+        json!("555555******4444")
+    );
+    let revealed = run(&s.curl_lines[3]);
+    assert_eq!(revealed["pan"], json!("5555555555554444"));
+    assert_eq!(revealed["expiry_month"], json!(3));
+    assert_eq!(
+        run(&s.curl_lines[4]),
+        Value::Null,
+        "delete answers 204 with no body"
+    );
+    s.stop();
+}
+
+#[test]
+fn token_endpoints_answer_the_contract() {
+    let s = Server::start();
+    let c = s.client();
+    let url = |p: &str| format!("{}{p}", s.base);
+    let tokenize = |body: &Value| {
+        bearer(c.post(url("/v1/tokens")), &s.shop_key)
+            .json(body)
+            .send()
+            .unwrap()
+    };
+
+    // 201 then 200 for the same card; answers carry a request id and no-store.
+    let r = bearer(c.post(url("/v1/tokens")), &s.shop_key)
+        .header("X-Request-Id", "req-abc.1")
+        .json(&card(PANS[0]))
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "req-abc.1");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let (st, _, t) = json_of(r);
+    assert_eq!(st, StatusCode::CREATED);
+    let token = t["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        (
+            t["brand"].as_str(),
+            t["bin"].as_str(),
+            t["last4"].as_str(),
+            t["token_kind"].as_str()
+        ),
+        (Some("visa"), Some("411111"), Some("1111"), Some("masked"))
+    );
+    let r =
+        tokenize(&json!({"pan": "4111-1111-1111-1111", "expiry_month": 1, "expiry_year": 2031}));
+    let (st, h, again) = json_of(r);
+    assert_eq!(
+        (
+            st,
+            again["token"].clone(),
+            again["token_expiry_month"].clone()
+        ),
+        (StatusCode::OK, json!(token), json!(1))
+    );
+    assert_eq!(
+        h["x-request-id"].to_str().unwrap().len(),
+        16,
+        "a generated request id"
+    );
+
+    // Field errors: 422 with the contract's codes, never echoing the PAN.
+    problem(
+        tokenize(&json!({"pan": "4111111111111112", "expiry_month": 1, "expiry_year": 2031})),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "luhn_check_failed",
+    );
+    problem(
+        tokenize(&json!({"pan": "4111x11111111111", "expiry_month": 1, "expiry_year": 2031})),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_pan",
+    );
+    problem(
+        tokenize(&json!({"pan": 4111111111111111u64, "expiry_month": 1, "expiry_year": 2031})),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_pan",
+    );
+    problem(
+        tokenize(&json!({"pan": PANS[0], "expiry_month": 13, "expiry_year": 2031})),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_expiry",
+    );
+    problem(
+        tokenize(
+            &json!({"pan": PANS[0], "expiry_month": 1, "expiry_year": 2031, "request_token": "4111-1111-1111-1111"}),
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_custom_token",
+    );
+    let v = problem(
+        tokenize(&json!({"pan": PANS[0], "expiry_month": 1, "expiry_year": 2031, "colour": "red"})),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    );
+    assert!(v["detail"].as_str().unwrap().contains("colour"));
+    // Custom token conflict.
+    let mut custom = card(PANS[1]);
+    custom["request_token"] = json!("SAME_NAME");
+    assert_eq!(tokenize(&custom).status(), StatusCode::CREATED);
+    let mut other = card(PANS[2]);
+    other["request_token"] = json!("SAME_NAME");
+    problem(tokenize(&other), StatusCode::CONFLICT, "token_conflict");
+
+    // Transport-level refusals.
+    let r = bearer(c.post(url("/v1/tokens")), &s.shop_key)
+        .header("Content-Type", "text/plain")
+        .body("x")
+        .send()
+        .unwrap();
+    problem(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    let r = bearer(c.post(url("/v1/tokens")), &s.shop_key)
+        .header("Content-Type", "application/json")
+        .body("{\"pan\": ")
+        .send()
+        .unwrap();
+    problem(r, StatusCode::BAD_REQUEST, "malformed_request");
+    let big = json!({"pan": PANS[0], "expiry_month": 1, "expiry_year": 2031, "cardholder_name": "x".repeat(70_000)});
+    problem(
+        tokenize(&big),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+
+    // Batch: per-item results.
+    let r = bearer(c.post(url("/v1/tokens/batch")), &s.shop_key)
+        .json(&json!({"items": [card(PANS[3]), {"pan": "4111111111111112", "expiry_month": 1, "expiry_year": 2030}, card(PANS[3])]}))
+        .send()
+        .unwrap();
+    let (st, _, b) = json_of(r);
+    assert_eq!(st, StatusCode::OK);
+    let res = b["results"].as_array().unwrap();
+    assert_eq!(
+        (res[0]["index"].clone(), res[0]["status"].clone()),
+        (json!(0), json!(201))
+    );
+    assert_eq!(
+        (res[1]["code"].clone(), res[1]["status"].clone()),
+        (json!("luhn_check_failed"), json!(422))
+    );
+    assert_eq!(res[2]["token"], res[0]["token"]);
+
+    // Read, reveal, delete, then gone.
+    let (st, _, meta) = json_of(
+        bearer(c.get(url(&format!("/v1/tokens/{token}"))), &s.shop_key)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (st, meta["agreements"].clone()),
+        (StatusCode::OK, json!([]))
+    );
+    assert!(meta.get("pan").is_none());
+    let (st, _, card_back) = json_of(
+        bearer(
+            c.post(url(&format!("/v1/tokens/{token}/reveal"))),
+            &s.shop_key,
+        )
+        .send()
+        .unwrap(),
+    );
+    assert_eq!(
+        (st, card_back["pan"].clone()),
+        (StatusCode::OK, json!(PANS[0]))
+    );
+    assert_eq!(
+        bearer(c.delete(url(&format!("/v1/tokens/{token}"))), &s.shop_key)
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    problem(
+        bearer(c.get(url(&format!("/v1/tokens/{token}"))), &s.shop_key)
+            .send()
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "token_not_found",
+    );
+
+    // Authentication and scopes.
+    problem(
+        c.post(url("/v1/tokens"))
+            .json(&card(PANS[0]))
+            .send()
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    problem(
+        bearer(
+            c.post(url("/v1/tokens")),
+            "pvk_0000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )
+        .json(&card(PANS[0]))
+        .send()
+        .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    problem(
+        bearer(c.post(url("/v1/tokens")), &s.admin_key)
+            .json(&card(PANS[0]))
+            .send()
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    problem(
+        bearer(c.post(url("/v1/merchants")), &s.shop_key)
+            .json(&json!({"name": "x"}))
+            .send()
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    s.stop();
+}
+
+#[test]
+fn groups_are_isolated_and_revocation_is_immediate() {
+    let s = Server::start();
+    let c = s.client();
+    let url = |p: &str| format!("{}{p}", s.base);
+    let admin = |b: RequestBuilder| bearer(b, &s.admin_key);
+
+    // A second merchant group with its own shop and key.
+    let (st, _, m) = json_of(
+        admin(c.post(url("/v1/merchants")))
+            .json(&json!({"name": "Other", "prefix": "ABCD"}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (st, m["prefix"].clone()),
+        (StatusCode::CREATED, json!("ABCD"))
+    );
+    let mid = m["merchant_id"].as_str().unwrap().to_string();
+    problem(
+        admin(c.post(url("/v1/merchants")))
+            .json(&json!({"name": "Dup", "prefix": "ABCD"}))
+            .send()
+            .unwrap(),
+        StatusCode::CONFLICT,
+        "prefix_taken",
+    );
+    assert_eq!(
+        admin(c.post(url(&format!("/v1/merchants/{mid}/shops"))))
+            .json(&json!({"shop_login": "7000001"}))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    problem(
+        admin(c.post(url(&format!("/v1/merchants/{mid}/shops"))))
+            .json(&json!({"shop_login": "9000001"}))
+            .send()
+            .unwrap(),
+        StatusCode::CONFLICT,
+        "shop_taken",
+    );
+    let (st, _, k) = json_of(
+        admin(c.post(url("/v1/api-keys")))
+            .json(&json!({"shop_login": "7000001", "scopes": ["tokenize", "read", "reveal"]}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, StatusCode::CREATED);
+    let other_key = k["api_key"].as_str().unwrap().to_string();
+
+    // A's token, seen from B: exactly a missing token's answer, apart from the request id.
+    let (_, _, t) = json_of(
+        bearer(c.post(url("/v1/tokens")), &s.shop_key)
+            .json(&card(PANS[0]))
+            .send()
+            .unwrap(),
+    );
+    let token = t["token"].as_str().unwrap();
+    let fetch = |path: String, method: &str| {
+        let b = match method {
+            "GET" => c.get(url(&path)),
+            "DELETE" => c.delete(url(&path)),
+            _ => c.post(url(&path)),
+        };
+        let r = bearer(b, &other_key)
+            .header("X-Request-Id", "same")
+            .send()
+            .unwrap();
+        (
+            r.status(),
+            r.headers().get("content-type").cloned(),
+            r.bytes().unwrap(),
+        )
+    };
+    for (path, method) in [
+        (format!("/v1/tokens/{token}"), "GET"),
+        (format!("/v1/tokens/{token}/reveal"), "POST"),
+        (format!("/v1/tokens/{token}"), "DELETE"),
+    ] {
+        let theirs = fetch(path.clone(), method);
+        let missing = fetch(path.replace(token, "41XYZWZZZZZZ1111"), method);
+        assert_eq!(theirs.0, StatusCode::NOT_FOUND);
+        assert_eq!(theirs, missing, "{method} {path}");
+    }
+    // A's token is still there for A.
+    assert_eq!(
+        bearer(c.get(url(&format!("/v1/tokens/{token}"))), &s.shop_key)
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    // Removing B's shop cuts its key off from B's tokens; B's tokens stay.
+    let (_, _, bt) = json_of(
+        bearer(c.post(url("/v1/tokens")), &other_key)
+            .json(&card(PANS[1]))
+            .send()
+            .unwrap(),
+    );
+    let btoken = bt["token"].as_str().unwrap();
+    assert!(btoken.starts_with("55ABCD"));
+    assert_eq!(
+        admin(c.delete(url(&format!("/v1/merchants/{mid}/shops/7000001"))))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    problem(
+        bearer(c.get(url(&format!("/v1/tokens/{btoken}"))), &other_key)
+            .send()
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_eq!(
+        admin(c.post(url(&format!("/v1/merchants/{mid}/shops"))))
+            .json(&json!({"shop_login": "7000001"}))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        bearer(c.get(url(&format!("/v1/tokens/{btoken}"))), &other_key)
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    // Revoked: the very next request is refused.
+    let key_id = k["api_key_id"].as_str().unwrap();
+    assert_eq!(
+        admin(c.delete(url(&format!("/v1/api-keys/{key_id}"))))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    problem(
+        bearer(c.get(url(&format!("/v1/tokens/{btoken}"))), &other_key)
+            .send()
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    problem(
+        admin(c.delete(url(&format!("/v1/api-keys/{key_id}"))))
+            .send()
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "api_key_not_found",
+    );
+
+    // Health.
+    assert_eq!(
+        c.get(url("/healthz")).send().unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.get(url("/readyz")).send().unwrap().status(),
+        StatusCode::OK
+    );
+    s.stop();
+}
