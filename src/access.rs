@@ -265,6 +265,17 @@ impl Vault {
         .await
     }
 
+    /// Records a reveal refused by the rate limit (contract 4: every reveal call is audited).
+    pub async fn audit_rate_limited(&self, ctx: &Ctx, token: &str) -> Result<()> {
+        let token = crate::token::is_well_formed_token(token).then(|| token.to_string());
+        let ev = ctx.event("reveal", None, token.as_deref(), "rate_limited");
+        self.write(move |tx| {
+            tx.audit(ev);
+            Ok(())
+        })
+        .await
+    }
+
     /// Creates an API key for a shop login (which must be in a merchant group) or an admin key.
     pub async fn create_api_key(&self, ctx: &Ctx, req: ApiKeyRequest) -> Result<NewApiKey> {
         let shop_login = match (req.shop_login, req.admin) {

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
 use crate::access::{ApiKeyRequest, Principal, Scope};
-use crate::vault::{Ctx, TokenInfo, TokenizeRequest, Tokenized, Vault};
+use crate::vault::{Ctx, TokenInfo, TokenUpdate, TokenizeRequest, Tokenized, Vault};
 use crate::{Error, crypto};
 
 /// Request bodies over this are 413 (contract 2); batch bodies get [`BATCH_BODY_LIMIT`].
@@ -398,6 +398,48 @@ async fn get_token(req: HttpRequest, vault: web::Data<Vault>, token: web::Path<S
     Ok(HttpResponse::Ok().json(token_json(&info, true)))
 }
 
+async fn update_token(
+    req: HttpRequest,
+    vault: web::Data<Vault>,
+    token: web::Path<String>,
+    body: web::Payload,
+) -> Answer {
+    let p = principal(&req, &vault, Scope::Tokenize).await?;
+    let map = json_body(&req, body, BODY_LIMIT).await?;
+    only_fields(
+        &map,
+        &["pan", "expiry_month", "expiry_year", "cardholder_name"],
+    )?;
+    let expiry = |f: &'static str| match map.get(f) {
+        Some(Value::Number(n)) => n.as_i64().ok_or(Error::InvalidExpiry {
+            reason: "must be integers",
+        }),
+        _ => Err(Error::InvalidExpiry {
+            reason: "expiry_month and expiry_year are required integers",
+        }),
+    };
+    let pan = match map.get("pan") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(Zeroizing::new(s.clone())),
+        Some(_) => {
+            return Err(Error::InvalidPan {
+                reason: "must be a JSON string",
+            }
+            .into());
+        }
+    };
+    let update = TokenUpdate {
+        expiry_month: expiry("expiry_month")?,
+        expiry_year: expiry("expiry_year")?,
+        pan,
+        cardholder_name: opt_str(&map, "cardholder_name")?.map(Zeroizing::new),
+    };
+    let info = vault
+        .update(&request_ctx(&req, Some(&p)), p.merchant()?, &token, &update)
+        .await?;
+    Ok(HttpResponse::Ok().json(token_json(&info, true)))
+}
+
 async fn delete_token(
     req: HttpRequest,
     vault: web::Data<Vault>,
@@ -410,12 +452,69 @@ async fn delete_token(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Reveals allowed per API key: a token bucket (contract 4: default 10/s, burst 20).
+pub struct RevealLimit {
+    per_second: f64,
+    burst: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+}
+
+impl RevealLimit {
+    pub fn new(per_second: f64, burst: f64) -> Self {
+        RevealLimit {
+            per_second,
+            burst,
+            buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Takes one reveal from `key`'s bucket; `false` when it is empty.
+    fn take(&self, key: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, at) = buckets.entry(key.to_string()).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Default for RevealLimit {
+    fn default() -> Self {
+        RevealLimit::new(10.0, 20.0)
+    }
+}
+
 async fn reveal_token(
     req: HttpRequest,
     vault: web::Data<Vault>,
+    limit: web::Data<RevealLimit>,
     token: web::Path<String>,
 ) -> Answer {
     let p = principal(&req, &vault, Scope::Reveal).await?;
+    if !limit.take(&p.key_id) {
+        let _ = vault
+            .audit_rate_limited(&request_ctx(&req, Some(&p)), &token)
+            .await;
+        let mut r = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many reveals for this API key; retry shortly",
+        )
+        .response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Ok(r);
+    }
     let card = vault
         .reveal(&request_ctx(&req, Some(&p)), p.merchant()?, &token)
         .await?;
@@ -558,6 +657,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/tokens", web::post().to(create_token))
         .route("/v1/tokens/batch", web::post().to(create_tokens_batch))
         .route("/v1/tokens/{token}", web::get().to(get_token))
+        .route("/v1/tokens/{token}", web::patch().to(update_token))
         .route("/v1/tokens/{token}", web::delete().to(delete_token))
         .route("/v1/tokens/{token}/reveal", web::post().to(reveal_token))
         .route("/v1/merchants", web::post().to(create_merchant))
@@ -586,9 +686,11 @@ pub async fn serve(
     on_ready: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
     let data = web::Data::new(vault.clone());
+    let limit = web::Data::new(RevealLimit::default());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(limit.clone())
             .wrap_fn(|req, srv| {
                 use actix_web::dev::Service;
                 let id = req

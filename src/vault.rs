@@ -151,6 +151,21 @@ impl std::fmt::Debug for TokenizeRequest {
     }
 }
 
+/// A PATCH of a token (contract 4). Secret fields zeroize on drop.
+#[derive(Clone, Default)]
+pub struct TokenUpdate {
+    pub expiry_month: i64,
+    pub expiry_year: i64,
+    pub pan: Option<Zeroizing<String>>,
+    pub cardholder_name: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for TokenUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenUpdate([REDACTED])")
+    }
+}
+
 /// A stored-credential agreement made on a token (seed 004; filled by the gateway proxy).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agreement {
@@ -1284,6 +1299,88 @@ impl Vault {
             expiry: rec.expiry,
             cardholder_name,
         })
+    }
+
+    /// Updates a token (contract 4, PATCH): the expiry of any token; the card itself only
+    /// under a custom token (replaced under the same token, agreements kept, seed 004). A new
+    /// card for a standard token is `TokenConflict`: its token is the card's.
+    pub async fn update(
+        &self,
+        ctx: &Ctx,
+        merchant_id: &str,
+        token: &str,
+        update: &TokenUpdate,
+    ) -> Result<TokenInfo> {
+        let expiry = Expiry::new(update.expiry_month, update.expiry_year)?;
+        if !token::is_well_formed_token(token) {
+            return Err(Error::TokenNotFound);
+        }
+        if token.starts_with(token::TEMPORARY_PREFIX) {
+            if update.pan.is_some() {
+                return Err(Error::TokenConflict);
+            }
+            if let Some(t) = self
+                .temps()
+                .0
+                .get_mut(token)
+                .filter(|t| t.merchant_id == merchant_id)
+            {
+                t.expiry = expiry;
+            }
+            return self.get(merchant_id, token);
+        }
+        let merchant = self.merchant(merchant_id)?;
+        let card = match &update.pan {
+            None => None,
+            Some(raw) => {
+                let pan = Pan::parse(raw)?;
+                let fingerprint = self
+                    .inner
+                    .keys
+                    .fingerprint
+                    .fingerprint(merchant_id, pan.digits());
+                let dek = self.dek_for_encryption().await?;
+                let sealed = dek.seal_record(
+                    merchant_id,
+                    token,
+                    &plaintext(&pan, update.cardholder_name.as_ref()),
+                )?;
+                Some((
+                    pan.bin().to_string(),
+                    pan.last4().to_string(),
+                    pan.len() as u8,
+                    pan.brand(),
+                    fingerprint,
+                    dek.id(),
+                    sealed,
+                ))
+            }
+        };
+        let (m, t, ctx) = (merchant.merchant_id, token.to_string(), ctx.clone());
+        self.write(move |tx| {
+            let Some(bytes) = tx.get(Table::Tokens, t.as_bytes())? else {
+                tx.audit(ctx.event("update", Some(&m), Some(&t), "not_found"));
+                return Ok(Err(Error::TokenNotFound));
+            };
+            let mut rec: Record = decode(&bytes, "token record")?;
+            if rec.merchant_id != m {
+                tx.audit(ctx.event("update", Some(&m), Some(&t), "not_found"));
+                return Ok(Err(Error::TokenNotFound));
+            }
+            rec.expiry = expiry;
+            if let Some((bin, last4, pan_len, brand, fingerprint, dek_id, sealed)) = card {
+                if rec.kind != TokenKind::Custom && rec.fingerprint != fingerprint {
+                    tx.audit(ctx.event("update", Some(&m), Some(&t), "conflict"));
+                    return Ok(Err(Error::TokenConflict));
+                }
+                (rec.bin, rec.last4, rec.pan_len, rec.brand) = (bin, last4, pan_len, brand);
+                (rec.fingerprint, rec.dek_id, rec.sealed) = (fingerprint, dek_id, sealed);
+            }
+            tx.put(Table::Tokens, t.as_bytes(), encode(&rec, "token record")?);
+            tx.audit(ctx.event("update", Some(&m), Some(&t), "ok"));
+            Ok(Ok(info(&t, &rec)))
+        })
+        .await?
     }
 
     /// Deletes a token: its record (and so its ciphertext) and index entries go in one commit.

@@ -583,3 +583,212 @@ fn groups_are_isolated_and_revocation_is_immediate() {
     );
     s.stop();
 }
+
+#[test]
+fn patch_reveal_limit_and_the_authorization_matrix() {
+    let s = Server::start();
+    let c = s.client();
+    let url = |p: &str| format!("{}{p}", s.base);
+    let shop = |b: RequestBuilder| bearer(b, &s.shop_key);
+
+    // PATCH: the expiry of any token; a new card only under a custom token.
+    let (_, _, t) = json_of(
+        shop(c.post(url("/v1/tokens")))
+            .json(&card(PANS[0]))
+            .send()
+            .unwrap(),
+    );
+    let masked = t["token"].as_str().unwrap().to_string();
+    let (st, _, p) = json_of(
+        shop(c.patch(url(&format!("/v1/tokens/{masked}"))))
+            .json(&json!({"expiry_month": 7, "expiry_year": 2032}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (
+            st,
+            p["token_expiry_month"].clone(),
+            p["token_expiry_year"].clone()
+        ),
+        (StatusCode::OK, json!(7), json!(2032))
+    );
+    problem(
+        shop(c.patch(url(&format!("/v1/tokens/{masked}"))))
+            .json(&json!({"pan": PANS[1], "expiry_month": 7, "expiry_year": 2032}))
+            .send()
+            .unwrap(),
+        StatusCode::CONFLICT,
+        "token_conflict",
+    );
+    problem(
+        shop(c.patch(url(&format!("/v1/tokens/{masked}"))))
+            .json(&json!({"expiry_month": 0, "expiry_year": 2032}))
+            .send()
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_expiry",
+    );
+    problem(
+        shop(c.patch(url("/v1/tokens/XYZWNOPE")))
+            .json(&json!({"expiry_month": 1, "expiry_year": 2032}))
+            .send()
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "token_not_found",
+    );
+    let mut custom = card(PANS[1]);
+    custom["request_token"] = json!("CARD_ON_FILE");
+    assert_eq!(
+        shop(c.post(url("/v1/tokens")))
+            .json(&custom)
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+    let (st, _, p) = json_of(
+        shop(c.patch(url("/v1/tokens/XYZWCARD_ON_FILE")))
+            .json(&json!({"pan": PANS[2], "expiry_month": 5, "expiry_year": 2033}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (st, p["brand"].clone(), p["last4"].clone()),
+        (StatusCode::OK, json!("amex"), json!("0005"))
+    );
+    let (_, _, r) = json_of(
+        shop(c.post(url("/v1/tokens/XYZWCARD_ON_FILE/reveal")))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (r["pan"].clone(), r["expiry_month"].clone()),
+        (json!(PANS[2]), json!(5))
+    );
+
+    // Reveal is limited per key: a burst of 20, then 429 until the bucket refills.
+    let codes: Vec<StatusCode> = (0..30)
+        .map(|_| {
+            shop(c.post(url(&format!("/v1/tokens/{masked}/reveal"))))
+                .send()
+                .unwrap()
+                .status()
+        })
+        .collect();
+    let limited = codes
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(limited >= 5, "{codes:?}");
+    let r = shop(c.post(url(&format!("/v1/tokens/{masked}/reveal"))))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    problem(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+
+    // Every scope against every endpoint: only the listed scope passes the scope check.
+    let admin = |b: RequestBuilder| bearer(b, &s.admin_key);
+    let mut keys = Vec::new();
+    for scope in ["tokenize", "read", "reveal", "charge"] {
+        let (_, _, k) = json_of(
+            admin(c.post(url("/v1/api-keys")))
+                .json(&json!({"shop_login": "9000001", "scopes": [scope]}))
+                .send()
+                .unwrap(),
+        );
+        keys.push((scope, k["api_key"].as_str().unwrap().to_string()));
+    }
+    for scope in ["admin", "keys", "audit"] {
+        let (_, _, k) = json_of(
+            admin(c.post(url("/v1/api-keys")))
+                .json(&json!({"admin": true, "scopes": [scope]}))
+                .send()
+                .unwrap(),
+        );
+        keys.push((scope, k["api_key"].as_str().unwrap().to_string()));
+    }
+    let (_, _, m) = json_of(
+        admin(c.post(url("/v1/merchants")))
+            .json(&json!({"name": "Matrix"}))
+            .send()
+            .unwrap(),
+    );
+    let mid = m["merchant_id"].as_str().unwrap().to_string();
+    let endpoints: Vec<(&str, String, Option<Value>, &str)> = vec![
+        ("POST", "/v1/tokens".into(), Some(card(PANS[3])), "tokenize"),
+        (
+            "POST",
+            "/v1/tokens/batch".into(),
+            Some(json!({"items": [card(PANS[3])]})),
+            "tokenize",
+        ),
+        ("GET", format!("/v1/tokens/{masked}"), None, "read"),
+        (
+            "PATCH",
+            format!("/v1/tokens/{masked}"),
+            Some(json!({"expiry_month": 8, "expiry_year": 2032})),
+            "tokenize",
+        ),
+        ("POST", "/v1/tokens/XYZWNOPE/reveal".into(), None, "reveal"),
+        ("DELETE", "/v1/tokens/XYZWNOPE".into(), None, "tokenize"),
+        (
+            "POST",
+            "/v1/merchants".into(),
+            Some(json!({"name": "M"})),
+            "admin",
+        ),
+        (
+            "POST",
+            format!("/v1/merchants/{mid}/shops"),
+            Some(json!({"shop_login": "5000001"})),
+            "admin",
+        ),
+        (
+            "DELETE",
+            format!("/v1/merchants/{mid}/shops/5000009"),
+            None,
+            "admin",
+        ),
+        (
+            "POST",
+            "/v1/api-keys".into(),
+            Some(json!({"admin": true, "scopes": ["audit"]})),
+            "admin",
+        ),
+        (
+            "DELETE",
+            "/v1/api-keys/0000000000000000".into(),
+            None,
+            "admin",
+        ),
+    ];
+    for (method, path, body, needed) in &endpoints {
+        for (scope, key) in &keys {
+            let b = match *method {
+                "GET" => c.get(url(path)),
+                "PATCH" => c.patch(url(path)),
+                "DELETE" => c.delete(url(path)),
+                _ => c.post(url(path)),
+            };
+            let b = bearer(b, key);
+            let b = match body {
+                Some(v) => b.json(v),
+                None => b,
+            };
+            let status = b.send().unwrap().status();
+            if scope == needed {
+                assert!(
+                    status != StatusCode::FORBIDDEN && status != StatusCode::UNAUTHORIZED,
+                    "{scope} on {method} {path}: {status}"
+                );
+            } else {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{scope} on {method} {path}");
+            }
+        }
+    }
+    s.stop();
+}
