@@ -638,6 +638,141 @@ async fn readyz(vault: web::Data<Vault>) -> HttpResponse {
     }
 }
 
+/// Latency histogram bounds, seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Request counts and latencies by route and status, for `/metrics` (Prometheus text format).
+/// Labels are route patterns (`/v1/tokens/{token}`), never a token or any request data.
+#[derive(Default)]
+pub struct Metrics {
+    by_route: std::sync::Mutex<std::collections::BTreeMap<String, RouteStats>>,
+}
+
+#[derive(Default)]
+struct RouteStats {
+    by_status: std::collections::BTreeMap<u16, u64>,
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Metrics {
+    fn observe(&self, route: &str, status: u16, seconds: f64) {
+        let mut m = self
+            .by_route
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = m.entry(route.to_string()).or_default();
+        *r.by_status.entry(status).or_default() += 1;
+        for (b, bound) in r.buckets.iter_mut().zip(LATENCY_BUCKETS) {
+            if seconds <= bound {
+                *b += 1;
+            }
+        }
+        r.count += 1;
+        r.sum += seconds;
+    }
+
+    fn render(&self, vault: &Vault) -> String {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        let m = self
+            .by_route
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        out.push_str("# TYPE panvault_http_requests_total counter\n");
+        for (route, r) in m.iter() {
+            for (status, n) in &r.by_status {
+                let _ = writeln!(
+                    out,
+                    "panvault_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        out.push_str("# TYPE panvault_http_request_duration_seconds histogram\n");
+        for (route, r) in m.iter() {
+            for (n, bound) in r.buckets.iter().zip(LATENCY_BUCKETS) {
+                let _ = writeln!(
+                    out,
+                    "panvault_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "panvault_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                r.count
+            );
+            let _ = writeln!(
+                out,
+                "panvault_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                r.sum
+            );
+            let _ = writeln!(
+                out,
+                "panvault_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                r.count
+            );
+        }
+        let st = vault.writer_stats();
+        out.push_str("# TYPE panvault_group_commit_writes_total counter\n");
+        let _ = writeln!(
+            out,
+            "panvault_group_commit_writes_total {}",
+            st.writes.load(Relaxed)
+        );
+        out.push_str("# TYPE panvault_group_commit_batches_total counter\n");
+        let _ = writeln!(
+            out,
+            "panvault_group_commit_batches_total {}",
+            st.commits.load(Relaxed)
+        );
+        out.push_str("# TYPE panvault_group_commit_syncs_total counter\n");
+        let _ = writeln!(
+            out,
+            "panvault_group_commit_syncs_total {}",
+            st.syncs.load(Relaxed)
+        );
+        out.push_str("# TYPE panvault_group_commit_batch_size histogram\n");
+        let mut cumulative = 0;
+        for (i, n) in st.batch_hist.iter().enumerate() {
+            cumulative += n.load(Relaxed);
+            let le = if i == st.batch_hist.len() - 1 {
+                "+Inf".to_string()
+            } else {
+                (1u64 << i).to_string()
+            };
+            let _ = writeln!(
+                out,
+                "panvault_group_commit_batch_size_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "panvault_group_commit_batch_size_sum {}",
+            st.writes.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "panvault_group_commit_batch_size_count {}",
+            st.commits.load(Relaxed)
+        );
+        out.push_str("# TYPE panvault_tokens_created_total counter\n");
+        for (kind, n) in vault.tokens_created() {
+            let _ = writeln!(out, "panvault_tokens_created_total{{kind=\"{kind}\"}} {n}");
+        }
+        out
+    }
+}
+
+async fn metrics(vault: web::Data<Vault>, metrics: web::Data<Metrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics.render(&vault))
+}
+
 async fn not_found() -> HttpResponse {
     Problem::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").response()
 }
@@ -654,6 +789,7 @@ fn valid_request_id(v: &HeaderValue) -> Option<String> {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
         .route("/v1/tokens", web::post().to(create_token))
         .route("/v1/tokens/batch", web::post().to(create_tokens_batch))
         .route("/v1/tokens/{token}", web::get().to(get_token))
@@ -687,10 +823,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let data = web::Data::new(vault.clone());
     let limit = web::Data::new(RevealLimit::default());
+    let metrics = web::Data::new(Metrics::default());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(limit.clone())
+            .app_data(metrics.clone())
             .wrap_fn(|req, srv| {
                 use actix_web::dev::Service;
                 let id = req
@@ -699,9 +837,19 @@ pub async fn serve(
                     .and_then(valid_request_id)
                     .unwrap_or_else(|| hex::encode(crypto::random_bytes::<8>()));
                 req.extensions_mut().insert(RequestId(id.clone()));
+                let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                let started = std::time::Instant::now();
                 let fut = srv.call(req);
                 async move {
                     let mut res = fut.await?;
+                    if let Some(m) = metrics {
+                        m.observe(
+                            &route,
+                            res.status().as_u16(),
+                            started.elapsed().as_secs_f64(),
+                        );
+                    }
                     let h = res.headers_mut();
                     if let Ok(v) = HeaderValue::from_str(&id) {
                         h.insert(header::HeaderName::from_static("x-request-id"), v);

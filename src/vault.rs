@@ -460,6 +460,7 @@ pub(crate) struct Inner {
     merchants: RwLock<HashMap<String, Merchant>>,
     /// Every live API key by id; revocation removes it here in the same step as in the store.
     pub(crate) api_keys: RwLock<HashMap<String, access::ApiKeyRecord>>,
+    tokens_created: [AtomicU64; 3],
     temps: Mutex<(HashMap<String, TempCard>, Instant)>,
 }
 
@@ -693,6 +694,7 @@ impl Vault {
             stats,
             merchants: RwLock::new(HashMap::new()),
             api_keys: RwLock::new(api_keys),
+            tokens_created: Default::default(),
             temps: Mutex::new((HashMap::new(), Instant::now())),
         };
         Ok(Vault {
@@ -717,6 +719,27 @@ impl Vault {
     /// The store backend in use.
     pub fn backend(&self) -> Backend {
         self.inner.store.backend()
+    }
+
+    /// Tokens created since this process started, by kind (for `/metrics`).
+    pub fn tokens_created(&self) -> [(&'static str, u64); 3] {
+        let c = &self.inner.tokens_created;
+        [
+            ("masked", c[0].load(Ordering::Relaxed)),
+            ("custom", c[1].load(Ordering::Relaxed)),
+            ("temporary", c[2].load(Ordering::Relaxed)),
+        ]
+    }
+
+    fn count_created(&self, t: &Tokenized) {
+        if t.created {
+            let i = match t.info.token_kind {
+                TokenKind::Masked => 0,
+                TokenKind::Custom => 1,
+                TokenKind::Temporary => 2,
+            };
+            self.inner.tokens_created[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Group-commit figures since open.
@@ -904,6 +927,17 @@ impl Vault {
         merchant_id: &str,
         req: &TokenizeRequest,
     ) -> Result<Tokenized> {
+        let t = self.tokenize_one(ctx, merchant_id, req).await?;
+        self.count_created(&t);
+        Ok(t)
+    }
+
+    async fn tokenize_one(
+        &self,
+        ctx: &Ctx,
+        merchant_id: &str,
+        req: &TokenizeRequest,
+    ) -> Result<Tokenized> {
         let merchant = self.merchant(merchant_id)?;
         let card = validate(req)?;
         if card.temporary.is_some() {
@@ -964,6 +998,7 @@ impl Vault {
                 },
             });
         }
+        out.iter().flatten().for_each(|t| self.count_created(t));
         Ok(out)
     }
 

@@ -581,6 +581,31 @@ fn groups_are_isolated_and_revocation_is_immediate() {
         c.get(url("/readyz")).send().unwrap().status(),
         StatusCode::OK
     );
+    // Metrics: no auth; route patterns as labels, never a token or a card.
+    let m = c.get(url("/metrics")).send().unwrap();
+    assert_eq!(m.status(), StatusCode::OK);
+    let text = m.text().unwrap();
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("{line_start} missing in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(value("panvault_http_requests_total{route=\"/v1/tokens\",status=\"201\"}") >= 2.0);
+    assert!(
+        value("panvault_http_requests_total{route=\"/v1/tokens/{token}\",status=\"404\"}") >= 2.0
+    );
+    assert!(value("panvault_tokens_created_total{kind=\"masked\"}") >= 2.0);
+    assert!(value("panvault_group_commit_syncs_total") >= 1.0);
+    assert!(value("panvault_http_request_duration_seconds_count{route=\"/v1/tokens\"}") >= 2.0);
+    assert!(!text.contains(token) && !text.contains(btoken));
+    for pan in PANS {
+        assert!(!text.contains(pan));
+    }
     s.stop();
 }
 
