@@ -61,12 +61,15 @@ pub struct InitArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// TOML configuration file (see deploy/panvault.toml); environment and flags override it.
+    #[arg(long, env = "PANVAULT_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Data directory of an initialized vault.
     #[arg(long, env = "PANVAULT_DATA")]
-    pub data: PathBuf,
-    /// Address to listen on.
-    #[arg(long, env = "PANVAULT_LISTEN", default_value = "127.0.0.1:8443")]
-    pub listen: SocketAddr,
+    pub data: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8443].
+    #[arg(long, env = "PANVAULT_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// Plain HTTP; refused unless the address is a loopback address.
     #[arg(long)]
     pub plaintext: bool,
@@ -245,6 +248,7 @@ fn run_server(
     listen: SocketAddr,
     plaintext: bool,
     data: &Path,
+    limit: crate::http::RevealLimit,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     if plaintext && !listen.ip().is_loopback() {
@@ -258,14 +262,81 @@ fn run_server(
         Some(crate::tls::server_config(data)?)
     };
     actix_web::rt::System::new()
-        .block_on(crate::http::serve(vault, listen, tls, on_ready))
+        .block_on(crate::http::serve(vault, listen, tls, limit, on_ready))
         .map_err(|e| Error::io(format!("serving on {listen}"), e))
 }
 
+/// The configuration file (`serve --config`). Every key is optional; an unknown key or a value
+/// of the wrong type is refused at start, naming the key.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub data: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub plaintext: Option<bool>,
+    pub passphrase_file: Option<PathBuf>,
+    pub reveal: Option<RevealConfig>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevealConfig {
+    /// Reveals per second per API key (contract default 10).
+    pub per_second: f64,
+    /// Reveals a key may make at once (contract default 20).
+    pub burst: f64,
+}
+
+/// Reads and validates a configuration file.
+pub fn load_config(path: &Path) -> Result<ConfigFile> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    let cfg: ConfigFile = toml::from_str(&text).map_err(|e| {
+        // Name the key: quote the offending line (the message alone may not say which key).
+        let at = e.span().map_or(0, |s| s.start).min(text.len());
+        let line_no = text[..at].matches('\n').count() + 1;
+        let line = text.lines().nth(line_no - 1).unwrap_or_default().trim();
+        Error::Config(format!(
+            "{} line {line_no} (`{line}`): {}",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    if let Some(r) = &cfg.reveal
+        && !(r.per_second > 0.0 && r.burst >= 1.0)
+    {
+        return Err(Error::Config(format!(
+            "{}: reveal.per_second must be > 0 and reveal.burst >= 1",
+            path.display()
+        )));
+    }
+    Ok(cfg)
+}
+
 fn serve(a: ServeArgs) -> Result<()> {
-    let unlock = unlock_for(&a.data, a.passphrase_file.as_deref())?;
-    let vault = Vault::open(&a.data, &unlock, Options::default())?;
-    run_server(vault, a.listen, a.plaintext, &a.data, |_| {})
+    let cfg = match &a.config {
+        Some(p) => load_config(p)?,
+        None => ConfigFile::default(),
+    };
+    let data = a.data.or(cfg.data).ok_or_else(|| {
+        Error::Config(
+            "no data directory: give --data, PANVAULT_DATA or `data` in the config".into(),
+        )
+    })?;
+    let listen = a
+        .listen
+        .or(cfg.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
+    let plaintext = a.plaintext || cfg.plaintext.unwrap_or(false);
+    let passphrase_file = a.passphrase_file.or(cfg.passphrase_file);
+    let limit = cfg
+        .reveal
+        .map_or_else(crate::http::RevealLimit::default, |r| {
+            crate::http::RevealLimit::new(r.per_second, r.burst)
+        });
+    let unlock = unlock_for(&data, passphrase_file.as_deref())?;
+    let vault = Vault::open(&data, &unlock, Options::default())?;
+    run_server(vault, listen, plaintext, &data, limit, |_| {})
 }
 
 /// Shop login, prefix and scopes of the demo merchant.
@@ -322,41 +393,48 @@ fn demo(a: DemoArgs) -> Result<()> {
     let ca = std::fs::canonicalize(crate::tls::ca_path(&a.data))
         .unwrap_or_else(|_| crate::tls::ca_path(&a.data));
     let data = a.data.clone();
-    run_server(vault, a.listen, false, &a.data, move |addr| {
-        let base = format!("https://{addr}");
-        let curl = format!("curl -sS --cacert {}", ca.display());
-        let shop = key.api_key.expose();
-        println!(
-            "panvault demo: a dev vault in {} (never put real cards in it)",
-            data.display()
-        );
-        println!();
-        println!("admin key:      {}", admin.api_key.expose());
-        println!(
-            "merchant:       {} (prefix {DEMO_PREFIX}), shop login {DEMO_SHOP}",
-            merchant.merchant_id
-        );
-        println!("shop key:       {shop}  (tokenize read reveal charge)");
-        println!();
-        println!("# tokenize a test card (run it twice: same token, 200 instead of 201)");
-        println!(
-            "{curl} -H 'Authorization: Bearer {shop}' -H 'Content-Type: application/json' -d '{{\"pan\":\"4111111111111111\",\"expiry_month\":12,\"expiry_year\":2030}}' {base}/v1/tokens"
-        );
-        println!("# a custom token");
-        println!(
-            "{curl} -H 'Authorization: Bearer {shop}' -H 'Content-Type: application/json' -d '{{\"pan\":\"5555555555554444\",\"expiry_month\":3,\"expiry_year\":2031,\"request_token\":\"JOHN_SMITH_5533\"}}' {base}/v1/tokens"
-        );
-        println!("# read it, reveal it, delete it");
-        println!(
-            "{curl} -H 'Authorization: Bearer {shop}' {base}/v1/tokens/{DEMO_PREFIX}JOHN_SMITH_5533"
-        );
-        println!(
-            "{curl} -X POST -H 'Authorization: Bearer {shop}' {base}/v1/tokens/{DEMO_PREFIX}JOHN_SMITH_5533/reveal"
-        );
-        println!(
-            "{curl} -X DELETE -H 'Authorization: Bearer {shop}' {base}/v1/tokens/{DEMO_PREFIX}JOHN_SMITH_5533"
-        );
-        println!();
-        println!("Ctrl-C stops the vault cleanly.");
-    })
+    run_server(
+        vault,
+        a.listen,
+        false,
+        &a.data,
+        crate::http::RevealLimit::default(),
+        move |addr| {
+            let base = format!("https://{addr}");
+            let curl = format!("curl -sS --cacert {}", ca.display());
+            let shop = key.api_key.expose();
+            println!(
+                "panvault demo: a dev vault in {} (never put real cards in it)",
+                data.display()
+            );
+            println!();
+            println!("admin key:      {}", admin.api_key.expose());
+            println!(
+                "merchant:       {} (prefix {DEMO_PREFIX}), shop login {DEMO_SHOP}",
+                merchant.merchant_id
+            );
+            println!("shop key:       {shop}  (tokenize read reveal charge)");
+            println!();
+            println!("# tokenize a test card (run it twice: same token, 200 instead of 201)");
+            println!(
+                "{curl} -H 'Authorization: Bearer {shop}' -H 'Content-Type: application/json' -d '{{\"pan\":\"4111111111111111\",\"expiry_month\":12,\"expiry_year\":2030}}' {base}/v1/tokens"
+            );
+            println!("# a custom token");
+            println!(
+                "{curl} -H 'Authorization: Bearer {shop}' -H 'Content-Type: application/json' -d '{{\"pan\":\"5555555555554444\",\"expiry_month\":3,\"expiry_year\":2031,\"request_token\":\"JOHN_SMITH_5533\"}}' {base}/v1/tokens"
+            );
+            println!("# read it, reveal it, delete it");
+            println!(
+                "{curl} -H 'Authorization: Bearer {shop}' {base}/v1/tokens/{DEMO_PREFIX}JOHN_SMITH_5533"
+            );
+            println!(
+                "{curl} -X POST -H 'Authorization: Bearer {shop}' {base}/v1/tokens/{DEMO_PREFIX}JOHN_SMITH_5533/reveal"
+            );
+            println!(
+                "{curl} -X DELETE -H 'Authorization: Bearer {shop}' {base}/v1/tokens/{DEMO_PREFIX}JOHN_SMITH_5533"
+            );
+            println!();
+            println!("Ctrl-C stops the vault cleanly.");
+        },
+    )
 }

@@ -819,10 +819,11 @@ pub async fn serve(
     vault: Vault,
     listen: SocketAddr,
     tls: Option<rustls::ServerConfig>,
+    limit: RevealLimit,
     on_ready: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
     let data = web::Data::new(vault.clone());
-    let limit = web::Data::new(RevealLimit::default());
+    let limit = web::Data::new(limit);
     let metrics = web::Data::new(Metrics::default());
     let server = HttpServer::new(move || {
         App::new()

@@ -817,3 +817,82 @@ fn patch_reveal_limit_and_the_authorization_matrix() {
     }
     s.stop();
 }
+
+#[test]
+fn serve_reads_its_config_file_and_refuses_a_bad_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let bin = env!("CARGO_BIN_EXE_panvault");
+    let init = Command::new(bin)
+        .args(["init", "--dev", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    // The example config parses (only its paths are site-specific).
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/panvault.toml");
+    panvault::cli::load_config(&example).unwrap();
+
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "data = {:?}\nlistn = \"127.0.0.1:0\"\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("line 2") && err.contains("listn"), "{err}");
+
+    let good = tmp.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "data = {:?}\nlisten = \"127.0.0.1:0\"\nplaintext = true\n[reveal]\nper_second = 1\nburst = 1\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&good)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Keep reading stderr to the end in the background: a closed pipe would fail the
+    // server's later log writes.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(a) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(a.trim().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("a `listening on http://` line");
+    let r = reqwest::blocking::get(format!("http://{addr}/healthz")).unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
