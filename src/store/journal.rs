@@ -766,6 +766,9 @@ mod tests {
         }
         fn apply_unsynced(&self, e: &mut dyn Iterator<Item = Entry<'_>>, s: u64) -> Result<()> {
             if self.fail_next.swap(false, Ordering::SeqCst) {
+                // Late enough that the batch was acknowledged first (the syncer does not wait
+                // for the engine).
+                std::thread::sleep(std::time::Duration::from_millis(300));
                 return Err(Error::store("apply", "injected: no space left on device"));
             }
             self.inner.apply_unsynced(e, s)
