@@ -1,9 +1,9 @@
 //! The ceiling for `benches/http_load.sh`: a bare actix-web + rustls endpoint, `POST /echo`,
 //! that parses a JSON body and returns it. It serves with the vault's own TLS configuration
-//! (`panvault::tls::server_config`: same certificate, protocol versions and suites) and the
-//! same worker count (actix-web's default, one per available core, as `serve` uses), with no
-//! middleware, authentication, crypto or storage, so the vault's figures can be read as a
-//! fraction of what this machine's HTTPS stack can do at all.
+//! (`panvault::tls::server_config` without client certificates: same certificate, versions and
+//! suites) and the same worker count (actix-web's default, one per available core, as `serve`
+//! uses), with no middleware, authentication, crypto or storage, so the vault's figures can be
+//! read as a fraction of what this machine's HTTPS stack can do at all.
 //!
 //! ```sh
 //! cargo run --release --example echo -- DATA_DIR 127.0.0.1:0
@@ -39,7 +39,7 @@ fn main() -> Result<()> {
         .unwrap_or_else(|| "127.0.0.1:0".into())
         .parse()
         .map_err(|_| usage())?;
-    let tls = panvault::tls::server_config(&data)
+    let tls = panvault::tls::server_config(&data, None)
         .map_err(|e| Error::other(format!("tls config from {}: {e}", data.display())))?;
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(|| App::new().route("/echo", web::post().to(echo)))

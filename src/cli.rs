@@ -76,6 +76,9 @@ pub struct ServeArgs {
     /// File holding the operator passphrase (`file` keys); else $PANVAULT_PASSPHRASE_FILE.
     #[arg(long, env = "PANVAULT_PASSPHRASE_FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// Require client certificates chaining to this CA (PEM): mTLS.
+    #[arg(long, env = "PANVAULT_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -248,6 +251,7 @@ fn run_server(
     listen: SocketAddr,
     plaintext: bool,
     data: &Path,
+    client_ca: Option<&Path>,
     limit: crate::http::RevealLimit,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<()> {
@@ -259,7 +263,7 @@ fn run_server(
     let tls = if plaintext {
         None
     } else {
-        Some(crate::tls::server_config(data)?)
+        Some(crate::tls::server_config(data, client_ca)?)
     };
     actix_web::rt::System::new()
         .block_on(crate::http::serve(vault, listen, tls, limit, on_ready))
@@ -275,6 +279,9 @@ pub struct ConfigFile {
     pub listen: Option<SocketAddr>,
     pub plaintext: Option<bool>,
     pub passphrase_file: Option<PathBuf>,
+    /// PEM file of the CA that client certificates must chain to (mTLS); none: no client
+    /// certificates asked for.
+    pub client_ca: Option<PathBuf>,
     pub reveal: Option<RevealConfig>,
 }
 
@@ -334,9 +341,18 @@ fn serve(a: ServeArgs) -> Result<()> {
         .map_or_else(crate::http::RevealLimit::default, |r| {
             crate::http::RevealLimit::new(r.per_second, r.burst)
         });
+    let client_ca = a.client_ca.or(cfg.client_ca);
     let unlock = unlock_for(&data, passphrase_file.as_deref())?;
     let vault = Vault::open(&data, &unlock, Options::default())?;
-    run_server(vault, listen, plaintext, &data, limit, |_| {})
+    run_server(
+        vault,
+        listen,
+        plaintext,
+        &data,
+        client_ca.as_deref(),
+        limit,
+        |_| {},
+    )
 }
 
 /// Shop login, prefix and scopes of the demo merchant.
@@ -398,6 +414,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         a.listen,
         false,
         &a.data,
+        None,
         crate::http::RevealLimit::default(),
         move |addr| {
             let base = format!("https://{addr}");

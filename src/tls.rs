@@ -69,8 +69,9 @@ pub fn generate(data_dir: &Path) -> Result<PathBuf> {
 
 /// The rustls configuration for `serve`: TLS 1.2 and 1.3 only, the `ring` provider's suites
 /// (AES-GCM and ChaCha20-Poly1305 with ECDHE; rustls implements no CBC, RC4 or static-RSA
-/// suite at all).
-pub fn server_config(data_dir: &Path) -> Result<rustls::ServerConfig> {
+/// suite at all). With `client_ca`, every client must present a certificate that chains to it
+/// (mTLS); the handshake fails otherwise.
+pub fn server_config(data_dir: &Path, client_ca: Option<&Path>) -> Result<rustls::ServerConfig> {
     let dir = tls_dir(data_dir);
     let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
         .map_err(tls_err)?
@@ -78,10 +79,24 @@ pub fn server_config(data_dir: &Path) -> Result<rustls::ServerConfig> {
         .map_err(tls_err)?;
     let key = PrivateKeyDer::from_pem_file(dir.join("server-key.pem")).map_err(tls_err)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(tls_err)?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(tls_err)
+        .map_err(tls_err)?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(tls_err)? {
+                roots.add(cert.map_err(tls_err)?).map_err(tls_err)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(tls_err)?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    builder.with_single_cert(certs, key).map_err(tls_err)
 }

@@ -896,3 +896,91 @@ fn serve_reads_its_config_file_and_refuses_a_bad_key() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// mTLS: with a client CA configured, a client without a certificate from it cannot even
+/// complete the handshake; one with such a certificate is served.
+#[test]
+fn client_certificates_are_required_when_a_client_ca_is_set() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let bin = env!("CARGO_BIN_EXE_panvault");
+    assert!(
+        Command::new(bin)
+            .args(["init", "--dev", "--data"])
+            .arg(&data)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = CertificateParams::new(vec!["merchant-backend".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    let client_ca = tmp.path().join("clients.pem");
+    std::fs::write(&client_ca, ca_cert.pem()).unwrap();
+
+    let mut child = Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .arg("--client-ca")
+        .arg(&client_ca)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(a) = line.split("listening on https://").nth(1) {
+                let _ = tx.send(a.trim().to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    let server_ca =
+        reqwest::Certificate::from_pem(&std::fs::read(data.join("tls/ca.pem")).unwrap()).unwrap();
+    let client = |identity: Option<reqwest::Identity>| {
+        let b = Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(server_ca.clone());
+        match identity {
+            Some(i) => b.identity(i),
+            None => b,
+        }
+        .build()
+        .unwrap()
+    };
+    let url = format!("https://{addr}/healthz");
+    assert!(
+        client(None).get(&url).send().is_err(),
+        "no client certificate: refused"
+    );
+    let pem = format!("{}{}", client_cert.pem(), client_key.serialize_pem());
+    let identity = reqwest::Identity::from_pem(pem.as_bytes()).unwrap();
+    assert_eq!(
+        client(Some(identity)).get(&url).send().unwrap().status(),
+        StatusCode::OK
+    );
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+}
