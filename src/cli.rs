@@ -30,6 +30,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// The newcomer's path: a dev vault, a demo merchant and key, and curl lines that work.
     Demo(DemoArgs),
+    /// Print the OpenAPI 3.1 document of the HTTP API.
+    Openapi,
     /// Inspect the audit chain.
     Audit {
         #[command(subcommand)]
@@ -127,6 +129,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init(a) => init(a),
         Command::Serve(a) => serve(a),
         Command::Demo(a) => demo(a),
+        Command::Openapi => {
+            println!("{}", crate::openapi::document());
+            Ok(())
+        }
         Command::Audit { command } => match command {
             AuditCommand::Verify { data, json } => {
                 let store = vault::open_store(&data)?;

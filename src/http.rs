@@ -244,7 +244,7 @@ fn opt_int(map: &Map<String, Value>, field: &'static str) -> Result<Option<i64>,
     }
 }
 
-const TOKENIZE_FIELDS: [&str; 8] = [
+pub(crate) const TOKENIZE_FIELDS: [&str; 8] = [
     "pan",
     "expiry_month",
     "expiry_year",
@@ -773,6 +773,12 @@ async fn metrics(vault: web::Data<Vault>, metrics: web::Data<Metrics>) -> HttpRe
         .body(metrics.render(&vault))
 }
 
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(crate::openapi::document())
+}
+
 async fn not_found() -> HttpResponse {
     Problem::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").response()
 }
@@ -790,6 +796,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
+        .route("/v1/openapi.json", web::get().to(openapi))
         .route("/v1/tokens", web::post().to(create_token))
         .route("/v1/tokens/batch", web::post().to(create_tokens_batch))
         .route("/v1/tokens/{token}", web::get().to(get_token))

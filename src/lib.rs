@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod openapi;
 pub mod pan;
 pub mod store;
 pub mod tls;

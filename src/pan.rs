@@ -213,7 +213,9 @@ pub fn luhn_check_digit(body: &str) -> Option<u8> {
 }
 
 /// Card brand, detected from the issuer identification number (IIN) prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Brand {
     Visa,

@@ -85,7 +85,9 @@ impl From<MerchantPrefix> for String {
 }
 
 /// The kind of a stored or issued token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenKind {
     Masked,

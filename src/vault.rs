@@ -167,7 +167,7 @@ impl std::fmt::Debug for TokenUpdate {
 }
 
 /// A stored-credential agreement made on a token (seed 004; filled by the gateway proxy).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Agreement {
     pub id: String,
     #[serde(rename = "type")]
@@ -175,7 +175,7 @@ pub struct Agreement {
 }
 
 /// What a merchant may read about a token: never the PAN.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub token: String,
     pub token_kind: TokenKind,

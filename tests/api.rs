@@ -606,6 +606,17 @@ fn groups_are_isolated_and_revocation_is_immediate() {
     for pan in PANS {
         assert!(!text.contains(pan));
     }
+    // The OpenAPI document served is the one `panvault openapi` prints (CI validates that one).
+    let served = c.get(url("/v1/openapi.json")).send().unwrap();
+    assert_eq!(served.status(), StatusCode::OK);
+    let served: Value = served.json().unwrap();
+    let printed = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .arg("openapi")
+        .output()
+        .unwrap();
+    let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(served, printed);
+    assert_eq!(served["openapi"], json!("3.1.0"));
     s.stop();
 }
 

@@ -1,0 +1,250 @@
+//! The OpenAPI 3.1 document of the HTTP API (`GET /v1/openapi.json`, `panvault openapi`).
+//!
+//! Answers are described by the very types the handlers serialize (`TokenInfo`, `Brand`,
+//! `TokenKind`, `Agreement`, `Scope`); request bodies, which the handlers parse field by field
+//! (so that an error never echoes a value), by the schemas below, whose field lists are checked
+//! against the parsers' own lists in the tests.
+#![allow(dead_code)] // the schema-only types exist for the document, not to be built
+
+use utoipa::{OpenApi, ToSchema};
+
+use crate::access::Scope;
+use crate::pan::Brand;
+use crate::token::TokenKind;
+use crate::vault::{Agreement, TokenInfo};
+
+/// `POST /v1/tokens` and each item of a batch.
+#[derive(ToSchema)]
+pub struct TokenizeBody {
+    /// 12-19 ASCII digits; single spaces or dashes between groups are removed.
+    pan: String,
+    /// 1-12.
+    expiry_month: i64,
+    /// 2000-2099.
+    expiry_year: i64,
+    /// `MASKEDPAN` (default), a custom value (1-21 of A-Z a-z 0-9 _ -), either with `:FORCED:`.
+    request_token: Option<String>,
+    cardholder_name: Option<String>,
+    /// An in-memory single-use token `tmp_...` for one charge.
+    temporary: Option<bool>,
+    /// 3-4 digits, only with `temporary`.
+    cvv: Option<String>,
+    /// Temporary tokens only: 1-3600, default 900.
+    ttl_seconds: Option<i64>,
+}
+
+/// `POST /v1/tokens/batch`.
+#[derive(ToSchema)]
+pub struct BatchBody {
+    /// At most 1000.
+    items: Vec<TokenizeBody>,
+}
+
+/// One result of a batch: the token fields with `status` 201/200, or a problem with `code`.
+#[derive(ToSchema)]
+pub struct BatchResult {
+    index: usize,
+    status: u16,
+    token: Option<String>,
+    code: Option<String>,
+    detail: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct BatchAnswer {
+    results: Vec<BatchResult>,
+}
+
+/// `PATCH /v1/tokens/{token}`.
+#[derive(ToSchema)]
+pub struct UpdateBody {
+    expiry_month: i64,
+    expiry_year: i64,
+    /// Custom tokens only: the card replaced under the same token.
+    pan: Option<String>,
+    cardholder_name: Option<String>,
+}
+
+/// `POST /v1/tokens/{token}/reveal`.
+#[derive(ToSchema)]
+pub struct RevealAnswer {
+    pan: String,
+    expiry_month: u8,
+    expiry_year: u16,
+    cardholder_name: Option<String>,
+}
+
+/// RFC 9457 problem details, with a stable `code`.
+#[derive(ToSchema)]
+pub struct Problem {
+    r#type: String,
+    title: String,
+    status: u16,
+    detail: String,
+    code: String,
+}
+
+#[derive(ToSchema)]
+pub struct MerchantBody {
+    name: String,
+    /// Four letters A-Z; random when absent.
+    prefix: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct MerchantAnswer {
+    merchant_id: String,
+    name: String,
+    prefix: String,
+}
+
+#[derive(ToSchema)]
+pub struct ShopBody {
+    shop_login: String,
+}
+
+#[derive(ToSchema)]
+pub struct ApiKeyBody {
+    /// A shop login in a merchant group, or `admin: true`.
+    shop_login: Option<String>,
+    admin: Option<bool>,
+    scopes: Vec<Scope>,
+    label: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct ApiKeyAnswer {
+    api_key_id: String,
+    /// Shown once.
+    api_key: String,
+    scopes: Vec<Scope>,
+}
+
+#[utoipa::path(post, path = "/v1/tokens", request_body = TokenizeBody, security(("bearer" = [])),
+    responses((status = 201, description = "created", body = TokenInfo), (status = 200, description = "existing token", body = TokenInfo),
+        (status = 401, description = "missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the key lacks the scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "conflict", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"), (status = 415, description = "not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "invalid field (named in detail, never echoed)", body = Problem, content_type = "application/problem+json")))]
+fn create_token() {}
+
+#[utoipa::path(post, path = "/v1/tokens/batch", request_body = BatchBody, security(("bearer" = [])),
+    responses((status = 200, description = "OK", body = BatchAnswer), (status = 401, description = "missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the key lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "invalid field (named in detail, never echoed)", body = Problem, content_type = "application/problem+json")))]
+fn create_tokens_batch() {}
+
+#[utoipa::path(get, path = "/v1/tokens/{token}", params(("token" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "OK", body = TokenInfo), (status = 401, description = "missing or invalid API key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "the key lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not found (also another group's token)", body = Problem, content_type = "application/problem+json")))]
+fn get_token() {}
+
+#[utoipa::path(patch, path = "/v1/tokens/{token}", params(("token" = String, Path)), request_body = UpdateBody,
+    security(("bearer" = [])),
+    responses((status = 200, description = "OK", body = TokenInfo), (status = 404, description = "not found (also another group's token)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "conflict", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid field (named in detail, never echoed)", body = Problem, content_type = "application/problem+json")))]
+fn update_token() {}
+
+#[utoipa::path(delete, path = "/v1/tokens/{token}", params(("token" = String, Path)), security(("bearer" = [])),
+    responses((status = 204, description = "deleted; the ciphertext is gone"), (status = 404, description = "not found (also another group's token)", body = Problem, content_type = "application/problem+json")))]
+fn delete_token() {}
+
+#[utoipa::path(post, path = "/v1/tokens/{token}/reveal", params(("token" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "OK", body = RevealAnswer), (status = 404, description = "not found (also another group's token)", body = Problem, content_type = "application/problem+json"), (status = 429, description = "rate limited", body = Problem, content_type = "application/problem+json")))]
+fn reveal_token() {}
+
+#[utoipa::path(post, path = "/v1/merchants", request_body = MerchantBody, security(("bearer" = [])),
+    responses((status = 201, description = "created", body = MerchantAnswer), (status = 409, description = "conflict", body = Problem, content_type = "application/problem+json"), (status = 422, description = "invalid field (named in detail, never echoed)", body = Problem, content_type = "application/problem+json")))]
+fn create_merchant() {}
+
+#[utoipa::path(post, path = "/v1/merchants/{merchant_id}/shops", params(("merchant_id" = String, Path)),
+    request_body = ShopBody, security(("bearer" = [])),
+    responses((status = 201, description = "added"), (status = 404, description = "not found (also another group's token)", body = Problem, content_type = "application/problem+json"), (status = 409, description = "conflict", body = Problem, content_type = "application/problem+json")))]
+fn add_shop() {}
+
+#[utoipa::path(delete, path = "/v1/merchants/{merchant_id}/shops/{shop_login}",
+    params(("merchant_id" = String, Path), ("shop_login" = String, Path)), security(("bearer" = [])),
+    responses((status = 204, description = "removed"), (status = 404, description = "not found (also another group's token)", body = Problem, content_type = "application/problem+json")))]
+fn remove_shop() {}
+
+#[utoipa::path(post, path = "/v1/api-keys", request_body = ApiKeyBody, security(("bearer" = [])),
+    responses((status = 201, description = "created", body = ApiKeyAnswer), (status = 422, description = "invalid field (named in detail, never echoed)", body = Problem, content_type = "application/problem+json")))]
+fn create_api_key() {}
+
+#[utoipa::path(delete, path = "/v1/api-keys/{api_key_id}", params(("api_key_id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 204, description = "revoked at once"), (status = 404, description = "not found (also another group's token)", body = Problem, content_type = "application/problem+json")))]
+fn revoke_api_key() {}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
+fn healthz() {}
+
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, description = "not ready", body = Problem, content_type = "application/problem+json")))]
+fn readyz() {}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+fn metrics() {}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "panvault", description = "Card-tokenization vault: Axerve-format tokens under envelope encryption."),
+    paths(create_token, create_tokens_batch, get_token, update_token, delete_token, reveal_token,
+        create_merchant, add_shop, remove_shop, create_api_key, revoke_api_key, healthz, readyz, metrics),
+    components(schemas(TokenInfo, Agreement, Brand, TokenKind, Scope, TokenizeBody, BatchBody, BatchResult,
+        BatchAnswer, UpdateBody, RevealAnswer, Problem, MerchantBody, MerchantAnswer, ShopBody, ApiKeyBody,
+        ApiKeyAnswer)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+/// The document as JSON.
+pub fn document() -> String {
+    ApiDoc::openapi().to_json().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn document_is_openapi_3_1_and_lists_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(&document()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        for path in [
+            "/v1/tokens",
+            "/v1/tokens/batch",
+            "/v1/tokens/{token}",
+            "/v1/tokens/{token}/reveal",
+            "/v1/merchants",
+            "/v1/merchants/{merchant_id}/shops",
+            "/v1/merchants/{merchant_id}/shops/{shop_login}",
+            "/v1/api-keys",
+            "/v1/api-keys/{api_key_id}",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path}");
+        }
+        // The request schema lists exactly the fields the handler accepts.
+        let props = doc["components"]["schemas"]["TokenizeBody"]["properties"]
+            .as_object()
+            .unwrap();
+        let mut documented: Vec<&str> = props.keys().map(String::as_str).collect();
+        let mut parsed = crate::http::TOKENIZE_FIELDS.to_vec();
+        documented.sort_unstable();
+        parsed.sort_unstable();
+        assert_eq!(documented, parsed);
+    }
+}
