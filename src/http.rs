@@ -244,6 +244,18 @@ fn opt_int(map: &Map<String, Value>, field: &'static str) -> Result<Option<i64>,
     }
 }
 
+/// `expiry_month` / `expiry_year`: required JSON integers (range checked by the vault).
+fn expiry_field(map: &Map<String, Value>, field: &'static str) -> Result<i64, Error> {
+    match map.get(field) {
+        Some(Value::Number(n)) => n.as_i64().ok_or(Error::InvalidExpiry {
+            reason: "must be integers",
+        }),
+        _ => Err(Error::InvalidExpiry {
+            reason: "expiry_month and expiry_year are required integers",
+        }),
+    }
+}
+
 pub(crate) const TOKENIZE_FIELDS: [&str; 8] = [
     "pan",
     "expiry_month",
@@ -273,14 +285,7 @@ fn tokenize_request(map: &Map<String, Value>) -> Result<TokenizeRequest, Problem
             .into());
         }
     };
-    let expiry = |f: &'static str| match map.get(f) {
-        Some(Value::Number(n)) => n.as_i64().ok_or(Error::InvalidExpiry {
-            reason: "must be integers",
-        }),
-        _ => Err(Error::InvalidExpiry {
-            reason: "expiry_month and expiry_year are required integers",
-        }),
-    };
+    let expiry = |f: &'static str| expiry_field(map, f);
     let temporary = match map.get("temporary") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -410,14 +415,7 @@ async fn update_token(
         &map,
         &["pan", "expiry_month", "expiry_year", "cardholder_name"],
     )?;
-    let expiry = |f: &'static str| match map.get(f) {
-        Some(Value::Number(n)) => n.as_i64().ok_or(Error::InvalidExpiry {
-            reason: "must be integers",
-        }),
-        _ => Err(Error::InvalidExpiry {
-            reason: "expiry_month and expiry_year are required integers",
-        }),
-    };
+    let expiry = |f: &'static str| expiry_field(&map, f);
     let pan = match map.get("pan") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(Zeroizing::new(s.clone())),

@@ -829,6 +829,32 @@ fn patch_reveal_limit_and_the_authorization_matrix() {
     s.stop();
 }
 
+/// Starts `panvault serve` and returns it with the address from its `listening on` line.
+/// Stderr is read to the end in the background: a closed pipe would fail later log writes.
+fn spawn_serve(cmd: &mut Command, scheme: &str) -> (Child, String) {
+    let mut child = cmd
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let marker = format!("listening on {scheme}://");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(a) = line.split(&marker).nth(1) {
+                let _ = tx.send(a.trim().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("a `listening on` line");
+    (child, addr)
+}
+
 #[test]
 fn serve_reads_its_config_file_and_refuses_a_bad_key() {
     let tmp = tempfile::tempdir().unwrap();
@@ -871,29 +897,10 @@ fn serve_reads_its_config_file_and_refuses_a_bad_key() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(&good)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Keep reading stderr to the end in the background: a closed pipe would fail the
-    // server's later log writes.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(a) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(a.trim().to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(std::time::Duration::from_secs(20))
-        .expect("a `listening on http://` line");
+    let (mut child, addr) = spawn_serve(
+        Command::new(bin).args(["serve", "--config"]).arg(&good),
+        "http",
+    );
     let r = reqwest::blocking::get(format!("http://{addr}/healthz")).unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let pid = child.id().to_string();
@@ -939,27 +946,14 @@ fn client_certificates_are_required_when_a_client_ca_is_set() {
     let client_ca = tmp.path().join("clients.pem");
     std::fs::write(&client_ca, ca_cert.pem()).unwrap();
 
-    let mut child = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(&data)
-        .arg("--client-ca")
-        .arg(&client_ca)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(a) = line.split("listening on https://").nth(1) {
-                let _ = tx.send(a.trim().to_string());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    let (mut child, addr) = spawn_serve(
+        Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .arg("--client-ca")
+            .arg(&client_ca),
+        "https",
+    );
     let server_ca =
         reqwest::Certificate::from_pem(&std::fs::read(data.join("tls/ca.pem")).unwrap()).unwrap();
     let client = |identity: Option<reqwest::Identity>| {
