@@ -40,6 +40,9 @@ use crate::{Error, Result};
 pub(super) const FILE_NAME: &str = "journal.log";
 /// Entries held in memory before they are applied to the engine in one transaction.
 pub(super) const APPLY_ENTRIES: usize = 16384;
+/// While the applier is busy the writer keeps filling the in-memory table; only at this size
+/// does it wait for the applier (bounding memory).
+pub(super) const MAX_PENDING_ENTRIES: usize = 8 * APPLY_ENTRIES;
 /// Journal size that triggers a checkpoint of the engine.
 pub(super) const CHECKPOINT_BYTES: u64 = 64 << 20;
 /// Under which key the engine keeps the sequence number of the last journal record it holds
@@ -360,6 +363,25 @@ fn applier_loop(
 }
 
 impl Journaled {
+    /// True if no table is being applied (collecting the applier's answer if it has one),
+    /// without waiting.
+    fn applier_idle(&self, log: &mut Log) -> Result<bool> {
+        if !log.applying {
+            return Ok(true);
+        }
+        match log.from_applier.try_recv() {
+            Ok(result) => {
+                log.applying = false;
+                result.map(|()| true)
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => Ok(false),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(Error::store(
+                "journal apply",
+                "the applier thread is gone",
+            )),
+        }
+    }
+
     /// Waits for the applier's outstanding table, if any.
     fn wait_applier(&self, log: &mut Log) -> Result<()> {
         if !log.applying {
@@ -550,12 +572,22 @@ impl Store for Journaled {
                     active.entries += 1;
                 }
             }
-            active.entries >= APPLY_ENTRIES
+            // Hand off when full and the applier is free; while it is busy, keep filling
+            // (never wait for it) up to a hard cap, where the writer does wait.
+            if active.entries >= MAX_PENDING_ENTRIES {
+                Some(true)
+            } else {
+                (active.entries >= APPLY_ENTRIES).then_some(false)
+            }
         };
-        let handed = if full {
-            self.hand_off(&mut log)
-        } else {
-            Ok(())
+        let handed = match full {
+            Some(true) => self.hand_off(&mut log),
+            Some(false) => match self.applier_idle(&mut log) {
+                Ok(true) => self.hand_off(&mut log),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            },
+            None => Ok(()),
         };
         if let Err(e) = handed.and_then(|()| {
             if log.len >= CHECKPOINT_BYTES {
