@@ -375,10 +375,9 @@ impl Journaled {
                 result.map(|()| true)
             }
             Err(std::sync::mpsc::TryRecvError::Empty) => Ok(false),
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(Error::store(
-                "journal apply",
-                "the applier thread is gone",
-            )),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Err(Error::store("journal apply", "the applier thread is gone"))
+            }
         }
     }
 
