@@ -105,6 +105,11 @@ fn run_child(
         .env("PANVAULT_CRASH_CHILD", dir)
         .env("PANVAULT_CRASH_MERCHANTS", merchants.join(","))
         .env("PANVAULT_CRASH_ROUND", round.to_string())
+        // Small journal cycles: the kills also land around checkpoints and journal reuse.
+        .env(
+            "PANVAULT_JOURNAL_CHECKPOINT_BYTES",
+            (256 * 1024).to_string(),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

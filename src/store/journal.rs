@@ -45,6 +45,15 @@ pub(super) const APPLY_ENTRIES: usize = 16384;
 pub(super) const MAX_PENDING_ENTRIES: usize = 8 * APPLY_ENTRIES;
 /// Journal size that triggers a checkpoint of the engine.
 pub(super) const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// [`CHECKPOINT_BYTES`], or `PANVAULT_JOURNAL_CHECKPOINT_BYTES` (at least 64 KiB) for tuning
+/// and for the crash tests, which need many checkpoints in a short run.
+fn checkpoint_bytes() -> u64 {
+    std::env::var("PANVAULT_JOURNAL_CHECKPOINT_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(CHECKPOINT_BYTES, |n| n.max(64 << 10))
+}
+
 /// Under which key the engine keeps the sequence number of the last journal record it holds
 /// (outside the vault's tables).
 pub(super) const SEQ_KEY: &[u8] = b"journal_seq";
@@ -60,6 +69,8 @@ pub(super) struct Journaled {
     /// Hands full tables to the applier thread (`None` once closing).
     to_applier: Option<SyncSender<(Arc<Tables>, u64)>>,
     applier: Option<std::thread::JoinHandle<()>>,
+    /// Journal size that triggers a checkpoint ([`CHECKPOINT_BYTES`] unless tuned).
+    checkpoint_bytes: u64,
     /// A second handle on the journal file, so a sync runs while the next record is written.
     sync_file: File,
     sync_lock: Mutex<()>,
@@ -296,6 +307,7 @@ impl Journaled {
             }),
             to_applier: Some(to_applier),
             applier: Some(applier),
+            checkpoint_bytes: checkpoint_bytes(),
             sync_file,
             sync_lock: Mutex::new(()),
             written: AtomicU64::new(seq),
@@ -589,7 +601,7 @@ impl Store for Journaled {
             None => Ok(()),
         };
         if let Err(e) = handed.and_then(|()| {
-            if log.len >= CHECKPOINT_BYTES {
+            if log.len >= self.checkpoint_bytes {
                 self.checkpoint(&mut log)
             } else {
                 Ok(())
