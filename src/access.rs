@@ -223,17 +223,11 @@ pub(crate) fn load_api_keys(
     store: &dyn Store,
 ) -> Result<std::collections::HashMap<String, ApiKeyRecord>> {
     let mut out = std::collections::HashMap::new();
-    let mut start = Vec::new();
-    loop {
-        let page = store.scan(Table::ApiKeys, &start, 1024)?;
-        let Some((k, _)) = page.last() else { break };
-        start = k.clone();
-        start.push(0);
-        for (_, v) in page {
-            let rec: ApiKeyRecord = vault::decode(&v, "api key")?;
-            out.insert(rec.id.clone(), rec);
-        }
-    }
+    crate::store::for_each(store, Table::ApiKeys, &[], |_, v| {
+        let rec: ApiKeyRecord = vault::decode(v, "api key")?;
+        out.insert(rec.id.clone(), rec);
+        Ok(())
+    })?;
     Ok(out)
 }
 

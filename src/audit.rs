@@ -190,30 +190,22 @@ pub fn check(entry: &Entry, expect_seq: u64, expect_prev: &str) -> Result<()> {
 pub fn verify(store: &dyn Store) -> Result<Verified> {
     let mut expect_seq = 1u64;
     let mut prev = hex::encode(GENESIS);
-    let mut start = key(1).to_vec();
-    loop {
-        let page = store.scan(Table::Audit, &start, 4096)?;
-        let Some((last_key, _)) = page.last() else {
-            break;
-        };
-        start = last_key.clone();
-        start.push(0);
-        for (k, v) in &page {
-            let entry = Entry::decode(v).map_err(|_| Error::AuditBroken {
+    crate::store::for_each(store, Table::Audit, &key(1), |k, v| {
+        let entry = Entry::decode(v).map_err(|_| Error::AuditBroken {
+            seq: expect_seq,
+            reason: "entry cannot be decoded",
+        })?;
+        if k != key(entry.seq) {
+            return Err(Error::AuditBroken {
                 seq: expect_seq,
-                reason: "entry cannot be decoded",
-            })?;
-            if k.as_slice() != key(entry.seq) {
-                return Err(Error::AuditBroken {
-                    seq: expect_seq,
-                    reason: "entry stored under another sequence number",
-                });
-            }
-            check(&entry, expect_seq, &prev)?;
-            prev = entry.hash;
-            expect_seq += 1;
+                reason: "entry stored under another sequence number",
+            });
         }
-    }
+        check(&entry, expect_seq, &prev)?;
+        prev = entry.hash;
+        expect_seq += 1;
+        Ok(())
+    })?;
     Ok(Verified {
         entries: expect_seq - 1,
         last_seq: expect_seq - 1,
@@ -227,18 +219,9 @@ pub fn for_each_since(
     since: u64,
     mut f: impl FnMut(&Entry) -> Result<()>,
 ) -> Result<()> {
-    let mut start = key(since).to_vec();
-    loop {
-        let page = store.scan(Table::Audit, &start, 4096)?;
-        let Some((last_key, _)) = page.last() else {
-            return Ok(());
-        };
-        start = last_key.clone();
-        start.push(0);
-        for (_, v) in &page {
-            f(&Entry::decode(v)?)?;
-        }
-    }
+    crate::store::for_each(store, Table::Audit, &key(since), |_, v| {
+        f(&Entry::decode(v)?)
+    })
 }
 
 #[cfg(test)]

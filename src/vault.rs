@@ -589,26 +589,19 @@ impl Vault {
 
         let mut deks = HashMap::new();
         let mut last_id = 0u32;
-        let mut start = Vec::new();
-        loop {
-            let page = store.scan(Table::Deks, &start, 1024)?;
-            let Some((k, _)) = page.last() else { break };
-            start = k.clone();
-            start.push(0);
-            for (k, v) in page {
-                let id = u32::from_be_bytes(
-                    k.as_slice()
-                        .try_into()
-                        .map_err(|_| Error::Corrupt { what: "dek id" })?,
-                );
-                let rec: DekRecord = decode(&v, "dek")?;
-                let key = keyring
-                    .get(rec.kek_version)?
-                    .unwrap_key("dek", id, &rec.wrapped)?;
-                deks.insert(id, Arc::new(Dek::new(id, &key)));
-                last_id = last_id.max(id);
-            }
-        }
+        store::for_each(store.as_ref(), Table::Deks, &[], |k, v| {
+            let id = u32::from_be_bytes(
+                k.try_into()
+                    .map_err(|_| Error::Corrupt { what: "dek id" })?,
+            );
+            let rec: DekRecord = decode(v, "dek")?;
+            let key = keyring
+                .get(rec.kek_version)?
+                .unwrap_key("dek", id, &rec.wrapped)?;
+            deks.insert(id, Arc::new(Dek::new(id, &key)));
+            last_id = last_id.max(id);
+            Ok(())
+        })?;
 
         // This process's first DEK is written before the writer starts: a new process never
         // continues an old DEK's use counter.

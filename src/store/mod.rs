@@ -266,6 +266,27 @@ impl Op {
     }
 }
 
+/// Calls `f` for every entry of `table` with key >= `start`, in key order, a page at a time.
+pub fn for_each(
+    store: &dyn Store,
+    table: Table,
+    start: &[u8],
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut start = start.to_vec();
+    loop {
+        let page = store.scan(table, &start, 1024)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(());
+        };
+        start.clone_from(last);
+        start.push(0);
+        for (k, v) in &page {
+            f(k, v)?;
+        }
+    }
+}
+
 /// A storage engine under the journal: the read side of [`Store`], plus unsynced atomic
 /// batches and an explicit sync point.
 trait Engine: Send + Sync + 'static {
