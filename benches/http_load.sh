@@ -26,7 +26,8 @@
 # answer or a socket error/timeout, or if a server failed.
 #
 # Tunables (environment): THREADS=2 CONNECTIONS=64 DURATION=10s WARMUP=3s SEED_CARDS=2000
-# REVEAL_KEYS=4000 KEEP_LOGS=DIR (copy wrk and server logs there).
+# REVEAL_KEYS=4000 KEEP_LOGS=DIR (copy wrk and server logs there) PHASES="new retok read reveal"
+# (a subset, e.g. for profiling; the echo phase always runs first, as the ratios need it).
 set -euo pipefail
 
 THREADS=${THREADS:-2}
@@ -35,6 +36,7 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 SEED_CARDS=${SEED_CARDS:-2000}
 REVEAL_KEYS=${REVEAL_KEYS:-4000}
+PHASES=${PHASES:-new retok read reveal}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log() { printf '%s\n' "$*" >&2; }
@@ -245,7 +247,7 @@ metric() { # metric NAME-AND-LABELS: a value from the vault's /metrics, 0 if abs
 
 FAILED=0
 declare -A RPS P50 P99 BAD
-for phase in echo new retok read reveal; do
+for phase in echo $PHASES; do
     case $phase in echo) url=$ECHO_URL ;; *) url=$VAULT_URL ;; esac
     log "phase $phase: warmup $WARMUP, then $DURATION (-t$THREADS -c$CONNECTIONS)"
     created_before=$(metric 'panvault_http_requests_total{route="/v1/tokens",status="201"}')
@@ -281,7 +283,7 @@ writes=$(metric panvault_group_commit_writes_total)
 syncs=$(metric panvault_group_commit_syncs_total)
 echo "| phase | req/s | p50 ms | p99 ms | vs echo | non-2xx/errors |"
 echo "|---|---:|---:|---:|---:|---:|"
-for phase in echo new retok read reveal; do
+for phase in echo $PHASES; do
     case $phase in
         echo) name="echo (bare actix-web + rustls)" ;;
         new) name="tokenize, new cards (durable)" ;;
@@ -295,7 +297,7 @@ for phase in echo new retok read reveal; do
 done
 echo
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warmup per phase, HTTPS keep-alive," \
-    "$(nproc) cores shared by server and wrk. Vault: $NEW_201 new tokens (201) in the tokenize" \
+    "$(nproc) cores shared by server and wrk. Vault: ${NEW_201:-0} new tokens (201) in the tokenize" \
     "phase, ${RETOK_201:-0} in re-tokenize; group commit $writes writes in $syncs syncs" \
     "($(awk -v w="$writes" -v s="$syncs" 'BEGIN { printf "%.1f", (s ? w / s : 0) }') per fdatasync) over the run." \
     "Reveal: requests round-robin over $REVEAL_KEYS reveal-only keys," \

@@ -797,9 +797,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/openapi.json", web::get().to(openapi))
         .route("/v1/tokens", web::post().to(create_token))
         .route("/v1/tokens/batch", web::post().to(create_tokens_batch))
-        .route("/v1/tokens/{token}", web::get().to(get_token))
-        .route("/v1/tokens/{token}", web::patch().to(update_token))
-        .route("/v1/tokens/{token}", web::delete().to(delete_token))
+        // One resource per path: the router tries each dynamic pattern (a regex) in turn.
+        .service(
+            web::resource("/v1/tokens/{token}")
+                .route(web::get().to(get_token))
+                .route(web::patch().to(update_token))
+                .route(web::delete().to(delete_token)),
+        )
         .route("/v1/tokens/{token}/reveal", web::post().to(reveal_token))
         .route("/v1/merchants", web::post().to(create_merchant))
         .route(
@@ -844,14 +848,15 @@ pub async fn serve(
                     .unwrap_or_else(|| hex::encode(crypto::random_bytes::<8>()));
                 req.extensions_mut().insert(RequestId(id.clone()));
                 let metrics = req.app_data::<web::Data<Metrics>>().cloned();
-                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
                 let started = std::time::Instant::now();
                 let fut = srv.call(req);
                 async move {
                     let mut res = fut.await?;
                     if let Some(m) = metrics {
+                        // After routing: the matched pattern is a lookup, not a regex walk.
+                        let route = res.request().match_pattern();
                         m.observe(
-                            &route,
+                            route.as_deref().unwrap_or("unmatched"),
                             res.status().as_u16(),
                             started.elapsed().as_secs_f64(),
                         );
