@@ -78,10 +78,15 @@ impl Entry {
             seq: self.seq,
             reason: "prev_hash is not 32 bytes of hex",
         })?;
+        Ok(hex::encode(self.hash_after(&prev)))
+    }
+
+    /// [`Entry::compute_hash`] given `prev_hash` as bytes (the writer keeps the head so).
+    fn hash_after(&self, prev: &[u8; 32]) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(prev);
         h.update(self.canonical_bytes());
-        Ok(hex::encode(h.finalize()))
+        h.finalize().into()
     }
 
     /// The stored form: postcard (compact binary; `audit export` writes JSON). The hash does
@@ -115,22 +120,32 @@ pub fn key(seq: u64) -> [u8; 8] {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chain {
     next_seq: u64,
-    last_hash: String,
+    last_hash: [u8; 32],
+}
+
+impl Default for Chain {
+    /// An empty chain: the first entry is 1, after [`GENESIS`].
+    fn default() -> Self {
+        Chain {
+            next_seq: 1,
+            last_hash: GENESIS,
+        }
+    }
 }
 
 impl Chain {
     /// Reads the head from the store (the last entry), or starts a new chain.
     pub fn load(store: &dyn Store) -> Result<Self> {
         match store.last(Table::Audit)? {
-            None => Ok(Chain {
-                next_seq: 1,
-                last_hash: hex::encode(GENESIS),
-            }),
+            None => Ok(Chain::default()),
             Some((_, v)) => {
                 let e = Entry::decode(&v)?;
                 Ok(Chain {
                     next_seq: e.seq + 1,
-                    last_hash: e.hash,
+                    last_hash: decode_hash(&e.hash).ok_or(Error::AuditBroken {
+                        seq: e.seq,
+                        reason: "hash is not 32 bytes of hex",
+                    })?,
                 })
             }
         }
@@ -148,12 +163,13 @@ impl Chain {
             outcome: event.outcome.to_string(),
             request_id: event.request_id,
             client: event.client,
-            prev_hash: self.last_hash.clone(),
+            prev_hash: hex::encode(self.last_hash),
             hash: String::new(),
         };
-        e.hash = e.compute_hash()?;
+        let hash = e.hash_after(&self.last_hash);
+        e.hash = hex::encode(hash);
         self.next_seq += 1;
-        self.last_hash.clone_from(&e.hash);
+        self.last_hash = hash;
         Ok(e)
     }
 }
@@ -243,10 +259,7 @@ mod tests {
 
     #[test]
     fn chain_links_and_detects_changes() {
-        let mut c = Chain {
-            next_seq: 1,
-            last_hash: hex::encode(GENESIS),
-        };
+        let mut c = Chain::default();
         let a = c.append(ev("tokenize"), "t1".into()).unwrap();
         let b = c.append(ev("reveal"), "t2".into()).unwrap();
         assert_eq!(a.seq, 1);
@@ -266,10 +279,7 @@ mod tests {
 
     #[test]
     fn canonical_encoding_separates_none_from_empty() {
-        let mut c = Chain {
-            next_seq: 1,
-            last_hash: hex::encode(GENESIS),
-        };
+        let mut c = Chain::default();
         let mut e1 = ev("x");
         e1.token = None;
         let mut e2 = ev("x");

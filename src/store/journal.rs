@@ -648,7 +648,11 @@ impl Store for Journaled {
         let end = log.len + record.len() as u64;
         let cur = log.cur;
         if end > log.allocated[cur] {
-            match extend(&log.files[cur], log.allocated[cur], end - log.allocated[cur]) {
+            match extend(
+                &log.files[cur],
+                log.allocated[cur],
+                end - log.allocated[cur],
+            ) {
                 Ok(n) => log.allocated[cur] += n,
                 Err(e) => {
                     self.fail();
@@ -922,12 +926,12 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             {
                 let engine: Box<dyn Engine> = match backend {
-                    Backend::Redb => Box::new(
-                        super::super::redb_backend::RedbStore::open(dir.path()).unwrap(),
-                    ),
-                    Backend::Sled => Box::new(
-                        super::super::sled_backend::SledStore::open(dir.path()).unwrap(),
-                    ),
+                    Backend::Redb => {
+                        Box::new(super::super::redb_backend::RedbStore::open(dir.path()).unwrap())
+                    }
+                    Backend::Sled => {
+                        Box::new(super::super::sled_backend::SledStore::open(dir.path()).unwrap())
+                    }
                 };
                 let j = Journaled::open_with(engine, dir.path(), 1 << 20).unwrap();
                 for r in 0..KEYS / 200 {
