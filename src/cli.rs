@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::access::{ApiKeyRequest, Scope};
 use crate::crypto::{KdfParams, SecretString};
 use crate::keys::{KeySource, Unlock};
+use crate::seal::Gate;
 use crate::store::Backend;
 use crate::vault::{self, Ctx, InitOptions, Options, Vault};
 use crate::{Error, Result, audit};
@@ -238,22 +239,18 @@ fn init(a: InitArgs) -> Result<()> {
     Ok(())
 }
 
-fn unlock_for(data: &Path, passphrase_file: Option<&Path>) -> Result<Unlock> {
+/// What `serve` unlocks with at start; `None`: start sealed and wait for `POST /v1/sys/unseal`.
+fn server_unlock(data: &Path, passphrase_file: Option<&Path>) -> Result<Option<Unlock>> {
     match crate::keys::source_of(data)? {
-        KeySource::Dev => Ok(Unlock::Dev),
-        KeySource::File => {
-            let path = passphrase_file.ok_or_else(|| {
-                Error::Config(
-                    "this vault's keys need --passphrase-file or PANVAULT_PASSPHRASE_FILE".into(),
-                )
-            })?;
-            Ok(Unlock::Passphrase(read_passphrase(path)?))
-        }
+        KeySource::Dev => Ok(Some(Unlock::Dev)),
+        KeySource::File => passphrase_file
+            .map(|path| read_passphrase(path).map(Unlock::Passphrase))
+            .transpose(),
     }
 }
 
 fn run_server(
-    vault: Vault,
+    gate: Gate,
     listen: SocketAddr,
     plaintext: bool,
     data: &Path,
@@ -272,7 +269,7 @@ fn run_server(
         Some(crate::tls::server_config(data, client_ca)?)
     };
     actix_web::rt::System::new()
-        .block_on(crate::http::serve(vault, listen, tls, limit, on_ready))
+        .block_on(crate::http::serve(gate, listen, tls, limit, on_ready))
         .map_err(|e| Error::io(format!("serving on {listen}"), e))
 }
 
@@ -348,10 +345,20 @@ fn serve(a: ServeArgs) -> Result<()> {
             crate::http::RevealLimit::new(r.per_second, r.burst)
         });
     let client_ca = a.client_ca.or(cfg.client_ca);
-    let unlock = unlock_for(&data, passphrase_file.as_deref())?;
-    let vault = Vault::open(&data, &unlock, Options::default())?;
+    let gate = match server_unlock(&data, passphrase_file.as_deref())? {
+        Some(unlock) => Gate::unsealed(
+            Vault::open(&data, &unlock, Options::default())?,
+            Options::default(),
+        )?,
+        None => {
+            tracing::warn!(
+                "starting sealed: no passphrase given; data endpoints answer 503 until POST /v1/sys/unseal"
+            );
+            Gate::sealed(&data, Options::default())?
+        }
+    };
     run_server(
-        vault,
+        gate,
         listen,
         plaintext,
         &data,
@@ -416,7 +423,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         .unwrap_or_else(|_| crate::tls::ca_path(&a.data));
     let data = a.data.clone();
     run_server(
-        vault,
+        Gate::unsealed(vault, Options::default())?,
         a.listen,
         false,
         &a.data,

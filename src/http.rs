@@ -14,6 +14,8 @@ use zeroize::Zeroizing;
 
 use crate::Error;
 use crate::access::{ApiKeyRequest, Principal, Scope};
+use crate::crypto::SecretString;
+use crate::seal::{Gate, UnsealInput};
 use crate::vault::{Ctx, TokenInfo, TokenUpdate, TokenizeRequest, Tokenized, Vault};
 
 /// Request bodies over this are 413 (contract 2); batch bodies get [`BATCH_BODY_LIMIT`].
@@ -90,6 +92,8 @@ impl From<Error> for Problem {
             | Error::ShopNotFound
             | Error::ApiKeyNotFound => StatusCode::NOT_FOUND,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            // An unseal attempt with a wrong passphrase or share.
+            Error::KeyUnlock(_) => StatusCode::BAD_REQUEST,
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::Sealed | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -325,7 +329,7 @@ fn tokenized(t: &Tokenized) -> HttpResponse {
     HttpResponse::build(status).json(token_json(&t.info, false))
 }
 
-async fn create_token(req: HttpRequest, vault: web::Data<Vault>, body: web::Payload) -> Answer {
+async fn create_token(req: HttpRequest, Unsealed(vault): Unsealed, body: web::Payload) -> Answer {
     let p = principal(&req, &vault, Scope::Tokenize).await?;
     let map = json_body(&req, body, BODY_LIMIT).await?;
     let t = vault
@@ -340,7 +344,7 @@ async fn create_token(req: HttpRequest, vault: web::Data<Vault>, body: web::Payl
 
 async fn create_tokens_batch(
     req: HttpRequest,
-    vault: web::Data<Vault>,
+    Unsealed(vault): Unsealed,
     body: web::Payload,
 ) -> Answer {
     let p = principal(&req, &vault, Scope::Tokenize).await?;
@@ -397,7 +401,11 @@ fn item_problem(index: usize, p: &Problem) -> Value {
     v
 }
 
-async fn get_token(req: HttpRequest, vault: web::Data<Vault>, token: web::Path<String>) -> Answer {
+async fn get_token(
+    req: HttpRequest,
+    Unsealed(vault): Unsealed,
+    token: web::Path<String>,
+) -> Answer {
     let p = principal(&req, &vault, Scope::Read).await?;
     let info = vault.get(p.merchant()?, &token)?;
     Ok(HttpResponse::Ok().json(token_json(&info, true)))
@@ -405,7 +413,7 @@ async fn get_token(req: HttpRequest, vault: web::Data<Vault>, token: web::Path<S
 
 async fn update_token(
     req: HttpRequest,
-    vault: web::Data<Vault>,
+    Unsealed(vault): Unsealed,
     token: web::Path<String>,
     body: web::Payload,
 ) -> Answer {
@@ -440,7 +448,7 @@ async fn update_token(
 
 async fn delete_token(
     req: HttpRequest,
-    vault: web::Data<Vault>,
+    Unsealed(vault): Unsealed,
     token: web::Path<String>,
 ) -> Answer {
     let p = principal(&req, &vault, Scope::Tokenize).await?;
@@ -494,7 +502,7 @@ impl Default for RevealLimit {
 
 async fn reveal_token(
     req: HttpRequest,
-    vault: web::Data<Vault>,
+    Unsealed(vault): Unsealed,
     limit: web::Data<RevealLimit>,
     token: web::Path<String>,
 ) -> Answer {
@@ -530,7 +538,11 @@ async fn reveal_token(
         .body(body.as_bytes().to_vec()))
 }
 
-async fn create_merchant(req: HttpRequest, vault: web::Data<Vault>, body: web::Payload) -> Answer {
+async fn create_merchant(
+    req: HttpRequest,
+    Unsealed(vault): Unsealed,
+    body: web::Payload,
+) -> Answer {
     let p = principal(&req, &vault, Scope::Admin).await?;
     let map = json_body(&req, body, BODY_LIMIT).await?;
     only_fields(&map, &["name", "prefix"])?;
@@ -548,7 +560,7 @@ async fn create_merchant(req: HttpRequest, vault: web::Data<Vault>, body: web::P
 
 async fn add_shop(
     req: HttpRequest,
-    vault: web::Data<Vault>,
+    Unsealed(vault): Unsealed,
     merchant: web::Path<String>,
     body: web::Payload,
 ) -> Answer {
@@ -566,7 +578,7 @@ async fn add_shop(
 
 async fn remove_shop(
     req: HttpRequest,
-    vault: web::Data<Vault>,
+    Unsealed(vault): Unsealed,
     path: web::Path<(String, String)>,
 ) -> Answer {
     let p = principal(&req, &vault, Scope::Admin).await?;
@@ -577,7 +589,7 @@ async fn remove_shop(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn create_api_key(req: HttpRequest, vault: web::Data<Vault>, body: web::Payload) -> Answer {
+async fn create_api_key(req: HttpRequest, Unsealed(vault): Unsealed, body: web::Payload) -> Answer {
     let p = principal(&req, &vault, Scope::Admin).await?;
     let map = json_body(&req, body, BODY_LIMIT).await?;
     only_fields(&map, &["shop_login", "admin", "scopes", "label"])?;
@@ -615,7 +627,7 @@ async fn create_api_key(req: HttpRequest, vault: web::Data<Vault>, body: web::Pa
 
 async fn revoke_api_key(
     req: HttpRequest,
-    vault: web::Data<Vault>,
+    Unsealed(vault): Unsealed,
     id: web::Path<String>,
 ) -> Answer {
     let p = principal(&req, &vault, Scope::Admin).await?;
@@ -629,8 +641,59 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-async fn readyz(vault: web::Data<Vault>) -> HttpResponse {
-    match vault.ready() {
+/// The open vault, for a data endpoint; 503 `sealed` while the vault is sealed.
+struct Unsealed(Vault);
+
+impl actix_web::FromRequest for Unsealed {
+    type Error = Problem;
+    type Future = std::future::Ready<Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(match req.app_data::<web::Data<Gate>>() {
+            Some(gate) => gate.vault().map(Unsealed).map_err(Problem::from),
+            None => Err(Error::Sealed.into()),
+        })
+    }
+}
+
+async fn seal_status(gate: web::Data<Gate>) -> HttpResponse {
+    HttpResponse::Ok().json(gate.status())
+}
+
+/// `POST /v1/sys/unseal` (no auth; audited): `{"passphrase"}` (file keys) or `{"share"}`.
+async fn unseal(req: HttpRequest, gate: web::Data<Gate>, body: web::Payload) -> Answer {
+    let map = json_body(&req, body, BODY_LIMIT).await?;
+    only_fields(&map, &["passphrase", "share"])?;
+    let input = match (map.get("passphrase"), map.get("share")) {
+        (Some(Value::String(p)), None) => UnsealInput::Passphrase(SecretString::new(p.clone())),
+        (Some(_), None) => return Err(field_error("passphrase", "must be a JSON string")),
+        (None, Some(_)) => {
+            return Err(field_error(
+                "share",
+                "this vault's keys are not split into shares",
+            ));
+        }
+        _ => {
+            return Err(field_error(
+                "passphrase",
+                "give exactly one of passphrase or share",
+            ));
+        }
+    };
+    let status = gate.unseal(&request_ctx(&req, None), input).await?;
+    Ok(HttpResponse::Ok().json(status))
+}
+
+/// `POST /v1/sys/seal` (scope `keys`).
+async fn seal(req: HttpRequest, gate: web::Data<Gate>, Unsealed(vault): Unsealed) -> Answer {
+    let p = principal(&req, &vault, Scope::Keys).await?;
+    drop(vault);
+    let status = gate.seal(&request_ctx(&req, Some(&p))).await?;
+    Ok(HttpResponse::Ok().json(status))
+}
+
+async fn readyz(gate: web::Data<Gate>) -> HttpResponse {
+    match gate.vault().and_then(|v| v.ready()) {
         Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
         Err(e) => Problem::from(e).response(),
     }
@@ -673,7 +736,7 @@ impl Metrics {
         r.sum += seconds;
     }
 
-    fn render(&self, vault: &Vault) -> String {
+    fn render(&self, vault: Option<&Vault>) -> String {
         use std::fmt::Write;
         use std::sync::atomic::Ordering::Relaxed;
         let mut out = String::new();
@@ -714,6 +777,9 @@ impl Metrics {
                 r.count
             );
         }
+        out.push_str("# TYPE panvault_sealed gauge\n");
+        let _ = writeln!(out, "panvault_sealed {}", u8::from(vault.is_none()));
+        let Some(vault) = vault else { return out };
         let st = vault.writer_stats();
         out.push_str("# TYPE panvault_group_commit_writes_total counter\n");
         let _ = writeln!(
@@ -765,10 +831,10 @@ impl Metrics {
     }
 }
 
-async fn metrics(vault: web::Data<Vault>, metrics: web::Data<Metrics>) -> HttpResponse {
+async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(metrics.render(&vault))
+        .body(metrics.render(gate.vault().ok().as_ref()))
 }
 
 async fn openapi() -> HttpResponse {
@@ -814,6 +880,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/v1/merchants/{merchant_id}/shops/{shop_login}",
             web::delete().to(remove_shop),
         )
+        .route("/v1/sys/seal-status", web::get().to(seal_status))
+        .route("/v1/sys/unseal", web::post().to(unseal))
+        .route("/v1/sys/seal", web::post().to(seal))
         .route("/v1/api-keys", web::post().to(create_api_key))
         .route(
             "/v1/api-keys/{api_key_id}",
@@ -825,13 +894,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Runs the server until SIGTERM/SIGINT, then drains in-flight requests and stops the vault's
 /// writer (everything acknowledged is on disk by then). `on_ready` gets the bound address.
 pub async fn serve(
-    vault: Vault,
+    gate: Gate,
     listen: SocketAddr,
     tls: Option<rustls::ServerConfig>,
     limit: RevealLimit,
     on_ready: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
-    let data = web::Data::new(vault.clone());
+    let data = web::Data::new(gate);
+    let gate = data.clone();
     let limit = web::Data::new(limit);
     let metrics = web::Data::new(Metrics::default());
     let server = HttpServer::new(move || {
@@ -891,6 +961,6 @@ pub async fn serve(
         on_ready(*addr);
     }
     let result = server.run().await;
-    vault.shutdown();
+    gate.shutdown();
     result
 }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod keys;
 pub mod openapi;
 pub mod pan;
+pub mod seal;
 pub mod store;
 pub mod tls;
 pub mod token;

@@ -10,6 +10,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::access::Scope;
 use crate::pan::Brand;
+use crate::seal::SealStatus;
 use crate::token::TokenKind;
 use crate::vault::{Agreement, TokenInfo};
 
@@ -182,6 +183,27 @@ fn readyz() {}
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 fn metrics() {}
 
+#[derive(ToSchema)]
+pub struct UnsealBody {
+    /// `file` keys: the operator passphrase.
+    passphrase: Option<String>,
+    /// `shamir` keys: one custodian share.
+    share: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/sys/seal-status", responses((status = 200, description = "OK", body = SealStatus)))]
+fn seal_status() {}
+
+#[utoipa::path(post, path = "/v1/sys/unseal", request_body = UnsealBody,
+    responses((status = 200, description = "unsealed, or progress towards it", body = SealStatus), (status = 400, description = "wrong passphrase or share (audited once unsealed)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid field (named in detail, never echoed)", body = Problem, content_type = "application/problem+json")))]
+fn unseal() {}
+
+#[utoipa::path(post, path = "/v1/sys/seal", security(("bearer" = [])),
+    responses((status = 200, description = "sealed: key material dropped", body = SealStatus), (status = 403, description = "the key lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "already sealed", body = Problem, content_type = "application/problem+json")))]
+fn seal() {}
+
 struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
@@ -199,10 +221,10 @@ impl utoipa::Modify for BearerAuth {
 #[openapi(
     info(title = "panvault", description = "Card-tokenization vault: Axerve-format tokens under envelope encryption."),
     paths(create_token, create_tokens_batch, get_token, update_token, delete_token, reveal_token,
-        create_merchant, add_shop, remove_shop, create_api_key, revoke_api_key, healthz, readyz, metrics),
+        create_merchant, add_shop, remove_shop, create_api_key, revoke_api_key, healthz, readyz, metrics, seal_status, unseal, seal),
     components(schemas(TokenInfo, Agreement, Brand, TokenKind, Scope, TokenizeBody, BatchBody, BatchResult,
         BatchAnswer, UpdateBody, RevealAnswer, Problem, MerchantBody, MerchantAnswer, ShopBody, ApiKeyBody,
-        ApiKeyAnswer)),
+        ApiKeyAnswer, UnsealBody, SealStatus)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -234,6 +256,9 @@ mod tests {
             "/healthz",
             "/readyz",
             "/metrics",
+            "/v1/sys/seal-status",
+            "/v1/sys/unseal",
+            "/v1/sys/seal",
         ] {
             assert!(doc["paths"][path].is_object(), "{path}");
         }

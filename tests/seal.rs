@@ -1,0 +1,256 @@
+//! Sealed start and unseal over HTTPS (contract 5, issue 4 item 1), against the real binary:
+//! a `file`-keys vault served without its passphrase starts sealed, answers 503 `sealed` on data
+//! endpoints and `/readyz`, refuses a wrong passphrase, unseals with the right one, seals again
+//! on a `keys`-scoped request, and unseals once more with its data intact. The audit chain
+//! records the refused attempt, both unseals and the seal. No server log line holds the card
+//! number or the passphrase.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder};
+use serde_json::{Value, json};
+
+const PAN: &str = "4111111111111111";
+const PASSPHRASE: &str = "correct horse battery staple";
+
+fn send(b: RequestBuilder) -> (StatusCode, Value) {
+    let r = b.send().unwrap();
+    let status = r.status();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_file_keys_vault_starts_sealed_unseals_and_seals_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let pass = tmp.path().join("pass");
+    std::fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
+    let bin = env!("CARGO_BIN_EXE_panvault");
+    let init = Command::new(bin)
+        .args(["init", "--json", "--keys", "file", "--passphrase-file"])
+        .arg(&pass)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let init: Value = serde_json::from_slice(&init.stdout).unwrap();
+    let admin = init["admin_api_key"].as_str().unwrap().to_string();
+
+    // No passphrase given: the server starts sealed.
+    let mut child = Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env_remove("PANVAULT_PASSPHRASE_FILE")
+        .env("PANVAULT_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let log = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(a) = line.split("listening on https://").nth(1) {
+                    let _ = tx.send(a.trim().to_string());
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+    }
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("a `listening on` line");
+    let base = format!("https://{addr}");
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(data.join("tls/ca.pem")).unwrap()).unwrap();
+    let c = Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let bearer = |b: RequestBuilder, key: &str| b.header("Authorization", format!("Bearer {key}"));
+    let unseal = |body: Value| send(c.post(format!("{base}/v1/sys/unseal")).json(&body));
+    let status = || send(c.get(format!("{base}/v1/sys/seal-status"))).1;
+    let sealed_answer = |(s, body): (StatusCode, Value)| {
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["code"], "sealed", "{body}");
+    };
+
+    assert_eq!(
+        status(),
+        json!({"sealed": true, "key_source": "file", "shares_needed": 1, "shares_received": 0})
+    );
+    assert_eq!(
+        send(c.get(format!("{base}/healthz"))).0,
+        StatusCode::OK,
+        "alive while sealed"
+    );
+    sealed_answer(send(c.get(format!("{base}/readyz"))));
+    sealed_answer(send(bearer(
+        c.post(format!("{base}/v1/merchants"))
+            .json(&json!({"name": "A"})),
+        &admin,
+    )));
+    sealed_answer(send(bearer(c.post(format!("{base}/v1/sys/seal")), &admin)));
+
+    // Wrong passphrase: refused, still sealed. Malformed bodies: named field, 422.
+    let (s, body) = unseal(json!({"passphrase": "not the passphrase at all"}));
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "key_unlock_failed");
+    assert_eq!(status()["sealed"], true);
+    for bad in [
+        json!({}),
+        json!({"passphrase": 7}),
+        json!({"share": "pvshare1-1-00"}),
+        json!({"passphrase": "x", "share": "y"}),
+        json!({"passphrase": "x", "other": 1}),
+    ] {
+        let (s, body) = unseal(bad.clone());
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        assert_eq!(body["code"], "invalid_field", "{bad}");
+    }
+
+    // The right passphrase unseals.
+    let (s, body) = unseal(json!({ "passphrase": PASSPHRASE }));
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"sealed": false, "key_source": "file", "shares_needed": 0, "shares_received": 0})
+    );
+    assert_eq!(send(c.get(format!("{base}/readyz"))).0, StatusCode::OK);
+    // A second unseal changes nothing.
+    assert_eq!(
+        unseal(json!({ "passphrase": PASSPHRASE })).0,
+        StatusCode::OK
+    );
+
+    // Data goes in.
+    let (s, m) = send(bearer(
+        c.post(format!("{base}/v1/merchants"))
+            .json(&json!({"name": "A", "prefix": "SEAL"})),
+        &admin,
+    ));
+    assert_eq!(s, StatusCode::CREATED, "{m}");
+    let mid = m["merchant_id"].as_str().unwrap();
+    let (s, _) = send(bearer(
+        c.post(format!("{base}/v1/merchants/{mid}/shops"))
+            .json(&json!({"shop_login": "9000001"})),
+        &admin,
+    ));
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, k) = send(bearer(
+        c.post(format!("{base}/v1/api-keys"))
+            .json(&json!({"shop_login": "9000001", "scopes": ["tokenize", "read", "reveal"]})),
+        &admin,
+    ));
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    let shop = k["api_key"].as_str().unwrap().to_string();
+    let (s, t) = send(bearer(
+        c.post(format!("{base}/v1/tokens"))
+            .json(&json!({"pan": PAN, "expiry_month": 12, "expiry_year": 2030})),
+        &shop,
+    ));
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let token = t["token"].as_str().unwrap().to_string();
+
+    // Sealing needs the `keys` scope; then every data endpoint is 503 again.
+    let (s, body) = send(bearer(c.post(format!("{base}/v1/sys/seal")), &shop));
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let (s, body) = send(bearer(c.post(format!("{base}/v1/sys/seal")), &admin));
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["sealed"], true);
+    sealed_answer(send(bearer(
+        c.get(format!("{base}/v1/tokens/{token}")),
+        &shop,
+    )));
+    sealed_answer(send(c.get(format!("{base}/readyz"))));
+    let metrics = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("panvault_sealed 1"), "{metrics}");
+
+    // Unseal again: the same token reveals to the same card.
+    assert_eq!(
+        unseal(json!({ "passphrase": PASSPHRASE })).0,
+        StatusCode::OK
+    );
+    let (s, r) = send(bearer(
+        c.post(format!("{base}/v1/tokens/{token}/reveal")),
+        &shop,
+    ));
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["pan"], PAN);
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+
+    // The chain verifies and holds, in order: the refused unseal, the unseal, the seal, the
+    // second unseal.
+    let verify = Command::new(bin)
+        .args(["audit", "verify", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{verify:?}");
+    let export = Command::new(bin)
+        .args(["audit", "export", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let actions: Vec<(String, String)> = String::from_utf8(export.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["action"] == "unseal" || e["action"] == "seal")
+        .map(|e| {
+            assert!(e["client"].as_str().is_some(), "{e}");
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, o)| (a.to_string(), o.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        actions,
+        pairs(&[
+            ("unseal", "refused"),
+            ("unseal", "ok"),
+            ("seal", "ok"),
+            ("unseal", "ok")
+        ])
+    );
+    let log = log.lock().unwrap();
+    assert!(log.iter().any(|l| l.contains("starting sealed")), "{log:?}");
+    for line in log.iter() {
+        assert!(
+            !line.contains(PAN) && !line.contains(PASSPHRASE),
+            "secret in log: {line}"
+        );
+    }
+}
