@@ -249,16 +249,27 @@ metric() { # metric NAME-AND-LABELS: a value from the vault's /metrics, 0 if abs
 FAILED=0
 declare -A RPS P50 P99 BAD
 get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+# cpu_ticks PID: user + system CPU time of a process so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+declare -A CPU
 # measure NAME MODE URL: warmup, then the measured run; sets RPS/P50/P99/BAD[NAME] and $line/$warm.
 measure() {
     log "phase $1: warmup $WARMUP, then $DURATION (-t$THREADS -c$CONNECTIONS)"
     run_wrk "$2" "$3" 1 "$WARMUP" "$1-warmup"
+    local pid=$VAULT_PID
+    [ "$2" = echo ] && pid=$ECHO_PID
+    local t0
+    t0=$(cpu_ticks "$pid")
     run_wrk "$2" "$3" 2 "$DURATION" "$1"
+    CPU[$1]=$(($(cpu_ticks "$pid") - t0))
     line=$(grep '^RESULT ' "$TMP/$1.log") || die "no result in $1"
     warm=$(grep '^RESULT ' "$TMP/$1-warmup.log") || die "no result in $1 warmup"
     RPS[$1]=$(get rps "$line")
     P50[$1]=$(get p50_ms "$line")
     P99[$1]=$(get p99_ms "$line")
+    # Server CPU per request (µs): less sensitive than req/s to what else the machine runs.
+    CPU[$1]=$(awk -v t="${CPU[$1]}" -v hz="$TICK" -v n="$(get requests "$line")" 'BEGIN { printf "%.0f", n ? t / hz * 1e6 / n : 0 }')
     local bad=0 l
     for l in "$line" "$warm"; do
         bad=$((bad + $(get non2xx "$l") + $(get sockerr "$l") + $(get timeouts "$l")))
@@ -286,8 +297,8 @@ done
 # --- report --------------------------------------------------------------------------------------
 writes=$(metric panvault_group_commit_writes_total)
 syncs=$(metric panvault_group_commit_syncs_total)
-echo "| phase | req/s | p50 ms | p99 ms | echo just before: req/s, p99 ms | vs echo | non-2xx/errors |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| phase | req/s | p50 ms | p99 ms | echo just before: req/s, p99 ms | vs echo | server CPU µs/req (echo's) | non-2xx/errors |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for phase in $PHASES; do
     case $phase in
         new) name="tokenize, new cards (durable)" ;;
@@ -296,9 +307,9 @@ for phase in $PHASES; do
         reveal) name="reveal ($REVEAL_KEYS keys, round-robin)" ;;
     esac
     ratio=$(awk -v a="${RPS[$phase]}" -v b="${RPS[echo-$phase]}" 'BEGIN { printf "%.2f", a / b }')
-    printf '| %s | %.0f | %.2f | %.2f | %.0f, %.2f | %sx | %s |\n' "$name" "${RPS[$phase]}" \
+    printf '| %s | %.0f | %.2f | %.2f | %.0f, %.2f | %sx | %s (%s) | %s |\n' "$name" "${RPS[$phase]}" \
         "${P50[$phase]}" "${P99[$phase]}" "${RPS[echo-$phase]}" "${P99[echo-$phase]}" "$ratio" \
-        "$((BAD[$phase] + BAD[echo-$phase]))"
+        "${CPU[$phase]}" "${CPU[echo-$phase]}" "$((BAD[$phase] + BAD[echo-$phase]))"
 done
 echo
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warmup per phase, HTTPS keep-alive," \
