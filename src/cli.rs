@@ -231,7 +231,9 @@ fn init(a: InitArgs) -> Result<()> {
         (KeySource::Shamir, Some(n), Some(m)) => {
             crate::keys::shamir::stage_init(m, n)?;
             if let Some(dir) = &a.share_dir {
-                // Refuse before anything is created: a share must never overwrite another.
+                // Make sure the shares can be written before the vault exists (a vault whose
+                // shares were lost could never be unsealed), and never overwrite a share.
+                crate::keys::create_private_dir(dir)?;
                 if let Some(p) = (1..=n).map(|i| share_path(dir, i)).find(|p| p.exists()) {
                     return Err(Error::Config(format!(
                         "--share-dir: {} already exists; refusing to overwrite a share",
