@@ -94,6 +94,7 @@ pub(crate) fn split(threshold: usize, count: usize) -> Result<Split> {
     );
     let custody_key = custody_key(&secret);
     secret.zeroize();
+    let custody_key = custody_key?;
     let (mut shares, verifiers) =
         split.map_err(|_| Error::Config("splitting the key into shares failed".into()))?;
     let strings = shares.iter().map(encode_share).collect::<Result<Vec<_>>>();
@@ -109,13 +110,12 @@ pub(crate) fn split(threshold: usize, count: usize) -> Result<Split> {
 }
 
 /// The AES-256 custody key: HKDF-SHA256 of the scalar's 32 big-endian bytes.
-fn custody_key(secret: &IdentifierPrimeField<Scalar>) -> SecretKey {
+fn custody_key(secret: &IdentifierPrimeField<Scalar>) -> Result<SecretKey> {
     let repr = Zeroizing::new(secret.0.to_repr());
     let mut okm = Zeroizing::new([0u8; 32]);
     // expand() fails only for outputs longer than 255 * 32 bytes; 32 bytes cannot fail.
     let _ = Hkdf::<Sha256>::new(None, repr.as_slice()).expand(HKDF_INFO, okm.as_mut_slice());
-    // 32 bytes always make a key.
-    SecretKey::from_slice(okm.as_slice()).unwrap_or_else(|_| SecretKey::random())
+    SecretKey::from_slice(okm.as_slice())
 }
 
 /// `pvshare1-<id>-<64 hex>`.
@@ -328,6 +328,7 @@ impl ShareCollector {
             .is_some_and(|c0| ProjectivePoint::GENERATOR * secret.0 == c0.0);
         let key = custody_key(&secret);
         secret.zeroize();
+        let key = key?;
         if !ok {
             return Err(Error::KeyUnlock(
                 "the shares do not combine to this vault's key",
