@@ -316,7 +316,8 @@ fn init(a: InitArgs) -> Result<()> {
             let m = a.threshold.unwrap_or_default();
             if share_files.is_empty() {
                 println!(
-                    "custodian shares ({m} of {} unseal; each shown once: hand each to its custodian now):",
+                    "custodian shares ({m} of {} unseal; shown once, hand each to its custodian \
+                     now):",
                     shares.len()
                 );
                 for (i, s) in shares.iter().enumerate() {

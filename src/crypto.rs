@@ -462,6 +462,21 @@ mod tests {
     }
 
     #[test]
+    fn sealed_kek_is_bound_to_its_source_label_and_version() {
+        let key = SecretKey::random();
+        let kek = SecretKey::random();
+        let sealed = seal_kek(&key, "kek-shamir", 2, &kek).unwrap();
+        assert_eq!(
+            open_kek(&key, "kek-shamir", 2, &sealed).unwrap().expose(),
+            kek.expose()
+        );
+        assert!(open_kek(&key, "kek-file", 2, &sealed).is_err());
+        assert!(open_kek(&key, "kek-shamir", 1, &sealed).is_err());
+        assert!(open_kek(&SecretKey::random(), "kek-shamir", 2, &sealed).is_err());
+        assert!(open_with_passphrase_key(&key, 2, &sealed).is_err());
+    }
+
+    #[test]
     fn aad_is_unambiguous() {
         assert_ne!(record_aad("ab", "c", 1), record_aad("a", "bc", 1));
         assert_ne!(record_aad("a", "b", 1), record_aad("a", "b", 2));

@@ -353,7 +353,12 @@ pub(crate) fn collect_all(verifiers: Verifiers, texts: &[SecretString]) -> Resul
 
 thread_local! {
     /// `init --keys shamir` on this thread: the parameters going in, the shares coming out.
-    static STAGED: RefCell<Staged> = const { RefCell::new(Staged { params: None, shares: Vec::new() }) };
+    static STAGED: RefCell<Staged> = const {
+        RefCell::new(Staged {
+            params: None,
+            shares: Vec::new(),
+        })
+    };
 }
 
 struct Staged {
