@@ -48,9 +48,19 @@ pub struct InitArgs {
     /// Storage backend: redb (default) or sled.
     #[arg(long = "store", default_value = "redb")]
     pub store: Backend,
-    /// KEK source: file (passphrase-sealed key file) or dev (needs --dev).
+    /// KEK source: file (passphrase-sealed key file), shamir (M of N custodian shares) or dev
+    /// (needs --dev).
     #[arg(long = "keys")]
     pub keys: Option<KeySource>,
+    /// `shamir` keys: how many custodian shares to make (N, at most 255).
+    #[arg(long, requires = "threshold")]
+    pub shares: Option<usize>,
+    /// `shamir` keys: how many distinct shares unseal (M, 2..=N).
+    #[arg(long, requires = "shares")]
+    pub threshold: Option<usize>,
+    /// `shamir` keys: write each share to DIR/share-<id>.txt (mode 0600) instead of printing it.
+    #[arg(long, requires = "shares")]
+    pub share_dir: Option<PathBuf>,
     /// Unprotected local key file, for trying and testing only.
     #[arg(long)]
     pub dev: bool,
@@ -82,6 +92,9 @@ pub struct ServeArgs {
     /// Require client certificates chaining to this CA (PEM): mTLS.
     #[arg(long, env = "PANVAULT_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
+    /// File of custodian shares, one per line (`shamir` keys); else $PANVAULT_SHARES_FILE.
+    #[arg(long, env = "PANVAULT_SHARES_FILE")]
+    pub shares_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +135,24 @@ pub fn read_passphrase(path: &Path) -> Result<SecretString> {
     Ok(SecretString::new(
         text.lines().next().unwrap_or_default().to_string(),
     ))
+}
+
+/// Reads custodian shares from a file: one per line; blank lines and `#` comments are skipped.
+pub fn read_shares(path: &Path) -> Result<Vec<SecretString>> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?,
+    );
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| SecretString::new(l.to_string()))
+        .collect())
+}
+
+/// The path of custodian `id`'s share file in `--share-dir`.
+fn share_path(dir: &Path, id: usize) -> PathBuf {
+    dir.join(format!("share-{id}.txt"))
 }
 
 /// Runs one parsed command line.
@@ -195,8 +226,36 @@ fn init(a: InitArgs) -> Result<()> {
             })?;
             Some(read_passphrase(path)?)
         }
-        KeySource::Dev => None,
+        KeySource::Dev | KeySource::Shamir => None,
     };
+    match (source, a.shares, a.threshold) {
+        (KeySource::Shamir, Some(n), Some(m)) => {
+            crate::keys::shamir::check_params(m, n)?;
+            if let Some(dir) = &a.share_dir {
+                // Make sure the shares can be written before the vault exists (a vault whose
+                // shares were lost could never be unsealed), and never overwrite a share.
+                crate::keys::create_private_dir(dir)?;
+                if let Some(p) = (1..=n).map(|i| share_path(dir, i)).find(|p| p.exists()) {
+                    return Err(Error::Config(format!(
+                        "--share-dir: {} already exists; refusing to overwrite a share",
+                        p.display()
+                    )));
+                }
+            }
+        }
+        (KeySource::Shamir, _, _) => {
+            return Err(Error::Config(
+                "the shamir key source needs --shares N and --threshold M".into(),
+            ));
+        }
+        (_, None, None) => {}
+        (s, _, _) => {
+            return Err(Error::Config(format!(
+                "--shares/--threshold/--share-dir need --keys shamir (not {})",
+                s.as_str()
+            )));
+        }
+    }
     let init = Vault::init(
         &a.data,
         InitOptions {
@@ -204,8 +263,18 @@ fn init(a: InitArgs) -> Result<()> {
             key_source: source,
             passphrase,
             kdf: KdfParams::default(),
+            shamir: a.threshold.zip(a.shares),
         },
     )?;
+    let shares = &init.shares;
+    let mut share_files = Vec::new();
+    if let Some(dir) = &a.share_dir {
+        for (i, sh) in shares.iter().enumerate() {
+            let p = share_path(dir, i + 1);
+            crate::keys::write_private(&p, format!("{}\n", sh.expose()).as_bytes())?;
+            share_files.push(std::fs::canonicalize(&p).unwrap_or(p));
+        }
+    }
     let tls_ca = crate::tls::generate(&a.data)?;
     let tls_ca = std::fs::canonicalize(&tls_ca).unwrap_or(tls_ca);
     let data_dir = std::fs::canonicalize(&a.data).unwrap_or(a.data);
@@ -218,6 +287,19 @@ fn init(a: InitArgs) -> Result<()> {
             "store": a.store.to_string(),
             "key_source": source.as_str(),
         });
+        let mut out = out;
+        if source == KeySource::Shamir {
+            out["threshold"] = a.threshold.into();
+            if a.share_dir.is_some() {
+                out["share_files"] = serde_json::json!(share_files);
+            } else {
+                out["shares"] = shares
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| serde_json::json!({"custodian": i + 1, "share": s.expose()}))
+                    .collect();
+            }
+        }
         println!("{out}");
     } else {
         println!(
@@ -230,6 +312,27 @@ fn init(a: InitArgs) -> Result<()> {
             "admin API key (shown once, store it now): {}",
             init.admin_api_key.expose()
         );
+        if source == KeySource::Shamir {
+            let m = a.threshold.unwrap_or_default();
+            if share_files.is_empty() {
+                println!(
+                    "custodian shares ({m} of {} unseal; shown once, hand each to its custodian \
+                     now):",
+                    shares.len()
+                );
+                for (i, s) in shares.iter().enumerate() {
+                    println!("  custodian {}: {}", i + 1, s.expose());
+                }
+            } else {
+                println!(
+                    "custodian shares ({m} of {} unseal) written, one per file (mode 0600):",
+                    share_files.len()
+                );
+                for (i, p) in share_files.iter().enumerate() {
+                    println!("  custodian {}: {}", i + 1, p.display());
+                }
+            }
+        }
         if source == KeySource::Dev {
             println!(
                 "warning: dev keys are stored unprotected; never put real cards in this vault"
@@ -240,11 +343,18 @@ fn init(a: InitArgs) -> Result<()> {
 }
 
 /// What `serve` unlocks with at start; `None`: start sealed and wait for `POST /v1/sys/unseal`.
-fn server_unlock(data: &Path, passphrase_file: Option<&Path>) -> Result<Option<Unlock>> {
+fn server_unlock(
+    data: &Path,
+    passphrase_file: Option<&Path>,
+    shares_file: Option<&Path>,
+) -> Result<Option<Unlock>> {
     match crate::keys::source_of(data)? {
         KeySource::Dev => Ok(Some(Unlock::Dev)),
         KeySource::File => passphrase_file
             .map(|path| read_passphrase(path).map(Unlock::Passphrase))
+            .transpose(),
+        KeySource::Shamir => shares_file
+            .map(|path| read_shares(path).map(Unlock::Shares))
             .transpose(),
     }
 }
@@ -282,6 +392,8 @@ pub struct ConfigFile {
     pub listen: Option<SocketAddr>,
     pub plaintext: Option<bool>,
     pub passphrase_file: Option<PathBuf>,
+    /// File of custodian shares, one per line (`shamir` keys).
+    pub shares_file: Option<PathBuf>,
     /// PEM file of the CA that client certificates must chain to (mTLS); none: no client
     /// certificates asked for.
     pub client_ca: Option<PathBuf>,
@@ -345,14 +457,15 @@ fn serve(a: ServeArgs) -> Result<()> {
             crate::http::RevealLimit::new(r.per_second, r.burst)
         });
     let client_ca = a.client_ca.or(cfg.client_ca);
-    let gate = match server_unlock(&data, passphrase_file.as_deref())? {
+    let shares_file = a.shares_file.or(cfg.shares_file);
+    let gate = match server_unlock(&data, passphrase_file.as_deref(), shares_file.as_deref())? {
         Some(unlock) => Gate::unsealed(
             Vault::open(&data, &unlock, Options::default())?,
             Options::default(),
         )?,
         None => {
             tracing::warn!(
-                "starting sealed: no passphrase given; data endpoints answer 503 until POST /v1/sys/unseal"
+                "starting sealed: no passphrase or shares given; data endpoints answer 503 until POST /v1/sys/unseal"
             );
             Gate::sealed(&data, Options::default())?
         }

@@ -400,6 +400,27 @@ pub fn open_with_passphrase_key(
     SecretKey::from_slice(&plain)
 }
 
+/// Seals a KEK under a custody key other than the passphrase key (e.g. the `shamir` source's
+/// HKDF-derived key): AES-256-GCM, AAD `wrap_aad(label, kek_version, 0)`, so a sealed KEK is
+/// bound to its version and to its source (`kek-shamir` never opens as `kek-file`).
+pub fn seal_kek(key: &SecretKey, label: &str, kek_version: u32, kek: &SecretKey) -> Result<Sealed> {
+    let c = Aes256Gcm::new(key.expose().into());
+    seal(&c, &wrap_aad(label, kek_version, 0), kek.expose())
+}
+
+/// Opens a KEK sealed by [`seal_kek`] with the same label; a wrong key fails here.
+pub fn open_kek(
+    key: &SecretKey,
+    label: &str,
+    kek_version: u32,
+    sealed: &Sealed,
+) -> Result<SecretKey> {
+    let c = Aes256Gcm::new(key.expose().into());
+    let plain = open(&c, &wrap_aad(label, kek_version, 0), sealed, "key file")
+        .map_err(|_| Error::KeyUnlock("wrong custody key or altered key file"))?;
+    SecretKey::from_slice(&plain)
+}
+
 /// Random bytes from the OS CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
@@ -438,6 +459,21 @@ mod tests {
         let mut t = s.clone();
         t.ciphertext[0] ^= 1;
         assert!(dek.open_record("mer_a", "41XYZWABCDEF1111", &t).is_err());
+    }
+
+    #[test]
+    fn sealed_kek_is_bound_to_its_source_label_and_version() {
+        let key = SecretKey::random();
+        let kek = SecretKey::random();
+        let sealed = seal_kek(&key, "kek-shamir", 2, &kek).unwrap();
+        assert_eq!(
+            open_kek(&key, "kek-shamir", 2, &sealed).unwrap().expose(),
+            kek.expose()
+        );
+        assert!(open_kek(&key, "kek-file", 2, &sealed).is_err());
+        assert!(open_kek(&key, "kek-shamir", 1, &sealed).is_err());
+        assert!(open_kek(&SecretKey::random(), "kek-shamir", 2, &sealed).is_err());
+        assert!(open_with_passphrase_key(&key, 2, &sealed).is_err());
     }
 
     #[test]

@@ -67,6 +67,14 @@ pub enum Error {
     /// Wrong passphrase, wrong key, or tampered key file.
     #[error("key unlock failed: {0}")]
     KeyUnlock(&'static str),
+    /// A custodian share (`shamir` key source) was refused: malformed, not on this vault's
+    /// committed polynomial, or repeated. It does not count towards the threshold. The message
+    /// names the share by position and id, never by its value.
+    #[error("share refused: {0}")]
+    ShareRefused(String),
+    /// Fewer distinct valid custodian shares than the keyring's threshold.
+    #[error("not enough shares: {have} distinct valid shares given, {need} needed")]
+    NotEnoughShares { have: usize, need: usize },
     /// Authenticated decryption failed: the ciphertext, its associated data or its key is wrong.
     #[error("decryption failed for {what}")]
     Decrypt { what: &'static str },
@@ -123,6 +131,8 @@ impl Error {
             Error::BatchTooLarge { .. } => "batch_too_large",
             Error::Sealed => "sealed",
             Error::KeyUnlock(_) => "key_unlock_failed",
+            Error::ShareRefused(_) => "share_refused",
+            Error::NotEnoughShares { .. } => "not_enough_shares",
             Error::Decrypt { .. } => "decrypt_failed",
             Error::AlreadyInitialized(_) => "already_initialized",
             Error::NotInitialized(_) => "not_initialized",

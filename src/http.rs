@@ -93,7 +93,9 @@ impl From<Error> for Problem {
             | Error::ApiKeyNotFound => StatusCode::NOT_FOUND,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             // An unseal attempt with a wrong passphrase or share.
-            Error::KeyUnlock(_) => StatusCode::BAD_REQUEST,
+            Error::KeyUnlock(_) | Error::ShareRefused(_) | Error::NotEnoughShares { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::Sealed | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -667,12 +669,8 @@ async fn unseal(req: HttpRequest, gate: web::Data<Gate>, body: web::Payload) -> 
     let input = match (map.get("passphrase"), map.get("share")) {
         (Some(Value::String(p)), None) => UnsealInput::Passphrase(SecretString::new(p.clone())),
         (Some(_), None) => return Err(field_error("passphrase", "must be a JSON string")),
-        (None, Some(_)) => {
-            return Err(field_error(
-                "share",
-                "this vault's keys are not split into shares",
-            ));
-        }
+        (None, Some(Value::String(s))) => UnsealInput::Share(SecretString::new(s.clone())),
+        (None, Some(_)) => return Err(field_error("share", "must be a JSON string")),
         _ => {
             return Err(field_error(
                 "passphrase",

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::audit::Event;
 use crate::crypto::SecretString;
+use crate::keys::shamir::ShareCollector;
 use crate::keys::{self, KeySource, Unlock};
 use crate::vault::{Ctx, Options, Vault};
 use crate::{Error, Result};
@@ -34,18 +35,36 @@ pub struct SealStatus {
 /// What an unseal request carries.
 #[derive(Debug)]
 pub enum UnsealInput {
+    /// `file` keys.
     Passphrase(SecretString),
+    /// `shamir` keys: one custodian share per call.
+    Share(SecretString),
 }
 
 enum State {
-    Sealed { refused: Vec<Event> },
+    Sealed {
+        refused: Vec<Event>,
+        /// `shamir` keys: the valid shares handed in so far.
+        shares: Option<ShareCollector>,
+    },
     Unsealed(Vault),
+}
+
+impl State {
+    fn sealed() -> Self {
+        State::Sealed {
+            refused: Vec::new(),
+            shares: None,
+        }
+    }
 }
 
 /// The vault, or the fact that it is sealed.
 pub struct Gate {
     dir: PathBuf,
     source: KeySource,
+    /// Shares (or passphrases: 1) an unseal needs.
+    threshold: usize,
     options: Options,
     state: Mutex<State>,
     unsealing: tokio::sync::Mutex<()>,
@@ -54,22 +73,24 @@ pub struct Gate {
 impl Gate {
     /// A gate over the vault in `dir`, sealed.
     pub fn sealed(dir: &Path, options: Options) -> Result<Gate> {
+        let source = keys::source_of(dir)?;
         Ok(Gate {
             dir: dir.to_path_buf(),
-            source: keys::source_of(dir)?,
+            source,
+            threshold: threshold_of(dir, source)?,
             options,
-            state: Mutex::new(State::Sealed {
-                refused: Vec::new(),
-            }),
+            state: Mutex::new(State::sealed()),
             unsealing: tokio::sync::Mutex::new(()),
         })
     }
 
     /// A gate over an open vault.
     pub fn unsealed(vault: Vault, options: Options) -> Result<Gate> {
+        let source = keys::source_of(vault.dir())?;
         Ok(Gate {
             dir: vault.dir().to_path_buf(),
-            source: keys::source_of(vault.dir())?,
+            source,
+            threshold: threshold_of(vault.dir(), source)?,
             options,
             state: Mutex::new(State::Unsealed(vault)),
             unsealing: tokio::sync::Mutex::new(()),
@@ -93,15 +114,57 @@ impl Gate {
     }
 
     /// Tries to unlock the keyring and open the vault (off the async workers: the passphrase
-    /// KDF takes a good fraction of a second). Attempts run one at a time. A refused attempt is
+    /// KDF takes a good fraction of a second). Attempts run one at a time. A share is checked
+    /// on arrival and counted until the threshold is reached. A refused passphrase or share is
     /// remembered for the audit chain; an attempt on an unsealed vault changes nothing.
     pub async fn unseal(&self, ctx: &Ctx, input: UnsealInput) -> Result<SealStatus> {
         let _one_at_a_time = self.unsealing.lock().await;
-        if self.vault().is_ok() {
-            return Ok(self.status());
-        }
-        let unlock = match input {
-            UnsealInput::Passphrase(p) => Unlock::Passphrase(p),
+        let unlock = {
+            let mut state = self.state();
+            let State::Sealed { refused, shares } = &mut *state else {
+                return Ok(self.status_of(&state));
+            };
+            match (self.source, input) {
+                (KeySource::File, UnsealInput::Passphrase(p)) => Unlock::Passphrase(p),
+                (KeySource::Shamir, UnsealInput::Share(text)) => {
+                    let collector = match shares {
+                        Some(c) => c,
+                        None => shares.insert(keys::share_collector(&self.dir)?),
+                    };
+                    match collector.add(text.expose()) {
+                        Ok(progress) if !progress.complete() => {
+                            return Ok(self.status_of(&state));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            refused.push(ctx.event("unseal", None, None, "refused"));
+                            return Err(e);
+                        }
+                    }
+                    match shares.take() {
+                        Some(c) => Unlock::Collected(c),
+                        None => return Err(Error::Sealed),
+                    }
+                }
+                (KeySource::Shamir, UnsealInput::Passphrase(_)) => {
+                    return Err(Error::InvalidField {
+                        field: "passphrase",
+                        reason: "this vault unseals with custodian shares",
+                    });
+                }
+                (_, UnsealInput::Passphrase(_)) => {
+                    return Err(Error::InvalidField {
+                        field: "passphrase",
+                        reason: "this vault's keys take no passphrase",
+                    });
+                }
+                (_, UnsealInput::Share(_)) => {
+                    return Err(Error::InvalidField {
+                        field: "share",
+                        reason: "this vault's keys are not split into shares",
+                    });
+                }
+            }
         };
         let (dir, options) = (self.dir.clone(), self.options.clone());
         // Opening checks the key first: a wrong passphrase never touches the store.
@@ -110,7 +173,7 @@ impl Gate {
             .map_err(|_| Error::store("unseal", "the unseal task failed"))?;
         let (vault, refused) = {
             let mut state = self.state();
-            let State::Sealed { refused } = &mut *state else {
+            let State::Sealed { refused, .. } = &mut *state else {
                 return Ok(self.status_of(&state));
             };
             match opened {
@@ -120,7 +183,14 @@ impl Gate {
                     (v, refused)
                 }
                 Err(e) => {
-                    if matches!(e, Error::KeyUnlock(_)) {
+                    // Shares that combined but did not open the keyring are spent: the
+                    // custodians start over.
+                    if matches!(
+                        e,
+                        Error::KeyUnlock(_)
+                            | Error::ShareRefused(_)
+                            | Error::NotEnoughShares { .. }
+                    ) {
                         refused.push(ctx.event("unseal", None, None, "refused"));
                     }
                     return Err(e);
@@ -141,12 +211,21 @@ impl Gate {
     }
 
     fn status_of(&self, state: &State) -> SealStatus {
-        let sealed = matches!(state, State::Sealed { .. });
+        let (needed, received) = match state {
+            State::Unsealed(_) => (0, 0),
+            State::Sealed {
+                shares: Some(c), ..
+            } => {
+                let p = c.progress();
+                (p.threshold, p.received)
+            }
+            State::Sealed { .. } => (self.threshold, 0),
+        };
         SealStatus {
-            sealed,
+            sealed: matches!(state, State::Sealed { .. }),
             key_source: self.source.as_str(),
-            shares_needed: u32::from(sealed),
-            shares_received: 0,
+            shares_needed: u32::try_from(needed).unwrap_or(u32::MAX),
+            shares_received: u32::try_from(received).unwrap_or(u32::MAX),
         }
     }
 
@@ -165,9 +244,7 @@ impl Gate {
         if let State::Unsealed(v) = &*state {
             v.shutdown();
         }
-        *state = State::Sealed {
-            refused: Vec::new(),
-        };
+        *state = State::sealed();
         Ok(self.status_of(&state))
     }
 
@@ -177,4 +254,11 @@ impl Gate {
             v.shutdown();
         }
     }
+}
+
+fn threshold_of(dir: &Path, source: KeySource) -> Result<usize> {
+    Ok(match source {
+        KeySource::Shamir => keys::share_collector(dir)?.progress().threshold,
+        _ => 1,
+    })
 }

@@ -72,6 +72,8 @@ pub struct InitOptions {
     pub key_source: KeySource,
     pub passphrase: Option<SecretString>,
     pub kdf: KdfParams,
+    /// `shamir` keys: `(threshold, shares)`.
+    pub shamir: Option<(usize, usize)>,
 }
 
 impl InitOptions {
@@ -82,6 +84,7 @@ impl InitOptions {
             key_source: KeySource::Dev,
             passphrase: None,
             kdf: KdfParams::default(),
+            shamir: None,
         }
     }
 }
@@ -305,6 +308,8 @@ fn load_meta_key(
 pub struct Initialized {
     pub admin_api_key_id: String,
     pub admin_api_key: SecretString,
+    /// `shamir` keys: the custodian shares, 1..=N, which exist nowhere else.
+    pub shares: Vec<SecretString>,
 }
 
 fn prefix_key(prefix: &MerchantPrefix) -> Vec<u8> {
@@ -518,7 +523,13 @@ impl Vault {
             return Err(Error::AlreadyInitialized(dir.display().to_string()));
         }
         keys::create_private_dir(dir)?;
-        let keyring = keys::create(dir, init.key_source, init.passphrase.as_ref(), init.kdf)?;
+        let (keyring, shares) = keys::create(
+            dir,
+            init.key_source,
+            init.passphrase.as_ref(),
+            init.kdf,
+            init.shamir,
+        )?;
         let store = store::open(init.backend, dir)?;
         let mut batch = WriteBatch::new();
         let fp = SecretKey::random();
@@ -572,6 +583,7 @@ impl Vault {
         Ok(Initialized {
             admin_api_key_id: record.id,
             admin_api_key: secret,
+            shares,
         })
     }
 

@@ -483,8 +483,42 @@ fn init_refuses_short_passphrase_and_leaves_no_vault() {
 fn init_refuses_unknown_or_unimplemented_choices() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("vault");
-    pv(&["init", "--data", s(&dir), "--keys", "shamir"])
-        .refused(&["shamir", "not implemented yet"]);
+    pv(&["init", "--data", s(&dir), "--keys", "shamir"]).refused(&["shamir", "--shares"]);
+    pv(&[
+        "init",
+        "--data",
+        s(&dir),
+        "--keys",
+        "shamir",
+        "--shares",
+        "3",
+        "--threshold",
+        "1",
+    ])
+    .refused(&["--threshold"]);
+    pv(&[
+        "init",
+        "--data",
+        s(&dir),
+        "--keys",
+        "shamir",
+        "--shares",
+        "2",
+        "--threshold",
+        "3",
+    ])
+    .refused(&["--threshold", "--shares"]);
+    pv(&[
+        "init",
+        "--data",
+        s(&dir),
+        "--dev",
+        "--shares",
+        "3",
+        "--threshold",
+        "2",
+    ])
+    .refused(&["--keys shamir"]);
     pv(&["init", "--data", s(&dir), "--keys", "pkcs11"])
         .refused(&["pkcs11", "not implemented yet"]);
     pv(&["init", "--data", s(&dir), "--keys", "vault"]).refused(&["unknown key source", "vault"]);
@@ -763,4 +797,178 @@ fn no_output_contains_a_pan() {
     }
     // The export did carry the activity (the scan looked at real entries).
     assert!(outputs[2].contains("\"action\":\"tokenize\""));
+}
+
+// ---- shamir custodian shares ------------------------------------------------------------------
+
+/// `serve` with a shares file: Ok(()) once it listens (then stopped), else its stderr.
+fn serve_with_shares(dir: &Path, shares_file: &Path) -> Result<(), String> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd()
+        .args([
+            "serve",
+            "--plaintext",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            s(dir),
+        ])
+        .arg("--shares-file")
+        .arg(shares_file)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        if line.contains("listening on") {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return Ok(());
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    Err(seen)
+}
+
+#[test]
+fn init_shamir_writes_private_share_files_and_serve_needs_three() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    let shares_dir = tmp.path().join("shares");
+    let out = pv(&[
+        "init",
+        "--data",
+        s(&dir),
+        "--keys",
+        "shamir",
+        "--shares",
+        "5",
+        "--threshold",
+        "3",
+        "--share-dir",
+        s(&shares_dir),
+        "--json",
+    ]);
+    out.success();
+    let json: Value = serde_json::from_str(out.lines()[0]).unwrap();
+    assert_eq!(json["key_source"], Value::from("shamir"));
+    assert_eq!(json["threshold"], Value::from(3));
+    assert_eq!(json["share_files"].as_array().unwrap().len(), 5);
+    assert!(
+        json.get("shares").is_none(),
+        "shares go to files, not stdout"
+    );
+    let shares: Vec<String> = (1..=5)
+        .map(|i| {
+            let p = shares_dir.join(format!("share-{i}.txt"));
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+            let t = std::fs::read_to_string(&p).unwrap();
+            assert!(t.starts_with(&format!("pvshare1-{i}-")));
+            assert!(!out.stdout.contains(t.trim()), "a share value on stdout");
+            t.trim().to_string()
+        })
+        .collect();
+    let keyring_text = std::fs::read_to_string(keyring(&dir)).unwrap();
+    assert!(shares.iter().all(|sh| !keyring_text.contains(&sh[11..])));
+    // The audit chain of the new vault verifies (it needs no keys).
+    pv(&["audit", "verify", "--data", s(&dir)]).success();
+
+    let file = tmp.path().join("three");
+    std::fs::write(
+        &file,
+        format!(
+            "# custodians 5, 1, 3\n{}\n\n{}\n{}\n",
+            shares[4], shares[0], shares[2]
+        ),
+    )
+    .unwrap();
+    serve_with_shares(&dir, &file).unwrap();
+    // Two are too few; a repeated one does not count; a wrong one is named, never echoed.
+    std::fs::write(&file, format!("{}\n{}\n", shares[4], shares[0])).unwrap();
+    let err = serve_with_shares(&dir, &file).unwrap_err();
+    assert!(
+        err.contains("not enough shares") && err.contains("3 needed"),
+        "{err}"
+    );
+    std::fs::write(
+        &file,
+        format!("{}\n{}\n{}\n", shares[4], shares[0], shares[4]),
+    )
+    .unwrap();
+    let err = serve_with_shares(&dir, &file).unwrap_err();
+    assert!(
+        err.contains("share #3") && err.contains("already given"),
+        "{err}"
+    );
+    let mut bad = shares[1].clone();
+    let last = bad.pop().unwrap();
+    bad.push(if last == '0' { '1' } else { '0' });
+    std::fs::write(&file, format!("{}\n{bad}\n{}\n", shares[4], shares[0])).unwrap();
+    let err = serve_with_shares(&dir, &file).unwrap_err();
+    assert!(
+        err.contains("share #2") && err.contains("custodian 2"),
+        "{err}"
+    );
+    assert!(!err.contains(&bad[11..]));
+    // No shares file at all: the server starts sealed (tests/seal.rs unseals it over HTTPS).
+
+    // A second init into the same share dir refuses before creating anything.
+    let dir2 = tmp.path().join("vault2");
+    pv(&[
+        "init",
+        "--data",
+        s(&dir2),
+        "--keys",
+        "shamir",
+        "--shares",
+        "5",
+        "--threshold",
+        "3",
+        "--share-dir",
+        s(&shares_dir),
+    ])
+    .refused(&["share-1.txt", "already exists"]);
+    assert!(!dir2.exists());
+}
+
+#[test]
+fn init_shamir_prints_each_share_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    let out = pv(&[
+        "init",
+        "--data",
+        s(&dir),
+        "--keys",
+        "shamir",
+        "--shares",
+        "3",
+        "--threshold",
+        "2",
+    ]);
+    out.success();
+    let shares: Vec<&str> = out
+        .lines()
+        .into_iter()
+        .filter_map(|l| l.trim().strip_prefix("custodian ")?.split_once(": "))
+        .map(|(_, v)| v)
+        .filter(|v| v.starts_with("pvshare1-"))
+        .collect();
+    assert_eq!(shares.len(), 3, "{out:#?}");
+    for (i, sh) in shares.iter().enumerate() {
+        assert!(sh.starts_with(&format!("pvshare1-{}-", i + 1)));
+        assert_eq!(out.stdout.matches(sh).count(), 1, "each share printed once");
+    }
+    let unlock = Unlock::Shares(vec![
+        SecretString::new(shares[2].into()),
+        SecretString::new(shares[0].into()),
+    ]);
+    panvault::keys::load(&dir, &unlock).unwrap();
 }

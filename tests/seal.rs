@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use reqwest::StatusCode;
@@ -23,29 +23,14 @@ fn send(b: RequestBuilder) -> (StatusCode, Value) {
     (status, r.json().unwrap_or(Value::Null))
 }
 
-#[test]
-fn a_file_keys_vault_starts_sealed_unseals_and_seals_again() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let pass = tmp.path().join("pass");
-    std::fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
-    let bin = env!("CARGO_BIN_EXE_panvault");
-    let init = Command::new(bin)
-        .args(["init", "--json", "--keys", "file", "--passphrase-file"])
-        .arg(&pass)
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{init:?}");
-    let init: Value = serde_json::from_slice(&init.stdout).unwrap();
-    let admin = init["admin_api_key"].as_str().unwrap().to_string();
-
-    // No passphrase given: the server starts sealed.
-    let mut child = Command::new(bin)
+/// `panvault serve` on a free loopback port with no passphrase or shares: its child, base URL,
+/// an HTTPS client trusting the vault's CA, and every stderr line so far.
+fn serve_sealed(data: &std::path::Path) -> (Child, String, Client, Arc<Mutex<Vec<String>>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(&data)
+        .arg(data)
         .env_remove("PANVAULT_PASSPHRASE_FILE")
+        .env_remove("PANVAULT_SHARES_FILE")
         .env("PANVAULT_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -70,15 +55,85 @@ fn a_file_keys_vault_starts_sealed_unseals_and_seals_again() {
     let addr = rx
         .recv_timeout(std::time::Duration::from_secs(20))
         .expect("a `listening on` line");
-    let base = format!("https://{addr}");
     let ca =
         reqwest::Certificate::from_pem(&std::fs::read(data.join("tls/ca.pem")).unwrap()).unwrap();
-    let c = Client::builder()
+    let client = Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
         .add_root_certificate(ca)
         .build()
         .unwrap();
+    (child, format!("https://{addr}"), client, log)
+}
+
+fn stop(mut child: Child) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+}
+
+/// (action, outcome) of every unseal/seal entry of the vault's audit chain, in order, after
+/// checking that the chain verifies.
+fn seal_entries(data: &std::path::Path) -> Vec<(String, String)> {
+    let bin = env!("CARGO_BIN_EXE_panvault");
+    let verify = Command::new(bin)
+        .args(["audit", "verify", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{verify:?}");
+    let export = Command::new(bin)
+        .args(["audit", "export", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    String::from_utf8(export.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["action"] == "unseal" || e["action"] == "seal")
+        .map(|e| {
+            assert!(e["client"].as_str().is_some(), "{e}");
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, o)| (a.to_string(), o.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_file_keys_vault_starts_sealed_unseals_and_seals_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let pass = tmp.path().join("pass");
+    std::fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
+    let bin = env!("CARGO_BIN_EXE_panvault");
+    let init = Command::new(bin)
+        .args(["init", "--json", "--keys", "file", "--passphrase-file"])
+        .arg(&pass)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let init: Value = serde_json::from_slice(&init.stdout).unwrap();
+    let admin = init["admin_api_key"].as_str().unwrap().to_string();
+
+    // No passphrase given: the server starts sealed.
+    let (child, base, c, log) = serve_sealed(&data);
     let bearer = |b: RequestBuilder, key: &str| b.header("Authorization", format!("Bearer {key}"));
     let unseal = |body: Value| send(c.post(format!("{base}/v1/sys/unseal")).json(&body));
     let status = || send(c.get(format!("{base}/v1/sys/seal-status"))).1;
@@ -195,49 +250,9 @@ fn a_file_keys_vault_starts_sealed_unseals_and_seals_again() {
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["pan"], PAN);
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.wait().unwrap().success());
-
-    // The chain verifies and holds, in order: the refused unseal, the unseal, the seal, the
-    // second unseal.
-    let verify = Command::new(bin)
-        .args(["audit", "verify", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "{verify:?}");
-    let export = Command::new(bin)
-        .args(["audit", "export", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let actions: Vec<(String, String)> = String::from_utf8(export.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|e| e["action"] == "unseal" || e["action"] == "seal")
-        .map(|e| {
-            assert!(e["client"].as_str().is_some(), "{e}");
-            (
-                e["action"].as_str().unwrap().to_string(),
-                e["outcome"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-        v.iter()
-            .map(|(a, o)| (a.to_string(), o.to_string()))
-            .collect()
-    };
+    stop(child);
     assert_eq!(
-        actions,
+        seal_entries(&data),
         pairs(&[
             ("unseal", "refused"),
             ("unseal", "ok"),
@@ -252,5 +267,119 @@ fn a_file_keys_vault_starts_sealed_unseals_and_seals_again() {
             !line.contains(PAN) && !line.contains(PASSPHRASE),
             "secret in log: {line}"
         );
+    }
+}
+
+/// `shamir` keys, 3 of 5: the server starts sealed and counts valid shares; a wrong share, a
+/// repeated one and a passphrase are refused and do not count; two shares are not enough (still
+/// sealed, data endpoints 503); the third opens it. Then seal, and unseal with another three.
+#[test]
+fn a_shamir_vault_unseals_with_any_three_of_five_shares() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let init = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args([
+            "init",
+            "--json",
+            "--keys",
+            "shamir",
+            "--shares",
+            "5",
+            "--threshold",
+            "3",
+            "--data",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let init: Value = serde_json::from_slice(&init.stdout).unwrap();
+    let admin = init["admin_api_key"].as_str().unwrap().to_string();
+    let shares: Vec<String> = init["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["share"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(shares.len(), 5);
+
+    let (child, base, c, log) = serve_sealed(&data);
+    let status = || send(c.get(format!("{base}/v1/sys/seal-status"))).1;
+    let unseal = |body: Value| send(c.post(format!("{base}/v1/sys/unseal")).json(&body));
+    let progress = |received: u32| json!({"sealed": true, "key_source": "shamir", "shares_needed": 3, "shares_received": received});
+    let merchants = || {
+        send(
+            c.post(format!("{base}/v1/merchants"))
+                .header("Authorization", format!("Bearer {admin}"))
+                .json(&json!({"name": "A"})),
+        )
+    };
+    assert_eq!(status(), progress(0));
+
+    let (s, body) = unseal(json!({"share": shares[1]}));
+    assert_eq!((s, body), (StatusCode::OK, progress(1)));
+    // Repeated: refused, not counted.
+    let (s, body) = unseal(json!({"share": shares[1]}));
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "share_refused");
+    assert!(
+        body["detail"].as_str().unwrap().contains("already given"),
+        "{body}"
+    );
+    // Wrong (one digit changed): refused by the Feldman check, never echoed, not counted.
+    let mut wrong = shares[3].clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '0' { '1' } else { '0' });
+    let (s, body) = unseal(json!({ "share": wrong }));
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "share_refused");
+    assert!(!body.to_string().contains(&wrong[12..]), "{body}");
+    // A passphrase is not how this vault unseals.
+    let (s, body) = unseal(json!({"passphrase": "correct horse battery staple"}));
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(status(), progress(1));
+
+    // Two valid shares are too few: still sealed.
+    assert_eq!(
+        unseal(json!({"share": shares[4]})),
+        (StatusCode::OK, progress(2))
+    );
+    let (s, body) = merchants();
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "sealed");
+    // The third opens it.
+    let (s, body) = unseal(json!({"share": shares[0]}));
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["sealed"], false);
+    assert_eq!(merchants().0, StatusCode::CREATED);
+
+    // Seal, then another three (2, 3, 4) unseal it again.
+    let (s, _) = send(
+        c.post(format!("{base}/v1/sys/seal"))
+            .header("Authorization", format!("Bearer {admin}")),
+    );
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(status(), progress(0));
+    for (i, sh) in [&shares[2], &shares[3], &shares[4]].into_iter().enumerate() {
+        let (s, body) = unseal(json!({ "share": sh }));
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(body["sealed"], i < 2, "{body}");
+    }
+    assert_eq!(merchants().0, StatusCode::CREATED);
+    stop(child);
+    assert_eq!(
+        seal_entries(&data),
+        pairs(&[
+            ("unseal", "refused"),
+            ("unseal", "refused"),
+            ("unseal", "ok"),
+            ("seal", "ok"),
+            ("unseal", "ok")
+        ])
+    );
+    for line in log.lock().unwrap().iter() {
+        for sh in &shares {
+            assert!(!line.contains(&sh[12..]), "a share in the log: {line}");
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! - `dev`: the KEK in clear. Only with `--dev`; a warning is logged at every start.
 //! - `file`: each KEK sealed with AES-256-GCM under a key derived from the operator passphrase
 //!   by argon2id (RFC 9106 second recommended parameters, stored beside the salt).
+//! - `shamir`: each KEK sealed the same way under a custody key that only M of N custodian
+//!   shares rebuild (Feldman VSS, see [`shamir`]); the keyring keeps the public verifier set.
 //!
 //! The file is replaced atomically (write, fsync, rename, fsync directory).
 
@@ -11,6 +13,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub mod shamir;
+
+pub use shamir::{Progress, ShareCollector, parse_share};
 
 use crate::crypto::{self, KdfParams, Kek, Sealed, SecretKey, SecretString};
 use crate::{Error, Result};
@@ -21,6 +27,7 @@ use crate::{Error, Result};
 pub enum KeySource {
     Dev,
     File,
+    Shamir,
 }
 
 impl std::str::FromStr for KeySource {
@@ -29,11 +36,12 @@ impl std::str::FromStr for KeySource {
         match s {
             "dev" => Ok(KeySource::Dev),
             "file" => Ok(KeySource::File),
-            "shamir" | "pkcs11" => Err(Error::Config(format!(
+            "shamir" => Ok(KeySource::Shamir),
+            "pkcs11" => Err(Error::Config(format!(
                 "key source `{s}` is not implemented yet"
             ))),
             _ => Err(Error::Config(format!(
-                "unknown key source `{s}` (dev, file)"
+                "unknown key source `{s}` (dev, file, shamir)"
             ))),
         }
     }
@@ -44,6 +52,7 @@ impl KeySource {
         match self {
             KeySource::Dev => "dev",
             KeySource::File => "file",
+            KeySource::Shamir => "shamir",
         }
     }
 }
@@ -55,6 +64,12 @@ pub enum Unlock {
     Dev,
     /// The operator passphrase of a `file` keyring.
     Passphrase(SecretString),
+    /// Custodian shares of a `shamir` keyring (`pvshare1-<id>-<hex>`), all given at once (e.g.
+    /// a shares file at start): any refused share, or too few, fails the unlock, naming the
+    /// share by its position.
+    Shares(Vec<SecretString>),
+    /// Shares collected one at a time by a [`ShareCollector`] (the unseal flow).
+    Collected(ShareCollector),
 }
 
 /// Minimum passphrase length accepted at `init`.
@@ -66,8 +81,28 @@ struct KeyringFile {
     source: KeySource,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     kdf: Option<KdfFile>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    shamir: Option<ShamirFile>,
     keks: Vec<KekFile>,
 }
+
+/// The public half of a `shamir` keyring: nothing here helps rebuild the custody key.
+#[derive(Serialize, Deserialize)]
+struct ShamirFile {
+    /// `feldman-p256`: Feldman VSS over the P-256 scalar field.
+    scheme: String,
+    /// `hkdf-sha256`, info `panvault/shamir-custody-key/v1`.
+    kdf: String,
+    threshold: usize,
+    shares: usize,
+    /// `[G, s*G, a1*G, ..]`: threshold + 1 compressed SEC1 points, hex.
+    verifiers: Vec<String>,
+}
+
+const SHAMIR_SCHEME: &str = "feldman-p256";
+const SHAMIR_KDF: &str = "hkdf-sha256";
+/// AAD label of a KEK sealed under the shamir custody key.
+const SHAMIR_KEK_LABEL: &str = "kek-shamir";
 
 #[derive(Serialize, Deserialize)]
 struct KdfFile {
@@ -146,24 +181,29 @@ pub fn keyring_path(data_dir: &Path) -> PathBuf {
     data_dir.join("keys").join("keyring.json")
 }
 
-/// Creates the keyring with KEK version 1. Refuses to overwrite an existing one.
+/// Creates the keyring with KEK version 1. Refuses to overwrite an existing one. `shamir` is
+/// `(threshold, shares)` for that source; the custodian shares come back (custodian 1..=N in
+/// order; empty for the other sources) and exist nowhere else: print or write each one once.
 pub fn create(
     data_dir: &Path,
     source: KeySource,
     passphrase: Option<&SecretString>,
     kdf: KdfParams,
-) -> Result<Keyring> {
+    shamir: Option<(usize, usize)>,
+) -> Result<(Keyring, Vec<SecretString>)> {
     let path = keyring_path(data_dir);
     if path.exists() {
         return Err(Error::AlreadyInitialized(data_dir.display().to_string()));
     }
     let kek_key = SecretKey::random();
+    let mut shares = Vec::new();
     let created_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let file = match source {
         KeySource::Dev => KeyringFile {
             format: 1,
             source,
             kdf: None,
+            shamir: None,
             keks: vec![KekFile {
                 version: 1,
                 created_at,
@@ -190,6 +230,33 @@ pub fn create(
                     params: kdf,
                     salt: hex::encode(salt),
                 }),
+                shamir: None,
+                keks: vec![KekFile {
+                    version: 1,
+                    created_at,
+                    key: None,
+                    sealed: Some(SealedHex::from(&sealed)),
+                }],
+            }
+        }
+        KeySource::Shamir => {
+            let (threshold, count) = shamir.ok_or_else(|| {
+                Error::Config("the shamir key source needs --shares and --threshold".into())
+            })?;
+            let split = shamir::split(threshold, count)?;
+            let sealed = crypto::seal_kek(&split.custody_key, SHAMIR_KEK_LABEL, 1, &kek_key)?;
+            shares = split.shares;
+            KeyringFile {
+                format: 1,
+                source,
+                kdf: None,
+                shamir: Some(ShamirFile {
+                    scheme: SHAMIR_SCHEME.into(),
+                    kdf: SHAMIR_KDF.into(),
+                    threshold,
+                    shares: count,
+                    verifiers: split.verifiers,
+                }),
                 keks: vec![KekFile {
                     version: 1,
                     created_at,
@@ -203,10 +270,46 @@ pub fn create(
         &path,
         &serde_json::to_vec_pretty(&file).map_err(|_| Error::Corrupt { what: "keyring" })?,
     )?;
-    Ok(Keyring {
-        source,
-        keks: vec![Kek::new(1, &kek_key)],
-    })
+    Ok((
+        Keyring {
+            source,
+            keks: vec![Kek::new(1, &kek_key)],
+        },
+        shares,
+    ))
+}
+
+/// Creates a `shamir` keyring (`threshold` of `shares`) and hands back the custodian shares,
+/// custodian 1..=N in order. They exist nowhere else: print or write each one once.
+pub fn create_shamir(
+    data_dir: &Path,
+    threshold: usize,
+    shares: usize,
+) -> Result<(Keyring, Vec<SecretString>)> {
+    create(
+        data_dir,
+        KeySource::Shamir,
+        None,
+        KdfParams::default(),
+        Some((threshold, shares)),
+    )
+}
+
+/// A collector for the shares of the `shamir` keyring in `data_dir` (the unseal flow): feed it
+/// shares one by one with [`ShareCollector::add`], which refuses a malformed, wrong or repeated
+/// share at once (it does not count) and reports `received`/`threshold`; once complete, unlock
+/// with `load(data_dir, &Unlock::Collected(collector))`.
+pub fn share_collector(data_dir: &Path) -> Result<ShareCollector> {
+    Ok(ShareCollector::new(verifiers_of(&read_file(data_dir)?)?))
+}
+
+fn verifiers_of(file: &KeyringFile) -> Result<shamir::Verifiers> {
+    let sh = file
+        .shamir
+        .as_ref()
+        .filter(|s| s.scheme == SHAMIR_SCHEME && s.kdf == SHAMIR_KDF && s.threshold <= s.shares)
+        .ok_or(Error::KeyUnlock("key file is malformed (shamir section)"))?;
+    shamir::Verifiers::from_hex(&sh.verifiers, sh.threshold)
 }
 
 /// Which source a data dir's keyring uses, without unlocking it.
@@ -258,7 +361,29 @@ pub fn load(data_dir: &Path, unlock: &Unlock) -> Result<Keyring> {
                 keks.push(Kek::new(k.version, &key));
             }
         }
-        (KeySource::File, Unlock::Dev) => return Err(Error::Sealed),
+        (KeySource::Shamir, Unlock::Shares(_) | Unlock::Collected(_)) => {
+            let collected;
+            let collector = match unlock {
+                Unlock::Collected(c) => c,
+                Unlock::Shares(texts) => {
+                    collected = shamir::collect_all(verifiers_of(&file)?, texts)?;
+                    &collected
+                }
+                _ => return Err(Error::Sealed),
+            };
+            // A collector built for another keyring fails the s*G check or the GCM open.
+            let ckey = collector.custody_key()?;
+            for k in &file.keks {
+                let sealed = k
+                    .sealed
+                    .as_ref()
+                    .ok_or(Error::KeyUnlock("key file is malformed"))?
+                    .to_sealed()?;
+                let key = crypto::open_kek(&ckey, SHAMIR_KEK_LABEL, k.version, &sealed)?;
+                keks.push(Kek::new(k.version, &key));
+            }
+        }
+        (KeySource::File | KeySource::Shamir, _) => return Err(Error::Sealed),
     }
     Ok(Keyring {
         source: file.source,
@@ -309,7 +434,7 @@ mod tests {
     #[test]
     fn dev_keyring_round_trip_is_private() {
         let d = tempfile::tempdir().unwrap();
-        let k = create(d.path(), KeySource::Dev, None, KdfParams::default()).unwrap();
+        let (k, _) = create(d.path(), KeySource::Dev, None, KdfParams::default(), None).unwrap();
         let v1 = k.current().unwrap().version();
         let loaded = load(d.path(), &Unlock::Dev).unwrap();
         assert_eq!(loaded.current().unwrap().version(), v1);
@@ -319,7 +444,7 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(matches!(
-            create(d.path(), KeySource::Dev, None, KdfParams::default()),
+            create(d.path(), KeySource::Dev, None, KdfParams::default(), None),
             Err(Error::AlreadyInitialized(_))
         ));
     }
@@ -333,7 +458,7 @@ mod tests {
             p_cost: 1,
         };
         let pass = SecretString::new("a long operator passphrase".into());
-        let created = create(d.path(), KeySource::File, Some(&pass), params).unwrap();
+        let (created, _) = create(d.path(), KeySource::File, Some(&pass), params, None).unwrap();
         let probe = SecretKey::random();
         let wrapped = created.current().unwrap().wrap("probe", 1, &probe).unwrap();
         let text = std::fs::read_to_string(keyring_path(d.path())).unwrap();
@@ -354,6 +479,100 @@ mod tests {
     }
 
     #[test]
+    fn shamir_keyring_unlocks_with_m_shares_only() {
+        let d = tempfile::tempdir().unwrap();
+        let (created, shares) = create_shamir(d.path(), 3, 5).unwrap();
+        assert_eq!(created.source(), KeySource::Shamir);
+        assert_eq!(shares.len(), 5);
+        let probe = SecretKey::random();
+        let wrapped = created.current().unwrap().wrap("probe", 1, &probe).unwrap();
+        let text = std::fs::read_to_string(keyring_path(d.path())).unwrap();
+        assert!(text.contains("feldman-p256") && text.contains("\"threshold\": 3"));
+        for s in &shares {
+            assert!(
+                !text.contains(&s.expose()[11..]),
+                "a share leaked into the keyring"
+            );
+        }
+        let pick = |idx: &[usize]| -> Unlock {
+            Unlock::Shares(idx.iter().map(|&i| shares[i].clone()).collect())
+        };
+        // Any 3 (and more) unlock and give back the same KEK.
+        for idx in [&[0, 1, 2][..], &[4, 2, 0], &[1, 3, 4], &[0, 1, 2, 3, 4]] {
+            let k = load(d.path(), &pick(idx)).unwrap();
+            let back = k
+                .current()
+                .unwrap()
+                .unwrap_key("probe", 1, &wrapped)
+                .unwrap();
+            assert_eq!(back.expose(), probe.expose());
+        }
+        // Too few.
+        assert!(matches!(
+            load(d.path(), &pick(&[0, 1])),
+            Err(Error::NotEnoughShares { have: 2, need: 3 })
+        ));
+        // A wrong share among M: refused, named by position and custodian.
+        let mut bad = shares[1].expose().to_string();
+        let last = bad.pop().unwrap();
+        bad.push(if last == '0' { '1' } else { '0' });
+        let wrong = Unlock::Shares(vec![
+            shares[0].clone(),
+            SecretString::new(bad),
+            shares[2].clone(),
+        ]);
+        match load(d.path(), &wrong) {
+            Err(Error::ShareRefused(m)) => {
+                assert!(m.contains("share #2") && m.contains("custodian 2"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // A repeated share: refused even though three strings were given.
+        match load(d.path(), &pick(&[0, 2, 0])) {
+            Err(Error::ShareRefused(m)) => assert!(m.contains("share #3") && m.contains("already")),
+            other => panic!("{other:?}"),
+        }
+        // Wrong kind of unlock.
+        assert!(matches!(load(d.path(), &Unlock::Dev), Err(Error::Sealed)));
+        // The incremental path: wrong and repeated shares do not count.
+        let mut c = share_collector(d.path()).unwrap();
+        assert_eq!(
+            c.progress(),
+            Progress {
+                received: 0,
+                threshold: 3
+            }
+        );
+        c.add(shares[3].expose()).unwrap();
+        assert!(c.add(shares[3].expose()).is_err());
+        assert!(c.add("pvshare1-9-00").is_err());
+        c.add(shares[1].expose()).unwrap();
+        assert!(!c.progress().complete());
+        assert!(c.add(shares[4].expose()).unwrap().complete());
+        let k = load(d.path(), &Unlock::Collected(c)).unwrap();
+        assert_eq!(k.current().unwrap().version(), 1);
+        // Shares of another vault never open this one.
+        let other = tempfile::tempdir().unwrap();
+        let (_, foreign) = create_shamir(other.path(), 3, 5).unwrap();
+        assert!(matches!(
+            load(d.path(), &Unlock::Shares(foreign[..3].to_vec())),
+            Err(Error::ShareRefused(_))
+        ));
+    }
+
+    #[test]
+    fn shamir_needs_share_params_and_a_sane_threshold() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            create(d.path(), KeySource::Shamir, None, KdfParams::default(), None),
+            Err(Error::Config(m)) if m.contains("--shares")
+        ));
+        let low = create_shamir(d.path(), 1, 3);
+        assert!(matches!(low, Err(Error::Config(m)) if m.contains("--threshold")));
+        assert!(!keyring_path(d.path()).exists());
+    }
+
+    #[test]
     fn short_passphrase_refused() {
         let d = tempfile::tempdir().unwrap();
         let r = create(
@@ -361,6 +580,7 @@ mod tests {
             KeySource::File,
             Some(&SecretString::new("short".into())),
             KdfParams::default(),
+            None,
         );
         assert!(matches!(r, Err(Error::Config(_))));
     }
