@@ -25,6 +25,8 @@ pub struct Event {
     pub outcome: &'static str,
     pub request_id: Option<String>,
     pub client: Option<String>,
+    /// What else an auditor needs, never secret: e.g. the KEK versions of a rotation.
+    pub detail: Option<String>,
 }
 
 /// One stored audit entry.
@@ -39,6 +41,7 @@ pub struct Entry {
     pub outcome: String,
     pub request_id: Option<String>,
     pub client: Option<String>,
+    pub detail: Option<String>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -68,6 +71,7 @@ impl Entry {
         put_field(&mut out, Some(self.outcome.as_bytes()));
         put_field(&mut out, self.request_id.as_deref().map(str::as_bytes));
         put_field(&mut out, self.client.as_deref().map(str::as_bytes));
+        put_field(&mut out, self.detail.as_deref().map(str::as_bytes));
         put_field(&mut out, Some(self.prev_hash.as_bytes()));
         out
     }
@@ -163,6 +167,7 @@ impl Chain {
             outcome: event.outcome.to_string(),
             request_id: event.request_id,
             client: event.client,
+            detail: event.detail,
             prev_hash: hex::encode(self.last_hash),
             hash: String::new(),
         };
@@ -254,6 +259,7 @@ mod tests {
             outcome: "ok",
             request_id: None,
             client: Some("127.0.0.1".into()),
+            detail: None,
         }
     }
 

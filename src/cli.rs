@@ -38,6 +38,30 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Key operations on a stopped vault (a running one: `POST /v1/sys/keys/rotate`).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// New KEK version; every DEK and meta key re-wrapped under it; older versions destroyed.
+    Rotate(UnlockArgs),
+}
+
+/// A data dir and what unlocks its keys.
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    #[arg(long, env = "PANVAULT_DATA")]
+    pub data: PathBuf,
+    /// File holding the operator passphrase (`file` keys).
+    #[arg(long, env = "PANVAULT_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// File with custodian shares, one per line (`shamir` keys).
+    #[arg(long, env = "PANVAULT_SHARES_FILE")]
+    pub shares_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +187,31 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo(a),
         Command::Openapi => {
             println!("{}", crate::openapi::document());
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate(a),
+        } => {
+            let unlock = server_unlock(
+                &a.data,
+                a.passphrase_file.as_deref(),
+                a.shares_file.as_deref(),
+            )?
+            .ok_or_else(|| {
+                Error::Config("this vault's keys need --passphrase-file or --shares-file".into())
+            })?;
+            let vault = Vault::open(&a.data, &unlock, Options::default())?;
+            let ctx = vault::Ctx {
+                actor: "cli".into(),
+                ..vault::Ctx::default()
+            };
+            let rotated = actix_web::rt::System::new().block_on(vault.rotate_kek(&ctx));
+            vault.shutdown();
+            let r = rotated?;
+            println!(
+                "{}",
+                serde_json::to_string(&r).map_err(|_| Error::Corrupt { what: "report" })?
+            );
             Ok(())
         }
         Command::Audit { command } => match command {

@@ -690,6 +690,13 @@ async fn seal(req: HttpRequest, gate: web::Data<Gate>, Unsealed(vault): Unsealed
     Ok(HttpResponse::Ok().json(status))
 }
 
+/// `POST /v1/sys/keys/rotate` (scope `keys`).
+async fn rotate_keys(req: HttpRequest, Unsealed(vault): Unsealed) -> Answer {
+    let p = principal(&req, &vault, Scope::Keys).await?;
+    let r = vault.rotate_kek(&request_ctx(&req, Some(&p))).await?;
+    Ok(HttpResponse::Ok().json(r))
+}
+
 async fn readyz(gate: web::Data<Gate>) -> HttpResponse {
     match gate.vault().and_then(|v| v.ready()) {
         Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
@@ -881,6 +888,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/sys/seal-status", web::get().to(seal_status))
         .route("/v1/sys/unseal", web::post().to(unseal))
         .route("/v1/sys/seal", web::post().to(seal))
+        .route("/v1/sys/keys/rotate", web::post().to(rotate_keys))
         .route("/v1/api-keys", web::post().to(create_api_key))
         .route(
             "/v1/api-keys/{api_key_id}",

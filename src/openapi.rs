@@ -12,7 +12,7 @@ use crate::access::Scope;
 use crate::pan::Brand;
 use crate::seal::SealStatus;
 use crate::token::TokenKind;
-use crate::vault::{Agreement, TokenInfo};
+use crate::vault::{Agreement, Rotation, TokenInfo};
 
 /// `POST /v1/tokens` and each item of a batch.
 #[derive(ToSchema)]
@@ -204,6 +204,11 @@ fn unseal() {}
         (status = 503, description = "already sealed", body = Problem, content_type = "application/problem+json")))]
 fn seal() {}
 
+#[utoipa::path(post, path = "/v1/sys/keys/rotate", security(("bearer" = [])),
+    responses((status = 200, description = "rotated: new KEK version, keys re-wrapped, old versions destroyed", body = Rotation), (status = 403, description = "the key lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "sealed", body = Problem, content_type = "application/problem+json")))]
+fn rotate_keys() {}
+
 struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
@@ -221,10 +226,10 @@ impl utoipa::Modify for BearerAuth {
 #[openapi(
     info(title = "panvault", description = "Card-tokenization vault: Axerve-format tokens under envelope encryption."),
     paths(create_token, create_tokens_batch, get_token, update_token, delete_token, reveal_token,
-        create_merchant, add_shop, remove_shop, create_api_key, revoke_api_key, healthz, readyz, metrics, seal_status, unseal, seal),
+        create_merchant, add_shop, remove_shop, create_api_key, revoke_api_key, healthz, readyz, metrics, seal_status, unseal, seal, rotate_keys),
     components(schemas(TokenInfo, Agreement, Brand, TokenKind, Scope, TokenizeBody, BatchBody, BatchResult,
         BatchAnswer, UpdateBody, RevealAnswer, Problem, MerchantBody, MerchantAnswer, ShopBody, ApiKeyBody,
-        ApiKeyAnswer, UnsealBody, SealStatus)),
+        ApiKeyAnswer, UnsealBody, SealStatus, Rotation)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -259,6 +264,7 @@ mod tests {
             "/v1/sys/seal-status",
             "/v1/sys/unseal",
             "/v1/sys/seal",
+            "/v1/sys/keys/rotate",
         ] {
             assert!(doc["paths"][path].is_object(), "{path}");
         }

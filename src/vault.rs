@@ -89,6 +89,26 @@ impl InitOptions {
     }
 }
 
+/// What a KEK rotation did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Rotation {
+    /// The KEK version now in use.
+    pub kek_version: u32,
+    /// The versions destroyed.
+    pub destroyed: Vec<u32>,
+    /// DEKs and `meta` keys re-wrapped.
+    pub rewrapped: usize,
+    pub millis: u64,
+}
+
+/// For the crash tests of multi-step key operations: with `PANVAULT_CRASH_AT=<point>` in the
+/// environment the process aborts there, as a SIGKILL would stop it.
+fn crash_point(point: &str) {
+    if std::env::var("PANVAULT_CRASH_AT").is_ok_and(|p| p == point) {
+        std::process::abort();
+    }
+}
+
 /// Who is calling, for the audit log.
 #[derive(Clone, Debug, Default)]
 pub struct Ctx {
@@ -121,6 +141,7 @@ impl Ctx {
             outcome,
             request_id: self.request_id.clone(),
             client: self.client.clone(),
+            detail: None,
         }
     }
 }
@@ -445,7 +466,8 @@ impl WriterStats {
 }
 
 pub(crate) struct Keys {
-    keyring: Keyring,
+    /// Written only by a KEK rotation.
+    keyring: RwLock<Keyring>,
     fingerprint: MacKey,
     pub(crate) api_key_mac: MacKey,
     deks: RwLock<HashMap<u32, Arc<Dek>>>,
@@ -685,7 +707,7 @@ impl Vault {
             dir: dir.to_path_buf(),
             store,
             keys: Keys {
-                keyring,
+                keyring: RwLock::new(keyring),
                 fingerprint,
                 api_key_mac,
                 deks: RwLock::new(deks),
@@ -793,11 +815,14 @@ impl Vault {
         let keys = &self.inner.keys;
         let id = keys.next_dek_id.fetch_add(1, Ordering::Relaxed);
         let key = SecretKey::random();
-        let kek = keys.keyring.current()?;
-        let rec = DekRecord {
-            kek_version: kek.version(),
-            wrapped: kek.wrap("dek", id, &key)?,
-            created_at: now_unix(),
+        let rec = {
+            let keyring = read_lock(&keys.keyring);
+            let kek = keyring.current()?;
+            DekRecord {
+                kek_version: kek.version(),
+                wrapped: kek.wrap("dek", id, &key)?,
+                created_at: now_unix(),
+            }
         };
         let value = encode(&rec, "dek")?;
         let dek = Arc::new(Dek::new(id, &key));
@@ -809,6 +834,94 @@ impl Vault {
         .await?;
         write_lock(&keys.deks).insert(id, dek.clone());
         Ok(dek)
+    }
+
+    /// Rotates the KEK online (contract 5): a new KEK version goes into the keyring, every DEK
+    /// and the `meta` keys are re-wrapped under it in one durable commit, and the older
+    /// versions are destroyed. Requests keep being served throughout (DEKs are in memory); no
+    /// DEK is created meanwhile. A crash between the steps leaves a keyring holding every
+    /// version the store refers to: the vault opens, and a new rotation finishes the job.
+    pub async fn rotate_kek(&self, ctx: &Ctx) -> Result<Rotation> {
+        let keys = &self.inner.keys;
+        let _no_new_dek = keys.rollover.lock().await;
+        let started = Instant::now();
+        let dir = self.dir().to_path_buf();
+        let (old, new) = {
+            let mut keyring = write_lock(&keys.keyring);
+            let old = keyring.versions();
+            (old, keys::add_version(&dir, &mut keyring)?)
+        };
+        crash_point("rotate:added");
+        // Every wrapped key in the store, re-wrapped under the new version.
+        let store = self.inner.store.as_ref();
+        let mut puts: Vec<(Table, Vec<u8>, Vec<u8>)> = Vec::new();
+        {
+            let keyring = read_lock(&keys.keyring);
+            let kek = keyring.get(new)?;
+            let mut rewrap = |table: Table, key: &[u8], name: &str, id: u32, v: &[u8]| {
+                let rec: DekRecord = decode(v, "wrapped key")?;
+                if rec.kek_version == new {
+                    return Ok(());
+                }
+                let plain = keyring
+                    .get(rec.kek_version)?
+                    .unwrap_key(name, id, &rec.wrapped)?;
+                let fresh = DekRecord {
+                    kek_version: new,
+                    wrapped: kek.wrap(name, id, &plain)?,
+                    created_at: rec.created_at,
+                };
+                puts.push((table, key.to_vec(), encode(&fresh, "wrapped key")?));
+                Ok(())
+            };
+            store::for_each(store, Table::Deks, &[], |k, v| {
+                let id = u32::from_be_bytes(
+                    k.try_into()
+                        .map_err(|_| Error::Corrupt { what: "dek id" })?,
+                );
+                rewrap(Table::Deks, k, "dek", id, v)
+            })?;
+            for which in [FINGERPRINT_KEY, API_KEY_MAC_KEY] {
+                if let Some(v) = store.get(Table::Meta, which.0)? {
+                    rewrap(Table::Meta, which.0, which.1, 0, &v)?;
+                }
+            }
+        }
+        let rewrapped = puts.len();
+        let versions = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let mut ev = ctx.event("kek_rotate", None, None, "ok");
+        ev.detail = Some(format!(
+            "new kek v{new}; re-wrapped {rewrapped} keys from v{}",
+            versions(&old)
+        ));
+        self.write(move |tx| {
+            for (table, k, v) in puts {
+                tx.put(table, k, v);
+            }
+            tx.audit(ev);
+            Ok(())
+        })
+        .await?;
+        crash_point("rotate:rewrapped");
+        let destroyed = keys::destroy_older(&dir, &mut write_lock(&keys.keyring), new)?;
+        let mut ev = ctx.event("kek_destroy", None, None, "ok");
+        ev.detail = Some(format!("destroyed kek v{}", versions(&destroyed)));
+        self.write(move |tx| {
+            tx.audit(ev);
+            Ok(())
+        })
+        .await?;
+        Ok(Rotation {
+            kek_version: new,
+            destroyed,
+            rewrapped,
+            millis: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// The KEK versions in memory (oldest first).
+    pub fn kek_versions(&self) -> Vec<u32> {
+        read_lock(&self.inner.keys.keyring).versions()
     }
 
     /// The DEK for the next encryption, rolling over when the policy says so.

@@ -6,77 +6,17 @@
 //! number or the passphrase.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod common;
 
+use std::process::Command;
+
+use common::{send, serve, stop};
 use reqwest::StatusCode;
-use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::blocking::RequestBuilder;
 use serde_json::{Value, json};
 
 const PAN: &str = "4111111111111111";
 const PASSPHRASE: &str = "correct horse battery staple";
-
-fn send(b: RequestBuilder) -> (StatusCode, Value) {
-    let r = b.send().unwrap();
-    let status = r.status();
-    (status, r.json().unwrap_or(Value::Null))
-}
-
-/// `panvault serve` on a free loopback port with no passphrase or shares: its child, base URL,
-/// an HTTPS client trusting the vault's CA, and every stderr line so far.
-fn serve_sealed(data: &std::path::Path) -> (Child, String, Client, Arc<Mutex<Vec<String>>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env_remove("PANVAULT_PASSPHRASE_FILE")
-        .env_remove("PANVAULT_SHARES_FILE")
-        .env("PANVAULT_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    {
-        let log = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(a) = line.split("listening on https://").nth(1) {
-                    let _ = tx.send(a.trim().to_string());
-                }
-                log.lock().unwrap().push(line);
-            }
-        });
-    }
-    let addr = rx
-        .recv_timeout(std::time::Duration::from_secs(20))
-        .expect("a `listening on` line");
-    let ca =
-        reqwest::Certificate::from_pem(&std::fs::read(data.join("tls/ca.pem")).unwrap()).unwrap();
-    let client = Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
-        .build()
-        .unwrap();
-    (child, format!("https://{addr}"), client, log)
-}
-
-fn stop(mut child: Child) {
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.wait().unwrap().success());
-}
 
 /// (action, outcome) of every unseal/seal entry of the vault's audit chain, in order, after
 /// checking that the chain verifies.
@@ -133,7 +73,7 @@ fn a_file_keys_vault_starts_sealed_unseals_and_seals_again() {
     let admin = init["admin_api_key"].as_str().unwrap().to_string();
 
     // No passphrase given: the server starts sealed.
-    let (child, base, c, log) = serve_sealed(&data);
+    let (child, base, c, log) = serve(&data, &[]);
     let bearer = |b: RequestBuilder, key: &str| b.header("Authorization", format!("Bearer {key}"));
     let unseal = |body: Value| send(c.post(format!("{base}/v1/sys/unseal")).json(&body));
     let status = || send(c.get(format!("{base}/v1/sys/seal-status"))).1;
@@ -303,7 +243,7 @@ fn a_shamir_vault_unseals_with_any_three_of_five_shares() {
         .collect();
     assert_eq!(shares.len(), 5);
 
-    let (child, base, c, log) = serve_sealed(&data);
+    let (child, base, c, log) = serve(&data, &[]);
     let status = || send(c.get(format!("{base}/v1/sys/seal-status"))).1;
     let unseal = |body: Value| send(c.post(format!("{base}/v1/sys/unseal")).json(&body));
     let progress = |received: u32| json!({"sealed": true, "key_source": "shamir", "shares_needed": 3, "shares_received": received});

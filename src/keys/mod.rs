@@ -152,6 +152,9 @@ impl SealedHex {
 pub struct Keyring {
     source: KeySource,
     keks: Vec<Kek>,
+    /// What seals a new KEK version in the keyring file (rotation): the passphrase key
+    /// (`file`) or the custody key (`shamir`); none for `dev`.
+    sealer: Option<SecretKey>,
 }
 
 impl Keyring {
@@ -165,6 +168,13 @@ impl Keyring {
             .iter()
             .max_by_key(|k| k.version())
             .ok_or(Error::KeyUnlock("keyring holds no KEK"))
+    }
+
+    /// Every KEK version held, oldest first.
+    pub fn versions(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.keks.iter().map(Kek::version).collect();
+        v.sort_unstable();
+        v
     }
 
     /// A KEK by version (to unwrap keys wrapped before a rotation).
@@ -197,6 +207,7 @@ pub fn create(
     }
     let kek_key = SecretKey::random();
     let mut shares = Vec::new();
+    let mut sealer = None;
     let created_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let file = match source {
         KeySource::Dev => KeyringFile {
@@ -222,6 +233,7 @@ pub fn create(
             let salt = crypto::random_bytes::<16>();
             let pkey = crypto::derive_passphrase_key(pass, &salt, kdf)?;
             let sealed = crypto::seal_with_passphrase_key(&pkey, 1, &kek_key)?;
+            sealer = Some(pkey);
             KeyringFile {
                 format: 1,
                 source,
@@ -246,6 +258,7 @@ pub fn create(
             let split = shamir::split(threshold, count)?;
             let sealed = crypto::seal_kek(&split.custody_key, SHAMIR_KEK_LABEL, 1, &kek_key)?;
             shares = split.shares;
+            sealer = Some(split.custody_key);
             KeyringFile {
                 format: 1,
                 source,
@@ -274,6 +287,7 @@ pub fn create(
         Keyring {
             source,
             keks: vec![Kek::new(1, &kek_key)],
+            sealer,
         },
         shares,
     ))
@@ -327,6 +341,7 @@ fn read_file(data_dir: &Path) -> Result<KeyringFile> {
 pub fn load(data_dir: &Path, unlock: &Unlock) -> Result<Keyring> {
     let file = read_file(data_dir)?;
     let mut keks = Vec::with_capacity(file.keks.len());
+    let mut sealer = None;
     match (file.source, unlock) {
         (KeySource::Dev, _) => {
             tracing::warn!(
@@ -360,6 +375,7 @@ pub fn load(data_dir: &Path, unlock: &Unlock) -> Result<Keyring> {
                 let key = crypto::open_with_passphrase_key(&pkey, k.version, &sealed)?;
                 keks.push(Kek::new(k.version, &key));
             }
+            sealer = Some(pkey);
         }
         (KeySource::Shamir, Unlock::Shares(_) | Unlock::Collected(_)) => {
             let collected;
@@ -382,13 +398,74 @@ pub fn load(data_dir: &Path, unlock: &Unlock) -> Result<Keyring> {
                 let key = crypto::open_kek(&ckey, SHAMIR_KEK_LABEL, k.version, &sealed)?;
                 keks.push(Kek::new(k.version, &key));
             }
+            sealer = Some(ckey);
         }
         (KeySource::File | KeySource::Shamir, _) => return Err(Error::Sealed),
     }
     Ok(Keyring {
         source: file.source,
         keks,
+        sealer,
     })
+}
+
+/// Rotation, step 1: adds a new KEK version to the keyring file (sealed like the others) and to
+/// `keyring`, and returns it. The older versions stay until [`destroy_older`], so a crash
+/// between the steps leaves a keyring that opens whatever the store holds.
+pub fn add_version(data_dir: &Path, keyring: &mut Keyring) -> Result<u32> {
+    let mut file = read_file(data_dir)?;
+    let version = file.keks.iter().map(|k| k.version).max().unwrap_or(0) + 1;
+    let kek_key = SecretKey::random();
+    let created_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let no_sealer = || Error::KeyUnlock("the keyring's sealing key is not in memory");
+    let (key, sealed) = match file.source {
+        KeySource::Dev => (Some(hex::encode(kek_key.expose())), None),
+        KeySource::File => {
+            let pkey = keyring.sealer.as_ref().ok_or_else(no_sealer)?;
+            let sealed = crypto::seal_with_passphrase_key(pkey, version, &kek_key)?;
+            (None, Some(SealedHex::from(&sealed)))
+        }
+        KeySource::Shamir => {
+            let ckey = keyring.sealer.as_ref().ok_or_else(no_sealer)?;
+            let sealed = crypto::seal_kek(ckey, SHAMIR_KEK_LABEL, version, &kek_key)?;
+            (None, Some(SealedHex::from(&sealed)))
+        }
+    };
+    file.keks.push(KekFile {
+        version,
+        created_at,
+        key,
+        sealed,
+    });
+    write_file(data_dir, &file)?;
+    keyring.keks.push(Kek::new(version, &kek_key));
+    Ok(version)
+}
+
+/// Rotation, last step: removes every KEK version older than `keep` from the keyring file and
+/// from memory (once nothing in the store is wrapped by them). Returns the versions destroyed.
+pub fn destroy_older(data_dir: &Path, keyring: &mut Keyring, keep: u32) -> Result<Vec<u32>> {
+    let mut file = read_file(data_dir)?;
+    let gone: Vec<u32> = file
+        .keks
+        .iter()
+        .map(|k| k.version)
+        .filter(|&v| v < keep)
+        .collect();
+    file.keks.retain(|k| k.version >= keep);
+    if file.keks.is_empty() {
+        return Err(Error::KeyUnlock("refusing to destroy the last KEK version"));
+    }
+    write_file(data_dir, &file)?;
+    keyring.keks.retain(|k| k.version() >= keep);
+    Ok(gone)
+}
+
+fn write_file(data_dir: &Path, file: &KeyringFile) -> Result<()> {
+    write_private(
+        &keyring_path(data_dir),
+        &serde_json::to_vec_pretty(file).map_err(|_| Error::Corrupt { what: "keyring" })?,
+    )
 }
 
 /// Writes a file readable by its owner only, atomically and durably.

@@ -1,0 +1,75 @@
+//! What the HTTPS black-box tests share: starting `panvault serve`, stopping it, one request.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder};
+use serde_json::Value;
+
+pub fn send(b: RequestBuilder) -> (StatusCode, Value) {
+    let r = b.send().unwrap();
+    let status = r.status();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+/// `panvault serve` on a free loopback port with `extra` arguments (no passphrase or shares
+/// unless given there): its child, base URL, an HTTPS client trusting the vault's CA, and every
+/// stderr line so far.
+pub fn serve(data: &Path, extra: &[&OsStr]) -> (Child, String, Client, Arc<Mutex<Vec<String>>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(extra)
+        .env_remove("PANVAULT_PASSPHRASE_FILE")
+        .env_remove("PANVAULT_SHARES_FILE")
+        .env("PANVAULT_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let log = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(a) = line.split("listening on https://").nth(1) {
+                    let _ = tx.send(a.trim().to_string());
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+    }
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("a `listening on` line");
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(data.join("tls/ca.pem")).unwrap()).unwrap();
+    let client = Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    (child, format!("https://{addr}"), client, log)
+}
+
+pub fn stop(mut child: Child) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+}

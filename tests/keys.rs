@@ -1,0 +1,285 @@
+//! KEK rotation (contract 5, issue 4 item 3) against the real binary: online over HTTPS while
+//! 16 clients tokenize and reveal, and offline with the process killed between its steps.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use common::{send, serve, stop};
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder};
+use serde_json::{Value, json};
+
+const PANS: [&str; 4] = [
+    "4111111111111111",
+    "5555555555554444",
+    "378282246310005",
+    "4012888888881881",
+];
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// A `file`-keys vault with a passphrase file; its admin key.
+fn init(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let data = dir.join("data");
+    let pass = dir.join("pass");
+    std::fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["init", "--json", "--keys", "file", "--passphrase-file"])
+        .arg(&pass)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (data, pass, v["admin_api_key"].as_str().unwrap().to_string())
+}
+
+fn bearer(b: RequestBuilder, key: &str) -> RequestBuilder {
+    b.header("Authorization", format!("Bearer {key}"))
+}
+
+/// A merchant, a shop and a shop key with tokenize/read/reveal; the key.
+fn shop_key(c: &Client, base: &str, admin: &str) -> String {
+    let (s, m) = send(bearer(
+        c.post(format!("{base}/v1/merchants"))
+            .json(&json!({"name": "A", "prefix": "ROTA"})),
+        admin,
+    ));
+    assert_eq!(s, StatusCode::CREATED, "{m}");
+    let mid = m["merchant_id"].as_str().unwrap();
+    let (s, _) = send(bearer(
+        c.post(format!("{base}/v1/merchants/{mid}/shops"))
+            .json(&json!({"shop_login": "9000001"})),
+        admin,
+    ));
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, k) = send(bearer(
+        c.post(format!("{base}/v1/api-keys"))
+            .json(&json!({"shop_login": "9000001", "scopes": ["tokenize", "read", "reveal"]})),
+        admin,
+    ));
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    k["api_key"].as_str().unwrap().to_string()
+}
+
+/// Tokenizes `pan` under custom token `name` (a new token per name); the token.
+fn tokenize(c: &Client, base: &str, key: &str, pan: &str, name: &str) -> String {
+    let (s, t) = send(bearer(
+        c.post(format!("{base}/v1/tokens")).json(&json!({
+            "pan": pan, "expiry_month": 12, "expiry_year": 2030, "request_token": name
+        })),
+        key,
+    ));
+    assert!(s.is_success(), "{s} {t}");
+    t["token"].as_str().unwrap().to_string()
+}
+
+fn reveal(c: &Client, base: &str, key: &str, token: &str) -> String {
+    let (s, r) = send(bearer(
+        c.post(format!("{base}/v1/tokens/{token}/reveal")),
+        key,
+    ));
+    assert_eq!(s, StatusCode::OK, "{r}");
+    r["pan"].as_str().unwrap().to_string()
+}
+
+fn kek_versions(data: &Path) -> Vec<u64> {
+    let k: Value =
+        serde_json::from_slice(&std::fs::read(data.join("keys/keyring.json")).unwrap()).unwrap();
+    k["keks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["version"].as_u64().unwrap())
+        .collect()
+}
+
+fn audit_verifies(data: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["audit", "verify", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Two rotations while 16 clients tokenize and reveal: no request fails, every token reveals
+/// its card afterwards and after a restart, only the newest KEK version is left in the keyring,
+/// each rotation is audited with its versions, and the chain verifies.
+#[test]
+fn rotation_under_load_fails_no_request_and_leaves_one_kek() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pass, admin) = init(tmp.path());
+    // The reveal limit (10/s per key) would answer the load's reveals 429: lift it here.
+    let config = tmp.path().join("panvault.toml");
+    std::fs::write(&config, "[reveal]\nper_second = 100000\nburst = 100000\n").unwrap();
+    let args = [
+        OsStr::new("--passphrase-file"),
+        pass.as_os_str(),
+        OsStr::new("--config"),
+        config.as_os_str(),
+    ];
+    let (child, base, c, log) = serve(&data, &args);
+    let key = shop_key(&c, &base, &admin);
+    let before: Vec<(String, &str)> = PANS
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (tokenize(&c, &base, &key, p, &format!("ROTABEFORE_{i}")), *p))
+        .collect();
+
+    let stop_load = AtomicBool::new(false);
+    let done = AtomicUsize::new(0);
+    let made = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for t in 0..16 {
+            let (c, base, key) = (c.clone(), &base, &key);
+            let (stop_load, done, made) = (&stop_load, &done, &made);
+            scope.spawn(move || {
+                let mut n = 0;
+                while !stop_load.load(Ordering::SeqCst) {
+                    let pan = PANS[(t + n) % PANS.len()];
+                    let token = tokenize(&c, base, key, pan, &format!("ROTALOAD_{t}_{n}"));
+                    assert_eq!(reveal(&c, base, key, &token), pan);
+                    made.lock().unwrap().push((token, pan));
+                    done.fetch_add(1, Ordering::SeqCst);
+                    n += 1;
+                }
+            });
+        }
+        let wait_for = |n: usize| {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while done.load(Ordering::SeqCst) < n {
+                if std::time::Instant::now() > until {
+                    stop_load.store(true, Ordering::SeqCst);
+                    panic!(
+                        "the load stalled at {} requests",
+                        done.load(Ordering::SeqCst)
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        wait_for(50);
+        for expect in [2u64, 3] {
+            let (s, r) = send(bearer(c.post(format!("{base}/v1/sys/keys/rotate")), &admin));
+            assert_eq!(s, StatusCode::OK, "{r}");
+            assert_eq!(r["kek_version"], expect, "{r}");
+            assert_eq!(r["destroyed"], json!([expect - 1]), "{r}");
+            // Every DEK plus the two meta keys.
+            assert!(r["rewrapped"].as_u64().unwrap() >= 3, "{r}");
+            let seen = done.load(Ordering::SeqCst);
+            wait_for(seen + 50);
+        }
+        stop_load.store(true, Ordering::SeqCst);
+    });
+    assert!(done.load(Ordering::SeqCst) >= 150);
+    assert_eq!(kek_versions(&data), vec![3]);
+    // A key without the `keys` scope cannot rotate.
+    let (s, _) = send(bearer(c.post(format!("{base}/v1/sys/keys/rotate")), &key));
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    for (token, pan) in &before {
+        assert_eq!(&reveal(&c, &base, &key, token), pan);
+    }
+    stop(child);
+
+    // After a restart (only KEK v3 left), every token made before, during and after reveals.
+    let (child, base, c, _) = serve(&data, &args);
+    for (token, pan) in before
+        .iter()
+        .map(|(t, p)| (t.clone(), *p))
+        .chain(made.into_inner().unwrap())
+    {
+        assert_eq!(reveal(&c, &base, &key, &token), pan);
+    }
+    stop(child);
+    audit_verifies(&data);
+    let export = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["audit", "export", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let details: Vec<String> = String::from_utf8(export.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["action"].as_str().unwrap().starts_with("kek_"))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["action"].as_str().unwrap(),
+                e["detail"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(details.len(), 4, "{details:?}");
+    assert!(details[0].starts_with("kek_rotate new kek v2;") && details[0].ends_with("from v1"));
+    assert_eq!(details[1], "kek_destroy destroyed kek v1");
+    assert_eq!(details[3], "kek_destroy destroyed kek v2");
+    for line in log.lock().unwrap().iter() {
+        for p in PANS {
+            assert!(!line.contains(p), "a PAN in the log: {line}");
+        }
+    }
+}
+
+/// `panvault keys rotate` killed after each step (PANVAULT_CRASH_AT aborts the process there):
+/// the vault opens after each crash with every token revealing its card, and the next rotation
+/// completes and leaves one KEK version.
+#[test]
+fn a_rotation_killed_at_any_step_leaves_a_vault_that_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pass, admin) = init(tmp.path());
+    let args = [OsStr::new("--passphrase-file"), pass.as_os_str()];
+    let (child, base, c, _) = serve(&data, &args);
+    let key = shop_key(&c, &base, &admin);
+    let tokens: Vec<(String, &str)> = PANS
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (tokenize(&c, &base, &key, p, &format!("ROTACRASH_{i}")), *p))
+        .collect();
+    stop(child);
+
+    let rotate = |crash_at: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_panvault"));
+        cmd.args(["keys", "rotate", "--data"])
+            .arg(&data)
+            .arg("--passphrase-file")
+            .arg(&pass);
+        if let Some(p) = crash_at {
+            cmd.env("PANVAULT_CRASH_AT", p);
+        }
+        cmd.output().unwrap()
+    };
+    let all_reveal = || {
+        let (child, base, c, _) = serve(&data, &args);
+        for (token, pan) in &tokens {
+            assert_eq!(&reveal(&c, &base, &key, token), pan);
+        }
+        stop(child);
+    };
+    for (point, versions) in [
+        ("rotate:added", vec![1, 2]),
+        ("rotate:rewrapped", vec![1, 2, 3]),
+    ] {
+        let out = rotate(Some(point));
+        assert!(
+            !out.status.success(),
+            "{point}: the crash point was not reached"
+        );
+        assert_eq!(kek_versions(&data), versions, "{point}");
+        all_reveal();
+    }
+    let out = rotate(None);
+    assert!(out.status.success(), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["kek_version"], 4, "{r}");
+    assert_eq!(r["destroyed"], json!([1, 2, 3]), "{r}");
+    assert_eq!(kek_versions(&data), vec![4]);
+    all_reveal();
+    audit_verifies(&data);
+}
