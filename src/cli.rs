@@ -48,7 +48,8 @@ pub struct InitArgs {
     /// Storage backend: redb (default) or sled.
     #[arg(long = "store", default_value = "redb")]
     pub store: Backend,
-    /// KEK source: file (passphrase-sealed key file) or dev (needs --dev).
+    /// KEK source: file (passphrase-sealed key file), pkcs11 (KEK inside an HSM) or dev (needs
+    /// --dev).
     #[arg(long = "keys")]
     pub keys: Option<KeySource>,
     /// Unprotected local key file, for trying and testing only.
@@ -57,6 +58,15 @@ pub struct InitArgs {
     /// File holding the operator passphrase (`file` keys); else $PANVAULT_PASSPHRASE_FILE.
     #[arg(long, env = "PANVAULT_PASSPHRASE_FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// `pkcs11` keys: path of the PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).
+    #[arg(long, env = "PANVAULT_PKCS11_MODULE")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// `pkcs11` keys: label of the token that generates and holds the KEK.
+    #[arg(long, env = "PANVAULT_PKCS11_TOKEN")]
+    pub pkcs11_token: Option<String>,
+    /// `pkcs11` keys: file holding the token's user PIN (first line).
+    #[arg(long, env = "PANVAULT_PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -79,6 +89,9 @@ pub struct ServeArgs {
     /// File holding the operator passphrase (`file` keys); else $PANVAULT_PASSPHRASE_FILE.
     #[arg(long, env = "PANVAULT_PASSPHRASE_FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// File holding the PKCS#11 user PIN (`pkcs11` keys); else $PANVAULT_PKCS11_PIN_FILE.
+    #[arg(long, env = "PANVAULT_PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
     /// Require client certificates chaining to this CA (PEM): mTLS.
     #[arg(long, env = "PANVAULT_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
@@ -195,7 +208,27 @@ fn init(a: InitArgs) -> Result<()> {
             })?;
             Some(read_passphrase(path)?)
         }
+        KeySource::Pkcs11 => {
+            let path = a.pkcs11_pin_file.as_deref().ok_or_else(|| {
+                Error::Config(
+                    "the pkcs11 key source needs --pkcs11-pin-file or PANVAULT_PKCS11_PIN_FILE"
+                        .into(),
+                )
+            })?;
+            Some(read_passphrase(path)?)
+        }
         KeySource::Dev => None,
+    };
+    let pkcs11 = match (source, a.pkcs11_module, a.pkcs11_token) {
+        (KeySource::Pkcs11, Some(module), Some(token)) => {
+            Some(crate::hsm::Pkcs11Config { module, token })
+        }
+        (KeySource::Pkcs11, _, _) => {
+            return Err(Error::Config(
+                "the pkcs11 key source needs --pkcs11-module and --pkcs11-token".into(),
+            ));
+        }
+        _ => None,
     };
     let init = Vault::init(
         &a.data,
@@ -204,6 +237,7 @@ fn init(a: InitArgs) -> Result<()> {
             key_source: source,
             passphrase,
             kdf: KdfParams::default(),
+            pkcs11,
         },
     )?;
     let tls_ca = crate::tls::generate(&a.data)?;
@@ -240,11 +274,18 @@ fn init(a: InitArgs) -> Result<()> {
 }
 
 /// What `serve` unlocks with at start; `None`: start sealed and wait for `POST /v1/sys/unseal`.
-fn server_unlock(data: &Path, passphrase_file: Option<&Path>) -> Result<Option<Unlock>> {
+fn server_unlock(
+    data: &Path,
+    passphrase_file: Option<&Path>,
+    pin_file: Option<&Path>,
+) -> Result<Option<Unlock>> {
     match crate::keys::source_of(data)? {
         KeySource::Dev => Ok(Some(Unlock::Dev)),
         KeySource::File => passphrase_file
             .map(|path| read_passphrase(path).map(Unlock::Passphrase))
+            .transpose(),
+        KeySource::Pkcs11 => pin_file
+            .map(|path| read_passphrase(path).map(Unlock::Pin))
             .transpose(),
     }
 }
@@ -282,6 +323,8 @@ pub struct ConfigFile {
     pub listen: Option<SocketAddr>,
     pub plaintext: Option<bool>,
     pub passphrase_file: Option<PathBuf>,
+    /// File holding the PKCS#11 user PIN (`pkcs11` keys).
+    pub pkcs11_pin_file: Option<PathBuf>,
     /// PEM file of the CA that client certificates must chain to (mTLS); none: no client
     /// certificates asked for.
     pub client_ca: Option<PathBuf>,
@@ -339,13 +382,14 @@ fn serve(a: ServeArgs) -> Result<()> {
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
     let plaintext = a.plaintext || cfg.plaintext.unwrap_or(false);
     let passphrase_file = a.passphrase_file.or(cfg.passphrase_file);
+    let pin_file = a.pkcs11_pin_file.or(cfg.pkcs11_pin_file);
     let limit = cfg
         .reveal
         .map_or_else(crate::http::RevealLimit::default, |r| {
             crate::http::RevealLimit::new(r.per_second, r.burst)
         });
     let client_ca = a.client_ca.or(cfg.client_ca);
-    let gate = match server_unlock(&data, passphrase_file.as_deref())? {
+    let gate = match server_unlock(&data, passphrase_file.as_deref(), pin_file.as_deref())? {
         Some(unlock) => Gate::unsealed(
             Vault::open(&data, &unlock, Options::default())?,
             Options::default(),

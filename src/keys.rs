@@ -4,6 +4,8 @@
 //! - `dev`: the KEK in clear. Only with `--dev`; a warning is logged at every start.
 //! - `file`: each KEK sealed with AES-256-GCM under a key derived from the operator passphrase
 //!   by argon2id (RFC 9106 second recommended parameters, stored beside the salt).
+//! - `pkcs11`: each KEK is a non-extractable AES key inside an HSM; the file records the module
+//!   path, the token label and each version's object label, no key material (see [`crate::hsm`]).
 //!
 //! The file is replaced atomically (write, fsync, rename, fsync directory).
 
@@ -13,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{self, KdfParams, Kek, Sealed, SecretKey, SecretString};
+use crate::hsm::{self, Pkcs11Config};
 use crate::{Error, Result};
 
 /// Where the KEK comes from.
@@ -21,6 +24,7 @@ use crate::{Error, Result};
 pub enum KeySource {
     Dev,
     File,
+    Pkcs11,
 }
 
 impl std::str::FromStr for KeySource {
@@ -29,11 +33,12 @@ impl std::str::FromStr for KeySource {
         match s {
             "dev" => Ok(KeySource::Dev),
             "file" => Ok(KeySource::File),
-            "shamir" | "pkcs11" => Err(Error::Config(format!(
+            "pkcs11" => Ok(KeySource::Pkcs11),
+            "shamir" => Err(Error::Config(format!(
                 "key source `{s}` is not implemented yet"
             ))),
             _ => Err(Error::Config(format!(
-                "unknown key source `{s}` (dev, file)"
+                "unknown key source `{s}` (dev, file, pkcs11)"
             ))),
         }
     }
@@ -44,6 +49,7 @@ impl KeySource {
         match self {
             KeySource::Dev => "dev",
             KeySource::File => "file",
+            KeySource::Pkcs11 => "pkcs11",
         }
     }
 }
@@ -55,6 +61,8 @@ pub enum Unlock {
     Dev,
     /// The operator passphrase of a `file` keyring.
     Passphrase(SecretString),
+    /// The token's user PIN of a `pkcs11` keyring.
+    Pin(SecretString),
 }
 
 /// Minimum passphrase length accepted at `init`.
@@ -66,6 +74,9 @@ struct KeyringFile {
     source: KeySource,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     kdf: Option<KdfFile>,
+    /// pkcs11 only: the module and token that hold the KEK versions.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pkcs11: Option<Pkcs11Config>,
     keks: Vec<KekFile>,
 }
 
@@ -87,6 +98,9 @@ struct KekFile {
     /// file only: the sealed key.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     sealed: Option<SealedHex>,
+    /// pkcs11 only: the label of the KEK object in the token.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    hsm_label: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -147,11 +161,14 @@ pub fn keyring_path(data_dir: &Path) -> PathBuf {
 }
 
 /// Creates the keyring with KEK version 1. Refuses to overwrite an existing one.
+/// `passphrase` is the operator secret: the passphrase (`file`) or the token's user PIN
+/// (`pkcs11`, which also needs `pkcs11`: the module and token).
 pub fn create(
     data_dir: &Path,
     source: KeySource,
     passphrase: Option<&SecretString>,
     kdf: KdfParams,
+    pkcs11: Option<&Pkcs11Config>,
 ) -> Result<Keyring> {
     let path = keyring_path(data_dir);
     if path.exists() {
@@ -164,11 +181,13 @@ pub fn create(
             format: 1,
             source,
             kdf: None,
+            pkcs11: None,
             keks: vec![KekFile {
                 version: 1,
                 created_at,
                 key: Some(hex::encode(kek_key.expose())),
                 sealed: None,
+                hsm_label: None,
             }],
         },
         KeySource::File => {
@@ -190,14 +209,17 @@ pub fn create(
                     params: kdf,
                     salt: hex::encode(salt),
                 }),
+                pkcs11: None,
                 keks: vec![KekFile {
                     version: 1,
                     created_at,
                     key: None,
                     sealed: Some(SealedHex::from(&sealed)),
+                    hsm_label: None,
                 }],
             }
         }
+        KeySource::Pkcs11 => return create_pkcs11(&path, passphrase, pkcs11, created_at),
     };
     write_private(
         &path,
@@ -206,6 +228,44 @@ pub fn create(
     Ok(Keyring {
         source,
         keks: vec![Kek::new(1, &kek_key)],
+    })
+}
+
+/// `create` for the `pkcs11` source: KEK version 1 is generated inside the token; the keyring
+/// file is written only once the key exists, and records where it is.
+fn create_pkcs11(
+    path: &Path,
+    pin: Option<&SecretString>,
+    cfg: Option<&Pkcs11Config>,
+    created_at: String,
+) -> Result<Keyring> {
+    let cfg = cfg.ok_or_else(|| {
+        Error::Config("the pkcs11 key source needs a module path and a token label".into())
+    })?;
+    let pin =
+        pin.ok_or_else(|| Error::Config("the pkcs11 key source needs the user PIN".into()))?;
+    let token = hsm::Token::open(cfg, pin)?;
+    let kek = token.generate_kek(1)?;
+    let file = KeyringFile {
+        format: 1,
+        source: KeySource::Pkcs11,
+        kdf: None,
+        pkcs11: Some(cfg.clone()),
+        keks: vec![KekFile {
+            version: 1,
+            created_at,
+            key: None,
+            sealed: None,
+            hsm_label: Some(kek.label().to_string()),
+        }],
+    };
+    write_private(
+        path,
+        &serde_json::to_vec_pretty(&file).map_err(|_| Error::Corrupt { what: "keyring" })?,
+    )?;
+    Ok(Keyring {
+        source: KeySource::Pkcs11,
+        keks: vec![Kek::hsm(1, kek)],
     })
 }
 
@@ -258,7 +318,27 @@ pub fn load(data_dir: &Path, unlock: &Unlock) -> Result<Keyring> {
                 keks.push(Kek::new(k.version, &key));
             }
         }
-        (KeySource::File, Unlock::Dev) => return Err(Error::Sealed),
+        // The PIN may also arrive as the "passphrase" of `POST /v1/sys/unseal`.
+        (KeySource::Pkcs11, Unlock::Pin(pin) | Unlock::Passphrase(pin)) => {
+            let cfg = file
+                .pkcs11
+                .as_ref()
+                .ok_or(Error::KeyUnlock("key file is malformed"))?;
+            let token = hsm::Token::open(cfg, pin)?;
+            for k in &file.keks {
+                let kek = token.find_kek(k.version)?;
+                if k.hsm_label.as_deref() != Some(kek.label()) {
+                    return Err(Error::KeyUnlock("key file is malformed"));
+                }
+                keks.push(Kek::hsm(k.version, kek));
+            }
+        }
+        (KeySource::File | KeySource::Pkcs11, Unlock::Dev) => return Err(Error::Sealed),
+        (KeySource::File, Unlock::Pin(_)) => {
+            return Err(Error::Config(
+                "this vault's keys are sealed by a passphrase, not a PKCS#11 PIN".into(),
+            ));
+        }
     }
     Ok(Keyring {
         source: file.source,
@@ -309,7 +389,7 @@ mod tests {
     #[test]
     fn dev_keyring_round_trip_is_private() {
         let d = tempfile::tempdir().unwrap();
-        let k = create(d.path(), KeySource::Dev, None, KdfParams::default()).unwrap();
+        let k = create(d.path(), KeySource::Dev, None, KdfParams::default(), None).unwrap();
         let v1 = k.current().unwrap().version();
         let loaded = load(d.path(), &Unlock::Dev).unwrap();
         assert_eq!(loaded.current().unwrap().version(), v1);
@@ -319,7 +399,7 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(matches!(
-            create(d.path(), KeySource::Dev, None, KdfParams::default()),
+            create(d.path(), KeySource::Dev, None, KdfParams::default(), None),
             Err(Error::AlreadyInitialized(_))
         ));
     }
@@ -333,7 +413,7 @@ mod tests {
             p_cost: 1,
         };
         let pass = SecretString::new("a long operator passphrase".into());
-        let created = create(d.path(), KeySource::File, Some(&pass), params).unwrap();
+        let created = create(d.path(), KeySource::File, Some(&pass), params, None).unwrap();
         let probe = SecretKey::random();
         let wrapped = created.current().unwrap().wrap("probe", 1, &probe).unwrap();
         let text = std::fs::read_to_string(keyring_path(d.path())).unwrap();
@@ -361,6 +441,7 @@ mod tests {
             KeySource::File,
             Some(&SecretString::new("short".into())),
             KdfParams::default(),
+            None,
         );
         assert!(matches!(r, Err(Error::Config(_))));
     }

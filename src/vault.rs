@@ -70,8 +70,11 @@ impl Default for Options {
 pub struct InitOptions {
     pub backend: Backend,
     pub key_source: KeySource,
+    /// The operator secret: passphrase (`file`) or the token's user PIN (`pkcs11`).
     pub passphrase: Option<SecretString>,
     pub kdf: KdfParams,
+    /// `pkcs11` only: the module and token that hold the KEK.
+    pub pkcs11: Option<crate::hsm::Pkcs11Config>,
 }
 
 impl InitOptions {
@@ -82,6 +85,7 @@ impl InitOptions {
             key_source: KeySource::Dev,
             passphrase: None,
             kdf: KdfParams::default(),
+            pkcs11: None,
         }
     }
 }
@@ -518,7 +522,13 @@ impl Vault {
             return Err(Error::AlreadyInitialized(dir.display().to_string()));
         }
         keys::create_private_dir(dir)?;
-        let keyring = keys::create(dir, init.key_source, init.passphrase.as_ref(), init.kdf)?;
+        let keyring = keys::create(
+            dir,
+            init.key_source,
+            init.passphrase.as_ref(),
+            init.kdf,
+            init.pkcs11.as_ref(),
+        )?;
         let store = store::open(init.backend, dir)?;
         let mut batch = WriteBatch::new();
         let fp = SecretKey::random();
