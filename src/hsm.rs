@@ -394,6 +394,157 @@ impl KekHandle {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use crate::crypto::Kek;
+
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    const TOKEN: &str = "panvault-unit";
+    const PIN: &str = "unit-pin-1234";
+
+    /// Runs [`softhsm_inner`] in a child process of this test binary, with `SOFTHSM2_CONF`
+    /// pointing at a throwaway token (a test cannot set the variable in-process, and must not
+    /// touch the system's SoftHSM configuration). Same skip rule as `tests/hsm.rs`.
+    #[test]
+    fn wrap_and_unwrap_in_softhsm() {
+        let present = Path::new(MODULE).exists()
+            && std::process::Command::new("softhsm2-util")
+                .arg("--version")
+                .output()
+                .is_ok();
+        if !present {
+            if std::env::var("PANVAULT_SKIP_HSM_TESTS").as_deref() == Ok("1") {
+                eprintln!("note: SoftHSM2 not installed; PKCS#11 unit test skipped");
+                return;
+            }
+            panic!(
+                "SoftHSM2 is not installed: `apt-get install softhsm2` (.ci/run does), or set \
+                 PANVAULT_SKIP_HSM_TESTS=1 to skip"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let init = std::process::Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", TOKEN, "--pin", PIN])
+            .args(["--so-pin", "unit-so-pin"])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(init.status.success(), "{init:?}");
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "hsm::tests::softhsm_inner",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("SOFTHSM2_CONF", &conf)
+            .env("PANVAULT_HSM_UNIT_INNER", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("1 passed"), "{text}");
+    }
+
+    /// The body of [`wrap_and_unwrap_in_softhsm`]; does nothing unless run by it.
+    #[test]
+    #[ignore = "run by wrap_and_unwrap_in_softhsm with its own SOFTHSM2_CONF"]
+    fn softhsm_inner() {
+        if std::env::var("PANVAULT_HSM_UNIT_INNER").as_deref() != Ok("1") {
+            return;
+        }
+        let cfg = Pkcs11Config {
+            module: MODULE.into(),
+            token: TOKEN.into(),
+        };
+        let wrong = Token::open(&cfg, &SecretString::new("wrong-pin".into()));
+        assert!(matches!(wrong, Err(Error::KeyUnlock(_))), "{wrong:?}");
+        let missing = Token::open(
+            &Pkcs11Config {
+                module: MODULE.into(),
+                token: "no-such-token".into(),
+            },
+            &SecretString::new(PIN.into()),
+        );
+        assert!(matches!(missing, Err(Error::Config(_))), "{missing:?}");
+
+        let token = Token::open(&cfg, &SecretString::new(PIN.into())).unwrap();
+        assert!(matches!(token.find_kek(1), Err(Error::KeyUnlock(_))));
+        let generated = token.generate_kek(1).unwrap();
+        assert!(matches!(token.generate_kek(1), Err(Error::Config(_))));
+        drop(generated);
+        // Opened again in the same process (the earlier login is still live): a wrong PIN is
+        // still refused, the right one works.
+        let again = Token::open(&cfg, &SecretString::new("wrong-pin".into()));
+        assert!(matches!(again, Err(Error::KeyUnlock(_))), "{again:?}");
+        let token = Token::open(&cfg, &SecretString::new(PIN.into())).unwrap();
+        let handle = token.find_kek(1).unwrap();
+
+        // The KEK's value cannot be read or wrapped out.
+        {
+            let session = token.session();
+            let value = session
+                .get_attributes(handle.object, &[AttributeType::Value])
+                .unwrap();
+            assert!(
+                !value.iter().any(|a| matches!(a, Attribute::Value(_))),
+                "KEK value readable"
+            );
+            assert!(
+                session
+                    .wrap_key(&Mechanism::AesKeyWrap, handle.object, handle.object)
+                    .is_err()
+            );
+        }
+
+        let kek = Kek::hsm(1, handle);
+        let dek = SecretKey::random();
+        let sealed = kek.wrap("dek", 7, &dek).unwrap();
+        assert_eq!(sealed.ciphertext.len(), WRAPPED_LEN);
+        assert_eq!(
+            kek.unwrap_key("dek", 7, &sealed).unwrap().expose(),
+            dek.expose()
+        );
+        // Bound to name, id and KEK version, like the software KEK.
+        for (name, id) in [("dek", 8), ("fingerprint", 7)] {
+            assert!(matches!(
+                kek.unwrap_key(name, id, &sealed),
+                Err(Error::Decrypt { .. })
+            ));
+        }
+        let other_version = Kek::hsm(2, token.find_kek(1).unwrap());
+        assert!(other_version.unwrap_key("dek", 7, &sealed).is_err());
+        let mut tampered = sealed.clone();
+        tampered.ciphertext[3] ^= 1;
+        assert!(kek.unwrap_key("dek", 7, &tampered).is_err());
+        let mut nonce = sealed.clone();
+        nonce.nonce[0] = 1;
+        assert!(kek.unwrap_key("dek", 7, &nonce).is_err());
+        // A software-wrapped key is not accepted by the HSM KEK.
+        let local = Kek::new(1, &SecretKey::random())
+            .wrap("dek", 7, &dek)
+            .unwrap();
+        assert!(kek.unwrap_key("dek", 7, &local).is_err());
+        // No session objects left behind.
+        let leftovers = token
+            .session()
+            .find_objects(&[Attribute::Token(false)])
+            .unwrap();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
 
     #[test]
     fn handles_are_send_and_sync() {
