@@ -220,9 +220,13 @@ fn init(a: InitArgs) -> Result<()> {
         KeySource::Dev => None,
     };
     let pkcs11 = match (source, a.pkcs11_module, a.pkcs11_token) {
-        (KeySource::Pkcs11, Some(module), Some(token)) => {
-            Some(crate::hsm::Pkcs11Config { module, token })
-        }
+        // Recorded in the keyring, so made absolute (symlinks kept: distributions version
+        // the library behind a stable link).
+        (KeySource::Pkcs11, Some(module), Some(token)) => Some(crate::hsm::Pkcs11Config {
+            module: std::path::absolute(&module)
+                .map_err(|e| Error::io(module.display().to_string(), e))?,
+            token,
+        }),
         (KeySource::Pkcs11, _, _) => {
             return Err(Error::Config(
                 "the pkcs11 key source needs --pkcs11-module and --pkcs11-token".into(),
