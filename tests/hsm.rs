@@ -366,6 +366,29 @@ fn pkcs11_keys_init_serve_restart_unseal_with_softhsm() {
     ));
     assert_eq!(s, StatusCode::OK, "{r}");
     assert!(r["pan"] == PAN, "reveal after unseal gave another card");
+    // Seal and unseal again in the same process: the token login of the sealed vault must not
+    // let a wrong PIN through.
+    let (s, body) = send(bearer(c.post(server.url("/v1/sys/seal")), &admin));
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, body) = send(
+        c.post(server.url("/v1/sys/unseal"))
+            .json(&json!({"passphrase": "not-the-pin"})),
+    );
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, body) = send(
+        c.post(server.url("/v1/sys/unseal"))
+            .json(&json!({ "passphrase": PIN })),
+    );
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, r) = send(bearer(
+        c.post(server.url(&format!("/v1/tokens/{token}/reveal"))),
+        &shop,
+    ));
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert!(
+        r["pan"] == PAN,
+        "reveal after a second unseal gave another card"
+    );
     logs.extend(server.stop());
 
     for line in &logs {
