@@ -62,6 +62,9 @@ pub struct UnlockArgs {
     /// File with custodian shares, one per line (`shamir` keys).
     #[arg(long, env = "PANVAULT_SHARES_FILE")]
     pub shares_file: Option<PathBuf>,
+    /// File holding the PKCS#11 user PIN (`pkcs11` keys).
+    #[arg(long, env = "PANVAULT_PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -72,8 +75,8 @@ pub struct InitArgs {
     /// Storage backend: redb (default) or sled.
     #[arg(long = "store", default_value = "redb")]
     pub store: Backend,
-    /// KEK source: file (passphrase-sealed key file), shamir (M of N custodian shares) or dev
-    /// (needs --dev).
+    /// KEK source: file (passphrase-sealed key file), shamir (M of N custodian shares), pkcs11
+    /// (KEK inside an HSM) or dev (needs --dev).
     #[arg(long = "keys")]
     pub keys: Option<KeySource>,
     /// `shamir` keys: how many custodian shares to make (N, at most 255).
@@ -91,6 +94,15 @@ pub struct InitArgs {
     /// File holding the operator passphrase (`file` keys); else $PANVAULT_PASSPHRASE_FILE.
     #[arg(long, env = "PANVAULT_PASSPHRASE_FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// `pkcs11` keys: path of the PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).
+    #[arg(long, env = "PANVAULT_PKCS11_MODULE")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// `pkcs11` keys: label of the token that generates and holds the KEK.
+    #[arg(long, env = "PANVAULT_PKCS11_TOKEN")]
+    pub pkcs11_token: Option<String>,
+    /// `pkcs11` keys: file holding the token's user PIN (first line).
+    #[arg(long, env = "PANVAULT_PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -113,6 +125,9 @@ pub struct ServeArgs {
     /// File holding the operator passphrase (`file` keys); else $PANVAULT_PASSPHRASE_FILE.
     #[arg(long, env = "PANVAULT_PASSPHRASE_FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// File holding the PKCS#11 user PIN (`pkcs11` keys); else $PANVAULT_PKCS11_PIN_FILE.
+    #[arg(long, env = "PANVAULT_PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
     /// Require client certificates chaining to this CA (PEM): mTLS.
     #[arg(long, env = "PANVAULT_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
@@ -196,9 +211,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 &a.data,
                 a.passphrase_file.as_deref(),
                 a.shares_file.as_deref(),
+                a.pkcs11_pin_file.as_deref(),
             )?
             .ok_or_else(|| {
-                Error::Config("this vault's keys need --passphrase-file or --shares-file".into())
+                Error::Config(
+                    "this vault's keys need --passphrase-file, --shares-file or --pkcs11-pin-file"
+                        .into(),
+                )
             })?;
             let vault = Vault::open(&a.data, &unlock, Options::default())?;
             let ctx = vault::Ctx {
@@ -275,6 +294,15 @@ fn init(a: InitArgs) -> Result<()> {
             })?;
             Some(read_passphrase(path)?)
         }
+        KeySource::Pkcs11 => {
+            let path = a.pkcs11_pin_file.as_deref().ok_or_else(|| {
+                Error::Config(
+                    "the pkcs11 key source needs --pkcs11-pin-file or PANVAULT_PKCS11_PIN_FILE"
+                        .into(),
+                )
+            })?;
+            Some(read_passphrase(path)?)
+        }
         KeySource::Dev | KeySource::Shamir => None,
     };
     match (source, a.shares, a.threshold) {
@@ -305,6 +333,21 @@ fn init(a: InitArgs) -> Result<()> {
             )));
         }
     }
+    let pkcs11 = match (source, a.pkcs11_module, a.pkcs11_token) {
+        // Recorded in the keyring, so made absolute (symlinks kept: distributions version
+        // the library behind a stable link).
+        (KeySource::Pkcs11, Some(module), Some(token)) => Some(crate::hsm::Pkcs11Config {
+            module: std::path::absolute(&module)
+                .map_err(|e| Error::io(module.display().to_string(), e))?,
+            token,
+        }),
+        (KeySource::Pkcs11, _, _) => {
+            return Err(Error::Config(
+                "the pkcs11 key source needs --pkcs11-module and --pkcs11-token".into(),
+            ));
+        }
+        _ => None,
+    };
     let init = Vault::init(
         &a.data,
         InitOptions {
@@ -313,6 +356,7 @@ fn init(a: InitArgs) -> Result<()> {
             passphrase,
             kdf: KdfParams::default(),
             shamir: a.threshold.zip(a.shares),
+            pkcs11,
         },
     )?;
     let shares = &init.shares;
@@ -396,6 +440,7 @@ fn server_unlock(
     data: &Path,
     passphrase_file: Option<&Path>,
     shares_file: Option<&Path>,
+    pin_file: Option<&Path>,
 ) -> Result<Option<Unlock>> {
     match crate::keys::source_of(data)? {
         KeySource::Dev => Ok(Some(Unlock::Dev)),
@@ -404,6 +449,9 @@ fn server_unlock(
             .transpose(),
         KeySource::Shamir => shares_file
             .map(|path| read_shares(path).map(Unlock::Shares))
+            .transpose(),
+        KeySource::Pkcs11 => pin_file
+            .map(|path| read_passphrase(path).map(Unlock::Pin))
             .transpose(),
     }
 }
@@ -443,6 +491,8 @@ pub struct ConfigFile {
     pub passphrase_file: Option<PathBuf>,
     /// File of custodian shares, one per line (`shamir` keys).
     pub shares_file: Option<PathBuf>,
+    /// File holding the PKCS#11 user PIN (`pkcs11` keys).
+    pub pkcs11_pin_file: Option<PathBuf>,
     /// PEM file of the CA that client certificates must chain to (mTLS); none: no client
     /// certificates asked for.
     pub client_ca: Option<PathBuf>,
@@ -500,6 +550,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
     let plaintext = a.plaintext || cfg.plaintext.unwrap_or(false);
     let passphrase_file = a.passphrase_file.or(cfg.passphrase_file);
+    let pin_file = a.pkcs11_pin_file.or(cfg.pkcs11_pin_file);
     let limit = cfg
         .reveal
         .map_or_else(crate::http::RevealLimit::default, |r| {
@@ -507,7 +558,12 @@ fn serve(a: ServeArgs) -> Result<()> {
         });
     let client_ca = a.client_ca.or(cfg.client_ca);
     let shares_file = a.shares_file.or(cfg.shares_file);
-    let gate = match server_unlock(&data, passphrase_file.as_deref(), shares_file.as_deref())? {
+    let gate = match server_unlock(
+        &data,
+        passphrase_file.as_deref(),
+        shares_file.as_deref(),
+        pin_file.as_deref(),
+    )? {
         Some(unlock) => Gate::unsealed(
             Vault::open(&data, &unlock, Options::default())?,
             Options::default(),

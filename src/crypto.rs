@@ -171,17 +171,35 @@ pub struct Sealed {
     pub ciphertext: Vec<u8>,
 }
 
-/// A key-encryption key of one version. Its expanded AES key schedule is zeroized on drop.
+/// A key-encryption key of one version: in this process (`dev`, `file`) or inside an HSM
+/// (`pkcs11`). The in-process key's expanded AES key schedule is zeroized on drop.
 pub struct Kek {
     version: u32,
-    cipher: Aes256Gcm,
+    key: KekKey,
+}
+
+enum KekKey {
+    /// AES-256-GCM in process, the associated data from [`wrap_aad`]. Boxed: the expanded key
+    /// schedule is large, and a KEK is used only to wrap and unwrap keys.
+    Local(Box<Aes256Gcm>),
+    /// RFC 3394 key wrap inside the HSM, bound to the same associated data (see [`crate::hsm`]).
+    /// A [`Sealed`] made by it has an all-zero nonce and the 56-byte wrap as ciphertext.
+    Hsm(crate::hsm::KekHandle),
 }
 
 impl Kek {
     pub fn new(version: u32, key: &SecretKey) -> Self {
         Kek {
             version,
-            cipher: Aes256Gcm::new(key.expose().into()),
+            key: KekKey::Local(Box::new(Aes256Gcm::new(key.expose().into()))),
+        }
+    }
+
+    /// A KEK version that lives in an HSM.
+    pub fn hsm(version: u32, handle: crate::hsm::KekHandle) -> Self {
+        Kek {
+            version,
+            key: KekKey::Hsm(handle),
         }
     }
 
@@ -191,28 +209,44 @@ impl Kek {
 
     /// Wraps a key under this KEK; `name`/`id` say which key it is.
     pub fn wrap(&self, name: &str, id: u32, key: &SecretKey) -> Result<Sealed> {
-        seal(
-            &self.cipher,
-            &wrap_aad(name, id, self.version),
-            key.expose(),
-        )
+        let aad = wrap_aad(name, id, self.version);
+        match &self.key {
+            KekKey::Local(cipher) => seal(cipher, &aad, key.expose()),
+            KekKey::Hsm(h) => Ok(Sealed {
+                nonce: [0u8; NONCE_LEN],
+                ciphertext: h.wrap(&aad, key)?,
+            }),
+        }
     }
 
     /// Unwraps a key wrapped by [`Kek::wrap`] with the same `name`, `id` and KEK version.
     pub fn unwrap_key(&self, name: &str, id: u32, sealed: &Sealed) -> Result<SecretKey> {
-        let plain = open(
-            &self.cipher,
-            &wrap_aad(name, id, self.version),
-            sealed,
-            "wrapped key",
-        )?;
-        SecretKey::from_slice(&plain)
+        let aad = wrap_aad(name, id, self.version);
+        match &self.key {
+            KekKey::Local(cipher) => {
+                let plain = open(cipher, &aad, sealed, "wrapped key")?;
+                SecretKey::from_slice(&plain)
+            }
+            KekKey::Hsm(h) => {
+                if sealed.nonce != [0u8; NONCE_LEN] {
+                    return Err(Error::Decrypt {
+                        what: "wrapped key",
+                    });
+                }
+                h.unwrap(&aad, &sealed.ciphertext)
+            }
+        }
     }
 }
 
 impl std::fmt::Debug for Kek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Kek {{ version: {}, key: [REDACTED] }}", self.version)
+        match &self.key {
+            KekKey::Local(_) => {
+                write!(f, "Kek {{ version: {}, key: [REDACTED] }}", self.version)
+            }
+            KekKey::Hsm(h) => write!(f, "Kek {{ version: {}, hsm: {h:?} }}", self.version),
+        }
     }
 }
 

@@ -103,6 +103,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The HSM (PKCS#11 key source) failed; the text names the operation, never key material.
+    #[error("hsm error: {0}")]
+    Hsm(&'static str),
     /// Configuration or command-line value is wrong.
     #[error("configuration: {0}")]
     Config(String),
@@ -142,6 +145,7 @@ impl Error {
             Error::ShuttingDown => "shutting_down",
             Error::Io { .. } => "io_error",
             Error::Config(_) => "invalid_config",
+            Error::Hsm(_) => "hsm_error",
         }
     }
 

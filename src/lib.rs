@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cli;
 pub mod crypto;
 pub mod error;
+pub mod hsm;
 pub mod http;
 pub mod keys;
 pub mod openapi;

@@ -126,6 +126,9 @@ impl Gate {
             };
             match (self.source, input) {
                 (KeySource::File, UnsealInput::Passphrase(p)) => Unlock::Passphrase(p),
+                // The contract's unseal body has `passphrase` or `share`: an HSM's user PIN
+                // arrives as the passphrase.
+                (KeySource::Pkcs11, UnsealInput::Passphrase(p)) => Unlock::Pin(p),
                 (KeySource::Shamir, UnsealInput::Share(text)) => {
                     let collector = match shares {
                         Some(c) => c,

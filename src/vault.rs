@@ -70,10 +70,13 @@ impl Default for Options {
 pub struct InitOptions {
     pub backend: Backend,
     pub key_source: KeySource,
+    /// The operator secret: passphrase (`file`) or the token's user PIN (`pkcs11`).
     pub passphrase: Option<SecretString>,
     pub kdf: KdfParams,
     /// `shamir` keys: `(threshold, shares)`.
     pub shamir: Option<(usize, usize)>,
+    /// `pkcs11` only: the module and token that hold the KEK.
+    pub pkcs11: Option<crate::hsm::Pkcs11Config>,
 }
 
 impl InitOptions {
@@ -85,6 +88,7 @@ impl InitOptions {
             passphrase: None,
             kdf: KdfParams::default(),
             shamir: None,
+            pkcs11: None,
         }
     }
 }
@@ -551,6 +555,7 @@ impl Vault {
             init.passphrase.as_ref(),
             init.kdf,
             init.shamir,
+            init.pkcs11.as_ref(),
         )?;
         let store = store::open(init.backend, dir)?;
         let mut batch = WriteBatch::new();

@@ -6,6 +6,8 @@
 //!   by argon2id (RFC 9106 second recommended parameters, stored beside the salt).
 //! - `shamir`: each KEK sealed the same way under a custody key that only M of N custodian
 //!   shares rebuild (Feldman VSS, see [`shamir`]); the keyring keeps the public verifier set.
+//! - `pkcs11`: each KEK is a non-extractable AES key inside an HSM; the file records the module
+//!   path, the token label and each version's object label, no key material (see [`crate::hsm`]).
 //!
 //! The file is replaced atomically (write, fsync, rename, fsync directory).
 
@@ -19,6 +21,7 @@ pub mod shamir;
 pub use shamir::{Progress, ShareCollector, parse_share};
 
 use crate::crypto::{self, KdfParams, Kek, Sealed, SecretKey, SecretString};
+use crate::hsm::{self, Pkcs11Config};
 use crate::{Error, Result};
 
 /// Where the KEK comes from.
@@ -28,6 +31,7 @@ pub enum KeySource {
     Dev,
     File,
     Shamir,
+    Pkcs11,
 }
 
 impl std::str::FromStr for KeySource {
@@ -37,11 +41,9 @@ impl std::str::FromStr for KeySource {
             "dev" => Ok(KeySource::Dev),
             "file" => Ok(KeySource::File),
             "shamir" => Ok(KeySource::Shamir),
-            "pkcs11" => Err(Error::Config(format!(
-                "key source `{s}` is not implemented yet"
-            ))),
+            "pkcs11" => Ok(KeySource::Pkcs11),
             _ => Err(Error::Config(format!(
-                "unknown key source `{s}` (dev, file, shamir)"
+                "unknown key source `{s}` (dev, file, shamir, pkcs11)"
             ))),
         }
     }
@@ -53,6 +55,7 @@ impl KeySource {
             KeySource::Dev => "dev",
             KeySource::File => "file",
             KeySource::Shamir => "shamir",
+            KeySource::Pkcs11 => "pkcs11",
         }
     }
 }
@@ -70,6 +73,8 @@ pub enum Unlock {
     Shares(Vec<SecretString>),
     /// Shares collected one at a time by a [`ShareCollector`] (the unseal flow).
     Collected(ShareCollector),
+    /// The token's user PIN of a `pkcs11` keyring.
+    Pin(SecretString),
 }
 
 /// Minimum passphrase length accepted at `init`.
@@ -83,6 +88,9 @@ struct KeyringFile {
     kdf: Option<KdfFile>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     shamir: Option<ShamirFile>,
+    /// pkcs11 only: the module and token that hold the KEK versions.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pkcs11: Option<Pkcs11Config>,
     keks: Vec<KekFile>,
 }
 
@@ -122,6 +130,9 @@ struct KekFile {
     /// file only: the sealed key.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     sealed: Option<SealedHex>,
+    /// pkcs11 only: the label of the KEK object in the token.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    hsm_label: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -155,6 +166,8 @@ pub struct Keyring {
     /// What seals a new KEK version in the keyring file (rotation): the passphrase key
     /// (`file`) or the custody key (`shamir`); none for `dev`.
     sealer: Option<SecretKey>,
+    /// `pkcs11`: the logged-in token, which makes and destroys KEK versions.
+    token: Option<std::sync::Arc<hsm::Token>>,
 }
 
 impl Keyring {
@@ -191,15 +204,18 @@ pub fn keyring_path(data_dir: &Path) -> PathBuf {
     data_dir.join("keys").join("keyring.json")
 }
 
-/// Creates the keyring with KEK version 1. Refuses to overwrite an existing one. `shamir` is
-/// `(threshold, shares)` for that source; the custodian shares come back (custodian 1..=N in
-/// order; empty for the other sources) and exist nowhere else: print or write each one once.
+/// Creates the keyring with KEK version 1. Refuses to overwrite an existing one. `passphrase`
+/// is the operator secret: the passphrase (`file`) or the token's user PIN (`pkcs11`, which
+/// also needs `pkcs11`: the module and token). `shamir` is `(threshold, shares)` for that
+/// source; the custodian shares come back (custodian 1..=N in order; empty for the other
+/// sources) and exist nowhere else: print or write each one once.
 pub fn create(
     data_dir: &Path,
     source: KeySource,
     passphrase: Option<&SecretString>,
     kdf: KdfParams,
     shamir: Option<(usize, usize)>,
+    pkcs11: Option<&Pkcs11Config>,
 ) -> Result<(Keyring, Vec<SecretString>)> {
     let path = keyring_path(data_dir);
     if path.exists() {
@@ -215,11 +231,13 @@ pub fn create(
             source,
             kdf: None,
             shamir: None,
+            pkcs11: None,
             keks: vec![KekFile {
                 version: 1,
                 created_at,
                 key: Some(hex::encode(kek_key.expose())),
                 sealed: None,
+                hsm_label: None,
             }],
         },
         KeySource::File => {
@@ -243,11 +261,13 @@ pub fn create(
                     salt: hex::encode(salt),
                 }),
                 shamir: None,
+                pkcs11: None,
                 keks: vec![KekFile {
                     version: 1,
                     created_at,
                     key: None,
                     sealed: Some(SealedHex::from(&sealed)),
+                    hsm_label: None,
                 }],
             }
         }
@@ -270,13 +290,18 @@ pub fn create(
                     shares: count,
                     verifiers: split.verifiers,
                 }),
+                pkcs11: None,
                 keks: vec![KekFile {
                     version: 1,
                     created_at,
                     key: None,
                     sealed: Some(SealedHex::from(&sealed)),
+                    hsm_label: None,
                 }],
             }
+        }
+        KeySource::Pkcs11 => {
+            return create_pkcs11(&path, passphrase, pkcs11, created_at).map(|k| (k, shares));
         }
     };
     write_private(
@@ -288,9 +313,51 @@ pub fn create(
             source,
             keks: vec![Kek::new(1, &kek_key)],
             sealer,
+            token: None,
         },
         shares,
     ))
+}
+
+/// `create` for the `pkcs11` source: KEK version 1 is generated inside the token; the keyring
+/// file is written only once the key exists, and records where it is.
+fn create_pkcs11(
+    path: &Path,
+    pin: Option<&SecretString>,
+    cfg: Option<&Pkcs11Config>,
+    created_at: String,
+) -> Result<Keyring> {
+    let cfg = cfg.ok_or_else(|| {
+        Error::Config("the pkcs11 key source needs a module path and a token label".into())
+    })?;
+    let pin =
+        pin.ok_or_else(|| Error::Config("the pkcs11 key source needs the user PIN".into()))?;
+    let token = hsm::Token::open(cfg, pin)?;
+    let kek = token.generate_kek(1)?;
+    let file = KeyringFile {
+        format: 1,
+        source: KeySource::Pkcs11,
+        kdf: None,
+        shamir: None,
+        pkcs11: Some(cfg.clone()),
+        keks: vec![KekFile {
+            version: 1,
+            created_at,
+            key: None,
+            sealed: None,
+            hsm_label: Some(kek.label().to_string()),
+        }],
+    };
+    write_private(
+        path,
+        &serde_json::to_vec_pretty(&file).map_err(|_| Error::Corrupt { what: "keyring" })?,
+    )?;
+    Ok(Keyring {
+        source: KeySource::Pkcs11,
+        keks: vec![Kek::hsm(1, kek)],
+        sealer: None,
+        token: Some(token),
+    })
 }
 
 /// Creates a `shamir` keyring (`threshold` of `shares`) and hands back the custodian shares,
@@ -306,6 +373,7 @@ pub fn create_shamir(
         None,
         KdfParams::default(),
         Some((threshold, shares)),
+        None,
     )
 }
 
@@ -342,6 +410,7 @@ pub fn load(data_dir: &Path, unlock: &Unlock) -> Result<Keyring> {
     let file = read_file(data_dir)?;
     let mut keks = Vec::with_capacity(file.keks.len());
     let mut sealer = None;
+    let mut token = None;
     match (file.source, unlock) {
         (KeySource::Dev, _) => {
             tracing::warn!(
@@ -400,12 +469,36 @@ pub fn load(data_dir: &Path, unlock: &Unlock) -> Result<Keyring> {
             }
             sealer = Some(ckey);
         }
-        (KeySource::File | KeySource::Shamir, _) => return Err(Error::Sealed),
+        // The PIN may also arrive as the "passphrase" of `POST /v1/sys/unseal`.
+        (KeySource::Pkcs11, Unlock::Pin(pin) | Unlock::Passphrase(pin)) => {
+            let cfg = file
+                .pkcs11
+                .as_ref()
+                .ok_or(Error::KeyUnlock("key file is malformed"))?;
+            let t = hsm::Token::open(cfg, pin)?;
+            for k in &file.keks {
+                let kek = t.find_kek(k.version)?;
+                if k.hsm_label.as_deref() != Some(kek.label()) {
+                    return Err(Error::KeyUnlock("key file is malformed"));
+                }
+                keks.push(Kek::hsm(k.version, kek));
+            }
+            token = Some(t);
+        }
+        (KeySource::File, Unlock::Pin(_)) => {
+            return Err(Error::Config(
+                "this vault's keys are sealed by a passphrase, not a PKCS#11 PIN".into(),
+            ));
+        }
+        (KeySource::File | KeySource::Shamir | KeySource::Pkcs11, _) => {
+            return Err(Error::Sealed);
+        }
     }
     Ok(Keyring {
         source: file.source,
         keks,
         sealer,
+        token,
     })
 }
 
@@ -418,7 +511,23 @@ pub fn add_version(data_dir: &Path, keyring: &mut Keyring) -> Result<u32> {
     let kek_key = SecretKey::random();
     let created_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let no_sealer = || Error::KeyUnlock("the keyring's sealing key is not in memory");
+    if file.source == KeySource::Pkcs11 {
+        // The new version is made inside the token; nothing secret reaches the file.
+        let token = keyring.token.clone().ok_or_else(no_sealer)?;
+        let kek = token.generate_kek(version)?;
+        file.keks.push(KekFile {
+            version,
+            created_at,
+            key: None,
+            sealed: None,
+            hsm_label: Some(kek.label().to_string()),
+        });
+        write_file(data_dir, &file)?;
+        keyring.keks.push(Kek::hsm(version, kek));
+        return Ok(version);
+    }
     let (key, sealed) = match file.source {
+        KeySource::Pkcs11 => return Err(no_sealer()),
         KeySource::Dev => (Some(hex::encode(kek_key.expose())), None),
         KeySource::File => {
             let pkey = keyring.sealer.as_ref().ok_or_else(no_sealer)?;
@@ -436,6 +545,7 @@ pub fn add_version(data_dir: &Path, keyring: &mut Keyring) -> Result<u32> {
         created_at,
         key,
         sealed,
+        hsm_label: None,
     });
     write_file(data_dir, &file)?;
     keyring.keks.push(Kek::new(version, &kek_key));
@@ -457,6 +567,12 @@ pub fn destroy_older(data_dir: &Path, keyring: &mut Keyring, keep: u32) -> Resul
         return Err(Error::KeyUnlock("refusing to destroy the last KEK version"));
     }
     write_file(data_dir, &file)?;
+    if let Some(token) = &keyring.token {
+        // The file no longer names them; now the token forgets them too.
+        for &v in &gone {
+            token.destroy_kek(v)?;
+        }
+    }
     keyring.keks.retain(|k| k.version() >= keep);
     Ok(gone)
 }
@@ -511,7 +627,15 @@ mod tests {
     #[test]
     fn dev_keyring_round_trip_is_private() {
         let d = tempfile::tempdir().unwrap();
-        let (k, _) = create(d.path(), KeySource::Dev, None, KdfParams::default(), None).unwrap();
+        let (k, _) = create(
+            d.path(),
+            KeySource::Dev,
+            None,
+            KdfParams::default(),
+            None,
+            None,
+        )
+        .unwrap();
         let v1 = k.current().unwrap().version();
         let loaded = load(d.path(), &Unlock::Dev).unwrap();
         assert_eq!(loaded.current().unwrap().version(), v1);
@@ -521,7 +645,14 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(matches!(
-            create(d.path(), KeySource::Dev, None, KdfParams::default(), None),
+            create(
+                d.path(),
+                KeySource::Dev,
+                None,
+                KdfParams::default(),
+                None,
+                None
+            ),
             Err(Error::AlreadyInitialized(_))
         ));
     }
@@ -535,7 +666,8 @@ mod tests {
             p_cost: 1,
         };
         let pass = SecretString::new("a long operator passphrase".into());
-        let (created, _) = create(d.path(), KeySource::File, Some(&pass), params, None).unwrap();
+        let (created, _) =
+            create(d.path(), KeySource::File, Some(&pass), params, None, None).unwrap();
         let probe = SecretKey::random();
         let wrapped = created.current().unwrap().wrap("probe", 1, &probe).unwrap();
         let text = std::fs::read_to_string(keyring_path(d.path())).unwrap();
@@ -641,7 +773,7 @@ mod tests {
     fn shamir_needs_share_params_and_a_sane_threshold() {
         let d = tempfile::tempdir().unwrap();
         assert!(matches!(
-            create(d.path(), KeySource::Shamir, None, KdfParams::default(), None),
+            create(d.path(), KeySource::Shamir, None, KdfParams::default(), None, None),
             Err(Error::Config(m)) if m.contains("--shares")
         ));
         let low = create_shamir(d.path(), 1, 3);
@@ -657,6 +789,7 @@ mod tests {
             KeySource::File,
             Some(&SecretString::new("short".into())),
             KdfParams::default(),
+            None,
             None,
         );
         assert!(matches!(r, Err(Error::Config(_))));
