@@ -323,6 +323,39 @@ fn pkcs11_keys_init_serve_restart_unseal_with_softhsm() {
         "same card, same merchant: the existing token"
     );
     assert_eq!(t2["token"], token.as_str());
+
+    // KEK rotation: version 2 is made inside the token, the DEKs and meta keys are re-wrapped
+    // under it, and version 1 is destroyed in the token too.
+    let (s, r) = send(bearer(c.post(server.url("/v1/sys/keys/rotate")), &admin));
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["kek_version"], 2, "{r}");
+    assert_eq!(r["destroyed"], json!([1]), "{r}");
+    let (s, r) = send(bearer(
+        c.post(server.url(&format!("/v1/tokens/{token}/reveal"))),
+        &shop,
+    ));
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert!(r["pan"] == PAN, "reveal after rotation gave another card");
+    let keyring: Value =
+        serde_json::from_slice(&std::fs::read(data.join("keys/keyring.json")).unwrap()).unwrap();
+    let labels: Vec<&str> = keyring["keks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["hsm_label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["panvault-kek-v2"]);
+    if which("pkcs11-tool") {
+        let out = Command::new("pkcs11-tool")
+            .args(["--module", MODULE, "--token-label", TOKEN_LABEL])
+            .args(["--login", "--pin", PIN, "--list-objects"])
+            .env("SOFTHSM2_CONF", &hsm.conf)
+            .output()
+            .unwrap();
+        let listing = String::from_utf8_lossy(&out.stdout);
+        assert!(listing.contains("panvault-kek-v2"), "{listing}");
+        assert!(!listing.contains("panvault-kek-v1"), "{listing}");
+    }
     logs.extend(server.stop());
 
     // A wrong PIN: the server refuses to start and says why.
