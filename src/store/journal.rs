@@ -27,7 +27,7 @@
 //! order, but no record after the last completed sync was acknowledged). Readers see a batch
 //! after step 1, up to one sync before it is durable; callers are answered after step 2.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -100,12 +100,11 @@ struct Shared {
     failed: AtomicBool,
 }
 
-/// Entries per table; `None` is a delete. Hash maps: every read and write looks here first,
-/// and a B-tree of 100k keys cost the workers more in `memcmp` than the engine lookup after it;
-/// the applier sorts each table once instead.
+/// Entries per table; `None` is a delete. (Hash maps instead were measured on 2026-11-29: no
+/// gain in server CPU per request, and their rehashes happen under the write lock.)
 #[derive(Default)]
 struct Tables {
-    tables: [HashMap<Vec<u8>, Option<Vec<u8>>>; 8],
+    tables: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 8],
     entries: usize,
 }
 
@@ -120,10 +119,8 @@ impl Tables {
             .iter()
             .zip(&self.tables)
             .flat_map(|(table, entries)| {
-                let mut sorted: Vec<_> = entries.iter().collect();
-                sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                sorted
-                    .into_iter()
+                entries
+                    .iter()
                     .map(|(k, v)| (*table, k.as_slice(), v.as_deref()))
             })
     }
