@@ -49,6 +49,8 @@ pub enum Command {
 pub enum KeysCommand {
     /// New KEK version; every DEK and meta key re-wrapped under it; older versions destroyed.
     Rotate(UnlockArgs),
+    /// KEK versions, DEKs with their KEK version, age against the cryptoperiod and record counts.
+    Status(UnlockArgs),
 }
 
 /// A data dir and what unlocks its keys.
@@ -204,9 +206,10 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{}", crate::openapi::document());
             Ok(())
         }
-        Command::Keys {
-            command: KeysCommand::Rotate(a),
-        } => {
+        Command::Keys { command } => {
+            let a = match &command {
+                KeysCommand::Rotate(a) | KeysCommand::Status(a) => a,
+            };
             let unlock = server_unlock(
                 &a.data,
                 a.passphrase_file.as_deref(),
@@ -224,13 +227,18 @@ pub fn run(cli: Cli) -> Result<()> {
                 actor: "cli".into(),
                 ..vault::Ctx::default()
             };
-            let rotated = actix_web::rt::System::new().block_on(vault.rotate_kek(&ctx));
+            let report = match command {
+                KeysCommand::Rotate(_) => actix_web::rt::System::new()
+                    .block_on(vault.rotate_kek(&ctx))
+                    .and_then(|r| {
+                        serde_json::to_string(&r).map_err(|_| Error::Corrupt { what: "report" })
+                    }),
+                KeysCommand::Status(_) => vault.key_status().and_then(|r| {
+                    serde_json::to_string_pretty(&r).map_err(|_| Error::Corrupt { what: "report" })
+                }),
+            };
             vault.shutdown();
-            let r = rotated?;
-            println!(
-                "{}",
-                serde_json::to_string(&r).map_err(|_| Error::Corrupt { what: "report" })?
-            );
+            println!("{}", report?);
             Ok(())
         }
         Command::Audit { command } => match command {

@@ -697,6 +697,16 @@ async fn rotate_keys(req: HttpRequest, Unsealed(vault): Unsealed) -> Answer {
     Ok(HttpResponse::Ok().json(r))
 }
 
+/// `GET /v1/sys/keys` (scope `keys`).
+async fn key_status(req: HttpRequest, Unsealed(vault): Unsealed) -> Answer {
+    principal(&req, &vault, Scope::Keys).await?;
+    let v = vault.clone();
+    let status = web::block(move || v.key_status())
+        .await
+        .map_err(|_| Problem::from(Error::store("key status", "the task failed")))??;
+    Ok(HttpResponse::Ok().json(status))
+}
+
 async fn readyz(gate: web::Data<Gate>) -> HttpResponse {
     match gate.vault().and_then(|v| v.ready()) {
         Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
@@ -889,6 +899,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/sys/unseal", web::post().to(unseal))
         .route("/v1/sys/seal", web::post().to(seal))
         .route("/v1/sys/keys/rotate", web::post().to(rotate_keys))
+        .route("/v1/sys/keys", web::get().to(key_status))
         .route("/v1/api-keys", web::post().to(create_api_key))
         .route(
             "/v1/api-keys/{api_key_id}",

@@ -93,6 +93,32 @@ impl InitOptions {
     }
 }
 
+/// The keys of an open vault (`GET /v1/sys/keys`). Never key material.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyStatus {
+    pub key_source: &'static str,
+    /// KEK versions held (after a rotation, only the newest).
+    pub kek_versions: Vec<u32>,
+    /// A DEK older than this is past its cryptoperiod (and rolls over on next use).
+    pub dek_cryptoperiod_seconds: u64,
+    pub deks: Vec<DekStatus>,
+    /// The re-encryption job's progress: not built yet, always null.
+    pub reencryption: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct DekStatus {
+    pub id: u32,
+    pub kek_version: u32,
+    pub created_at: String,
+    pub age_seconds: u64,
+    pub past_cryptoperiod: bool,
+    /// The DEK new records are encrypted under.
+    pub current: bool,
+    /// Records it encrypts.
+    pub records: u64,
+}
+
 /// What a KEK rotation did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Rotation {
@@ -921,6 +947,48 @@ impl Vault {
             destroyed,
             rewrapped,
             millis: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// What `GET /v1/sys/keys` and `panvault keys status` show: the KEK versions, and every DEK
+    /// with the KEK version wrapping it, its age against the configured cryptoperiod and the
+    /// number of records it encrypts (a scan of the token table: seconds for millions).
+    pub fn key_status(&self) -> Result<KeyStatus> {
+        let store = self.inner.store.as_ref();
+        let mut counts: HashMap<u32, u64> = HashMap::new();
+        store::for_each(store, Table::Tokens, &[], |_, v| {
+            let rec: Record = decode(v, "token record")?;
+            *counts.entry(rec.dek_id).or_default() += 1;
+            Ok(())
+        })?;
+        let now = now_unix();
+        let current = read_lock(&self.inner.keys.current).id();
+        let cryptoperiod = self.inner.opts.dek_policy.max_age.as_secs();
+        let mut deks = Vec::new();
+        store::for_each(store, Table::Deks, &[], |k, v| {
+            let id = u32::from_be_bytes(
+                k.try_into()
+                    .map_err(|_| Error::Corrupt { what: "dek id" })?,
+            );
+            let rec: DekRecord = decode(v, "dek")?;
+            let age_seconds = now.saturating_sub(rec.created_at);
+            deks.push(DekStatus {
+                id,
+                kek_version: rec.kek_version,
+                created_at: rfc3339(rec.created_at),
+                age_seconds,
+                past_cryptoperiod: age_seconds > cryptoperiod,
+                current: id == current,
+                records: counts.get(&id).copied().unwrap_or(0),
+            });
+            Ok(())
+        })?;
+        Ok(KeyStatus {
+            key_source: keys::source_of(self.dir())?.as_str(),
+            kek_versions: self.kek_versions(),
+            dek_cryptoperiod_seconds: cryptoperiod,
+            deks,
+            reencryption: None,
         })
     }
 

@@ -179,6 +179,27 @@ fn rotation_under_load_fails_no_request_and_leaves_one_kek() {
     });
     assert!(done.load(Ordering::SeqCst) >= 150);
     assert_eq!(kek_versions(&data), vec![3]);
+    // GET /v1/sys/keys: only KEK v3; every DEK wrapped by it; the records add up.
+    let (s, st) = send(bearer(c.get(format!("{base}/v1/sys/keys")), &admin));
+    assert_eq!(s, StatusCode::OK, "{st}");
+    assert_eq!(st["kek_versions"], json!([3]), "{st}");
+    let deks = st["deks"].as_array().unwrap();
+    assert!(deks.iter().all(|d| d["kek_version"] == 3), "{st}");
+    assert_eq!(
+        deks.iter().filter(|d| d["current"] == true).count(),
+        1,
+        "{st}"
+    );
+    let records: u64 = deks.iter().map(|d| d["records"].as_u64().unwrap()).sum();
+    assert_eq!(
+        records as usize,
+        before.len() + made.lock().unwrap().len(),
+        "{st}"
+    );
+    assert_eq!(
+        send(bearer(c.get(format!("{base}/v1/sys/keys")), &key)).0,
+        StatusCode::FORBIDDEN
+    );
     // A key without the `keys` scope cannot rotate.
     let (s, _) = send(bearer(c.post(format!("{base}/v1/sys/keys/rotate")), &key));
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -282,4 +303,16 @@ fn a_rotation_killed_at_any_step_leaves_a_vault_that_opens() {
     assert_eq!(kek_versions(&data), vec![4]);
     all_reveal();
     audit_verifies(&data);
+    // `panvault keys status` on the stopped vault agrees.
+    let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["keys", "status", "--data"])
+        .arg(&data)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["kek_versions"], json!([4]), "{st}");
+    assert_eq!(st["key_source"], "file");
 }
