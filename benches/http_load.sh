@@ -14,6 +14,9 @@
 #   retokenize  POST /v1/tokens, one of SEED_CARDS already-tokenized cards (200)
 #   read        GET  /v1/tokens/{token}, one of the seed tokens
 #   reveal      POST /v1/tokens/{token}/reveal, one of the seed tokens
+#   reenc       restarts the vault (a new DEK: every token so far is under an old one), then
+#               tokenize without and with the re-encryption job running (issue 4): live
+#               throughput as a fraction, and the job's records/s
 #
 # Reveal is rate-limited per API key (10/s, burst 20). To measure server throughput rather than
 # the limiter, the reveal phase round-robins its requests over REVEAL_KEYS reveal-only keys of
@@ -27,8 +30,9 @@
 # answer or a socket error/timeout, or if a server failed.
 #
 # Tunables (environment): THREADS=2 CONNECTIONS=64 DURATION=10s WARMUP=3s SEED_CARDS=2000
-# REVEAL_KEYS=4000 KEEP_LOGS=DIR (copy wrk and server logs there) PHASES="new retok read reveal"
-# (a subset, e.g. for profiling one phase).
+# REVEAL_KEYS=4000 KEEP_LOGS=DIR (copy wrk and server logs there) PHASES="new retok read reveal
+# reenc" (a subset, e.g. for profiling one phase) REENC_MIN_TOKENS=300000 (reenc first tokenizes
+# for REENC_FILL=20s if fewer tokens exist).
 set -euo pipefail
 
 THREADS=${THREADS:-2}
@@ -37,7 +41,9 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 SEED_CARDS=${SEED_CARDS:-2000}
 REVEAL_KEYS=${REVEAL_KEYS:-4000}
-PHASES=${PHASES:-new retok read reveal}
+PHASES=${PHASES:-new retok read reveal reenc}
+REENC_MIN_TOKENS=${REENC_MIN_TOKENS:-300000}
+REENC_FILL=${REENC_FILL:-20s}
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log() { printf '%s\n' "$*" >&2; }
@@ -91,16 +97,29 @@ wait_for() {
     die "timed out waiting for '$2' in $1"
 }
 
+# start_vault: `panvault demo` on the data dir (made on the first call); sets VAULT_PID and
+# VAULT_URL, and on the first call ADMIN_KEY and SHOP_KEY (they stay valid across restarts).
+start_vault() {
+    PANVAULT_LOG=warn "$PANVAULT" demo --data "$TMP/vault" --listen 127.0.0.1:0 \
+        >"$TMP/vault.out" 2>>"$TMP/vault.log" &
+    VAULT_PID=$!
+    wait_for "$TMP/vault.out" 'Ctrl-C stops' "$VAULT_PID"
+    ADMIN_KEY=${ADMIN_KEY:-$(sed -n 's/^admin key: *\(pvk_[^ ]*\).*/\1/p' "$TMP/vault.out")}
+    SHOP_KEY=${SHOP_KEY:-$(sed -n 's/^shop key: *\(pvk_[^ ]*\).*/\1/p' "$TMP/vault.out")}
+    VAULT_URL=$(grep -o 'https://127\.0\.0\.1:[0-9]*' "$TMP/vault.out" | head -1)
+    [ -n "$ADMIN_KEY" ] && [ -n "$SHOP_KEY" ] && [ -n "$VAULT_URL" ] || die "could not parse demo output"
+}
+stop_vault() {
+    kill -TERM "$VAULT_PID" 2>/dev/null || true
+    wait "$VAULT_PID" 2>/dev/null || { FAILED=1; log "the vault did not exit cleanly"; }
+    VAULT_PID=""
+}
+
 log "starting the vault (demo) and the echo server"
-PANVAULT_LOG=warn "$PANVAULT" demo --data "$TMP/vault" --listen 127.0.0.1:0 \
-    >"$TMP/vault.out" 2>"$TMP/vault.log" &
-VAULT_PID=$!
-wait_for "$TMP/vault.out" 'Ctrl-C stops' "$VAULT_PID"
-ADMIN_KEY=$(sed -n 's/^admin key: *\(pvk_[^ ]*\).*/\1/p' "$TMP/vault.out")
-SHOP_KEY=$(sed -n 's/^shop key: *\(pvk_[^ ]*\).*/\1/p' "$TMP/vault.out")
-VAULT_URL=$(grep -o 'https://127\.0\.0\.1:[0-9]*' "$TMP/vault.out" | head -1)
+ADMIN_KEY=""
+SHOP_KEY=""
+start_vault
 CA=$TMP/vault/tls/ca.pem
-[ -n "$ADMIN_KEY" ] && [ -n "$SHOP_KEY" ] && [ -n "$VAULT_URL" ] || die "could not parse demo output"
 
 "$ECHO" "$TMP/vault" 127.0.0.1:0 >"$TMP/echo.out" 2>"$TMP/echo.log" &
 ECHO_PID=$!
@@ -253,15 +272,16 @@ get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 declare -A CPU
-# measure NAME MODE URL: warmup, then the measured run; sets RPS/P50/P99/BAD[NAME] and $line/$warm.
+# measure NAME MODE URL [WARM_SPACE RUN_SPACE]: warmup, then the measured run; sets
+# RPS/P50/P99/BAD[NAME] and $line/$warm. The card-number spaces (default 1 and 2) keep new cards new.
 measure() {
     log "phase $1: warmup $WARMUP, then $DURATION (-t$THREADS -c$CONNECTIONS)"
-    run_wrk "$2" "$3" 1 "$WARMUP" "$1-warmup"
+    run_wrk "$2" "$3" "${4:-1}" "$WARMUP" "$1-warmup"
     local pid=$VAULT_PID
     [ "$2" = echo ] && pid=$ECHO_PID
     local t0
     t0=$(cpu_ticks "$pid")
-    run_wrk "$2" "$3" 2 "$DURATION" "$1"
+    run_wrk "$2" "$3" "${5:-2}" "$DURATION" "$1"
     CPU[$1]=$(($(cpu_ticks "$pid") - t0))
     line=$(grep '^RESULT ' "$TMP/$1.log") || die "no result in $1"
     warm=$(grep '^RESULT ' "$TMP/$1-warmup.log") || die "no result in $1 warmup"
@@ -281,7 +301,42 @@ measure() {
         grep -E 'Non-2xx|Socket errors' "$TMP/$1-warmup.log" "$TMP/$1.log" >&2 || true
     fi
 }
+# job_field FIELD: a number from the job's progress in the saved GET /v1/sys/keys answer.
+job_field() { grep -o "\"$1\":[a-z0-9]*" "$TMP/reenc-end.json" | tail -1 | cut -d: -f2; }
+# The reenc phase (issue 4): every vault start begins a new DEK, so after a restart every token
+# made so far is under an old one. Tokenize is measured once without the job ("reenc-base") and
+# once while it runs ("reenc"); then the job's rate comes from its own progress (moved records
+# over its elapsed time). The job must still be running when the measured run ends.
+reencrypt_phase() {
+    local tokens
+    tokens=$(curl -sS --cacert "$CA" "$VAULT_URL/metrics" | awk '$1 ~ /^panvault_tokens_created_total/ { n += $2 } END { print n + 0 }')
+    if [ "${tokens:-0}" -lt "$REENC_MIN_TOKENS" ]; then
+        log "phase reenc: filling to $REENC_MIN_TOKENS tokens (tokenize for $REENC_FILL)"
+        run_wrk new "$VAULT_URL" 3 "$REENC_FILL" reenc-fill
+    fi
+    stop_vault
+    start_vault
+    measure "echo-reenc" echo "$ECHO_URL"
+    measure "reenc-base" new "$VAULT_URL" 4 5
+    curl -sS --cacert "$CA" -X POST -H "Authorization: Bearer $ADMIN_KEY" \
+        "$VAULT_URL/v1/sys/keys/reencrypt" >"$TMP/reenc-start.json" || die "reencrypt did not start"
+    grep -q '"running":true' "$TMP/reenc-start.json" || die "reencrypt: $(cat "$TMP/reenc-start.json")"
+    measure "reenc" new "$VAULT_URL" 6 7
+    [ "$(metric panvault_reencrypt_running)" = 1 ] || { FAILED=1; log "phase reenc: the job ended before the measured run did (fill more: REENC_FILL)"; }
+    # /metrics, not GET /v1/sys/keys (which counts every record) while the job runs.
+    while [ "$(metric panvault_reencrypt_running)" = 1 ]; do sleep 1; done
+    curl -sS --cacert "$CA" -H "Authorization: Bearer $ADMIN_KEY" "$VAULT_URL/v1/sys/keys" >"$TMP/reenc-end.json"
+    REENC_MOVED=$(job_field moved)
+    REENC_SCANNED=$(job_field scanned)
+    REENC_MS=$(job_field elapsed_ms)
+    grep -q '"error":null' "$TMP/reenc-end.json" || { FAILED=1; log "reencrypt failed: $(grep -o '"reencryption":.*' "$TMP/reenc-end.json")"; }
+}
+
 for phase in $PHASES; do
+    if [ "$phase" = reenc ]; then
+        reencrypt_phase
+        continue
+    fi
     measure "echo-$phase" echo "$ECHO_URL"
     created_before=$(metric 'panvault_http_requests_total{route="/v1/tokens",status="201"}')
     measure "$phase" "$phase" "$VAULT_URL"
@@ -300,6 +355,7 @@ syncs=$(metric panvault_group_commit_syncs_total)
 echo "| phase | req/s | p50 ms | p99 ms | echo just before: req/s, p99 ms | vs echo | server CPU µs/req (echo's) | non-2xx/errors |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for phase in $PHASES; do
+    [ "$phase" = reenc ] && continue
     case $phase in
         new) name="tokenize, new cards (durable)" ;;
         retok) name="re-tokenize (existing card)" ;;
@@ -319,8 +375,24 @@ echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warmup per phase
     "Reveal: requests round-robin over $REVEAL_KEYS reveal-only keys," \
     "$(awk -v r="${RPS[reveal]:-0}" -v k="$REVEAL_KEYS" 'BEGIN { printf "%.1f", r / k }') req/s per key (limit 10/s, burst 20), $([ "${BAD[reveal]:-0}" -eq 0 ] && echo "no 429" || echo "SOME FAILED (429 if too few keys)")."
 
-kill -TERM "$VAULT_PID" 2>/dev/null || true
-wait "$VAULT_PID" 2>/dev/null || { FAILED=1; log "the vault did not exit cleanly"; }
-VAULT_PID=""
+if [ -n "${REENC_MOVED:-}" ]; then
+    echo
+    echo "| re-encryption | req/s | p50 ms | p99 ms | server CPU µs/req |"
+    echo "|---|---:|---:|---:|---:|"
+    for p in reenc-base reenc; do
+        printf '| tokenize, %s | %.0f | %.2f | %.2f | %s |\n' \
+            "$([ $p = reenc ] && echo "while the job runs" || echo "no job (same vault, just before)")" \
+            "${RPS[$p]}" "${P50[$p]}" "${P99[$p]}" "${CPU[$p]}"
+    done
+    echo
+    echo "Live tokenize throughput during re-encryption: $(awk -v a="${RPS[reenc]}" -v b="${RPS[reenc-base]}" 'BEGIN { printf "%.2f", a / b }')x" \
+        "of the same phase without it (echo just before: $(printf '%.0f' "${RPS[echo-reenc]}") req/s)." \
+        "The job looked at $REENC_SCANNED tokens and moved the $REENC_MOVED under the old DEK in $REENC_MS ms:" \
+        "$(awk -v n="$REENC_SCANNED" -v ms="$REENC_MS" 'BEGIN { printf "%.0f", ms ? n * 1000 / ms : 0 }') tokens/s looked at," \
+        "$(awk -v n="$REENC_MOVED" -v ms="$REENC_MS" 'BEGIN { printf "%.0f", ms ? n * 1000 / ms : 0 }') records/s moved" \
+        "(under load for the first $DURATION plus warmup, then alone)."
+fi
+
+stop_vault
 "$PANVAULT" audit verify --data "$TMP/vault" >&2 || { FAILED=1; log "audit verify failed"; }
 [ "$FAILED" -eq 0 ] || die "FAILED (see above)"

@@ -212,6 +212,7 @@ async fn reencrypt(vault: &Vault, ctx: &Ctx) -> Result<vault::ReencryptJob> {
     );
     bar.set_message(format!("re-encrypting records under dek < {below}"));
     vault.audit_reencrypt_start(ctx, below).await?;
+    let started = std::time::Instant::now();
     loop {
         let step = match vault
             .reencrypt_step(ctx, below, vault::REENCRYPT_BATCH)
@@ -228,6 +229,7 @@ async fn reencrypt(vault: &Vault, ctx: &Ctx) -> Result<vault::ReencryptJob> {
         job.moved += step.moved;
         job.destroyed.extend(step.destroyed);
         bar.set_position(job.scanned);
+        job.elapsed_ms = started.elapsed().as_millis() as u64;
         if step.finished {
             break;
         }

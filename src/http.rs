@@ -851,6 +851,28 @@ impl Metrics {
         for (kind, n) in vault.tokens_created() {
             let _ = writeln!(out, "panvault_tokens_created_total{{kind=\"{kind}\"}} {n}");
         }
+        // The re-encryption job of this process (cheap to scrape, unlike GET /v1/sys/keys,
+        // which counts records).
+        if let Some(job) = vault.reencryption() {
+            out.push_str(
+                "# TYPE panvault_reencrypt_running gauge
+",
+            );
+            let _ = writeln!(out, "panvault_reencrypt_running {}", u8::from(job.running));
+            for (name, v) in [("scanned", job.scanned), ("moved", job.moved)] {
+                let _ = writeln!(out, "# TYPE panvault_reencrypt_{name}_total counter");
+                let _ = writeln!(out, "panvault_reencrypt_{name}_total {v}");
+            }
+            out.push_str(
+                "# TYPE panvault_reencrypt_elapsed_seconds gauge
+",
+            );
+            let _ = writeln!(
+                out,
+                "panvault_reencrypt_elapsed_seconds {:.3}",
+                job.elapsed_ms as f64 / 1000.0
+            );
+        }
         out
     }
 }

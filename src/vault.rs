@@ -133,11 +133,14 @@ pub struct ReencryptJob {
     pub destroyed: Vec<u32>,
     /// Why it stopped early, if it did (the next start resumes from its place).
     pub error: Option<String>,
+    /// Milliseconds since the job started (until it ended, once it has).
+    pub elapsed_ms: u64,
 }
 
-/// Records per re-encryption step, and the pause after each: at most ~12k records/s, so the
-/// job takes a bounded share of the writer and the CPU from live traffic.
-pub const REENCRYPT_BATCH: usize = 256;
+/// Tokens per re-encryption step, and the pause after each: at most ~25k tokens looked at per
+/// second, so the job takes a bounded share of the writer and the CPU from live traffic
+/// (BENCHMARKS.md: tokenize keeps >= 0.9x of its throughput while the job runs).
+pub const REENCRYPT_BATCH: usize = 512;
 pub const REENCRYPT_PAUSE: Duration = Duration::from_millis(20);
 
 /// Where the re-encryption job keeps its place: its `below` (4 bytes, big-endian) and the last
@@ -1029,7 +1032,7 @@ impl Vault {
             kek_versions: self.kek_versions(),
             dek_cryptoperiod_seconds: cryptoperiod,
             deks,
-            reencryption: lock(&self.inner.reencryption).clone(),
+            reencryption: self.reencryption(),
         })
     }
 
@@ -1113,6 +1116,11 @@ impl Vault {
         })
     }
 
+    /// The re-encryption job of this process, if one ran or runs.
+    pub fn reencryption(&self) -> Option<ReencryptJob> {
+        lock(&self.inner.reencryption).clone()
+    }
+
     /// The `below` of the next re-encryption job: that of a job cut short (which it resumes,
     /// so the records that job moved already are not called old again), else the current DEK.
     pub fn reencrypt_below(&self) -> Result<u32> {
@@ -1148,12 +1156,14 @@ impl Vault {
             return Err(e);
         }
         let (vault, ctx) = (self.clone(), ctx.clone());
+        let started = Instant::now();
         tokio::task::spawn_local(async move {
             let outcome = loop {
                 let step = vault.reencrypt_step(&ctx, below, REENCRYPT_BATCH).await;
                 {
                     let mut job = lock(&vault.inner.reencryption);
                     let Some(j) = job.as_mut() else { return };
+                    j.elapsed_ms = started.elapsed().as_millis() as u64;
                     match &step {
                         Ok(s) => {
                             j.scanned += s.scanned;

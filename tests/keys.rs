@@ -475,7 +475,7 @@ fn a_reencryption_killed_mid_way_resumes_and_loses_nothing() {
         assert_eq!(records, total, "{st}");
     };
 
-    // Abort right after the first step's commit (256 tokens looked at).
+    // Abort right after the first step's commit (512 tokens looked at).
     let out = cli_reencrypt(Some("reencrypt:step"));
     assert!(!out.status.success(), "the crash point was not reached");
     all_reveal();
@@ -484,7 +484,7 @@ fn a_reencryption_killed_mid_way_resumes_and_loses_nothing() {
     let (child, base, c, _) = serve(&data, &args);
     let job = reencrypt(&c, &base, &admin);
     assert_eq!(job["total"].as_u64().unwrap(), total, "{job}");
-    assert_eq!(job["scanned"].as_u64().unwrap(), total - 256, "{job}");
+    assert_eq!(job["scanned"].as_u64().unwrap(), total - 512, "{job}");
     assert!(!job["destroyed"].as_array().unwrap().is_empty(), "{job}");
     drained(&c, &base, job["below"].as_u64().unwrap());
     for (token, pan) in &tokens {
