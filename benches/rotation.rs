@@ -132,7 +132,10 @@ fn main() {
         let status = vault.key_status().unwrap();
         assert!(status.deks.iter().all(|d| d.id >= below));
         println!();
-        println!("| records re-encrypted | time | records/s | slowest step (256 records) | DEKs destroyed |");
+        println!(
+            "| records re-encrypted | time | records/s | slowest step ({} tokens) | DEKs destroyed |",
+            panvault::vault::REENCRYPT_BATCH
+        );
         println!("|---:|---:|---:|---:|---|");
         println!(
             "| {moved} | {secs:.1} s | {:.0} | {slowest:.1} ms | {destroyed:?} |",
