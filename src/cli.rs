@@ -33,6 +33,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print the OpenAPI 3.1 document of the HTTP API.
     Openapi,
+    /// Loopback simulators of the four gateways (Nexi, Axerve, Worldline, MPGS) for tests and demos.
+    Sandbox(SandboxArgs),
     /// Inspect the audit chain.
     Audit {
         #[command(subcommand)]
@@ -148,6 +150,13 @@ pub struct DemoArgs {
     pub listen: SocketAddr,
 }
 
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Loopback address to listen on (plain HTTP; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8480")]
+    pub listen: SocketAddr,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Recompute the hash chain; name the first bad entry.
@@ -202,6 +211,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init(a) => init(a),
         Command::Serve(a) => serve(a),
         Command::Demo(a) => demo(a),
+        Command::Sandbox(a) => sandbox(a),
         Command::Openapi => {
             println!("{}", crate::openapi::document());
             Ok(())
@@ -464,6 +474,7 @@ fn server_unlock(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_server(
     gate: Gate,
     listen: SocketAddr,
@@ -471,6 +482,7 @@ fn run_server(
     data: &Path,
     client_ca: Option<&Path>,
     limit: crate::http::RevealLimit,
+    proxy: crate::gateway::proxy::Proxy,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     if plaintext && !listen.ip().is_loopback() {
@@ -484,7 +496,9 @@ fn run_server(
         Some(crate::tls::server_config(data, client_ca)?)
     };
     actix_web::rt::System::new()
-        .block_on(crate::http::serve(gate, listen, tls, limit, on_ready))
+        .block_on(crate::http::serve(
+            gate, listen, tls, limit, proxy, on_ready,
+        ))
         .map_err(|e| Error::io(format!("serving on {listen}"), e))
 }
 
@@ -505,6 +519,8 @@ pub struct ConfigFile {
     /// certificates asked for.
     pub client_ca: Option<PathBuf>,
     pub reveal: Option<RevealConfig>,
+    /// `[gateways.<name>]`: where each gateway is and its credentials (contract 6).
+    pub gateways: Option<crate::gateway::proxy::GatewaysConfig>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -565,6 +581,9 @@ fn serve(a: ServeArgs) -> Result<()> {
             crate::http::RevealLimit::new(r.per_second, r.burst)
         });
     let client_ca = a.client_ca.or(cfg.client_ca);
+    let proxy = crate::gateway::proxy::Proxy::new(&cfg.gateways.unwrap_or_default(), |k| {
+        std::env::var(k).ok()
+    })?;
     let shares_file = a.shares_file.or(cfg.shares_file);
     let gate = match server_unlock(
         &data,
@@ -590,8 +609,23 @@ fn serve(a: ServeArgs) -> Result<()> {
         &data,
         client_ca.as_deref(),
         limit,
+        proxy,
         |_| {},
     )
+}
+
+/// `panvault sandbox`: prints each gateway's base URL once listening.
+fn sandbox(a: SandboxArgs) -> Result<()> {
+    actix_web::rt::System::new()
+        .block_on(crate::sandbox::run(a.listen, |addr| {
+            println!("panvault sandbox: gateway simulators on http://{addr} (test cards only)");
+            for g in crate::gateway::Gateway::ALL {
+                println!("{}=http://{addr}/{}", g.url_env(), g.name());
+            }
+            println!("request log: GET http://{addr}/__log");
+            let _ = std::io::stdout().flush();
+        }))
+        .map_err(|e| Error::io(format!("sandbox on {}", a.listen), e))
 }
 
 /// Shop login, prefix and scopes of the demo merchant.
@@ -648,6 +682,10 @@ fn demo(a: DemoArgs) -> Result<()> {
     let ca = std::fs::canonicalize(crate::tls::ca_path(&a.data))
         .unwrap_or_else(|_| crate::tls::ca_path(&a.data));
     let data = a.data.clone();
+    let proxy = crate::gateway::proxy::Proxy::new(
+        &crate::gateway::proxy::GatewaysConfig::default(),
+        |k| std::env::var(k).ok(),
+    )?;
     run_server(
         Gate::unsealed(vault, Options::default())?,
         a.listen,
@@ -655,6 +693,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         &a.data,
         None,
         crate::http::RevealLimit::default(),
+        proxy,
         move |addr| {
             let base = format!("https://{addr}");
             let curl = format!("curl -sS --cacert {}", ca.display());
