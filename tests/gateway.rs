@@ -242,6 +242,18 @@ api_password = "sandbox-api-password"
         headers: &[(&str, &str)],
         body: &str,
     ) -> (StatusCode, String) {
+        let (s, _, b) = self.proxy_full(method, path, headers, body);
+        (s, b)
+    }
+
+    /// [`Env::proxy`] with the answer's headers.
+    fn proxy_full(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
         let url = format!("{}/v1/proxy/{path}", self.base);
         let mut b = self
             .client
@@ -258,8 +270,9 @@ api_password = "sandbox-api-password"
         }
         let r = b.send().unwrap();
         let status = r.status();
+        let h = r.headers().clone();
         let mut headers = String::new();
-        for (k, v) in r.headers() {
+        for (k, v) in &h {
             headers.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or_default()));
         }
         let body = r.text().unwrap();
@@ -269,7 +282,7 @@ api_password = "sandbox-api-password"
                 "a PAN in the answer to {path}"
             );
         }
-        (status, body)
+        (status, h, body)
     }
 
     fn stop(mut self) {
@@ -748,5 +761,71 @@ fn slow_gateway_504_and_down_gateway_502() {
     );
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{a}");
     assert_eq!(answer_json(&a)["code"], "gateway_unreachable");
+    env.stop();
+}
+
+#[test]
+fn request_token_on_a_proxied_charge() {
+    let env = Env::start(None);
+    let moto = |pan: &str| {
+        format!(
+            r#"{{"order":{{"orderId":"rt1","amount":"100","currency":"EUR","customerInfo":{{"cardHolderName":"A"}}}},"card":{{"pan":"{pan}","expiryDate":"1230"}},"captureType":"EXPLICIT"}}"#
+        )
+    };
+    let mut h = nexi_headers();
+    h.push(("X-Panvault-Request-Token", "MASKEDPAN"));
+    let (s, hd, a) = env.proxy_full("POST", "nexi/orders/moto", &h, &moto("4111111111111111"));
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(
+        answer_json(&a)["operation"]["operationResult"],
+        "AUTHORIZED"
+    );
+    let token = hd["x-panvault-token"].to_str().unwrap().to_string();
+    assert!(
+        token.starts_with("41GWAY") && token.ends_with("1111"),
+        "{token}"
+    );
+    assert_eq!(hd["x-panvault-token-expiry-month"], "12");
+    assert_eq!(hd["x-panvault-token-expiry-year"], "2030");
+    assert_eq!(
+        env.sandbox.last()["body"].as_str().unwrap(),
+        moto("4111111111111111"),
+        "the raw card went through untouched"
+    );
+
+    // Declined: no token; with :FORCED: a custom token all the same.
+    let (s, hd, _) = env.proxy_full("POST", "nexi/orders/moto", &h, &moto("4012888888881881"));
+    assert_eq!(s, StatusCode::OK);
+    assert!(hd.get("x-panvault-token").is_none());
+    let mut forced = nexi_headers();
+    forced.push(("X-Panvault-Request-Token", ":FORCED:CUSTOMER_1881"));
+    let (_, hd, _) = env.proxy_full(
+        "POST",
+        "nexi/orders/moto",
+        &forced,
+        &moto("4012888888881881"),
+    );
+    assert_eq!(hd["x-panvault-token"], "GWAYCUSTOMER_1881");
+
+    // The new token pays on MPGS.
+    let body = format!(
+        r#"{{"apiOperation":"PAY","order":{{"amount":"1.00","currency":"EUR"}},"sourceOfFunds":{{"token":"{token}"}}}}"#
+    );
+    let (s, a) = env.proxy(
+        "PUT",
+        "mpgs/api/rest/version/100/merchant/TESTMERCHANT01/order/RT-1/transaction/1",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(answer_json(&a)["result"], "SUCCESS");
+
+    // A bad request token value is refused before anything is forwarded.
+    let n = env.sandbox.log().len();
+    let mut bad = nexi_headers();
+    bad.push(("X-Panvault-Request-Token", "NOT VALID!"));
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &bad, &moto("4111111111111111"));
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{a}");
+    assert_eq!(env.sandbox.log().len(), n);
     env.stop();
 }

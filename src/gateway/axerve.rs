@@ -327,6 +327,23 @@ pub fn find_card(body: &[u8]) -> Result<Option<Found>, GatewayError> {
     )
 }
 
+/// SOAP `expiryMonth` / `expiryYear`, REST `expMonth` / `expYear` (MM, YY).
+pub fn find_expiry(body: &[u8]) -> Option<(u8, u16)> {
+    if is_xml(body) {
+        let env = parse(std::str::from_utf8(body).ok()?).ok()??;
+        let m = env.value("expiryMonth").ok()??;
+        let y = env.value("expiryYear").ok()??;
+        return super::month_year(m.trim(), y.trim());
+    }
+    let text = json_text(body)?;
+    let get = |k: &str| {
+        json::get_str(text, &["paymentTypeDetails", "creditcard", k])
+            .ok()
+            .flatten()
+    };
+    super::month_year(&get("expMonth")?, &get("expYear")?)
+}
+
 /// Writes the card: SOAP `cardNumber` (in place, or instead of `tokenValue`), `expiryMonth` and
 /// `expiryYear` (MM, YY) where missing or empty, a temporary token's `cvv`; REST the same under
 /// `paymentTypeDetails.creditcard` (`number`, `expMonth`, `expYear`, `CVV`).

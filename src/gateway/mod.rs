@@ -103,6 +103,17 @@ impl Gateway {
         }
     }
 
+    /// The expiry the request carries, in that gateway's format (for `X-Panvault-Request-Token`:
+    /// a raw card tokenized on the way).
+    pub fn find_expiry(self, body: &[u8]) -> Option<(u8, u16)> {
+        match self {
+            Gateway::Nexi => nexi::find_expiry(body),
+            Gateway::Axerve => axerve::find_expiry(body),
+            Gateway::Worldline => worldline::find_expiry(body),
+            Gateway::Mpgs => mpgs::find_expiry(body),
+        }
+    }
+
     /// How a gateway's answer reads: approved, declined, 3-D Secure challenge or other.
     pub fn outcome(self, status: u16, body: &[u8]) -> Outcome {
         match self {
@@ -200,6 +211,25 @@ impl GatewayError {
     }
 }
 
+/// `MM` and `YY` (two digits each) as month and four-digit year.
+pub(crate) fn month_year(mm: &str, yy: &str) -> Option<(u8, u16)> {
+    let digits = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(mm) || !digits(yy) {
+        return None;
+    }
+    let m: u8 = mm.parse().ok()?;
+    let y: u16 = yy.parse().ok()?;
+    (1..=12).contains(&m).then_some((m, 2000 + y))
+}
+
+/// `MMYY` as month and four-digit year.
+pub(crate) fn mmyy(v: &str) -> Option<(u8, u16)> {
+    if v.len() != 4 || !v.is_ascii() {
+        return None;
+    }
+    month_year(&v[..2], &v[2..])
+}
+
 /// A JSON string literal (quoted and escaped) for `s`, zeroized on drop.
 pub(crate) fn json_string(s: &str) -> Zeroizing<String> {
     let mut out = Zeroizing::new(String::with_capacity(s.len() + 2));
@@ -242,5 +272,64 @@ pub(crate) mod testing {
 
     pub fn value(body: &[u8]) -> Value {
         serde_json::from_slice(body).unwrap()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::testing::fixture_json;
+    use super::*;
+
+    #[test]
+    fn expiry_read_in_each_gateways_format() {
+        let cases: [(Gateway, Vec<u8>, (u8, u16)); 5] = [
+            (
+                Gateway::Nexi,
+                fixture_json(include_str!(
+                    "../../tests/fixtures/gateways/nexi/moto_request.json"
+                )),
+                (5, 2026),
+            ),
+            (
+                Gateway::Axerve,
+                include_bytes!(
+                    "../../tests/fixtures/gateways/axerve/callPagamS2S_request_card.xml"
+                )
+                .to_vec(),
+                (5, 2027),
+            ),
+            (
+                Gateway::Axerve,
+                fixture_json(include_str!(
+                    "../../tests/fixtures/gateways/axerve/rest_payment_submit_request.json"
+                )),
+                (5, 2027),
+            ),
+            (
+                Gateway::Worldline,
+                fixture_json(include_str!(
+                    "../../tests/fixtures/gateways/worldline/create_payment_moto_request.json"
+                )),
+                (12, 2030),
+            ),
+            (
+                Gateway::Mpgs,
+                fixture_json(include_str!(
+                    "../../tests/fixtures/gateways/mpgs/pay_request_moto.json"
+                )),
+                (1, 2039),
+            ),
+        ];
+        for (g, body, want) in cases {
+            assert_eq!(g.find_expiry(&body), Some(want), "{g:?}");
+        }
+        assert_eq!(mmyy("1399"), None);
+        assert_eq!(month_year("1", "30"), None);
+        assert!(
+            Gateway::ALL
+                .iter()
+                .all(|g| Gateway::parse(g.name()) == Some(*g))
+        );
     }
 }

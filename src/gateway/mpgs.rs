@@ -39,6 +39,17 @@ pub fn find_card(body: &[u8]) -> Result<Option<Found>, GatewayError> {
     )
 }
 
+/// `sourceOfFunds.provided.card.expiry.month` / `.year` (MM, YY).
+pub fn find_expiry(body: &[u8]) -> Option<(u8, u16)> {
+    let text = json_text(body)?;
+    let get = |k: &str| {
+        json::get_str(text, &["sourceOfFunds", "provided", "card", "expiry", k])
+            .ok()
+            .flatten()
+    };
+    super::month_year(&get("month")?, &get("year")?)
+}
+
 /// Writes `provided.card.number`, `expiry.month`/`.year` (MM, YY) where the merchant left the
 /// expiry out, and a temporary token's `securityCode`; a token in `sourceOfFunds.token` is
 /// removed in favour of the card (and `sourceOfFunds.type` is `CARD` unless given).

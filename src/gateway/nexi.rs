@@ -36,6 +36,12 @@ pub fn find_card(body: &[u8]) -> Result<Option<Found>, GatewayError> {
     }))
 }
 
+/// `card.expiryDate` (MMYY).
+pub fn find_expiry(body: &[u8]) -> Option<(u8, u16)> {
+    let text = json_text(body)?;
+    super::mmyy(&json::get_str(text, &["card", "expiryDate"]).ok()??)
+}
+
 /// Writes the PAN into `card.pan`, the expiry as `card.expiryDate` MMYY where the merchant left
 /// it out, and a temporary token's CVV as `card.cvv`.
 pub fn swap(

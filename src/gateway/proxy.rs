@@ -34,6 +34,8 @@ pub const REQUEST_LIMIT: usize = 64 * 1024;
 pub const ANSWER_LIMIT: usize = 1024 * 1024;
 /// Default per-gateway timeout (contract 6).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Asks for a token of the raw card on a proxied charge (contract 6).
+pub const REQUEST_TOKEN_HEADER: &str = "x-panvault-request-token";
 /// Header carrying panvault's own key when `Authorization` belongs to the gateway.
 pub const PANVAULT_AUTH_HEADER: &str = "x-panvault-authorization";
 
@@ -359,6 +361,23 @@ pub(crate) async fn handle(
         )
     })?;
 
+    // `X-Panvault-Request-Token`: tokenize the raw card of this charge (checked before anything
+    // is forwarded).
+    let request_token = match req.headers().get(REQUEST_TOKEN_HEADER) {
+        None => None,
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| {
+                    Problem::from(Error::InvalidCustomToken {
+                        reason: "must be ASCII",
+                    })
+                })?
+                .to_string();
+            let parsed = crate::token::TokenRequest::parse(Some(&v))?;
+            Some((v, parsed.forced))
+        }
+    };
     let body = read_body(payload).await?;
     let found = gateway.find_card(&body).map_err(|e| {
         let status = if e.code() == "malformed_request" {
@@ -371,6 +390,7 @@ pub(crate) async fn handle(
     // Card numbers to mask in the answer whatever the gateway does with them.
     let mut known: Vec<Zeroizing<String>> = Vec::new();
     let mut out_body = body.clone();
+    let mut to_tokenize: Option<crate::vault::TokenizeRequest> = None;
     if let Some(found) = found {
         let value = found.value.trim().to_string();
         if is_panvault_token(&vault, &value) {
@@ -394,7 +414,27 @@ pub(crate) async fn handle(
             known.push(Zeroizing::new(card.pan.digits().to_string()));
         } else if value.bytes().all(|b| b.is_ascii_digit()) {
             known.push(Zeroizing::new(value.clone()));
+            if let Some((rt, _)) = &request_token {
+                crate::pan::Pan::parse(&value)?;
+                let (month, year) = gateway.find_expiry(&body).ok_or(Error::InvalidExpiry {
+                    reason: "the request carries no expiry in the gateway's format",
+                })?;
+                to_tokenize = Some(crate::vault::TokenizeRequest {
+                    pan: Zeroizing::new(value.clone()),
+                    expiry_month: i64::from(month),
+                    expiry_year: i64::from(year),
+                    request_token: Some(rt.clone()),
+                    ..Default::default()
+                });
+            }
         }
+    }
+    if request_token.is_some() && to_tokenize.is_none() {
+        return Err(problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "X-Panvault-Request-Token needs a card number where the gateway takes one",
+        ));
     }
     drop(body);
 
@@ -472,6 +512,28 @@ pub(crate) async fn handle(
             HeaderValue::from_bytes(&v),
         ) {
             r.append_header((k, v));
+        }
+    }
+    // The token asked for: when the gateway approved, or whatever the outcome with `:FORCED:`.
+    // The charge happened either way, so a failure here is a header, not an error answer.
+    if let (Some(treq), Some((_, forced))) = (to_tokenize, &request_token)
+        && (*forced || gateway.outcome(status, &bytes) == super::Outcome::Approved)
+    {
+        match vault.tokenize(&ctx, &merchant, &treq).await {
+            Ok(t) => {
+                r.insert_header(("X-Panvault-Token", t.info.token.clone()));
+                r.insert_header((
+                    "X-Panvault-Token-Expiry-Month",
+                    t.info.token_expiry_month.to_string(),
+                ));
+                r.insert_header((
+                    "X-Panvault-Token-Expiry-Year",
+                    t.info.token_expiry_year.to_string(),
+                ));
+            }
+            Err(e) => {
+                r.insert_header(("X-Panvault-Token-Error", e.code()));
+            }
         }
     }
     Ok(r.body(masked))

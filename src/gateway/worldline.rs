@@ -43,6 +43,17 @@ pub fn find_card(body: &[u8]) -> Result<Option<Found>, GatewayError> {
     )
 }
 
+/// `cardPaymentMethodSpecificInput.card.expiryDate` (MMYY).
+pub fn find_expiry(body: &[u8]) -> Option<(u8, u16)> {
+    let text = json_text(body)?;
+    let v = json::get_str(
+        text,
+        &["cardPaymentMethodSpecificInput", "card", "expiryDate"],
+    )
+    .ok()??;
+    super::mmyy(&v)
+}
+
 /// Writes `card.cardNumber`, `card.expiryDate` (MMYY) where the merchant left it out and a
 /// temporary token's `card.cvv`; a token in `token` is removed in favour of the card.
 pub fn swap(
