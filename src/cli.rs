@@ -682,10 +682,11 @@ fn demo(a: DemoArgs) -> Result<()> {
     let ca = std::fs::canonicalize(crate::tls::ca_path(&a.data))
         .unwrap_or_else(|_| crate::tls::ca_path(&a.data));
     let data = a.data.clone();
-    let proxy = crate::gateway::proxy::Proxy::new(
-        &crate::gateway::proxy::GatewaysConfig::default(),
-        |k| std::env::var(k).ok(),
-    )?;
+    // `demo` runs the gateway sandbox too and points the proxy at it.
+    let sandbox = crate::sandbox::start_in_background()?;
+    let proxy = crate::gateway::proxy::Proxy::new(&crate::sandbox::demo_gateways(sandbox), |k| {
+        std::env::var(k).ok()
+    })?;
     run_server(
         Gate::unsealed(vault, Options::default())?,
         a.listen,
@@ -728,6 +729,8 @@ fn demo(a: DemoArgs) -> Result<()> {
             println!(
                 "{curl} -X DELETE -H 'Authorization: Bearer {shop}' {base}/v1/tokens/{DEMO_PREFIX}JOHN_SMITH_5533"
             );
+            println!();
+            crate::sandbox::print_demo_lines(&curl, shop, &base, DEMO_PREFIX, sandbox);
             println!();
             println!("Ctrl-C stops the vault cleanly.");
         },

@@ -1145,3 +1145,63 @@ pub async fn run(listen: SocketAddr, on_ready: impl FnOnce(SocketAddr)) -> std::
     }
     server.run().await
 }
+
+/// Starts the sandbox on a free loopback port in a thread of its own (for `demo`); its address.
+pub fn start_in_background() -> crate::Result<SocketAddr> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("gateway-sandbox".into())
+        .spawn(move || {
+            let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            let result = actix_web::rt::System::new().block_on(run(listen, |addr| {
+                let _ = tx.send(addr);
+            }));
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the gateway sandbox stopped");
+            }
+        })
+        .map_err(|e| crate::Error::io("starting the gateway sandbox", e))?;
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .map_err(|_| crate::Error::Config("the gateway sandbox did not start".into()))
+}
+
+/// Every gateway pointed at the sandbox on `addr`, with the sandbox's credentials configured in
+/// panvault (so merchant requests need none): what `demo` runs with.
+pub fn demo_gateways(addr: SocketAddr) -> crate::gateway::proxy::GatewaysConfig {
+    use crate::gateway::proxy::GatewayConfig;
+    let at = |g: Gateway| GatewayConfig {
+        base_url: Some(format!("http://{addr}/{}", g.name())),
+        ..GatewayConfig::default()
+    };
+    crate::gateway::proxy::GatewaysConfig {
+        nexi: Some(GatewayConfig {
+            api_key: Some("sandbox-terminal-key".into()),
+            ..at(Gateway::Nexi)
+        }),
+        axerve: Some(GatewayConfig {
+            api_key: Some("sandbox-api-key".into()),
+            ..at(Gateway::Axerve)
+        }),
+        worldline: Some(GatewayConfig {
+            api_key_id: Some(WORLDLINE_API_KEY_ID.into()),
+            secret_api_key: Some(WORLDLINE_SECRET_API_KEY.into()),
+            ..at(Gateway::Worldline)
+        }),
+        mpgs: Some(GatewayConfig {
+            api_password: Some("sandbox-api-password".into()),
+            ..at(Gateway::Mpgs)
+        }),
+    }
+}
+
+/// The demo's gateway lines: a custom token, then a Nexi MOTO charge with it through the proxy.
+pub fn print_demo_lines(curl: &str, shop: &str, base: &str, prefix: &str, sandbox: SocketAddr) {
+    println!("# through the gateway sandbox (http://{sandbox}, request log at /__log):");
+    println!("# a token for a test card, then a Nexi MOTO charge that carries the token");
+    println!(
+        "{curl} -H 'Authorization: Bearer {shop}' -H 'Content-Type: application/json' -d '{{\"pan\":\"378282246310005\",\"expiry_month\":12,\"expiry_year\":2030,\"request_token\":\"DEMO_AMEX_0005\"}}' {base}/v1/tokens"
+    );
+    println!(
+        "{curl} -H 'Authorization: Bearer {shop}' -H 'Content-Type: application/json' -d '{{\"order\":{{\"orderId\":\"demo-0001\",\"amount\":\"1000\",\"currency\":\"EUR\",\"customerInfo\":{{\"cardHolderName\":\"John Smith\"}}}},\"card\":{{\"pan\":\"{prefix}DEMO_AMEX_0005\"}},\"captureType\":\"EXPLICIT\"}}' {base}/v1/proxy/nexi/orders/moto"
+    );
+}

@@ -829,3 +829,52 @@ fn request_token_on_a_proxied_charge() {
     assert_eq!(env.sandbox.log().len(), n);
     env.stop();
 }
+
+/// `demo` starts the sandbox, points the gateways at it and prints gateway lines that work.
+#[test]
+fn demo_runs_the_sandbox_and_its_gateway_lines_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("PANVAULT_LOG", "warn")
+        .env_remove("PANVAULT_GATEWAY_NEXI_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    let mut gateway_section = false;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.starts_with("# through the gateway sandbox") {
+            gateway_section = true;
+        } else if gateway_section && line.starts_with("curl ") {
+            lines.push(line);
+        } else if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    let run = |line: &str| -> Value {
+        let out = Command::new("bash").args(["-c", line]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        for pan in PANS {
+            assert!(!text.contains(pan));
+        }
+        serde_json::from_str(&text).unwrap()
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(run(&lines[0])["token"], "XYZWDEMO_AMEX_0005");
+    let charge = run(&lines[1]);
+    assert_eq!(
+        charge["operation"]["operationResult"], "AUTHORIZED",
+        "{charge}"
+    );
+    assert_eq!(charge["operation"]["paymentInstrumentInfo"], "***0005");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
