@@ -878,3 +878,122 @@ fn demo_runs_the_sandbox_and_its_gateway_lines_work() {
         .status();
     assert!(child.wait().unwrap().success());
 }
+
+/// Seed 004 on MPGS: a CIT stores the card under an agreement, an MIT then needs it.
+#[test]
+fn mpgs_stored_credentials_cit_then_mit() {
+    let env = Env::start(None);
+    let token = env.tokenize(
+        &env.shop,
+        json!({"pan": "4111111111111111", "expiry_month": 1, "expiry_year": 2039, "request_token": "CUST_42"}),
+    );
+    assert_eq!(token, "GWAYCUST_42");
+    let url = |o: &str| {
+        format!("mpgs/api/rest/version/100/merchant/TESTMERCHANT01/order/{o}/transaction/1")
+    };
+    let h = [("Content-Type", "application/json")];
+    let body = |op: &str, source: &str, id: &str, kind: &str| {
+        format!(
+            r#"{{"apiOperation":"{op}","order":{{"amount":"25.00","currency":"EUR"}},"agreement":{{"id":"{id}","type":"{kind}"}},"sourceOfFunds":{{"type":"CARD","provided":{{"card":{{"number":"{token}"}}}}}},"transaction":{{"source":"{source}"}}}}"#
+        )
+    };
+    // An MIT before any CIT: refused, nothing forwarded.
+    let n = env.sandbox.log().len();
+    let (s, a) = env.proxy(
+        "PUT",
+        &url("MIT-0"),
+        &h,
+        &body("PAY", "MERCHANT", "AGR-0001", "UNSCHEDULED"),
+    );
+    assert_eq!(
+        (s, answer_json(&a)["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("agreement_required"))
+    );
+    assert_eq!(env.sandbox.log().len(), n);
+
+    // The CIT: storedOnFile filled in as TO_BE_STORED; approved, so the agreement is recorded.
+    let (s, a) = env.proxy(
+        "PUT",
+        &url("CIT-1"),
+        &h,
+        &body("AUTHORIZE", "INTERNET", "AGR-0001", "UNSCHEDULED"),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let sent: Value = serde_json::from_str(env.sandbox.last()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent["sourceOfFunds"]["provided"]["card"]["storedOnFile"],
+        "TO_BE_STORED"
+    );
+    let (s, info) = send(bearer(
+        env.client.get(format!("{}/v1/tokens/{token}", env.base)),
+        &env.shop,
+    ));
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        info["agreements"],
+        json!([{"id": "AGR-0001", "type": "UNSCHEDULED"}])
+    );
+
+    // The MIT with that agreement: STORED; another id or another type: refused.
+    let (s, a) = env.proxy(
+        "PUT",
+        &url("MIT-1"),
+        &h,
+        &body("PAY", "MERCHANT", "AGR-0001", "UNSCHEDULED"),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(answer_json(&a)["result"], "SUCCESS");
+    let sent: Value = serde_json::from_str(env.sandbox.last()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent["sourceOfFunds"]["provided"]["card"]["storedOnFile"],
+        "STORED"
+    );
+    let n = env.sandbox.log().len();
+    let (s, a) = env.proxy(
+        "PUT",
+        &url("MIT-2"),
+        &h,
+        &body("PAY", "MERCHANT", "AGR-0002", "UNSCHEDULED"),
+    );
+    assert_eq!(
+        (s, answer_json(&a)["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("agreement_required"))
+    );
+    let (s, a) = env.proxy(
+        "PUT",
+        &url("MIT-3"),
+        &h,
+        &body("PAY", "MERCHANT", "AGR-0001", "RECURRING"),
+    );
+    assert_eq!(
+        (s, answer_json(&a)["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("agreement_mismatch"))
+    );
+    assert_eq!(env.sandbox.log().len(), n);
+
+    // A card update of the custom token keeps its agreements; the MIT goes on with the new card.
+    let (s, info) = send(bearer(
+        env.client
+            .patch(format!("{}/v1/tokens/{token}", env.base))
+            .json(&json!({"pan": "5555555555554444", "expiry_month": 1, "expiry_year": 2039})),
+        &env.shop,
+    ));
+    assert_eq!(s, StatusCode::OK, "{info}");
+    assert_eq!(
+        info["agreements"],
+        json!([{"id": "AGR-0001", "type": "UNSCHEDULED"}])
+    );
+    let (s, a) = env.proxy(
+        "PUT",
+        &url("MIT-4"),
+        &h,
+        &body("PAY", "MERCHANT", "AGR-0001", "UNSCHEDULED"),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let sent: Value = serde_json::from_str(env.sandbox.last()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent["sourceOfFunds"]["provided"]["card"]["number"],
+        "5555555555554444"
+    );
+    env.stop();
+}

@@ -82,6 +82,42 @@ pub fn swap(
     Ok(Zeroizing::new(out.as_bytes().to_vec()))
 }
 
+/// The stored-credential fields of a request (seed 004, SPEC.md 4.3).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StoredCredential {
+    /// `agreement.id` and `agreement.type`.
+    pub agreement: Option<(String, String)>,
+    /// `transaction.source` is `MERCHANT`: a merchant-initiated transaction.
+    pub merchant_initiated: bool,
+    /// `sourceOfFunds.provided.card.storedOnFile` was given.
+    pub stored_on_file: bool,
+}
+
+/// Reads `agreement.{id,type}`, `transaction.source` and whether `storedOnFile` is there.
+pub fn stored_credential(body: &[u8]) -> StoredCredential {
+    let Some(text) = json_text(body) else {
+        return StoredCredential::default();
+    };
+    let get = |p: &[&str]| json::get_str(text, p).ok().flatten().map(|s| s.to_string());
+    let agreement =
+        get(&["agreement", "id"]).map(|id| (id, get(&["agreement", "type"]).unwrap_or_default()));
+    StoredCredential {
+        agreement,
+        merchant_initiated: get(&["transaction", "source"]).is_some_and(|s| s == "MERCHANT"),
+        stored_on_file: json::has(text, &["sourceOfFunds", "provided", "card", "storedOnFile"])
+            .unwrap_or(false),
+    }
+}
+
+/// Sets `sourceOfFunds.provided.card.storedOnFile` (`TO_BE_STORED` / `STORED`).
+pub fn set_stored_on_file(body: &[u8], value: &str) -> Result<Zeroizing<Vec<u8>>, GatewayError> {
+    let text = json_text(body).ok_or(GatewayError::Malformed("JSON"))?;
+    let out = json::edit(text, CARD, "sourceOfFunds.provided.card", |m| {
+        m.set_str("storedOnFile", value);
+    })?;
+    Ok(Zeroizing::new(out.as_bytes().to_vec()))
+}
+
 /// `result` and `response.gatewayCode`.
 pub fn outcome(status: u16, body: &[u8]) -> Outcome {
     if !(200..300).contains(&status) {
@@ -165,6 +201,37 @@ mod tests {
             sent["sourceOfFunds"],
             json!({"type": "CARD", "provided": {"card": {"number": PAN, "expiry": {"month": "01", "year": "39"}}}})
         );
+    }
+
+    #[test]
+    fn stored_credential_fields_from_fixtures() {
+        let cit = fixture_json(include_str!(
+            "../../tests/fixtures/gateways/mpgs/authorize_request_cit_store.json"
+        ));
+        let mit = fixture_json(include_str!(
+            "../../tests/fixtures/gateways/mpgs/pay_request_mit.json"
+        ));
+        let agr = Some(("AGR-0001".to_string(), "UNSCHEDULED".to_string()));
+        assert_eq!(
+            stored_credential(&cit),
+            StoredCredential {
+                agreement: agr.clone(),
+                merchant_initiated: false,
+                stored_on_file: true
+            }
+        );
+        assert_eq!(
+            stored_credential(&mit),
+            StoredCredential {
+                agreement: agr,
+                merchant_initiated: true,
+                stored_on_file: true
+            }
+        );
+        let body = br#"{"sourceOfFunds":{"provided":{"card":{"number":"X"}}}}"#;
+        assert!(!stored_credential(body).stored_on_file);
+        let out = set_stored_on_file(body, "TO_BE_STORED").unwrap();
+        assert_eq!(&out[..], br#"{"sourceOfFunds":{"provided":{"card":{"number":"X","storedOnFile":"TO_BE_STORED"}}}}"#);
     }
 
     #[test]

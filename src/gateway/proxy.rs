@@ -391,10 +391,17 @@ pub(crate) async fn handle(
     let mut known: Vec<Zeroizing<String>> = Vec::new();
     let mut out_body = body.clone();
     let mut to_tokenize: Option<crate::vault::TokenizeRequest> = None;
+    // An agreement a cardholder-initiated charge establishes on its token, once approved.
+    let mut to_record: Option<(String, crate::vault::Agreement)> = None;
     if let Some(found) = found {
         let value = found.value.trim().to_string();
         if is_panvault_token(&vault, &value) {
             let temporary = value.starts_with(crate::token::TEMPORARY_PREFIX);
+            // Stored credentials (seed 004): checked before the card is even revealed.
+            let stored = match gateway {
+                Gateway::Mpgs => Some(stored_credential_check(&vault, &merchant, &value, &body)?),
+                _ => None,
+            };
             let card = vault.reveal(&ctx, &merchant, &value).await?;
             // A temporary token serves exactly one charge: its CVV comes out with it, and it is gone.
             let cvv = if temporary {
@@ -412,6 +419,16 @@ pub(crate) async fn handle(
                 .swap(&body, found.slot, &data)
                 .map_err(|e| problem(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()))?;
             known.push(Zeroizing::new(card.pan.digits().to_string()));
+            if let Some(st) = stored {
+                if let Some(v) = st.fill_stored_on_file {
+                    out_body = super::mpgs::set_stored_on_file(&out_body, v).map_err(|e| {
+                        problem(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
+                    })?;
+                }
+                if !temporary {
+                    to_record = st.record.map(|a| (value.clone(), a));
+                }
+            }
         } else if value.bytes().all(|b| b.is_ascii_digit()) {
             known.push(Zeroizing::new(value.clone()));
             if let Some((rt, _)) = &request_token {
@@ -514,6 +531,18 @@ pub(crate) async fn handle(
             r.append_header((k, v));
         }
     }
+    if let Some((token, agreement)) = to_record
+        && gateway.outcome(status, &bytes) == super::Outcome::Approved
+        && let Err(e) = vault
+            .add_agreement(&ctx, &merchant, &token, agreement)
+            .await
+    {
+        tracing::warn!(
+            code = e.code(),
+            "the agreement of an approved charge was not recorded"
+        );
+        r.insert_header(("X-Panvault-Agreement-Error", e.code()));
+    }
     // The token asked for: when the gateway approved, or whatever the outcome with `:FORCED:`.
     // The charge happened either way, so a failure here is a header, not an error answer.
     if let (Some(treq), Some((_, forced))) = (to_tokenize, &request_token)
@@ -537,6 +566,77 @@ pub(crate) async fn handle(
         }
     }
     Ok(r.body(masked))
+}
+
+/// What the stored-credential rules make of an MPGS request on a token.
+struct Stored {
+    /// `storedOnFile` to fill in where the merchant left it out.
+    fill_stored_on_file: Option<&'static str>,
+    /// The agreement this (cardholder-initiated) charge establishes, if new to the token.
+    record: Option<crate::vault::Agreement>,
+}
+
+/// Seed 004: a merchant-initiated transaction (`transaction.source` `MERCHANT`) must name an
+/// agreement this token established (else 422 `agreement_required`) of the same type (else 422
+/// `agreement_mismatch`); `storedOnFile` is `TO_BE_STORED` on the first use under an agreement and
+/// `STORED` after, unless the merchant gave it.
+fn stored_credential_check(
+    vault: &Vault,
+    merchant: &str,
+    token: &str,
+    body: &[u8],
+) -> Result<Stored, Problem> {
+    let sc = super::mpgs::stored_credential(body);
+    let agreements = vault.get(merchant, token)?.agreements;
+    let known = sc
+        .agreement
+        .as_ref()
+        .and_then(|(id, _)| agreements.iter().find(|a| a.id == *id));
+    if sc.merchant_initiated {
+        let Some((_, kind)) = &sc.agreement else {
+            return Err(problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "agreement_required",
+                "a merchant-initiated transaction needs agreement.id of an agreement this token established",
+            ));
+        };
+        match known {
+            None => {
+                return Err(problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "agreement_required",
+                    "this token never established that agreement in a cardholder-initiated transaction",
+                ));
+            }
+            Some(a) if a.kind != *kind => {
+                return Err(problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "agreement_mismatch",
+                    "the agreement's type differs from the one this token established",
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let fill_stored_on_file = match (&sc.agreement, sc.stored_on_file) {
+        (Some(_), false) => Some(if known.is_some() {
+            "STORED"
+        } else {
+            "TO_BE_STORED"
+        }),
+        _ => None,
+    };
+    let record = match (&sc.agreement, known, sc.merchant_initiated) {
+        (Some((id, kind)), None, false) => Some(crate::vault::Agreement {
+            id: id.clone(),
+            kind: kind.clone(),
+        }),
+        _ => None,
+    };
+    Ok(Stored {
+        fill_stored_on_file,
+        record,
+    })
 }
 
 fn transport_problem(gateway: Gateway, e: &reqwest::Error, timeout: Duration) -> Problem {
