@@ -394,7 +394,8 @@ pub(crate) async fn handle(
     // An agreement a cardholder-initiated charge establishes on its token, once approved.
     let mut to_record: Option<(String, crate::vault::Agreement)> = None;
     if let Some(found) = found {
-        let value = found.value.trim().to_string();
+        // May be a raw card (request-token flow): zeroized like the body it came from.
+        let value = Zeroizing::new(found.value.trim().to_string());
         if is_panvault_token(&vault, &value) {
             let temporary = value.starts_with(crate::token::TEMPORARY_PREFIX);
             // Stored credentials (seed 004): checked before the card is even revealed.
@@ -426,18 +427,18 @@ pub(crate) async fn handle(
                     })?;
                 }
                 if !temporary {
-                    to_record = st.record.map(|a| (value.clone(), a));
+                    to_record = st.record.map(|a| (value.to_string(), a));
                 }
             }
         } else if value.bytes().all(|b| b.is_ascii_digit()) {
-            known.push(Zeroizing::new(value.clone()));
+            known.push(value.clone());
             if let Some((rt, _)) = &request_token {
                 crate::pan::Pan::parse(&value)?;
                 let (month, year) = gateway.find_expiry(&body).ok_or(Error::InvalidExpiry {
                     reason: "the request carries no expiry in the gateway's format",
                 })?;
                 to_tokenize = Some(crate::vault::TokenizeRequest {
-                    pan: Zeroizing::new(value.clone()),
+                    pan: value.clone(),
                     expiry_month: i64::from(month),
                     expiry_year: i64::from(year),
                     request_token: Some(rt.clone()),
@@ -496,7 +497,8 @@ pub(crate) async fn handle(
     };
     let status = answer.status().as_u16();
     let answer_headers = answer.headers().clone();
-    let mut bytes = Vec::new();
+    // The gateway's answer may echo a card before it is masked.
+    let mut bytes = Zeroizing::new(Vec::new());
     let mut answer = answer;
     loop {
         match answer.chunk().await {
