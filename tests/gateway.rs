@@ -167,6 +167,9 @@ impl Env {
 base_url = "{sb}/nexi"
 timeout_seconds = 1.5
 
+[gateways.nexi.shops."9100002"]
+api_key = "shop-9100002-terminal-key"
+
 [gateways.axerve]
 base_url = "{axerve}"
 timeout_seconds = 3
@@ -424,6 +427,35 @@ fn nexi_moto_three_steps_and_decline() {
         got["headers"]["correlation-id"],
         "3c1f8e2a-7d4b-4c69-9d0a-2b7e5f1a9c34"
     );
+
+    // Credentials configured per shop login: shop 9100002's requests get its X-Api-Key.
+    let theirs = env.tokenize(
+        &env.other,
+        json!({"pan": "4111111111111111", "expiry_month": 12, "expiry_year": 2030}),
+    );
+    let pv = format!("Bearer {}", env.other);
+    let (s, a) = env.proxy(
+        "POST",
+        "nexi/orders/moto",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Panvault-Authorization", &pv),
+        ],
+        &body.replace(&token, &theirs),
+    );
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(
+        env.sandbox.last()["headers"]["x-api-key"],
+        "shop-9100002-terminal-key"
+    );
+    // Shop 9100001 has none configured and sent none: the sandbox refuses (401, no body).
+    let (s, _) = env.proxy(
+        "POST",
+        "nexi/orders/moto",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
     env.stop();
 }
 

@@ -54,6 +54,49 @@ pub struct GatewayConfig {
     pub secret_api_key: Option<String>,
     /// MPGS API password: Basic `merchant.<merchantId from the path>:<password>`.
     pub api_password: Option<String>,
+    /// Credentials per shop login (`[gateways.<name>.shops."<shop login>"]`), used for the
+    /// requests of that shop's keys instead of the ones above, so the merchant stack never holds
+    /// them (contract 6).
+    pub shops: Option<std::collections::BTreeMap<String, ShopCredentials>>,
+}
+
+/// One shop login's credentials at a gateway (same meaning as in [`GatewayConfig`]).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopCredentials {
+    pub api_key: Option<String>,
+    pub api_key_id: Option<String>,
+    pub secret_api_key: Option<String>,
+    pub api_password: Option<String>,
+}
+
+/// The credentials panvault adds for one request.
+#[derive(Clone, Copy, Default)]
+struct Creds<'a> {
+    api_key: Option<&'a str>,
+    api_key_id: Option<&'a str>,
+    secret_api_key: Option<&'a str>,
+    api_password: Option<&'a str>,
+}
+
+impl GatewayConfig {
+    /// The shop login's own credentials if configured, else the gateway's.
+    fn creds(&self, shop: Option<&str>) -> Creds<'_> {
+        if let Some(c) = shop.and_then(|s| self.shops.as_ref()?.get(s)) {
+            return Creds {
+                api_key: c.api_key.as_deref(),
+                api_key_id: c.api_key_id.as_deref(),
+                secret_api_key: c.secret_api_key.as_deref(),
+                api_password: c.api_password.as_deref(),
+            };
+        }
+        Creds {
+            api_key: self.api_key.as_deref(),
+            api_key_id: self.api_key_id.as_deref(),
+            secret_api_key: self.secret_api_key.as_deref(),
+            api_password: self.api_password.as_deref(),
+        }
+    }
 }
 
 /// `[gateways]`: one optional table per gateway.
@@ -137,7 +180,12 @@ impl Proxy {
                     )));
                 }
             };
-            if c.api_key_id.is_some() != c.secret_api_key.is_some() {
+            let shops_unpaired = c
+                .shops
+                .iter()
+                .flatten()
+                .any(|(_, s)| s.api_key_id.is_some() != s.secret_api_key.is_some());
+            if c.api_key_id.is_some() != c.secret_api_key.is_some() || shops_unpaired {
                 return Err(Error::Config(format!(
                     "gateways.{}: api_key_id and secret_api_key go together",
                     g.name()
@@ -480,7 +528,8 @@ pub(crate) async fn handle(
             headers.append(k, v);
         }
     }
-    add_gateway_headers(gateway, &target.cfg, &method, &url, &mut headers);
+    let creds = target.cfg.creds(p.shop_login.as_deref());
+    add_gateway_headers(gateway, creds, &method, &url, &mut headers);
 
     let sent = proxy
         .client
@@ -665,7 +714,7 @@ fn transport_problem(gateway: Gateway, e: &reqwest::Error, timeout: Duration) ->
 /// REST `apikey`, MPGS Basic auth, Worldline v1HMAC signature (after the swap).
 fn add_gateway_headers(
     g: Gateway,
-    cfg: &GatewayConfig,
+    cfg: Creds<'_>,
     method: &reqwest::Method,
     url: &reqwest::Url,
     h: &mut reqwest::header::HeaderMap,
@@ -681,14 +730,14 @@ fn add_gateway_headers(
             if !h.contains_key(nexi::CORRELATION_ID_HEADER) {
                 set(h, "correlation-id", &nexi::correlation_id());
             }
-            if let Some(k) = &cfg.api_key
+            if let Some(k) = cfg.api_key
                 && !h.contains_key(nexi::API_KEY_HEADER)
             {
                 set(h, "x-api-key", k);
             }
         }
         Gateway::Axerve => {
-            if let Some(k) = &cfg.api_key
+            if let Some(k) = cfg.api_key
                 && !h.contains_key(AUTHORIZATION)
                 && url.path().contains("/api/")
             {
@@ -696,7 +745,7 @@ fn add_gateway_headers(
             }
         }
         Gateway::Mpgs => {
-            if let Some(pw) = &cfg.api_password
+            if let Some(pw) = cfg.api_password
                 && !h.contains_key(AUTHORIZATION)
             {
                 let segs: Vec<&str> = url.path().split('/').collect();
@@ -710,7 +759,7 @@ fn add_gateway_headers(
             }
         }
         Gateway::Worldline => {
-            if let (Some(id), Some(secret)) = (&cfg.api_key_id, &cfg.secret_api_key)
+            if let (Some(id), Some(secret)) = (cfg.api_key_id, cfg.secret_api_key)
                 && !h.contains_key(AUTHORIZATION)
             {
                 if !h.contains_key("date") {
