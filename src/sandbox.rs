@@ -328,7 +328,74 @@ fn nexi_card(body: &Value) -> Result<String, HttpResponse> {
     Ok(pan.to_string())
 }
 
+/// `application/x-www-form-urlencoded` fields.
+fn form(body: &[u8]) -> HashMap<String, String> {
+    let decode = |s: &str| {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            let hex = |c: u8| char::from(c).to_digit(16);
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                },
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+/// An auto-submitting HTML form: how a browser is sent on with POSTed fields.
+fn auto_post(action: &str, fields: &[(&str, &str)]) -> HttpResponse {
+    let inputs: String = fields
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                r#"<input type="hidden" name="{}" value="{}"/>"#,
+                esc(k),
+                esc(v)
+            )
+        })
+        .collect();
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
+        r#"<html><body><form id="next" method="POST" action="{}">{inputs}</form><script>document.getElementById('next').submit();</script></body></html>"#,
+        esc(action)
+    ))
+}
+
+/// The ACS page of a Nexi 3-D Secure challenge: the browser posts `ThreeDsRequest`, `ReturnUrl`
+/// and `transactionId`; the (always passed) challenge posts `PaRes` and `paymentId` back to
+/// `ReturnUrl`.
+fn nexi_acs(r: &Req<'_>) -> HttpResponse {
+    let f = form(r.body);
+    match (f.get("ThreeDsRequest"), f.get("ReturnUrl"), f.get("transactionId")) {
+        (Some(_), Some(ret), Some(op)) if r.method == "POST" => auto_post(
+            ret,
+            &[("PaRes", &format!("sbxpares{:016x}", rand::random::<u64>())), ("paymentId", op)],
+        ),
+        _ => HttpResponse::BadRequest()
+            .content_type("text/html")
+            .body("<html><body>ThreeDsRequest, ReturnUrl and transactionId are required (form POST)</body></html>"),
+    }
+}
+
 fn nexi(r: &Req<'_>) -> HttpResponse {
+    if r.path.trim_end_matches('/') == "3ds/acs/nextStep" {
+        return nexi_acs(r);
+    }
     if r.header("x-api-key").is_none_or(str::is_empty) {
         return HttpResponse::Unauthorized().finish();
     }
@@ -378,7 +445,10 @@ fn nexi(r: &Req<'_>) -> HttpResponse {
         );
     }
     match path {
-        "orders/moto" | "orders/2steps/init" | "orders/3steps/init" | "orders/2steps/payment"
+        "orders/moto"
+        | "orders/2steps/init"
+        | "orders/3steps/init"
+        | "orders/2steps/payment"
         | "orders/3steps/payment" => {
             let order = match nexi_order(&body) {
                 Ok(o) => o,
@@ -406,7 +476,9 @@ fn nexi(r: &Req<'_>) -> HttpResponse {
             };
             if path.ends_with("/init") {
                 if outcome == CardOutcome::Decline {
-                    return HttpResponse::Ok().json(json!({"operation": nexi_operation(order, &op_id, "DECLINED", Some(&pan))}));
+                    return HttpResponse::Ok().json(
+                        json!({"operation": nexi_operation(order, &op_id, "DECLINED", Some(&pan))}),
+                    );
                 }
                 return HttpResponse::Ok().json(json!({
                     "operation": nexi_operation(order, &op_id, "PENDING", Some(&pan)),
@@ -419,10 +491,14 @@ fn nexi(r: &Req<'_>) -> HttpResponse {
                 CardOutcome::Decline => "DECLINED",
                 _ => approved,
             };
-            HttpResponse::Ok().json(json!({"operation": nexi_operation(order, &op_id, result, Some(&pan))}))
+            HttpResponse::Ok()
+                .json(json!({"operation": nexi_operation(order, &op_id, result, Some(&pan))}))
         }
         "orders/3steps/validation" => {
-            let (Some(op), Some(_)) = (s(&body, &["operationId"]), s(&body, &["threeDSAuthResponse"])) else {
+            let (Some(op), Some(_)) = (
+                s(&body, &["operationId"]),
+                s(&body, &["threeDSAuthResponse"]),
+            ) else {
                 return nexi_error(
                     StatusCode::BAD_REQUEST,
                     "PS0000",
@@ -448,11 +524,9 @@ fn nexi(r: &Req<'_>) -> HttpResponse {
             if s(&body, &["contractId"]).is_none() {
                 return nexi_error(StatusCode::BAD_REQUEST, "PS0000", "contractId is required");
             }
-            HttpResponse::Ok().json(json!({"operation": nexi_operation(order, &op_id, "EXECUTED", None)}))
+            HttpResponse::Ok()
+                .json(json!({"operation": nexi_operation(order, &op_id, "EXECUTED", None)}))
         }
-        "3ds/acs/nextStep" => HttpResponse::Ok().content_type("text/html").body(
-            "<html><body>sandbox ACS: the challenge passes; post PaRes and paymentId back to ReturnUrl</body></html>",
-        ),
         p if p.starts_with("operations/") => {
             HttpResponse::Ok().json(json!({"operationId": op_id, "operationTime": now_rfc3339()}))
         }
@@ -727,6 +801,33 @@ fn worldline_error(
 }
 
 fn worldline_sim(r: &Req<'_>, full_path: &str, query: &str, sb: &Sandbox) -> HttpResponse {
+    // The cardholder's 3-D Secure page (a browser: no API signature): the challenge passes, the
+    // payment is authorized and the browser goes back to the merchant's returnUrl.
+    if let Some(id) = r.path.strip_prefix("redirect/3ds/") {
+        let mut payments = sb
+            .payments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(p) = payments.get_mut(id) else {
+            return HttpResponse::NotFound().finish();
+        };
+        p["status"] = json!("PENDING_CAPTURE");
+        p["statusOutput"] = json!({"isCancellable": true, "statusCategory": "PENDING_MERCHANT", "statusCode": 5, "isAuthorized": true});
+        let ret = p.get("_returnUrl").and_then(Value::as_str).map(|u| {
+            format!(
+                "{u}{}paymentId={id}",
+                if u.contains('?') { '&' } else { '?' }
+            )
+        });
+        return match ret {
+            Some(u) => HttpResponse::Found()
+                .insert_header(("Location", u))
+                .finish(),
+            None => HttpResponse::Ok()
+                .content_type("text/html")
+                .body("<html><body>3-D Secure passed</body></html>"),
+        };
+    }
     // Authorization: GCS v1HMAC:<id>:<signature> over the path as received.
     let auth_refused = || {
         worldline_error(
@@ -779,7 +880,13 @@ fn worldline_sim(r: &Req<'_>, full_path: &str, query: &str, sb: &Sandbox) -> Htt
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .get(*id)
             {
-                Some(p) => HttpResponse::Ok().json(p),
+                Some(p) => {
+                    let mut p = p.clone();
+                    if let Value::Object(m) = &mut p {
+                        m.remove("_returnUrl");
+                    }
+                    HttpResponse::Ok().json(p)
+                }
                 None => worldline_error(
                     StatusCode::NOT_FOUND,
                     "1002",
@@ -897,7 +1004,13 @@ fn worldline_create(r: &Req<'_>, sb: &Sandbox) -> HttpResponse {
         {
             payment["status"] = json!("REDIRECTED");
             payment["statusOutput"] = json!({"isCancellable": false, "statusCategory": "PENDING_PAYMENT", "statusCode": 46, "isAuthorized": false});
-            remember(&payment);
+            let mut kept = payment.clone();
+            if let Some(u) = s(input, &["threeDSecure", "redirectionData", "returnUrl"])
+                .or(s(input, &["returnUrl"]))
+            {
+                kept["_returnUrl"] = json!(u);
+            }
+            remember(&kept);
             HttpResponse::Created()
                 .insert_header(("Location", format!("{}/worldline/{}/{}", r.host, r.path, id)))
                 .json(json!({

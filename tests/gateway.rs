@@ -378,13 +378,39 @@ fn nexi_moto_three_steps_and_decline() {
         json!({"pan": "5555555555554444", "cvv": "396", "expiryDate": "0331"})
     );
     let op = a["operation"]["operationId"].as_str().unwrap().to_string();
+    // The browser's form POST to threeDSAuthUrl; the challenge posts PaRes and paymentId back.
+    let acs = env
+        .sandbox
+        .http
+        .post(a["threeDSAuthUrl"].as_str().unwrap())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "ThreeDsRequest={}&ReturnUrl=https%3A%2F%2Fshop.example%2Freturn%3Fref%3D1&transactionId={op}",
+            a["threeDSAuthRequest"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        acs.contains(r#"action="https://shop.example/return?ref=1""#),
+        "{acs}"
+    );
+    assert!(
+        acs.contains(&format!(r#"name="paymentId" value="{op}""#)),
+        "{acs}"
+    );
+    let pares = acs
+        .split(r#"name="PaRes" value=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
     let (s, a) = env.proxy(
         "POST",
         "nexi/orders/3steps/validation",
         &nexi_headers(),
-        &format!(
-            r#"{{"operationId":"{op}","threeDSAuthResponse":"ni2178hiekh29830abcdef0123456789"}}"#
-        ),
+        &format!(r#"{{"operationId":"{op}","threeDSAuthResponse":"{pares}"}}"#),
     );
     assert_eq!(s, StatusCode::OK, "{a}");
     assert_eq!(
@@ -584,7 +610,10 @@ fn worldline_signed_by_panvault_or_passed_through() {
         ("Authorization", auth.as_str()),
         ("X-Panvault-Authorization", pv.as_str()),
     ];
-    let ecom = body(&t3).replace("MOTO", "ECOMMERCE");
+    let ecom = body(&t3).replace(
+        r#""transactionChannel":"MOTO""#,
+        r#""transactionChannel":"ECOMMERCE","threeDSecure":{"redirectionData":{"returnUrl":"https://shop.example/return"}}"#,
+    );
     let (s, a) = env.proxy("POST", "worldline/v2/1234/payments", &own, &ecom);
     assert_eq!(s, StatusCode::CREATED, "{a}");
     let a = answer_json(&a);
@@ -597,9 +626,27 @@ fn worldline_signed_by_panvault_or_passed_through() {
         auth.as_str()
     );
     let id = a["payment"]["id"].as_str().unwrap().to_string();
+    let a_redirect = a["merchantAction"]["redirectData"]["redirectURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (s, a) = env.proxy("GET", &format!("worldline/v2/1234/payments/{id}"), &[], "");
     assert_eq!(s, StatusCode::OK, "{a}");
     assert_eq!(answer_json(&a)["status"], "REDIRECTED");
+    // The cardholder passes the challenge at redirectURL and comes back to the returnUrl.
+    let browser = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser.get(a_redirect.as_str()).send().unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        format!("https://shop.example/return?paymentId={id}")
+    );
+    let (s, a) = env.proxy("GET", &format!("worldline/v2/1234/payments/{id}"), &[], "");
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(answer_json(&a)["status"], "PENDING_CAPTURE");
 
     // Decline: 402.
     let td = env.token("4012888888881881", 1, 2032);
