@@ -12,7 +12,8 @@
 //! (`DELETE /__log` empties it): the tests prove from it what reached the gateway and that a
 //! refused request reached nothing. That log holds the test cards in clear: it exists only on
 //! loopback, only in memory, and the sandbox refuses any other address. A request header
-//! `X-Sandbox-Delay-Ms: N` delays the answer by N ms (timeouts).
+//! `X-Sandbox-Delay-Ms: N` delays the answer by N ms (timeouts). Axerve SOAP takes calls with or
+//! without `<apikey>` (the real service may authorize by IP instead).
 
 // The simulators' checks return the gateway's error answer itself.
 #![allow(clippy::result_large_err)]

@@ -172,6 +172,7 @@ api_key = "shop-9100002-terminal-key"
 
 [gateways.axerve]
 base_url = "{axerve}"
+api_key = "axerve-sandbox-apikey"
 timeout_seconds = 3
 
 [gateways.worldline]
@@ -530,9 +531,18 @@ fn axerve_soap_token_value_and_card_number() {
             .trim_end()
             .ends_with("<ecom:shopTransactionId>MYSHOP-0002</ecom:shopTransactionId>")
     );
-    assert_eq!(sent.replace(card, ""), envelope(""));
+    assert_eq!(
+        sent.replace(card, "")
+            .replace("<ecom:apikey>axerve-sandbox-apikey</ecom:apikey>", ""),
+        envelope("")
+    );
     assert!(!sent.contains("tokenValue"));
     assert!(sent.contains("<ecom:buyerName>John Fitzgerald Kennedy</ecom:buyerName>"));
+    // The configured apikey, last, with the envelope's prefix.
+    assert!(
+        sent.contains("<ecom:apikey>axerve-sandbox-apikey</ecom:apikey></ecom:callPagamS2S>"),
+        "{sent}"
+    );
 
     // cardNumber with a token; the challenge card answers 8006.
     let t3 = env.token("5555555555554444", 3, 2031);

@@ -444,6 +444,36 @@ fn swap_soap(
     Ok(Zeroizing::new(w.into_inner()))
 }
 
+/// Adds `<apikey>` (last in WSDL order) to a `callPagamS2S` that has none, for the apikey
+/// authentication configured in panvault; `None` when there is nothing to add.
+pub fn add_apikey(body: &[u8], key: &str) -> Result<Option<Zeroizing<Vec<u8>>>, GatewayError> {
+    if !is_xml(body) {
+        return Ok(None);
+    }
+    let text = std::str::from_utf8(body).map_err(|_| malformed())?;
+    let Some(env) = parse(text)? else {
+        return Ok(None);
+    };
+    if !env.is_pagam() || env.child("apikey")?.is_some() {
+        return Ok(None);
+    }
+    let w_err = |_| malformed();
+    let mut w = quick_xml::Writer::new(Vec::with_capacity(body.len() + 64));
+    for (i, ev) in env.events.iter().enumerate() {
+        if i == env.op_end {
+            let q = env.qname("apikey");
+            w.write_event(Event::Start(BytesStart::new(q.as_str())))
+                .map_err(w_err)?;
+            w.write_event(Event::Text(BytesText::new(key)))
+                .map_err(w_err)?;
+            w.write_event(Event::End(BytesEnd::new(q.as_str())))
+                .map_err(w_err)?;
+        }
+        w.write_event(ev.clone()).map_err(w_err)?;
+    }
+    Ok(Some(Zeroizing::new(w.into_inner())))
+}
+
 /// The leaf texts under the first element named `container` (e.g. `GestPayS2S`), by local name.
 pub fn xml_fields(body: &[u8], container: &str) -> Vec<(String, String)> {
     let Ok(text) = std::str::from_utf8(body) else {
@@ -650,6 +680,21 @@ mod tests {
         let other = body.replace("https://ecomms2s.sella.it/", "urn:other");
         assert!(find_card(other.as_bytes()).unwrap().is_none());
         assert!(find_card(b"<a><b></a>").is_err());
+    }
+
+    #[test]
+    fn apikey_added_last_when_configured() {
+        let out = add_apikey(CARD_XML.as_bytes(), "k&1").unwrap().unwrap();
+        let f = fields(&out);
+        assert_eq!(
+            f.last().unwrap(),
+            &("apikey".to_string(), "k&1".to_string())
+        );
+        assert!(
+            add_apikey(&out, "other").unwrap().is_none(),
+            "one already there"
+        );
+        assert!(add_apikey(b"{}", "k").unwrap().is_none());
     }
 
     #[test]

@@ -503,6 +503,15 @@ pub(crate) async fn handle(
         ));
     }
     drop(body);
+    let creds = target.cfg.creds(p.shop_login.as_deref());
+    // Axerve SOAP takes its apikey in the body.
+    if gateway == Gateway::Axerve
+        && let Some(k) = creds.api_key
+        && let Some(with_key) = super::axerve::add_apikey(&out_body, k)
+            .map_err(|e| problem(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?
+    {
+        out_body = with_key;
+    }
 
     // Headers: the merchant's, minus panvault's own and hop-by-hop ones.
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).map_err(|_| {
@@ -528,7 +537,6 @@ pub(crate) async fn handle(
             headers.append(k, v);
         }
     }
-    let creds = target.cfg.creds(p.shop_login.as_deref());
     add_gateway_headers(gateway, creds, &method, &url, &mut headers);
 
     let sent = proxy
