@@ -555,6 +555,26 @@ fn axerve_soap_token_value_and_card_number() {
     assert_eq!(s, StatusCode::OK);
     assert!(a.contains("<ErrorCode>8006</ErrorCode>"), "{a}");
     assert!(a.contains("<VbVRisp>"));
+    // After the buyer's pagam3d.aspx visit: the same call again with transKey and PARes.
+    let key = a
+        .split("<TransactionKey>")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap()
+        .to_string();
+    let (s, a) = env.proxy(
+        "POST",
+        "axerve/gestpay/gestpayws/WSs2s.asmx",
+        &h,
+        &envelope(&format!(
+            "<ecom:cardNumber>{t3}</ecom:cardNumber><ecom:transKey>{key}</ecom:transKey><ecom:PARes>sbx-pares</ecom:PARes>"
+        )),
+    );
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        a.contains("<TransactionResult>OK</TransactionResult>"),
+        "{a}"
+    );
 
     // REST submit: paymentTypeDetails.creditcard.token.
     let (s, a) = env.proxy(
@@ -908,6 +928,24 @@ fn request_token_on_a_proxied_charge() {
     );
     assert_eq!(s, StatusCode::CREATED, "{a}");
     assert_eq!(answer_json(&a)["result"], "SUCCESS");
+
+    // A request token needs a raw card where the card goes, not a gateway's own token.
+    let n = env.sandbox.log().len();
+    let wl = r#"{"cardPaymentMethodSpecificInput":{"token":"b5c5f0a1-2a2c-4f6e-8b39-0c7f6b5a1234"},"order":{"amountOfMoney":{"amount":100,"currencyCode":"EUR"}}}"#;
+    let (s, a) = env.proxy(
+        "POST",
+        "worldline/v2/1234/payments",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Panvault-Request-Token", "MASKEDPAN"),
+        ],
+        wl,
+    );
+    assert_eq!(
+        (s, answer_json(&a)["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_field"))
+    );
+    assert_eq!(env.sandbox.log().len(), n);
 
     // A bad request token value is refused before anything is forwarded.
     let n = env.sandbox.log().len();

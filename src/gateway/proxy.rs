@@ -478,7 +478,9 @@ pub(crate) async fn handle(
                     to_record = st.record.map(|a| (value.to_string(), a));
                 }
             }
-        } else if value.bytes().all(|b| b.is_ascii_digit()) {
+        } else if found.slot == super::Slot::Number && value.bytes().all(|b| b.is_ascii_digit()) {
+            // A raw card where the card number goes (a gateway's own token in its token field is
+            // neither masked nor tokenized).
             known.push(value.clone());
             if let Some((rt, _)) = &request_token {
                 crate::pan::Pan::parse(&value)?;
