@@ -53,6 +53,9 @@ pub enum KeysCommand {
     Rotate(UnlockArgs),
     /// KEK versions, DEKs with their KEK version, age against the cryptoperiod and record counts.
     Status(UnlockArgs),
+    /// Move every record under an older DEK to the current one (resuming a job cut short),
+    /// with a progress bar; drained DEKs are destroyed.
+    Reencrypt(UnlockArgs),
 }
 
 /// A data dir and what unlocks its keys.
@@ -200,6 +203,52 @@ pub fn read_shares(path: &Path) -> Result<Vec<SecretString>> {
         .collect())
 }
 
+/// `keys reencrypt` on a stopped vault: the job's steps back to back (no live traffic to make
+/// room for), an indicatif bar on stderr.
+async fn reencrypt(vault: &Vault, ctx: &Ctx) -> Result<vault::ReencryptJob> {
+    let below = vault.reencrypt_below()?;
+    let mut job = vault::ReencryptJob {
+        below,
+        total: vault.key_status()?.deks.iter().map(|d| d.records).sum(),
+        ..vault::ReencryptJob::default()
+    };
+    let bar = indicatif::ProgressBar::new(job.total).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} tokens, {per_sec}, eta {eta}",
+        )
+        .map_err(|_| Error::Config("progress bar template".into()))?
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("re-encrypting records under dek < {below}"));
+    vault.audit_reencrypt_start(ctx, below).await?;
+    loop {
+        let step = match vault
+            .reencrypt_step(ctx, below, vault::REENCRYPT_BATCH)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                bar.abandon();
+                vault.audit_reencrypt_end(ctx, "failed", &job).await?;
+                return Err(e);
+            }
+        };
+        job.scanned += step.scanned;
+        job.moved += step.moved;
+        job.destroyed.extend(step.destroyed);
+        bar.set_position(job.scanned);
+        if step.finished {
+            break;
+        }
+    }
+    bar.finish_with_message(format!(
+        "moved {}, destroyed dek {:?}",
+        job.moved, job.destroyed
+    ));
+    vault.audit_reencrypt_end(ctx, "ok", &job).await?;
+    Ok(job)
+}
+
 /// The path of custodian `id`'s share file in `--share-dir`.
 fn share_path(dir: &Path, id: usize) -> PathBuf {
     dir.join(format!("share-{id}.txt"))
@@ -218,7 +267,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Keys { command } => {
             let a = match &command {
-                KeysCommand::Rotate(a) | KeysCommand::Status(a) => a,
+                KeysCommand::Rotate(a) | KeysCommand::Status(a) | KeysCommand::Reencrypt(a) => a,
             };
             let unlock = server_unlock(
                 &a.data,
@@ -240,6 +289,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let report = match command {
                 KeysCommand::Rotate(_) => actix_web::rt::System::new()
                     .block_on(vault.rotate_kek(&ctx))
+                    .and_then(|r| {
+                        serde_json::to_string(&r).map_err(|_| Error::Corrupt { what: "report" })
+                    }),
+                KeysCommand::Reencrypt(_) => actix_web::rt::System::new()
+                    .block_on(reencrypt(&vault, &ctx))
                     .and_then(|r| {
                         serde_json::to_string(&r).map_err(|_| Error::Corrupt { what: "report" })
                     }),
@@ -521,6 +575,29 @@ pub struct ConfigFile {
     pub reveal: Option<RevealConfig>,
     /// `[gateways.<name>]`: where each gateway is and its credentials (contract 6).
     pub gateways: Option<crate::gateway::proxy::GatewaysConfig>,
+    pub dek: Option<DekConfig>,
+}
+
+/// When a data key rolls over (contract 5: well before the AES-GCM random-nonce limit).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DekConfig {
+    /// Encryptions under one DEK (default and most 2^24).
+    pub max_uses: Option<u64>,
+    /// Cryptoperiod of a DEK in seconds (default 86400).
+    pub max_age_seconds: Option<u64>,
+}
+
+impl DekConfig {
+    fn policy(&self) -> crate::crypto::DekPolicy {
+        let d = crate::crypto::DekPolicy::default();
+        crate::crypto::DekPolicy {
+            max_uses: self.max_uses.unwrap_or(d.max_uses),
+            max_age: self
+                .max_age_seconds
+                .map_or(d.max_age, std::time::Duration::from_secs),
+        }
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -555,6 +632,15 @@ pub fn load_config(path: &Path) -> Result<ConfigFile> {
             path.display()
         )));
     }
+    if let Some(d) = &cfg.dek {
+        let max = crate::crypto::DekPolicy::default().max_uses;
+        if d.max_uses.is_some_and(|n| n == 0 || n > max) || d.max_age_seconds == Some(0) {
+            return Err(Error::Config(format!(
+                "{}: dek.max_uses must be 1..={max} and dek.max_age_seconds > 0",
+                path.display()
+            )));
+        }
+    }
     Ok(cfg)
 }
 
@@ -580,6 +666,13 @@ fn serve(a: ServeArgs) -> Result<()> {
         .map_or_else(crate::http::RevealLimit::default, |r| {
             crate::http::RevealLimit::new(r.per_second, r.burst)
         });
+    let opts = Options {
+        dek_policy: cfg
+            .dek
+            .as_ref()
+            .map_or_else(Default::default, DekConfig::policy),
+        ..Options::default()
+    };
     let client_ca = a.client_ca.or(cfg.client_ca);
     let proxy = crate::gateway::proxy::Proxy::new(&cfg.gateways.unwrap_or_default(), |k| {
         std::env::var(k).ok()
@@ -591,15 +684,12 @@ fn serve(a: ServeArgs) -> Result<()> {
         shares_file.as_deref(),
         pin_file.as_deref(),
     )? {
-        Some(unlock) => Gate::unsealed(
-            Vault::open(&data, &unlock, Options::default())?,
-            Options::default(),
-        )?,
+        Some(unlock) => Gate::unsealed(Vault::open(&data, &unlock, opts.clone())?, opts)?,
         None => {
             tracing::warn!(
                 "starting sealed: no passphrase or shares given; data endpoints answer 503 until POST /v1/sys/unseal"
             );
-            Gate::sealed(&data, Options::default())?
+            Gate::sealed(&data, opts)?
         }
     };
     run_server(

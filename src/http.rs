@@ -708,6 +708,15 @@ async fn rotate_keys(req: HttpRequest, Unsealed(vault): Unsealed) -> Answer {
     Ok(HttpResponse::Ok().json(r))
 }
 
+/// `POST /v1/sys/keys/reencrypt` (scope `keys`): 202 with the job's progress.
+async fn reencrypt_keys(req: HttpRequest, Unsealed(vault): Unsealed) -> Answer {
+    let p = principal(&req, &vault, Scope::Keys).await?;
+    let job = vault
+        .start_reencryption(&request_ctx(&req, Some(&p)))
+        .await?;
+    Ok(HttpResponse::Accepted().json(job))
+}
+
 /// `GET /v1/sys/keys` (scope `keys`).
 async fn key_status(req: HttpRequest, Unsealed(vault): Unsealed) -> Answer {
     principal(&req, &vault, Scope::Keys).await?;
@@ -910,6 +919,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/sys/unseal", web::post().to(unseal))
         .route("/v1/sys/seal", web::post().to(seal))
         .route("/v1/sys/keys/rotate", web::post().to(rotate_keys))
+        .route("/v1/sys/keys/reencrypt", web::post().to(reencrypt_keys))
         .route("/v1/sys/keys", web::get().to(key_status))
         .route("/v1/api-keys", web::post().to(create_api_key))
         .route(

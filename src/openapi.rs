@@ -12,7 +12,7 @@ use crate::access::Scope;
 use crate::pan::Brand;
 use crate::seal::SealStatus;
 use crate::token::TokenKind;
-use crate::vault::{Agreement, DekStatus, KeyStatus, Rotation, TokenInfo};
+use crate::vault::{Agreement, DekStatus, KeyStatus, ReencryptJob, Rotation, TokenInfo};
 
 /// `POST /v1/tokens` and each item of a batch.
 #[derive(ToSchema)]
@@ -209,6 +209,11 @@ fn seal() {}
         (status = 503, description = "sealed", body = Problem, content_type = "application/problem+json")))]
 fn rotate_keys() {}
 
+#[utoipa::path(post, path = "/v1/sys/keys/reencrypt", security(("bearer" = [])),
+    responses((status = 202, description = "the background job runs (or already ran): its progress, also in GET /v1/sys/keys", body = ReencryptJob), (status = 403, description = "the key lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "sealed", body = Problem, content_type = "application/problem+json")))]
+fn reencrypt_keys() {}
+
 #[utoipa::path(get, path = "/v1/sys/keys", security(("bearer" = [])),
     responses((status = 200, description = "KEK versions and DEKs (no key material)", body = KeyStatus), (status = 403, description = "the key lacks the scope", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "sealed", body = Problem, content_type = "application/problem+json")))]
@@ -255,11 +260,11 @@ impl utoipa::Modify for BearerAuth {
 #[openapi(
     info(title = "panvault", description = "Card-tokenization vault: Axerve-format tokens under envelope encryption."),
     paths(create_token, create_tokens_batch, get_token, update_token, delete_token, reveal_token,
-        create_merchant, add_shop, remove_shop, create_api_key, revoke_api_key, healthz, readyz, metrics, seal_status, unseal, seal, rotate_keys, key_status,
+        create_merchant, add_shop, remove_shop, create_api_key, revoke_api_key, healthz, readyz, metrics, seal_status, unseal, seal, rotate_keys, reencrypt_keys, key_status,
         proxy_post, proxy_put, proxy_get),
     components(schemas(TokenInfo, Agreement, Brand, TokenKind, Scope, TokenizeBody, BatchBody, BatchResult,
         BatchAnswer, UpdateBody, RevealAnswer, Problem, MerchantBody, MerchantAnswer, ShopBody, ApiKeyBody,
-        ApiKeyAnswer, UnsealBody, SealStatus, Rotation, KeyStatus, DekStatus)),
+        ApiKeyAnswer, UnsealBody, SealStatus, Rotation, KeyStatus, DekStatus, ReencryptJob)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -295,6 +300,7 @@ mod tests {
             "/v1/sys/unseal",
             "/v1/sys/seal",
             "/v1/sys/keys/rotate",
+            "/v1/sys/keys/reencrypt",
             "/v1/sys/keys",
             "/v1/proxy/{gateway}/{path}",
         ] {

@@ -1,5 +1,6 @@
-//! KEK rotation (contract 5, issue 4 item 3) against the real binary: online over HTTPS while
-//! 16 clients tokenize and reveal, and offline with the process killed between its steps.
+//! KEK rotation and DEK re-encryption (contract 5, issue 4 items 3 and 4) against the real
+//! binary: online over HTTPS while 16 clients tokenize and reveal, and with the process killed
+//! between the steps of each.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -88,6 +89,32 @@ fn reveal(c: &Client, base: &str, key: &str, token: &str) -> String {
     r["pan"].as_str().unwrap().to_string()
 }
 
+/// `POST /v1/sys/keys/reencrypt`, then `GET /v1/sys/keys` until the job ends; its progress.
+fn reencrypt(c: &Client, base: &str, admin: &str) -> Value {
+    let (s, started) = send(bearer(
+        c.post(format!("{base}/v1/sys/keys/reencrypt")),
+        admin,
+    ));
+    assert_eq!(s, StatusCode::ACCEPTED, "{started}");
+    assert_eq!(started["running"], true, "{started}");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (s, st) = send(bearer(c.get(format!("{base}/v1/sys/keys")), admin));
+        assert_eq!(s, StatusCode::OK, "{st}");
+        let job = &st["reencryption"];
+        if job["running"] == false {
+            assert_eq!(job["error"], Value::Null, "{job}");
+            assert_eq!(job["below"], started["below"]);
+            return job.clone();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the job did not end: {job}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn kek_versions(data: &Path) -> Vec<u64> {
     let k: Value =
         serde_json::from_slice(&std::fs::read(data.join("keys/keyring.json")).unwrap()).unwrap();
@@ -117,7 +144,12 @@ fn rotation_under_load_fails_no_request_and_leaves_one_kek() {
     let (data, pass, admin) = init(tmp.path());
     // The reveal limit (10/s per key) would answer the load's reveals 429: lift it here.
     let config = tmp.path().join("panvault.toml");
-    std::fs::write(&config, "[reveal]\nper_second = 100000\nburst = 100000\n").unwrap();
+    // DEKs roll over every 200 encryptions, so the re-encryption has old DEKs to drain.
+    std::fs::write(
+        &config,
+        "[reveal]\nper_second = 100000\nburst = 100000\n[dek]\nmax_uses = 200\n",
+    )
+    .unwrap();
     let args = [
         OsStr::new("--passphrase-file"),
         pass.as_os_str(),
@@ -135,6 +167,7 @@ fn rotation_under_load_fails_no_request_and_leaves_one_kek() {
     let stop_load = AtomicBool::new(false);
     let done = AtomicUsize::new(0);
     let made = std::sync::Mutex::new(Vec::new());
+    let job = std::sync::Mutex::new(Value::Null);
     std::thread::scope(|scope| {
         for t in 0..16 {
             let (c, base, key) = (c.clone(), &base, &key);
@@ -164,7 +197,7 @@ fn rotation_under_load_fails_no_request_and_leaves_one_kek() {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         };
-        wait_for(50);
+        wait_for(250);
         for expect in [2u64, 3] {
             let (s, r) = send(bearer(c.post(format!("{base}/v1/sys/keys/rotate")), &admin));
             assert_eq!(s, StatusCode::OK, "{r}");
@@ -174,9 +207,25 @@ fn rotation_under_load_fails_no_request_and_leaves_one_kek() {
             assert!(r["rewrapped"].as_u64().unwrap() >= 3, "{r}");
             let seen = done.load(Ordering::SeqCst);
             wait_for(seen + 50);
+            if expect == 2 {
+                *job.lock().unwrap() = reencrypt(&c, &base, &admin);
+                let seen = done.load(Ordering::SeqCst);
+                wait_for(seen + 50);
+            }
         }
         stop_load.store(true, Ordering::SeqCst);
     });
+    // The job drained every DEK older than the one current at its start and destroyed them.
+    let job = job.into_inner().unwrap();
+    let below = job["below"].as_u64().unwrap();
+    assert!(below >= 2, "{job}");
+    assert!(job["moved"].as_u64().unwrap() > 0, "{job}");
+    let destroyed = job["destroyed"].as_array().unwrap();
+    assert!(!destroyed.is_empty(), "{job}");
+    assert!(
+        destroyed.iter().all(|d| d.as_u64().unwrap() < below),
+        "{job}"
+    );
     assert!(done.load(Ordering::SeqCst) >= 150);
     assert_eq!(kek_versions(&data), vec![3]);
     // GET /v1/sys/keys: only KEK v3; every DEK wrapped by it; the records add up.
@@ -185,6 +234,10 @@ fn rotation_under_load_fails_no_request_and_leaves_one_kek() {
     assert_eq!(st["kek_versions"], json!([3]), "{st}");
     let deks = st["deks"].as_array().unwrap();
     assert!(deks.iter().all(|d| d["kek_version"] == 3), "{st}");
+    assert!(
+        deks.iter().all(|d| d["id"].as_u64().unwrap() >= below),
+        "an old DEK is left: {st}"
+    );
     assert_eq!(
         deks.iter().filter(|d| d["current"] == true).count(),
         1,
@@ -224,7 +277,7 @@ fn rotation_under_load_fails_no_request_and_leaves_one_kek() {
         .arg(&data)
         .output()
         .unwrap();
-    let details: Vec<String> = String::from_utf8(export.stdout)
+    let details: Vec<String> = String::from_utf8(export.stdout.clone())
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -241,6 +294,33 @@ fn rotation_under_load_fails_no_request_and_leaves_one_kek() {
     assert!(details[0].starts_with("kek_rotate new kek v2;") && details[0].ends_with("from v1"));
     assert_eq!(details[1], "kek_destroy destroyed kek v1");
     assert_eq!(details[3], "kek_destroy destroyed kek v2");
+    // The job's start and end, and the DEKs it destroyed, are in the chain too.
+    let export = String::from_utf8(export.stdout).unwrap();
+    let entries: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let outcomes: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["action"] == "reencrypt")
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["started", "ok"]);
+    let shredded = entries
+        .iter()
+        .filter(|e| e["action"] == "dek_destroy")
+        .map(|e| e["detail"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(shredded.len(), 1, "{shredded:?}");
+    for d in destroyed {
+        assert!(
+            shredded[0]
+                .trim_start_matches("destroyed dek ")
+                .split(',')
+                .any(|id| id.parse::<u64>().ok() == d.as_u64()),
+            "{shredded:?} {d}"
+        );
+    }
     for line in log.lock().unwrap().iter() {
         for p in PANS {
             assert!(!line.contains(p), "a PAN in the log: {line}");
@@ -315,4 +395,125 @@ fn a_rotation_killed_at_any_step_leaves_a_vault_that_opens() {
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["kek_versions"], json!([4]), "{st}");
     assert_eq!(st["key_source"], "file");
+}
+
+/// A re-encryption killed mid-way: aborted right after a step's commit (`keys reencrypt` with
+/// PANVAULT_CRASH_AT), and by SIGKILL while the server runs the job. After each, every token
+/// reveals; the next job resumes from the stored cursor (it looks only at the tokens the killed
+/// one had not reached, with the killed one's idea of "old") and drains and destroys every old
+/// DEK.
+#[test]
+fn a_reencryption_killed_mid_way_resumes_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pass, admin) = init(tmp.path());
+    let config = tmp.path().join("panvault.toml");
+    // 100 encryptions per DEK: the 600 cards below end up under 6 DEKs.
+    std::fs::write(
+        &config,
+        "[reveal]\nper_second = 100000\nburst = 100000\n[dek]\nmax_uses = 100\n",
+    )
+    .unwrap();
+    let args = [
+        OsStr::new("--passphrase-file"),
+        pass.as_os_str(),
+        OsStr::new("--config"),
+        config.as_os_str(),
+    ];
+    let (child, base, c, _) = serve(&data, &args);
+    let key = shop_key(&c, &base, &admin);
+    let mut tokens = Vec::new();
+    for b in 0..6 {
+        let items: Vec<Value> = (0..100)
+            .map(|i| {
+                json!({"pan": PANS[i % 4], "expiry_month": 12, "expiry_year": 2030,
+                    "request_token": format!("ROTAKILL_{b}_{i}")})
+            })
+            .collect();
+        let (s, r) = send(bearer(
+            c.post(format!("{base}/v1/tokens/batch"))
+                .json(&json!({ "items": items })),
+            &key,
+        ));
+        assert_eq!(s, StatusCode::OK, "{r}");
+        for (i, res) in r["results"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(res["status"], 201, "{res}");
+            tokens.push((res["token"].as_str().unwrap().to_string(), PANS[i % 4]));
+        }
+    }
+    let total = tokens.len() as u64;
+    let (_, st) = send(bearer(c.get(format!("{base}/v1/sys/keys")), &admin));
+    assert!(st["deks"].as_array().unwrap().len() >= 6, "{st}");
+    stop(child);
+
+    let all_reveal = || {
+        let (child, base, c, _) = serve(&data, &args);
+        for (token, pan) in &tokens {
+            assert_eq!(&reveal(&c, &base, &key, token), pan);
+        }
+        stop(child);
+    };
+    let cli_reencrypt = |crash_at: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_panvault"));
+        cmd.args(["keys", "reencrypt", "--data"])
+            .arg(&data)
+            .arg("--passphrase-file")
+            .arg(&pass);
+        if let Some(p) = crash_at {
+            cmd.env("PANVAULT_CRASH_AT", p);
+        }
+        cmd.output().unwrap()
+    };
+    // No DEK below `below` is left, and the records add up.
+    let drained = |c: &Client, base: &str, below: u64| {
+        let (_, st) = send(bearer(c.get(format!("{base}/v1/sys/keys")), &admin));
+        let deks = st["deks"].as_array().unwrap();
+        assert!(
+            deks.iter().all(|d| d["id"].as_u64().unwrap() >= below),
+            "an old DEK is left: {st}"
+        );
+        let records: u64 = deks.iter().map(|d| d["records"].as_u64().unwrap()).sum();
+        assert_eq!(records, total, "{st}");
+    };
+
+    // Abort right after the first step's commit (256 tokens looked at).
+    let out = cli_reencrypt(Some("reencrypt:step"));
+    assert!(!out.status.success(), "the crash point was not reached");
+    all_reveal();
+
+    // The next job, over HTTPS, starts at the cursor: it looks at the other tokens only.
+    let (child, base, c, _) = serve(&data, &args);
+    let job = reencrypt(&c, &base, &admin);
+    assert_eq!(job["total"].as_u64().unwrap(), total, "{job}");
+    assert_eq!(job["scanned"].as_u64().unwrap(), total - 256, "{job}");
+    assert!(!job["destroyed"].as_array().unwrap().is_empty(), "{job}");
+    drained(&c, &base, job["below"].as_u64().unwrap());
+    for (token, pan) in &tokens {
+        assert_eq!(&reveal(&c, &base, &key, token), pan);
+    }
+    stop(child);
+
+    // SIGKILL while the server runs a job (every start begins a DEK, so there is work again).
+    let (mut child, base, c, _) = serve(&data, &args);
+    let (s, job) = send(bearer(
+        c.post(format!("{base}/v1/sys/keys/reencrypt")),
+        &admin,
+    ));
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    all_reveal();
+
+    // Offline, the job (resumed, or a new one if the killed one had ended) runs to its end:
+    // the bar goes to stderr, the report to stdout.
+    let out = cli_reencrypt(None);
+    assert!(out.status.success(), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["scanned"].as_u64().unwrap() <= total, "{r}");
+    let (child, base, c, _) = serve(&data, &args);
+    drained(&c, &base, r["below"].as_u64().unwrap());
+    for (token, pan) in &tokens {
+        assert_eq!(&reveal(&c, &base, &key, token), pan);
+    }
+    stop(child);
+    audit_verifies(&data);
 }

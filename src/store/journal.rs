@@ -638,6 +638,17 @@ impl Store for Journaled {
         self.shared.engine.scan(table, start, limit)
     }
 
+    /// The engine alone: no drain of the pending tables (which would hold up the writer).
+    fn scan_recent(
+        &self,
+        table: Table,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.check_failed()?;
+        self.shared.engine.scan(table, start, limit)
+    }
+
     fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.settle()?;
         self.shared.engine.last(table)

@@ -215,6 +215,17 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Entries with key >= start in ascending key order, at most `limit`.
     fn scan(&self, table: Table, start: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Like [`Store::scan`], but may miss or show stale values for the most recent writes (it
+    /// does not wait for writes in flight to reach the engine): for background passes that
+    /// re-read each key with [`Store::get`] and catch up later anyway.
+    fn scan_recent(
+        &self,
+        table: Table,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan(table, start, limit)
+    }
     /// The entry with the greatest key, if any.
     fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     /// Number of entries in a table.
