@@ -541,14 +541,16 @@ pub(crate) async fn handle(
     }
     add_gateway_headers(gateway, creds, &method, &url, &mut headers);
 
-    let sent = proxy
+    let mut request = proxy
         .client
         .request(method, url)
         .headers(headers)
-        .timeout(target.timeout)
-        .body(out_body.to_vec())
-        .send()
-        .await;
+        .timeout(target.timeout);
+    // No body, no Content-Length: 0 (a GET stays a plain GET).
+    if !out_body.is_empty() {
+        request = request.body(out_body.to_vec());
+    }
+    let sent = request.send().await;
     drop(out_body);
     let answer = match sent {
         Ok(a) => a,
@@ -581,7 +583,8 @@ pub(crate) async fn handle(
         HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY));
     for (k, v) in &answer_headers {
         let n = k.as_str();
-        if HOP_BY_HOP.contains(&n) || n == "content-encoding" {
+        // panvault's own answer headers never come from the gateway.
+        if HOP_BY_HOP.contains(&n) || n == "content-encoding" || n.starts_with("x-panvault-") {
             continue;
         }
         let v = mask::mask_pans(v.as_bytes(), &known_refs);
