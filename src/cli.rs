@@ -33,6 +33,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print the OpenAPI 3.1 document of the HTTP API.
     Openapi,
+    /// Loopback simulators of the four gateways (Nexi, Axerve, Worldline, MPGS) for tests and demos.
+    Sandbox(SandboxArgs),
     /// Inspect the audit chain.
     Audit {
         #[command(subcommand)]
@@ -151,6 +153,13 @@ pub struct DemoArgs {
     pub listen: SocketAddr,
 }
 
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Loopback address to listen on (plain HTTP; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8480")]
+    pub listen: SocketAddr,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Recompute the hash chain; name the first bad entry.
@@ -253,6 +262,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init(a) => init(a),
         Command::Serve(a) => serve(a),
         Command::Demo(a) => demo(a),
+        Command::Sandbox(a) => sandbox(a),
         Command::Openapi => {
             println!("{}", crate::openapi::document());
             Ok(())
@@ -520,6 +530,7 @@ fn server_unlock(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_server(
     gate: Gate,
     listen: SocketAddr,
@@ -527,6 +538,7 @@ fn run_server(
     data: &Path,
     client_ca: Option<&Path>,
     limit: crate::http::RevealLimit,
+    proxy: crate::gateway::proxy::Proxy,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     if plaintext && !listen.ip().is_loopback() {
@@ -540,7 +552,9 @@ fn run_server(
         Some(crate::tls::server_config(data, client_ca)?)
     };
     actix_web::rt::System::new()
-        .block_on(crate::http::serve(gate, listen, tls, limit, on_ready))
+        .block_on(crate::http::serve(
+            gate, listen, tls, limit, proxy, on_ready,
+        ))
         .map_err(|e| Error::io(format!("serving on {listen}"), e))
 }
 
@@ -561,6 +575,8 @@ pub struct ConfigFile {
     /// certificates asked for.
     pub client_ca: Option<PathBuf>,
     pub reveal: Option<RevealConfig>,
+    /// `[gateways.<name>]`: where each gateway is and its credentials (contract 6).
+    pub gateways: Option<crate::gateway::proxy::GatewaysConfig>,
     pub dek: Option<DekConfig>,
 }
 
@@ -660,6 +676,9 @@ fn serve(a: ServeArgs) -> Result<()> {
         ..Options::default()
     };
     let client_ca = a.client_ca.or(cfg.client_ca);
+    let proxy = crate::gateway::proxy::Proxy::new(&cfg.gateways.unwrap_or_default(), |k| {
+        std::env::var(k).ok()
+    })?;
     let shares_file = a.shares_file.or(cfg.shares_file);
     let gate = match server_unlock(
         &data,
@@ -682,8 +701,23 @@ fn serve(a: ServeArgs) -> Result<()> {
         &data,
         client_ca.as_deref(),
         limit,
+        proxy,
         |_| {},
     )
+}
+
+/// `panvault sandbox`: prints each gateway's base URL once listening.
+fn sandbox(a: SandboxArgs) -> Result<()> {
+    actix_web::rt::System::new()
+        .block_on(crate::sandbox::run(a.listen, |addr| {
+            println!("panvault sandbox: gateway simulators on http://{addr} (test cards only)");
+            for g in crate::gateway::Gateway::ALL {
+                println!("{}=http://{addr}/{}", g.url_env(), g.name());
+            }
+            println!("request log: GET http://{addr}/__log");
+            let _ = std::io::stdout().flush();
+        }))
+        .map_err(|e| Error::io(format!("sandbox on {}", a.listen), e))
 }
 
 /// Shop login, prefix and scopes of the demo merchant.
@@ -740,6 +774,11 @@ fn demo(a: DemoArgs) -> Result<()> {
     let ca = std::fs::canonicalize(crate::tls::ca_path(&a.data))
         .unwrap_or_else(|_| crate::tls::ca_path(&a.data));
     let data = a.data.clone();
+    // `demo` runs the gateway sandbox too and points the proxy at it.
+    let sandbox = crate::sandbox::start_in_background()?;
+    let proxy = crate::gateway::proxy::Proxy::new(&crate::sandbox::demo_gateways(sandbox), |k| {
+        std::env::var(k).ok()
+    })?;
     run_server(
         Gate::unsealed(vault, Options::default())?,
         a.listen,
@@ -747,6 +786,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         &a.data,
         None,
         crate::http::RevealLimit::default(),
+        proxy,
         move |addr| {
             let base = format!("https://{addr}");
             let curl = format!("curl -sS --cacert {}", ca.display());
@@ -781,6 +821,8 @@ fn demo(a: DemoArgs) -> Result<()> {
             println!(
                 "{curl} -X DELETE -H 'Authorization: Bearer {shop}' {base}/v1/tokens/{DEMO_PREFIX}JOHN_SMITH_5533"
             );
+            println!();
+            crate::sandbox::print_demo_lines(&curl, shop, &base, DEMO_PREFIX, sandbox);
             println!();
             println!("Ctrl-C stops the vault cleanly.");
         },

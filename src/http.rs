@@ -31,7 +31,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
         Problem {
             status,
             code,
@@ -123,7 +123,7 @@ fn field_error(field: &'static str, reason: &'static str) -> Problem {
 #[derive(Clone)]
 struct RequestId(String);
 
-fn request_ctx(req: &HttpRequest, principal: Option<&Principal>) -> Ctx {
+pub(crate) fn request_ctx(req: &HttpRequest, principal: Option<&Principal>) -> Ctx {
     Ctx {
         actor: principal.map_or_else(|| "anonymous".to_string(), |p| p.key_id.clone()),
         client: req.peer_addr().map(|a| a.ip().to_string()),
@@ -139,7 +139,18 @@ async fn principal(req: &HttpRequest, vault: &Vault, scope: Scope) -> Result<Pri
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    match vault.authenticate(raw.trim()) {
+    principal_from(req, vault, scope, raw.trim()).await
+}
+
+/// Authenticates the API key `raw` (from whichever header the endpoint reads) and checks `scope`;
+/// failures are audited.
+pub(crate) async fn principal_from(
+    req: &HttpRequest,
+    vault: &Vault,
+    scope: Scope,
+    raw: &str,
+) -> Result<Principal, Problem> {
+    match vault.authenticate(raw) {
         Ok(p) => {
             if let Err(e) = p.require(scope) {
                 let _ = vault.audit_auth_failure(&request_ctx(req, Some(&p))).await;
@@ -644,7 +655,7 @@ async fn healthz() -> HttpResponse {
 }
 
 /// The open vault, for a data endpoint; 503 `sealed` while the vault is sealed.
-struct Unsealed(Vault);
+pub(crate) struct Unsealed(pub(crate) Vault);
 
 impl actix_web::FromRequest for Unsealed {
     type Error = Problem;
@@ -937,6 +948,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/v1/api-keys/{api_key_id}",
             web::delete().to(revoke_api_key),
         )
+        .route(
+            "/v1/proxy/{gateway}/{path:.*}",
+            web::route().to(crate::gateway::proxy::handle),
+        )
         .default_service(web::to(not_found));
 }
 
@@ -947,9 +962,11 @@ pub async fn serve(
     listen: SocketAddr,
     tls: Option<rustls::ServerConfig>,
     limit: RevealLimit,
+    proxy: crate::gateway::proxy::Proxy,
     on_ready: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
     let data = web::Data::new(gate);
+    let proxy = web::Data::new(proxy);
     let gate = data.clone();
     let limit = web::Data::new(limit);
     let metrics = web::Data::new(Metrics::default());
@@ -958,6 +975,7 @@ pub async fn serve(
             .app_data(data.clone())
             .app_data(limit.clone())
             .app_data(metrics.clone())
+            .app_data(proxy.clone())
             .wrap_fn(|req, srv| {
                 use actix_web::dev::Service;
                 let id = req

@@ -219,6 +219,30 @@ fn reencrypt_keys() {}
         (status = 503, description = "sealed", body = Problem, content_type = "application/problem+json")))]
 fn key_status() {}
 
+const PROXY_DOC: &str = "The gateway's own request (see its documentation), with a panvault token where the card number goes; forwarded to the configured base URL with the card swapped in. The answer is the gateway's, with card numbers masked. A merchant whose gateway uses Authorization sends panvault's key as X-Panvault-Authorization: Bearer ...";
+
+#[utoipa::path(post, path = "/v1/proxy/{gateway}/{path}", description = PROXY_DOC,
+    params(("gateway" = String, Path, description = "nexi, axerve, worldline or mpgs"), ("path" = String, Path, description = "the gateway path below its base URL (may hold slashes)"),
+        ("X-Panvault-Request-Token" = Option<String>, Header, description = "MASKEDPAN, :FORCED:MASKEDPAN, a custom value or :FORCED:<custom>: tokenize the raw card of this charge")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "the gateway's answer (any status it gave), card numbers masked; X-Panvault-Token* headers when a token was asked for"),
+        (status = 400, description = "`..`, an encoded slash or an absolute URL in the path (invalid_path), or a malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the key lacks the charge scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown gateway, or token_not_found (another group's, deleted, expired or used temporary token): nothing forwarded", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "gateway_unreachable", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "gateway_timeout", body = Problem, content_type = "application/problem+json")))]
+fn proxy_post() {}
+
+#[utoipa::path(put, path = "/v1/proxy/{gateway}/{path}", description = PROXY_DOC,
+    params(("gateway" = String, Path), ("path" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "the gateway's answer, card numbers masked (MPGS PUT transaction)")))]
+fn proxy_put() {}
+
+#[utoipa::path(get, path = "/v1/proxy/{gateway}/{path}", description = PROXY_DOC,
+    params(("gateway" = String, Path), ("path" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "the gateway's answer, card numbers masked")))]
+fn proxy_get() {}
+
 struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
@@ -236,7 +260,8 @@ impl utoipa::Modify for BearerAuth {
 #[openapi(
     info(title = "panvault", description = "Card-tokenization vault: Axerve-format tokens under envelope encryption."),
     paths(create_token, create_tokens_batch, get_token, update_token, delete_token, reveal_token,
-        create_merchant, add_shop, remove_shop, create_api_key, revoke_api_key, healthz, readyz, metrics, seal_status, unseal, seal, rotate_keys, reencrypt_keys, key_status),
+        create_merchant, add_shop, remove_shop, create_api_key, revoke_api_key, healthz, readyz, metrics, seal_status, unseal, seal, rotate_keys, reencrypt_keys, key_status,
+        proxy_post, proxy_put, proxy_get),
     components(schemas(TokenInfo, Agreement, Brand, TokenKind, Scope, TokenizeBody, BatchBody, BatchResult,
         BatchAnswer, UpdateBody, RevealAnswer, Problem, MerchantBody, MerchantAnswer, ShopBody, ApiKeyBody,
         ApiKeyAnswer, UnsealBody, SealStatus, Rotation, KeyStatus, DekStatus, ReencryptJob)),
@@ -277,6 +302,7 @@ mod tests {
             "/v1/sys/keys/rotate",
             "/v1/sys/keys/reencrypt",
             "/v1/sys/keys",
+            "/v1/proxy/{gateway}/{path}",
         ] {
             assert!(doc["paths"][path].is_object(), "{path}");
         }

@@ -1810,6 +1810,38 @@ impl Vault {
         })
     }
 
+    /// Records a stored-credential agreement that a cardholder-initiated charge through the
+    /// gateway proxy established on `token` (seed 004); one already recorded under the same id is
+    /// kept as it was. Audited as `agreement`. Temporary tokens hold no agreements.
+    pub async fn add_agreement(
+        &self,
+        ctx: &Ctx,
+        merchant_id: &str,
+        token: &str,
+        agreement: Agreement,
+    ) -> Result<TokenInfo> {
+        if !token::is_well_formed_token(token) || token.starts_with(token::TEMPORARY_PREFIX) {
+            return Err(Error::TokenNotFound);
+        }
+        let (m, t, ctx) = (merchant_id.to_string(), token.to_string(), ctx.clone());
+        self.write(move |tx| {
+            let Some(bytes) = tx.get(Table::Tokens, t.as_bytes())? else {
+                return Ok(Err(Error::TokenNotFound));
+            };
+            let mut rec: Record = decode(&bytes, "token record")?;
+            if rec.merchant_id != m {
+                return Ok(Err(Error::TokenNotFound));
+            }
+            if !rec.agreements.iter().any(|a| a.id == agreement.id) {
+                rec.agreements.push(agreement);
+                tx.put(Table::Tokens, t.as_bytes(), encode(&rec, "token record")?);
+                tx.audit(ctx.event("agreement", Some(&m), Some(&t), "ok"));
+            }
+            Ok(Ok(info(&t, &rec)))
+        })
+        .await?
+    }
+
     /// Updates a token (contract 4, PATCH): the expiry of any token; the card itself only
     /// under a custom token (replaced under the same token, agreements kept, seed 004). A new
     /// card for a standard token is `TokenConflict`: its token is the card's.

@@ -1,0 +1,142 @@
+//! Card numbers out of gateway answers (contract 6, issue 5 item 3): whatever the format (JSON,
+//! SOAP XML, HTML, free-text error strings), a card number keeps at most its first 6 and last 4
+//! digits; the digits between become `*` so lengths and structure stay as they were.
+//!
+//! What counts as a card number: the PANs this request put on the wire (at any length), and any
+//! other run of 13 to 19 digits (single spaces or dashes between digit groups allowed) that passes
+//! the Luhn check and starts like a card brand. Digit runs inside longer runs are not split.
+
+use std::borrow::Cow;
+
+use crate::pan::{Brand, luhn_valid};
+
+/// `body` with every card number masked; borrowed when there was none.
+pub fn mask_pans<'a>(body: &'a [u8], known: &[&str]) -> Cow<'a, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut i = 0;
+    while i < body.len() {
+        if !body[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        // A run: digits, with single separators between digits.
+        let start = i;
+        let mut positions: Vec<usize> = Vec::with_capacity(19);
+        let mut j = i;
+        while j < body.len() {
+            let b = body[j];
+            if b.is_ascii_digit() {
+                positions.push(j);
+                j += 1;
+            } else if (b == b' ' || b == b'-')
+                && body.get(j + 1).is_some_and(u8::is_ascii_digit)
+                && j > start
+            {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        i = j;
+        let mut digits = zeroize::Zeroizing::new(String::with_capacity(positions.len()));
+        digits.extend(positions.iter().map(|&p| char::from(body[p])));
+        let is_card = known.iter().any(|k| !k.is_empty() && *k == digits.as_str())
+            || ((13..=19).contains(&positions.len())
+                && luhn_valid(&digits)
+                && Brand::detect(&digits) != Brand::Unknown);
+        let hide: Vec<usize> = if is_card {
+            positions
+                .get(6..positions.len().saturating_sub(4))
+                .unwrap_or_default()
+                .to_vec()
+        } else {
+            // A known PAN inside a longer digit run (glued to other digits).
+            let mut hide = Vec::new();
+            for k in known.iter().filter(|k| k.len() >= 12) {
+                let mut from = 0;
+                while let Some(at) = digits.get(from..).and_then(|d| d.find(*k)) {
+                    let s = from + at;
+                    hide.extend_from_slice(
+                        positions.get(s + 6..s + k.len() - 4).unwrap_or_default(),
+                    );
+                    from = s + k.len();
+                }
+            }
+            hide
+        };
+        if !hide.is_empty() {
+            let o = out.get_or_insert_with(|| body.to_vec());
+            for p in hide {
+                o[p] = b'*';
+            }
+        }
+    }
+    match out {
+        Some(o) => Cow::Owned(o),
+        None => Cow::Borrowed(body),
+    }
+}
+
+/// Whether `text` still holds a card number [`mask_pans`] would mask.
+pub fn holds_pan(text: &[u8], known: &[&str]) -> bool {
+    matches!(mask_pans(text, known), Cow::Owned(_))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn m(s: &str, known: &[&str]) -> String {
+        String::from_utf8(mask_pans(s.as_bytes(), known).into_owned()).unwrap()
+    }
+
+    #[test]
+    fn masks_json_xml_and_free_text() {
+        assert_eq!(
+            m(r#"{"number":"4111111111111111"}"#, &[]),
+            r#"{"number":"411111******1111"}"#
+        );
+        assert_eq!(
+            m("<cardNumber>5555555555554444</cardNumber>", &[]),
+            "<cardNumber>555555******4444</cardNumber>"
+        );
+        assert_eq!(
+            m(
+                "VALUE 378282246310005 OF FIELD CREDITCARDNUMBER IS WRONG",
+                &[]
+            ),
+            "VALUE 378282*****0005 OF FIELD CREDITCARDNUMBER IS WRONG"
+        );
+        assert_eq!(
+            m("card 4012 8888 8888 1881 refused", &[]),
+            "card 4012 88** **** 1881 refused"
+        );
+        assert_eq!(m("x4111-1111-1111-1111y", &[]), "x4111-11**-****-1111y");
+    }
+
+    #[test]
+    fn leaves_ids_amounts_and_masked_numbers_alone() {
+        for s in [
+            r#"{"amount":"24.21","id":"1234567890123","receipt":"410810111333"}"#,
+            "411111******1111 ***1111 512345xxxxxx0008",
+            "4111111111111112",
+            "41111111111111110000",
+        ] {
+            assert!(
+                matches!(mask_pans(s.as_bytes(), &[]), Cow::Borrowed(_)),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn known_pan_masked_anywhere() {
+        // A known PAN glued to other digits is still masked.
+        assert_eq!(
+            m("00004111111111111111", &["4111111111111111"]),
+            "0000411111******1111"
+        );
+        assert!(!holds_pan(m("4111111111111111", &[]).as_bytes(), &[]));
+    }
+}

@@ -1,0 +1,267 @@
+//! Nexi XPay, "Server to Server" (NPG REST API), SPEC.md section 1.
+//!
+//! - Auth: `X-Api-Key`; every call carries a fresh `Correlation-Id` (UUID v4, renewed per call);
+//!   `Idempotency-Key` on captures, refunds and `/orders/mit` (passed through untouched).
+//! - Card: `card.pan` (13-19 digits), `card.expiryDate` **MMYY**, `card.cvv` (3-4, optional).
+//!   A panvault token may stand in `card.pan` (contract 6).
+//! - Flows: `POST /orders/moto`; `/orders/2steps/{init,payment}`; `/orders/3steps/{init,
+//!   validation,payment}` (init and payment carry the card; validation only `operationId` and
+//!   `threeDSAuthResponse`); `/orders/mit` (no card: `contractId`).
+//! - Outcome: `operation.operationResult` - `AUTHORIZED`/`EXECUTED` approved, `DECLINED`/
+//!   `DENIED_BY_RISK`/`THREEDS_FAILED`/`FAILED` declined (HTTP 200 either way); an init answer with
+//!   `threeDSAuthUrl` (and `PENDING`) is the 3-D Secure challenge: the browser posts `ThreeDsRequest`,
+//!   `ReturnUrl` and `transactionId` there.
+//! - Answers carry only masked numbers (`paymentInstrumentInfo` `***4549`,
+//!   `additionalData.maskedPan`); [`super::mask`] scrubs anything else.
+
+use zeroize::Zeroizing;
+
+use super::{CardData, Found, GatewayError, Outcome, Slot, json};
+
+pub const API_KEY_HEADER: &str = "X-Api-Key";
+pub const CORRELATION_ID_HEADER: &str = "Correlation-Id";
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+
+const CARD: &[&str] = &["card"];
+const PAN: &[&str] = &["card", "pan"];
+
+/// `card.pan`, when the body is a JSON object holding one.
+pub fn find_card(body: &[u8]) -> Result<Option<Found>, GatewayError> {
+    let Some(text) = json_text(body) else {
+        return Ok(None);
+    };
+    Ok(json::get_str(text, PAN)?.map(|value| Found {
+        slot: Slot::Number,
+        value,
+    }))
+}
+
+/// `card.expiryDate` (MMYY).
+pub fn find_expiry(body: &[u8]) -> Option<(u8, u16)> {
+    let text = json_text(body)?;
+    super::mmyy(&json::get_str(text, &["card", "expiryDate"]).ok()??)
+}
+
+/// Writes the PAN into `card.pan`, the expiry as `card.expiryDate` MMYY where the merchant left
+/// it out, and a temporary token's CVV as `card.cvv`.
+pub fn swap(
+    body: &[u8],
+    _slot: Slot,
+    card: &CardData<'_>,
+) -> Result<Zeroizing<Vec<u8>>, GatewayError> {
+    let text = json_text(body).ok_or(GatewayError::Malformed("JSON"))?;
+    let out = json::edit(text, CARD, "card", |m| {
+        m.set_str("pan", card.pan);
+        m.set_str_if_absent("expiryDate", &card.mmyy());
+        if let Some(cvv) = card.cvv {
+            m.set_str("cvv", cvv);
+        }
+    })?;
+    Ok(Zeroizing::new(out.as_bytes().to_vec()))
+}
+
+/// Reads `operation.operationResult`, or an init answer's 3-D Secure redirect.
+pub fn outcome(status: u16, body: &[u8]) -> Outcome {
+    if status != 200 {
+        return Outcome::Other;
+    }
+    let Some(text) = json_text(body) else {
+        return Outcome::Other;
+    };
+    if json::get_str(text, &["threeDSAuthUrl"])
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        return Outcome::Challenge;
+    }
+    match json::get_str(text, &["operation", "operationResult"])
+        .ok()
+        .flatten()
+        .as_deref()
+        .map(String::as_str)
+    {
+        Some("AUTHORIZED" | "EXECUTED") => Outcome::Approved,
+        Some("DECLINED" | "DENIED_BY_RISK" | "THREEDS_FAILED" | "FAILED") => Outcome::Declined,
+        _ => Outcome::Other,
+    }
+}
+
+/// A fresh `Correlation-Id` value: a random UUID v4 (not a secret).
+pub fn correlation_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn json_text(body: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.trim_start().starts_with('{').then_some(text)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::gateway::mask::mask_pans;
+    use crate::gateway::testing::{fixture_json, replace, value};
+
+    const PAN: &str = "4111111111111111";
+
+    fn card(cvv: Option<&str>) -> CardData<'_> {
+        CardData {
+            pan: PAN,
+            month: 12,
+            year: 2030,
+            cvv,
+        }
+    }
+
+    #[test]
+    fn moto_token_swapped_for_card_other_fields_untouched() {
+        let fixture = fixture_json(include_str!(
+            "../../tests/fixtures/gateways/nexi/moto_request.json"
+        ));
+        let fixture_pan = find_card(&fixture).unwrap().unwrap().value;
+        let with_token = replace(&fixture, &fixture_pan, "41XYZW7QK2ZD1111");
+        let found = find_card(&with_token).unwrap().unwrap();
+        assert_eq!(found.slot, Slot::Number);
+        assert_eq!(found.value.as_str(), "41XYZW7QK2ZD1111");
+        let out = swap(&with_token, found.slot, &card(None)).unwrap();
+        let (sent, orig) = (value(&out), value(&fixture));
+        assert_eq!(sent["card"]["pan"], PAN);
+        // The merchant gave an expiry and a CVV: both kept.
+        assert_eq!(sent["card"]["expiryDate"], "0526");
+        assert_eq!(sent["card"]["cvv"], "396");
+        for k in ["order", "captureType"] {
+            assert_eq!(sent[k], orig[k], "{k}");
+        }
+    }
+
+    #[test]
+    fn expiry_filled_in_as_mmyy_and_temporary_cvv_written() {
+        let body = br#"{"order":{"orderId":"o1","amount":"1000","currency":"EUR"},"card":{"pan":"tmp_X"}}"#;
+        let out = swap(body, Slot::Number, &card(Some("123"))).unwrap();
+        let sent = value(&out);
+        assert_eq!(sent["card"]["expiryDate"], "1230");
+        assert_eq!(sent["card"]["cvv"], "123");
+        assert!(
+            std::str::from_utf8(&out).unwrap().starts_with(
+                r#"{"order":{"orderId":"o1","amount":"1000","currency":"EUR"},"card":"#
+            )
+        );
+    }
+
+    #[test]
+    fn every_card_flow_fixture_has_its_card_found() {
+        for (name, text) in [
+            (
+                "3steps_init",
+                include_str!("../../tests/fixtures/gateways/nexi/3steps_init_request.json"),
+            ),
+            (
+                "3steps_payment",
+                include_str!("../../tests/fixtures/gateways/nexi/3steps_payment_request.json"),
+            ),
+            (
+                "2steps_payment",
+                include_str!("../../tests/fixtures/gateways/nexi/2steps_payment_request.json"),
+            ),
+        ] {
+            let body = fixture_json(text);
+            assert!(find_card(&body).unwrap().is_some(), "{name}");
+        }
+        for text in [
+            include_str!("../../tests/fixtures/gateways/nexi/mit_request.json"),
+            include_str!("../../tests/fixtures/gateways/nexi/3steps_validation_request.json"),
+            include_str!("../../tests/fixtures/gateways/nexi/capture_request.json"),
+        ] {
+            assert!(find_card(&fixture_json(text)).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn outcomes_from_fixtures() {
+        let f = |t: &str| fixture_json(t);
+        assert_eq!(
+            outcome(
+                200,
+                &f(include_str!(
+                    "../../tests/fixtures/gateways/nexi/moto_response_authorized.json"
+                ))
+            ),
+            Outcome::Approved
+        );
+        assert_eq!(
+            outcome(
+                200,
+                &f(include_str!(
+                    "../../tests/fixtures/gateways/nexi/moto_response_declined.json"
+                ))
+            ),
+            Outcome::Declined
+        );
+        assert_eq!(
+            outcome(
+                200,
+                &f(include_str!(
+                    "../../tests/fixtures/gateways/nexi/3steps_init_response.json"
+                ))
+            ),
+            Outcome::Challenge
+        );
+        assert_eq!(
+            outcome(
+                200,
+                &f(include_str!(
+                    "../../tests/fixtures/gateways/nexi/3steps_payment_response.json"
+                ))
+            ),
+            Outcome::Approved
+        );
+        assert_eq!(
+            outcome(
+                400,
+                &f(include_str!(
+                    "../../tests/fixtures/gateways/nexi/error_400.json"
+                ))
+            ),
+            Outcome::Other
+        );
+    }
+
+    #[test]
+    fn answers_masked_fixtures_unchanged() {
+        for text in [
+            include_str!("../../tests/fixtures/gateways/nexi/moto_response_authorized.json"),
+            include_str!("../../tests/fixtures/gateways/nexi/3steps_validation_response.json"),
+            include_str!("../../tests/fixtures/gateways/nexi/get_operation_response.json"),
+        ] {
+            let body = fixture_json(text);
+            assert_eq!(mask_pans(&body, &[PAN]).as_ref(), body.as_slice());
+        }
+        let echoed = br#"{"errors":[{"code":"GW0001","description":"bad pan 4111111111111111"}]}"#;
+        assert!(
+            !String::from_utf8(mask_pans(echoed, &[]).into_owned())
+                .unwrap()
+                .contains(PAN)
+        );
+    }
+
+    #[test]
+    fn correlation_ids_are_uuid_v4() {
+        let (a, b) = (correlation_id(), correlation_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+    }
+}

@@ -1,0 +1,354 @@
+//! Worldline Direct / PAYONE white-label ("Online Payments" API v2), SPEC.md section 3.
+//!
+//! - `POST /v2/{merchantId}/payments` (CreatePayment), `GET /v2/{merchantId}/payments/{id}`.
+//! - Card: `cardPaymentMethodSpecificInput.card.{cardNumber, expiryDate (MMYY), cvv,
+//!   cardholderName}`, or a stored `cardPaymentMethodSpecificInput.token`. A panvault token may
+//!   stand in either (contract 6); in `token` it is replaced by a `card` object.
+//! - Auth: `Authorization: GCS v1HMAC:<apiKeyId>:<base64 HMAC-SHA256(secret, stringToSign)>` with a
+//!   `Date` header; the body is not signed, so a merchant's own signature survives the swap. When
+//!   panvault holds the merchant's API key it signs after the swap ([`authorization`]).
+//! - Outcome: 201 with `payment.status` `PENDING_CAPTURE` / `CAPTURED` / `CAPTURE_REQUESTED` is
+//!   an approval; 402 (`paymentResult.payment.status` `REJECTED`) a decline;
+//!   `merchantAction.actionType` `REDIRECT` the 3-D Secure challenge (`redirectData.redirectURL`),
+//!   passed through to the merchant unchanged.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::{CardData, Found, GatewayError, Outcome, Slot, json};
+
+const INPUT: &[&str] = &["cardPaymentMethodSpecificInput"];
+const CARD: &[&str] = &["cardPaymentMethodSpecificInput", "card"];
+
+/// `cardPaymentMethodSpecificInput.card.cardNumber`, else `cardPaymentMethodSpecificInput.token`.
+pub fn find_card(body: &[u8]) -> Result<Option<Found>, GatewayError> {
+    let Some(text) = json_text(body) else {
+        return Ok(None);
+    };
+    if let Some(value) = json::get_str(
+        text,
+        &["cardPaymentMethodSpecificInput", "card", "cardNumber"],
+    )? {
+        return Ok(Some(Found {
+            slot: Slot::Number,
+            value,
+        }));
+    }
+    Ok(
+        json::get_str(text, &["cardPaymentMethodSpecificInput", "token"])?.map(|value| Found {
+            slot: Slot::Token,
+            value,
+        }),
+    )
+}
+
+/// `cardPaymentMethodSpecificInput.card.expiryDate` (MMYY).
+pub fn find_expiry(body: &[u8]) -> Option<(u8, u16)> {
+    let text = json_text(body)?;
+    let v = json::get_str(
+        text,
+        &["cardPaymentMethodSpecificInput", "card", "expiryDate"],
+    )
+    .ok()??;
+    super::mmyy(&v)
+}
+
+/// Writes `card.cardNumber`, `card.expiryDate` (MMYY) where the merchant left it out and a
+/// temporary token's `card.cvv`; a token in `token` is removed in favour of the card.
+pub fn swap(
+    body: &[u8],
+    slot: Slot,
+    card: &CardData<'_>,
+) -> Result<Zeroizing<Vec<u8>>, GatewayError> {
+    let text = json_text(body).ok_or(GatewayError::Malformed("JSON"))?;
+    let mut out = Zeroizing::new(text.to_string());
+    if slot == Slot::Token {
+        out = json::edit(&out, INPUT, "cardPaymentMethodSpecificInput", |m| {
+            m.remove("token");
+        })?;
+    }
+    let out = json::edit(&out, CARD, "cardPaymentMethodSpecificInput.card", |m| {
+        m.set_str("cardNumber", card.pan);
+        m.set_str_if_absent("expiryDate", &card.mmyy());
+        if let Some(cvv) = card.cvv {
+            m.set_str("cvv", cvv);
+        }
+    })?;
+    Ok(Zeroizing::new(out.as_bytes().to_vec()))
+}
+
+/// 201 + `payment.status`, 402, or `merchantAction.actionType` REDIRECT.
+pub fn outcome(status: u16, body: &[u8]) -> Outcome {
+    let Some(text) = json_text(body) else {
+        return Outcome::Other;
+    };
+    let get = |p: &[&str]| json::get_str(text, p).ok().flatten();
+    if get(&["merchantAction", "actionType"]).is_some_and(|a| a.as_str() == "REDIRECT") {
+        return Outcome::Challenge;
+    }
+    if status == 402 {
+        return Outcome::Declined;
+    }
+    match get(&["payment", "status"]).as_deref().map(String::as_str) {
+        Some("PENDING_CAPTURE" | "CAPTURED" | "CAPTURE_REQUESTED") if status < 300 => {
+            Outcome::Approved
+        }
+        Some("REJECTED") => Outcome::Declined,
+        _ => Outcome::Other,
+    }
+}
+
+/// The v1HMAC string to sign (sdk-nodejs `src/utils/authentication.ts`):
+/// method, Content-Type (POST/PUT/DELETE only), Date, each `X-GCS-*` header as
+/// `lowercase-name:value` sorted by name (line breaks with their indentation folded to one
+/// space, trimmed), then the path with its query; every line ends with `\n`.
+pub fn string_to_sign(
+    method: &str,
+    content_type: &str,
+    date: &str,
+    headers: &[(&str, &str)],
+    path_and_query: &str,
+) -> String {
+    let method = method.to_ascii_uppercase();
+    let mut s = String::new();
+    s.push_str(&method);
+    s.push('\n');
+    if matches!(method.as_str(), "POST" | "PUT" | "DELETE") {
+        s.push_str(content_type);
+    }
+    s.push('\n');
+    s.push_str(date);
+    s.push('\n');
+    let mut gcs: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(n, _)| n.to_ascii_lowercase().starts_with("x-gcs"))
+        .map(|(n, v)| (n.to_ascii_lowercase(), fold(v)))
+        .collect();
+    gcs.sort();
+    for (n, v) in gcs {
+        s.push_str(&n);
+        s.push(':');
+        s.push_str(&v);
+        s.push('\n');
+    }
+    s.push_str(path_and_query);
+    s.push('\n');
+    s
+}
+
+/// A header value as signed: every line break and the whitespace after it become one space.
+fn fold(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' || c == '\n' {
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+    out.trim().to_string()
+}
+
+/// Base64 HMAC-SHA256 of `string_to_sign` under the secret API key (its UTF-8 bytes).
+pub fn signature(secret_api_key: &str, string_to_sign: &str) -> String {
+    // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret_api_key.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(string_to_sign.as_bytes());
+    data_encoding::BASE64.encode(&mac.finalize().into_bytes())
+}
+
+/// The `Authorization` header value: `GCS v1HMAC:<apiKeyId>:<signature>`.
+pub fn authorization(api_key_id: &str, secret_api_key: &str, string_to_sign: &str) -> String {
+    format!(
+        "GCS v1HMAC:{api_key_id}:{}",
+        signature(secret_api_key, string_to_sign)
+    )
+}
+
+/// An RFC 1123 `Date` header value for now (`Fri, 06 Jun 2014 13:39:43 GMT`).
+pub fn http_date() -> String {
+    actix_web::http::header::HttpDate::from(std::time::SystemTime::now()).to_string()
+}
+
+fn json_text(body: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.trim_start().starts_with('{').then_some(text)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::gateway::mask::mask_pans;
+    use crate::gateway::testing::{fixture_json, replace, value};
+
+    const PAN: &str = "4012888888881881";
+
+    fn card(cvv: Option<&str>) -> CardData<'_> {
+        CardData {
+            pan: PAN,
+            month: 9,
+            year: 2032,
+            cvv,
+        }
+    }
+
+    /// Every vector in fixtures/worldline/00_signing.json: the SDK's and the ones computed there.
+    #[test]
+    fn v1hmac_reproduces_the_sdk_test_vectors() {
+        let f: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/gateways/worldline/00_signing.json"
+        ))
+        .unwrap();
+        let mut n = 0;
+        for v in f["sdk_test_vectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(f["computed_here_not_from_sdk"].as_array().unwrap())
+        {
+            let headers: Vec<(String, String)> = v["gcsHeaders"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect();
+            let sts = string_to_sign(
+                v["method"].as_str().unwrap(),
+                v["contentType"].as_str().unwrap(),
+                v["date"].as_str().unwrap(),
+                &h,
+                v["path"].as_str().unwrap(),
+            );
+            let secret = v["secretApiKey"].as_str().unwrap();
+            if let Some(expected) = v["expectedAuthorization"].as_str() {
+                assert_eq!(
+                    authorization(v["apiKeyId"].as_str().unwrap(), secret, &sts),
+                    expected
+                );
+            } else {
+                let expected = v["expectedSignature"]
+                    .as_str()
+                    .or(v["signature"].as_str())
+                    .unwrap();
+                assert_eq!(signature(secret, &sts), expected);
+            }
+            n += 1;
+        }
+        assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn header_values_folded_as_the_sdk_does() {
+        assert_eq!(fold("  a\r\n   b\nc  "), "a b c");
+        let s = string_to_sign(
+            "get",
+            "application/json",
+            "D",
+            &[("X-GCS-B", "2"), ("x-gcs-a", "1"), ("Other", "x")],
+            "/p?q=1",
+        );
+        assert_eq!(s, "GET\n\nD\nx-gcs-a:1\nx-gcs-b:2\n/p?q=1\n");
+        assert!(http_date().ends_with(" GMT"));
+    }
+
+    #[test]
+    fn card_number_token_swapped_other_fields_untouched() {
+        let fixture = fixture_json(include_str!(
+            "../../tests/fixtures/gateways/worldline/create_payment_moto_request.json"
+        ));
+        let fixture_pan = find_card(&fixture).unwrap().unwrap().value;
+        let body = replace(&fixture, &fixture_pan, "40XYZWAB12CD1881");
+        let f = find_card(&body).unwrap().unwrap();
+        assert_eq!(
+            (f.slot, f.value.as_str()),
+            (Slot::Number, "40XYZWAB12CD1881")
+        );
+        let sent = value(&swap(&body, f.slot, &card(None)).unwrap());
+        let orig = value(&fixture);
+        assert_eq!(
+            sent["cardPaymentMethodSpecificInput"]["card"]["cardNumber"],
+            PAN
+        );
+        assert_eq!(
+            sent["cardPaymentMethodSpecificInput"]["card"]["expiryDate"],
+            "1230"
+        );
+        assert_eq!(sent["order"], orig["order"]);
+        assert_eq!(
+            sent["cardPaymentMethodSpecificInput"]["transactionChannel"],
+            "MOTO"
+        );
+    }
+
+    #[test]
+    fn stored_token_field_becomes_a_card() {
+        let body = br#"{"cardPaymentMethodSpecificInput":{"authorizationMode":"SALE","token":"40XYZWAB12CD1881","unscheduledCardOnFileRequestor":"merchantInitiated"},"order":{"amountOfMoney":{"amount":2980,"currencyCode":"EUR"}}}"#;
+        let f = find_card(body).unwrap().unwrap();
+        assert_eq!(f.slot, Slot::Token);
+        let out = swap(body, f.slot, &card(Some("737"))).unwrap();
+        let sent = value(&out);
+        let input = &sent["cardPaymentMethodSpecificInput"];
+        assert!(input.get("token").is_none());
+        assert_eq!(
+            input["card"],
+            serde_json::json!({"cardNumber": PAN, "expiryDate": "0932", "cvv": "737"})
+        );
+        assert_eq!(input["unscheduledCardOnFileRequestor"], "merchantInitiated");
+        assert!(
+            std::str::from_utf8(&out)
+                .unwrap()
+                .ends_with(r#""order":{"amountOfMoney":{"amount":2980,"currencyCode":"EUR"}}}"#)
+        );
+    }
+
+    #[test]
+    fn outcomes_from_fixtures_and_masking() {
+        let f = |t: &str| fixture_json(t);
+        assert_eq!(
+            outcome(
+                201,
+                &f(include_str!(
+                    "../../tests/fixtures/gateways/worldline/create_payment_response_pending_capture.json"
+                ))
+            ),
+            Outcome::Approved
+        );
+        assert_eq!(
+            outcome(
+                201,
+                &f(include_str!(
+                    "../../tests/fixtures/gateways/worldline/create_payment_response_redirect_3ds.json"
+                ))
+            ),
+            Outcome::Challenge
+        );
+        let rejected = f(include_str!(
+            "../../tests/fixtures/gateways/worldline/create_payment_402_rejected.json"
+        ));
+        assert_eq!(outcome(402, &rejected), Outcome::Declined);
+        assert_eq!(mask_pans(&rejected, &[PAN]).as_ref(), rejected.as_slice());
+        let details = f(include_str!(
+            "../../tests/fixtures/gateways/worldline/get_payment_details_response.json"
+        ));
+        assert_eq!(mask_pans(&details, &[]).as_ref(), details.as_slice());
+        let echoed = br#"{"errors":[{"message":"VALUE 4012888888881881 OF FIELD CREDITCARDNUMBER DID NOT PASS"}]}"#;
+        let masked = String::from_utf8(mask_pans(echoed, &[]).into_owned()).unwrap();
+        assert!(masked.contains("VALUE 401288******1881 OF FIELD"));
+    }
+}

@@ -1,0 +1,1126 @@
+//! The gateway proxy over HTTPS against `panvault sandbox` (issue 5): the real binaries, a dev
+//! vault served with a config file pointing every gateway at the sandbox. Each test asserts on
+//! what the sandbox received (its request log: the real PAN and expiry in the gateway's format,
+//! the merchant's other fields byte for byte) and on what the merchant got back (no PAN).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{send, serve, stop};
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder};
+use serde_json::{Value, json};
+
+const PANS: [&str; 4] = [
+    "4111111111111111",
+    "5555555555554444",
+    "378282246310005",
+    "4012888888881881",
+];
+
+struct Sandbox {
+    child: Child,
+    base: String,
+    http: Client,
+}
+
+impl Sandbox {
+    fn start() -> Sandbox {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
+            .args(["sandbox", "--listen", "127.0.0.1:0"])
+            .env("PANVAULT_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut base = None;
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if let Some(rest) = line.split("http://").nth(1)
+                && base.is_none()
+            {
+                base = Some(format!(
+                    "http://{}",
+                    rest.split_whitespace().next().unwrap()
+                ));
+            }
+            if line.starts_with("request log:") {
+                break;
+            }
+        }
+        Sandbox {
+            child,
+            base: base.unwrap(),
+            http: Client::new(),
+        }
+    }
+
+    fn log(&self) -> Vec<Value> {
+        let v: Value = self
+            .http
+            .get(format!("{}/__log", self.base))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v.as_array().unwrap().clone()
+    }
+
+    fn last(&self) -> Value {
+        self.log()
+            .last()
+            .cloned()
+            .expect("the sandbox received a request")
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Env {
+    sandbox: Sandbox,
+    vault: Option<Child>,
+    base: String,
+    client: Client,
+    log: Arc<Mutex<Vec<String>>>,
+    shop: String,
+    other: String,
+    no_charge: String,
+    _dir: tempfile::TempDir,
+}
+
+fn bearer(b: RequestBuilder, key: &str) -> RequestBuilder {
+    b.header("Authorization", format!("Bearer {key}"))
+}
+
+/// A merchant group with one shop login and a key with `scopes`.
+fn merchant(
+    c: &Client,
+    base: &str,
+    admin: &str,
+    prefix: &str,
+    shop: &str,
+    scopes: &[&str],
+) -> String {
+    let (s, m) = send(bearer(
+        c.post(format!("{base}/v1/merchants"))
+            .json(&json!({"name": prefix, "prefix": prefix})),
+        admin,
+    ));
+    assert_eq!(s, StatusCode::CREATED, "{m}");
+    let mid = m["merchant_id"].as_str().unwrap();
+    let (s, _) = send(bearer(
+        c.post(format!("{base}/v1/merchants/{mid}/shops"))
+            .json(&json!({"shop_login": shop})),
+        admin,
+    ));
+    assert_eq!(s, StatusCode::CREATED);
+    key(c, base, admin, shop, scopes)
+}
+
+fn key(c: &Client, base: &str, admin: &str, shop: &str, scopes: &[&str]) -> String {
+    let (s, k) = send(bearer(
+        c.post(format!("{base}/v1/api-keys"))
+            .json(&json!({"shop_login": shop, "scopes": scopes})),
+        admin,
+    ));
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    k["api_key"].as_str().unwrap().to_string()
+}
+
+impl Env {
+    /// Sandbox, dev vault, config pointing the gateways at the sandbox (`axerve_url` overrides
+    /// Axerve's), merchant `GWAY` (shop key with `charge`) and merchant `OTHR`.
+    fn start(axerve_url: Option<&str>) -> Env {
+        let sandbox = Sandbox::start();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+            .args(["init", "--dev", "--json", "--data"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let admin = serde_json::from_slice::<Value>(&out.stdout).unwrap()["admin_api_key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let sb = &sandbox.base;
+        let axerve = axerve_url.map_or_else(|| format!("{sb}/axerve"), str::to_string);
+        let cfg = dir.path().join("panvault.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"
+[gateways.nexi]
+base_url = "{sb}/nexi"
+timeout_seconds = 1.5
+
+[gateways.nexi.shops."9100002"]
+api_key = "shop-9100002-terminal-key"
+
+[gateways.axerve]
+base_url = "{axerve}"
+api_key = "axerve-sandbox-apikey"
+timeout_seconds = 3
+
+[gateways.worldline]
+base_url = "{sb}/worldline"
+api_key_id = "{id}"
+secret_api_key = "{secret}"
+
+[gateways.mpgs]
+base_url = "{sb}/mpgs"
+api_password = "sandbox-api-password"
+"#,
+                id = panvault::sandbox::WORLDLINE_API_KEY_ID,
+                secret = panvault::sandbox::WORLDLINE_SECRET_API_KEY,
+            ),
+        )
+        .unwrap();
+        let (child, base, client, log) = serve(&data, &[OsStr::new("--config"), cfg.as_os_str()]);
+        let shop = merchant(
+            &client,
+            &base,
+            &admin,
+            "GWAY",
+            "9100001",
+            &["tokenize", "read", "charge"],
+        );
+        let other = merchant(
+            &client,
+            &base,
+            &admin,
+            "OTHR",
+            "9100002",
+            &["tokenize", "charge"],
+        );
+        let no_charge = key(&client, &base, &admin, "9100001", &["tokenize", "read"]);
+        Env {
+            sandbox,
+            vault: Some(child),
+            base,
+            client,
+            log,
+            shop,
+            other,
+            no_charge,
+            _dir: dir,
+        }
+    }
+
+    fn tokenize(&self, key: &str, body: Value) -> String {
+        let (s, t) = send(bearer(
+            self.client
+                .post(format!("{}/v1/tokens", self.base))
+                .json(&body),
+            key,
+        ));
+        assert!(s.is_success(), "{s} {t}");
+        t["token"].as_str().unwrap().to_string()
+    }
+
+    fn token(&self, pan: &str, month: u8, year: u16) -> String {
+        self.tokenize(
+            &self.shop,
+            json!({"pan": pan, "expiry_month": month, "expiry_year": year}),
+        )
+    }
+
+    /// A proxied call with the shop key: status and raw answer (checked to hold no PAN).
+    fn proxy(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, String) {
+        let (s, _, b) = self.proxy_full(method, path, headers, body);
+        (s, b)
+    }
+
+    /// [`Env::proxy`] with the answer's headers.
+    fn proxy_full(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let url = format!("{}/v1/proxy/{path}", self.base);
+        let mut b = self
+            .client
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
+            .body(body.to_string());
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("x-panvault-authorization"))
+        {
+            b = bearer(b, &self.shop);
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let r = b.send().unwrap();
+        let status = r.status();
+        let h = r.headers().clone();
+        let mut headers = String::new();
+        for (k, v) in &h {
+            headers.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or_default()));
+        }
+        let body = r.text().unwrap();
+        for pan in PANS {
+            assert!(
+                !headers.contains(pan) && !body.contains(pan),
+                "a PAN in the answer to {path}"
+            );
+        }
+        (status, h, body)
+    }
+
+    fn stop(mut self) {
+        stop(self.vault.take().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.log.lock().unwrap();
+        for pan in PANS {
+            assert!(
+                !log.iter().any(|l| l.contains(pan)),
+                "a PAN in the server log"
+            );
+        }
+    }
+}
+
+impl Drop for Env {
+    /// A failed test still ends its vault (`stop` took it when the test got that far).
+    fn drop(&mut self) {
+        if let Some(mut c) = self.vault.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn answer_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| panic!("JSON answer expected: {text}"))
+}
+
+fn nexi_headers() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("Content-Type", "application/json"),
+        ("X-Api-Key", "sandbox-terminal-key"),
+    ]
+}
+
+#[test]
+fn nexi_moto_three_steps_and_decline() {
+    let env = Env::start(None);
+    let token = env.token("4111111111111111", 12, 2030);
+    // MOTO: the merchant's body exactly; the card object gains the PAN and the MMYY expiry.
+    let order = r#"{"orderId":"btid2384983","amount":"3545","currency":"EUR","customerId":"mcid97295873","description":"TV 3423","customInfo":null,"customerInfo":{"cardHolderName":"Mauro Morandi","cardHolderEmail":"mauro.morandi@nexi.it"}}"#;
+    let body =
+        format!(r#"{{"order":{order},"card":{{"pan":"{token}"}},"captureType":"EXPLICIT"}}"#);
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &body);
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(
+        answer_json(&a)["operation"]["operationResult"],
+        "AUTHORIZED"
+    );
+    let got = env.sandbox.last();
+    assert_eq!(got["path"], "/orders/moto");
+    assert_eq!(
+        got["body"].as_str().unwrap(),
+        format!(
+            r#"{{"order":{order},"card":{{"pan":"4111111111111111","expiryDate":"1230"}},"captureType":"EXPLICIT"}}"#
+        )
+    );
+    let h = &got["headers"];
+    assert_eq!(h["x-api-key"], "sandbox-terminal-key");
+    assert_eq!(
+        h["correlation-id"].as_str().unwrap().len(),
+        36,
+        "a fresh Correlation-Id"
+    );
+    assert!(
+        h.get("authorization").is_none(),
+        "panvault's key never reaches the gateway"
+    );
+
+    // 3steps: init (challenge with the redirect form fields), validation, payment.
+    let t3 = env.token("5555555555554444", 3, 2031);
+    let init = format!(
+        r#"{{"order":{{"orderId":"pay1234ABCD","amount":"1000","currency":"EUR"}},"card":{{"pan":"{t3}","cvv":"396"}},"recurrence":{{"action":"NO_RECURRING"}}}}"#
+    );
+    let (s, a) = env.proxy("POST", "nexi/orders/3steps/init", &nexi_headers(), &init);
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let a = answer_json(&a);
+    assert_eq!(a["operation"]["operationResult"], "PENDING");
+    assert!(a["threeDSAuthUrl"].as_str().unwrap().contains("/3ds/"));
+    assert!(a["threeDSAuthRequest"].is_string());
+    assert_eq!(
+        a["operation"]["additionalData"]["maskedPan"],
+        "555555******4444"
+    );
+    let got = env.sandbox.last();
+    let sent: Value = serde_json::from_str(got["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent["card"],
+        json!({"pan": "5555555555554444", "cvv": "396", "expiryDate": "0331"})
+    );
+    let op = a["operation"]["operationId"].as_str().unwrap().to_string();
+    // The browser's form POST to threeDSAuthUrl; the challenge posts PaRes and paymentId back.
+    let acs = env
+        .sandbox
+        .http
+        .post(a["threeDSAuthUrl"].as_str().unwrap())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "ThreeDsRequest={}&ReturnUrl=https%3A%2F%2Fshop.example%2Freturn%3Fref%3D1&transactionId={op}",
+            a["threeDSAuthRequest"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        acs.contains(r#"action="https://shop.example/return?ref=1""#),
+        "{acs}"
+    );
+    assert!(
+        acs.contains(&format!(r#"name="paymentId" value="{op}""#)),
+        "{acs}"
+    );
+    let pares = acs
+        .split(r#"name="PaRes" value=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    let (s, a) = env.proxy(
+        "POST",
+        "nexi/orders/3steps/validation",
+        &nexi_headers(),
+        &format!(r#"{{"operationId":"{op}","threeDSAuthResponse":"{pares}"}}"#),
+    );
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(
+        answer_json(&a)["operation"]["operationResult"],
+        "THREEDS_VALIDATED"
+    );
+    let pay = format!(
+        r#"{{"operationId":"{op}","order":{{"orderId":"pay1234ABCD","amount":"1000","currency":"EUR"}},"card":{{"pan":"{t3}"}},"captureType":"IMPLICIT","threeDSAuthData":{{"authenticationValue":"AAIBBjhkYQAAAAAKl4FHdAAAAAA=","eci":"05","xid":"RExDQXMtS05EJTt6VlBNRnxdOkY="}}}}"#
+    );
+    let (s, a) = env.proxy("POST", "nexi/orders/3steps/payment", &nexi_headers(), &pay);
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(answer_json(&a)["operation"]["operationResult"], "EXECUTED");
+    assert!(
+        env.sandbox.last()["body"]
+            .as_str()
+            .unwrap()
+            .contains(r#""card":{"pan":"5555555555554444","expiryDate":"0331"}"#)
+    );
+
+    // Decline: HTTP 200, DECLINED.
+    let td = env.token("4012888888881881", 1, 2032);
+    let (s, a) = env.proxy(
+        "POST",
+        "nexi/orders/moto",
+        &nexi_headers(),
+        &body.replace(&token, &td),
+    );
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(answer_json(&a)["operation"]["operationResult"], "DECLINED");
+
+    // An Idempotency-Key and a merchant Correlation-Id are passed through untouched.
+    let mut h = nexi_headers();
+    h.push(("Idempotency-Key", "a1b2c3d4e5f6"));
+    h.push(("Correlation-Id", "3c1f8e2a-7d4b-4c69-9d0a-2b7e5f1a9c34"));
+    let (s, _) = env.proxy("POST", "nexi/orders/mit", &h, r#"{"order":{"orderId":"mit00000001","amount":"1500","currency":"EUR"},"contractId":"C2834987"}"#);
+    assert_eq!(s, StatusCode::OK);
+    let got = env.sandbox.last();
+    assert_eq!(got["headers"]["idempotency-key"], "a1b2c3d4e5f6");
+    assert_eq!(
+        got["headers"]["correlation-id"],
+        "3c1f8e2a-7d4b-4c69-9d0a-2b7e5f1a9c34"
+    );
+
+    // Credentials configured per shop login: shop 9100002's requests get its X-Api-Key.
+    let theirs = env.tokenize(
+        &env.other,
+        json!({"pan": "4111111111111111", "expiry_month": 12, "expiry_year": 2030}),
+    );
+    let pv = format!("Bearer {}", env.other);
+    let (s, a) = env.proxy(
+        "POST",
+        "nexi/orders/moto",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Panvault-Authorization", &pv),
+        ],
+        &body.replace(&token, &theirs),
+    );
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(
+        env.sandbox.last()["headers"]["x-api-key"],
+        "shop-9100002-terminal-key"
+    );
+    // Shop 9100001 has none configured and sent none: the sandbox refuses (401, no body).
+    let (s, _) = env.proxy(
+        "POST",
+        "nexi/orders/moto",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    env.stop();
+}
+
+#[test]
+fn axerve_soap_token_value_and_card_number() {
+    let env = Env::start(None);
+    let token = env.token("4111111111111111", 5, 2031);
+    let envelope = |card: &str| {
+        format!(
+            r#"<?xml version="1.0" encoding="utf-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:ecom="https://ecomms2s.sella.it/">
+  <soapenv:Body>
+    <ecom:callPagamS2S>
+      <ecom:shopLogin>GESPAY65987</ecom:shopLogin>
+      <ecom:uicCode>242</ecom:uicCode>
+      <ecom:amount>24.21</ecom:amount>
+      <ecom:shopTransactionId>MYSHOP-0002</ecom:shopTransactionId>
+      {card}
+      <ecom:buyerName>John Fitzgerald Kennedy</ecom:buyerName>
+    </ecom:callPagamS2S>
+  </soapenv:Body>
+</soapenv:Envelope>"#
+        )
+    };
+    let h = [
+        ("Content-Type", "text/xml; charset=utf-8"),
+        ("SOAPAction", "\"https://ecomms2s.sella.it/callPagamS2S\""),
+    ];
+    let (s, a) = env.proxy(
+        "POST",
+        "axerve/gestpay/gestpayws/WSs2s.asmx",
+        &h,
+        &envelope(&format!("<ecom:tokenValue>{token}</ecom:tokenValue>")),
+    );
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert!(
+        a.contains("<TransactionResult>OK</TransactionResult>"),
+        "{a}"
+    );
+    let sent = env.sandbox.last()["body"].as_str().unwrap().to_string();
+    // In WSDL order where tokenValue stood; the rest of the envelope as it was.
+    let card = "<ecom:cardNumber>4111111111111111</ecom:cardNumber><ecom:expiryMonth>05</ecom:expiryMonth><ecom:expiryYear>31</ecom:expiryYear>";
+    let at = sent.find(card).expect("the card fields");
+    assert!(
+        sent[..at]
+            .trim_end()
+            .ends_with("<ecom:shopTransactionId>MYSHOP-0002</ecom:shopTransactionId>")
+    );
+    assert_eq!(
+        sent.replace(card, "")
+            .replace("<ecom:apikey>axerve-sandbox-apikey</ecom:apikey>", ""),
+        envelope("")
+    );
+    assert!(!sent.contains("tokenValue"));
+    assert!(sent.contains("<ecom:buyerName>John Fitzgerald Kennedy</ecom:buyerName>"));
+    // The configured apikey, last, with the envelope's prefix.
+    assert!(
+        sent.contains("<ecom:apikey>axerve-sandbox-apikey</ecom:apikey></ecom:callPagamS2S>"),
+        "{sent}"
+    );
+
+    // cardNumber with a token; the challenge card answers 8006.
+    let t3 = env.token("5555555555554444", 3, 2031);
+    let (s, a) = env.proxy(
+        "POST",
+        "axerve/gestpay/gestpayws/WSs2s.asmx",
+        &h,
+        &envelope(&format!("<ecom:cardNumber>{t3}</ecom:cardNumber>")),
+    );
+    assert_eq!(s, StatusCode::OK);
+    assert!(a.contains("<ErrorCode>8006</ErrorCode>"), "{a}");
+    assert!(a.contains("<VbVRisp>"));
+    // After the buyer's pagam3d.aspx visit: the same call again with transKey and PARes.
+    let key = a
+        .split("<TransactionKey>")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap()
+        .to_string();
+    let (s, a) = env.proxy(
+        "POST",
+        "axerve/gestpay/gestpayws/WSs2s.asmx",
+        &h,
+        &envelope(&format!(
+            "<ecom:cardNumber>{t3}</ecom:cardNumber><ecom:transKey>{key}</ecom:transKey><ecom:PARes>sbx-pares</ecom:PARes>"
+        )),
+    );
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        a.contains("<TransactionResult>OK</TransactionResult>"),
+        "{a}"
+    );
+
+    // REST submit: paymentTypeDetails.creditcard.token.
+    let (s, a) = env.proxy(
+        "POST",
+        "axerve/api/v1/payment/submit",
+        &[("Content-Type", "application/json"), ("paymentToken", "Asjdlfad5543AA33a"), ("X-Panvault-Authorization", &format!("Bearer {}", env.shop)), ("Authorization", "apikey sandbox")],
+        &format!(r#"{{"shopLogin":"GESPAY65987","buyer":{{"name":"Mario Rossi"}},"paymentTypeDetails":{{"creditcard":{{"token":"{token}"}}}}}}"#),
+    );
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(answer_json(&a)["payload"]["transactionResult"], "OK");
+    let got = env.sandbox.last();
+    assert_eq!(got["headers"]["authorization"], "apikey sandbox");
+    assert!(got["body"].as_str().unwrap().ends_with(r#""paymentTypeDetails":{"creditcard":{"number":"4111111111111111","expMonth":"05","expYear":"31"}}}"#));
+    env.stop();
+}
+
+#[test]
+fn worldline_signed_by_panvault_or_passed_through() {
+    let env = Env::start(None);
+    let token = env.token("4111111111111111", 9, 2032);
+    let body = |t: &str| {
+        format!(
+            r#"{{"cardPaymentMethodSpecificInput":{{"card":{{"cardNumber":"{t}","cardholderName":"Wile E. Coyote"}},"paymentProductId":1,"authorizationMode":"FINAL_AUTHORIZATION","transactionChannel":"MOTO"}},"order":{{"amountOfMoney":{{"amount":2980,"currencyCode":"EUR"}},"references":{{"merchantReference":"AcmeOrder0001"}}}}}}"#
+        )
+    };
+    // panvault holds the API key: it signs after the swap.
+    let h = [
+        ("Content-Type", "application/json"),
+        ("X-GCS-Idempotence-Key", "9b2d3c1e"),
+    ];
+    let (s, a) = env.proxy("POST", "worldline/v2/1234/payments", &h, &body(&token));
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(answer_json(&a)["payment"]["status"], "PENDING_CAPTURE");
+    let got = env.sandbox.last();
+    assert!(
+        got["headers"]["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with("GCS v1HMAC:")
+    );
+    assert_eq!(got["headers"]["x-gcs-idempotence-key"], "9b2d3c1e");
+    let sent: Value = serde_json::from_str(got["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent["cardPaymentMethodSpecificInput"]["card"],
+        json!({"cardNumber": "4111111111111111", "cardholderName": "Wile E. Coyote", "expiryDate": "0932"})
+    );
+
+    // The merchant signs itself (the body is not signed, so its signature survives the swap).
+    let date = "Fri, 06 Jun 2014 13:39:43 GMT";
+    let path = "/worldline/v2/1234/payments";
+    let sts =
+        panvault::gateway::worldline::string_to_sign("POST", "application/json", date, &[], path);
+    let auth = panvault::gateway::worldline::authorization(
+        panvault::sandbox::WORLDLINE_API_KEY_ID,
+        panvault::sandbox::WORLDLINE_SECRET_API_KEY,
+        &sts,
+    );
+    let pv = format!("Bearer {}", env.shop);
+    let t3 = env.token("5555555555554444", 3, 2031);
+    let own = [
+        ("Content-Type", "application/json"),
+        ("Date", date),
+        ("Authorization", auth.as_str()),
+        ("X-Panvault-Authorization", pv.as_str()),
+    ];
+    let ecom = body(&t3).replace(
+        r#""transactionChannel":"MOTO""#,
+        r#""transactionChannel":"ECOMMERCE","threeDSecure":{"redirectionData":{"returnUrl":"https://shop.example/return"}}"#,
+    );
+    let (s, a) = env.proxy("POST", "worldline/v2/1234/payments", &own, &ecom);
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let a = answer_json(&a);
+    assert_eq!(
+        a["merchantAction"]["actionType"], "REDIRECT",
+        "3-D Secure redirect passed through"
+    );
+    assert_eq!(
+        env.sandbox.last()["headers"]["authorization"],
+        auth.as_str()
+    );
+    let id = a["payment"]["id"].as_str().unwrap().to_string();
+    let a_redirect = a["merchantAction"]["redirectData"]["redirectURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, a) = env.proxy("GET", &format!("worldline/v2/1234/payments/{id}"), &[], "");
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(answer_json(&a)["status"], "REDIRECTED");
+    // The cardholder passes the challenge at redirectURL and comes back to the returnUrl.
+    let browser = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser.get(a_redirect.as_str()).send().unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        format!("https://shop.example/return?paymentId={id}")
+    );
+    let (s, a) = env.proxy("GET", &format!("worldline/v2/1234/payments/{id}"), &[], "");
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(answer_json(&a)["status"], "PENDING_CAPTURE");
+
+    // Decline: 402.
+    let td = env.token("4012888888881881", 1, 2032);
+    let (s, a) = env.proxy("POST", "worldline/v2/1234/payments", &h, &body(&td));
+    assert_eq!(s, StatusCode::PAYMENT_REQUIRED, "{a}");
+    assert_eq!(
+        answer_json(&a)["paymentResult"]["payment"]["status"],
+        "REJECTED"
+    );
+    env.stop();
+}
+
+#[test]
+fn mpgs_token_in_both_places_and_decline_by_expiry() {
+    let env = Env::start(None);
+    let token = env.token("5555555555554444", 1, 2039);
+    let path = "mpgs/api/rest/version/100/merchant/TESTMERCHANT01/order/ORD-1001/transaction/1";
+    let body = format!(
+        r#"{{"apiOperation":"PAY","order":{{"amount":"10.00","currency":"USD","reference":"ORD-1001"}},"sourceOfFunds":{{"type":"CARD","provided":{{"card":{{"number":"{token}","securityCode":"100","storedOnFile":"NOT_STORED"}}}}}},"transaction":{{"source":"MOTO","reference":"TXN-1001-1"}}}}"#
+    );
+    let (s, a) = env.proxy("PUT", path, &[("Content-Type", "application/json")], &body);
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let a = answer_json(&a);
+    assert_eq!(
+        (a["result"].as_str(), a["response"]["gatewayCode"].as_str()),
+        (Some("SUCCESS"), Some("APPROVED"))
+    );
+    assert_eq!(
+        a["sourceOfFunds"]["provided"]["card"]["number"],
+        "555555xxxxxx4444"
+    );
+    let got = env.sandbox.last();
+    assert_eq!(got["method"], "PUT");
+    assert!(
+        got["headers"]["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with("Basic ")
+    );
+    assert_eq!(
+        got["body"].as_str().unwrap(),
+        body.replace(
+            &format!(r#""number":"{token}","securityCode":"100","storedOnFile":"NOT_STORED"}}"#),
+            r#""number":"5555555555554444","securityCode":"100","storedOnFile":"NOT_STORED","expiry":{"month":"01","year":"39"}}"#
+        )
+    );
+
+    // sourceOfFunds.token, expiry 05/39: the simulator declines.
+    let t2 = env.token("4111111111111111", 5, 2039);
+    let body = format!(
+        r#"{{"apiOperation":"PAY","order":{{"amount":"1.00","currency":"EUR"}},"sourceOfFunds":{{"token":"{t2}"}},"transaction":{{"source":"INTERNET"}}}}"#
+    );
+    let (s, a) = env.proxy(
+        "PUT",
+        &path.replace("ORD-1001", "ORD-1002"),
+        &[("Content-Type", "application/json")],
+        &body,
+    );
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let a = answer_json(&a);
+    assert_eq!(
+        (a["result"].as_str(), a["response"]["gatewayCode"].as_str()),
+        (Some("FAILURE"), Some("DECLINED"))
+    );
+    let sent: Value = serde_json::from_str(env.sandbox.last()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent["sourceOfFunds"],
+        json!({"type": "CARD", "provided": {"card": {"number": "4111111111111111", "expiry": {"month": "05", "year": "39"}}}})
+    );
+    env.stop();
+}
+
+#[test]
+fn refusals_reach_nothing() {
+    let env = Env::start(None);
+    let moto = |pan: &str| {
+        format!(
+            r#"{{"order":{{"orderId":"o1","amount":"100","currency":"EUR","customerInfo":{{"cardHolderName":"A"}}}},"card":{{"pan":"{pan}"}}}}"#
+        )
+    };
+    let before = env.sandbox.log().len();
+    // Another group's token, a deleted token, a `..` path, a key without `charge`.
+    let theirs = env.tokenize(
+        &env.other,
+        json!({"pan": "378282246310005", "expiry_month": 1, "expiry_year": 2031}),
+    );
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &moto(&theirs));
+    assert_eq!(s, StatusCode::NOT_FOUND, "{a}");
+    assert_eq!(answer_json(&a)["code"], "token_not_found");
+    let mine = env.token("378282246310005", 1, 2031);
+    let (s, _) = send(bearer(
+        env.client.delete(format!("{}/v1/tokens/{mine}", env.base)),
+        &env.shop,
+    ));
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &moto(&mine));
+    assert_eq!(
+        (s, answer_json(&a)["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("token_not_found"))
+    );
+    // (`..` and `%2e%2e` segments are resolved by the client's URL parser before sending; the
+    // unit tests of `checked_path` cover them, here the encodings that reach the server.)
+    for bad in [
+        "nexi/orders%2f..%2fx",
+        "nexi/..%5cadmin",
+        "nexi/a%2F%2E%2E%2Fb",
+    ] {
+        let (s, a) = env.proxy("POST", bad, &nexi_headers(), &moto("4111111111111111"));
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {a}");
+        assert_eq!(answer_json(&a)["code"], "invalid_path");
+    }
+    let (s, a) = env.proxy("POST", "paypal/x", &nexi_headers(), "{}");
+    assert_eq!(s, StatusCode::NOT_FOUND, "{a}");
+    let r = bearer(
+        env.client
+            .post(format!("{}/v1/proxy/nexi/orders/moto", env.base)),
+        &env.no_charge,
+    )
+    .body(moto("4111111111111111"))
+    .send()
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        env.sandbox.log().len(),
+        before,
+        "nothing reached the sandbox"
+    );
+
+    // A temporary token serves one charge, with its CVV; then it is gone.
+    let tmp = env.tokenize(&env.shop, json!({"pan": "4111111111111111", "expiry_month": 7, "expiry_year": 2033, "temporary": true, "cvv": "123"}));
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &moto(&tmp));
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let sent: Value = serde_json::from_str(env.sandbox.last()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent["card"],
+        json!({"pan": "4111111111111111", "expiryDate": "0733", "cvv": "123"})
+    );
+    let n = env.sandbox.log().len();
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &moto(&tmp));
+    assert_eq!(
+        (s, answer_json(&a)["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("token_not_found"))
+    );
+    assert_eq!(env.sandbox.log().len(), n);
+
+    // What is no panvault token is left alone, and the sandbox refuses it loudly.
+    let (s, a) = env.proxy(
+        "POST",
+        "nexi/orders/moto",
+        &nexi_headers(),
+        &moto("411111******1111"),
+    );
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{a}");
+    assert!(
+        a.contains("a token or a masked number where the PAN belongs"),
+        "{a}"
+    );
+    // A raw PAN passes, and is masked if the gateway echoes it.
+    let raw = moto("4111111111111111").replace(
+        r#""pan":"4111111111111111""#,
+        r#""pan":"4111111111111111","expiryDate":"1230""#,
+    );
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &raw);
+    assert_eq!(s, StatusCode::OK, "{a}");
+    env.stop();
+}
+
+#[test]
+fn slow_gateway_504_and_down_gateway_502() {
+    let env = Env::start(Some("http://127.0.0.1:1/axerve"));
+    let t = env.token("4111111111111111", 12, 2030);
+    let body = format!(
+        r#"{{"order":{{"orderId":"o1","amount":"100","currency":"EUR","customerInfo":{{"cardHolderName":"A"}}}},"card":{{"pan":"{t}"}}}}"#
+    );
+    let mut h = nexi_headers();
+    h.push(("X-Sandbox-Delay-Ms", "6000"));
+    let started = Instant::now();
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &h, &body);
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT, "{a}");
+    assert_eq!(answer_json(&a)["code"], "gateway_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let (s, a) = env.proxy(
+        "POST",
+        "axerve/gestpay/gestpayws/WSs2s.asmx",
+        &[("Content-Type", "text/xml")],
+        "<x/>",
+    );
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{a}");
+    assert_eq!(answer_json(&a)["code"], "gateway_unreachable");
+    env.stop();
+}
+
+#[test]
+fn request_token_on_a_proxied_charge() {
+    let env = Env::start(None);
+    let moto = |pan: &str| {
+        format!(
+            r#"{{"order":{{"orderId":"rt1","amount":"100","currency":"EUR","customerInfo":{{"cardHolderName":"A"}}}},"card":{{"pan":"{pan}","expiryDate":"1230"}},"captureType":"EXPLICIT"}}"#
+        )
+    };
+    let mut h = nexi_headers();
+    h.push(("X-Panvault-Request-Token", "MASKEDPAN"));
+    let (s, hd, a) = env.proxy_full("POST", "nexi/orders/moto", &h, &moto("4111111111111111"));
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(
+        answer_json(&a)["operation"]["operationResult"],
+        "AUTHORIZED"
+    );
+    let token = hd["x-panvault-token"].to_str().unwrap().to_string();
+    assert!(
+        token.starts_with("41GWAY") && token.ends_with("1111"),
+        "{token}"
+    );
+    assert_eq!(hd["x-panvault-token-expiry-month"], "12");
+    assert_eq!(hd["x-panvault-token-expiry-year"], "2030");
+    assert_eq!(
+        env.sandbox.last()["body"].as_str().unwrap(),
+        moto("4111111111111111"),
+        "the raw card went through untouched"
+    );
+
+    // Declined: no token; with :FORCED: a custom token all the same.
+    let (s, hd, _) = env.proxy_full("POST", "nexi/orders/moto", &h, &moto("4012888888881881"));
+    assert_eq!(s, StatusCode::OK);
+    assert!(hd.get("x-panvault-token").is_none());
+    let mut forced = nexi_headers();
+    forced.push(("X-Panvault-Request-Token", ":FORCED:CUSTOMER_1881"));
+    let (_, hd, _) = env.proxy_full(
+        "POST",
+        "nexi/orders/moto",
+        &forced,
+        &moto("4012888888881881"),
+    );
+    assert_eq!(hd["x-panvault-token"], "GWAYCUSTOMER_1881");
+
+    // The new token pays on MPGS.
+    let body = format!(
+        r#"{{"apiOperation":"PAY","order":{{"amount":"1.00","currency":"EUR"}},"sourceOfFunds":{{"token":"{token}"}}}}"#
+    );
+    let (s, a) = env.proxy(
+        "PUT",
+        "mpgs/api/rest/version/100/merchant/TESTMERCHANT01/order/RT-1/transaction/1",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(answer_json(&a)["result"], "SUCCESS");
+
+    // A request token needs a raw card where the card goes, not a gateway's own token.
+    let n = env.sandbox.log().len();
+    let wl = r#"{"cardPaymentMethodSpecificInput":{"token":"b5c5f0a1-2a2c-4f6e-8b39-0c7f6b5a1234"},"order":{"amountOfMoney":{"amount":100,"currencyCode":"EUR"}}}"#;
+    let (s, a) = env.proxy(
+        "POST",
+        "worldline/v2/1234/payments",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Panvault-Request-Token", "MASKEDPAN"),
+        ],
+        wl,
+    );
+    assert_eq!(
+        (s, answer_json(&a)["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_field"))
+    );
+    assert_eq!(env.sandbox.log().len(), n);
+
+    // A bad request token value is refused before anything is forwarded.
+    let n = env.sandbox.log().len();
+    let mut bad = nexi_headers();
+    bad.push(("X-Panvault-Request-Token", "NOT VALID!"));
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &bad, &moto("4111111111111111"));
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{a}");
+    assert_eq!(env.sandbox.log().len(), n);
+    env.stop();
+}
+
+/// `demo` starts the sandbox, points the gateways at it and prints gateway lines that work.
+#[test]
+fn demo_runs_the_sandbox_and_its_gateway_lines_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("PANVAULT_LOG", "warn")
+        .env_remove("PANVAULT_GATEWAY_NEXI_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    let mut gateway_section = false;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.starts_with("# through the gateway sandbox") {
+            gateway_section = true;
+        } else if gateway_section && line.starts_with("curl ") {
+            lines.push(line);
+        } else if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    let run = |line: &str| -> Value {
+        let out = Command::new("bash").args(["-c", line]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        for pan in PANS {
+            assert!(!text.contains(pan));
+        }
+        serde_json::from_str(&text).unwrap()
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(run(&lines[0])["token"], "XYZWDEMO_AMEX_0005");
+    let charge = run(&lines[1]);
+    assert_eq!(
+        charge["operation"]["operationResult"], "AUTHORIZED",
+        "{charge}"
+    );
+    assert_eq!(charge["operation"]["paymentInstrumentInfo"], "***0005");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
+
+/// Seed 004 on MPGS: a CIT stores the card under an agreement, an MIT then needs it.
+#[test]
+fn mpgs_stored_credentials_cit_then_mit() {
+    let env = Env::start(None);
+    let token = env.tokenize(
+        &env.shop,
+        json!({"pan": "4111111111111111", "expiry_month": 1, "expiry_year": 2039, "request_token": "CUST_42"}),
+    );
+    assert_eq!(token, "GWAYCUST_42");
+    let url = |o: &str| {
+        format!("mpgs/api/rest/version/100/merchant/TESTMERCHANT01/order/{o}/transaction/1")
+    };
+    let h = [("Content-Type", "application/json")];
+    let body = |op: &str, source: &str, id: &str, kind: &str| {
+        format!(
+            r#"{{"apiOperation":"{op}","order":{{"amount":"25.00","currency":"EUR"}},"agreement":{{"id":"{id}","type":"{kind}"}},"sourceOfFunds":{{"type":"CARD","provided":{{"card":{{"number":"{token}"}}}}}},"transaction":{{"source":"{source}"}}}}"#
+        )
+    };
+    // An MIT before any CIT: refused, nothing forwarded.
+    let n = env.sandbox.log().len();
+    let (s, a) = env.proxy(
+        "PUT",
+        &url("MIT-0"),
+        &h,
+        &body("PAY", "MERCHANT", "AGR-0001", "UNSCHEDULED"),
+    );
+    assert_eq!(
+        (s, answer_json(&a)["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("agreement_required"))
+    );
+    assert_eq!(env.sandbox.log().len(), n);
+
+    // The CIT: storedOnFile filled in as TO_BE_STORED; approved, so the agreement is recorded.
+    let (s, a) = env.proxy(
+        "PUT",
+        &url("CIT-1"),
+        &h,
+        &body("AUTHORIZE", "INTERNET", "AGR-0001", "UNSCHEDULED"),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let sent: Value = serde_json::from_str(env.sandbox.last()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent["sourceOfFunds"]["provided"]["card"]["storedOnFile"],
+        "TO_BE_STORED"
+    );
+    let (s, info) = send(bearer(
+        env.client.get(format!("{}/v1/tokens/{token}", env.base)),
+        &env.shop,
+    ));
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        info["agreements"],
+        json!([{"id": "AGR-0001", "type": "UNSCHEDULED"}])
+    );
+
+    // The MIT with that agreement: STORED; another id or another type: refused.
+    let (s, a) = env.proxy(
+        "PUT",
+        &url("MIT-1"),
+        &h,
+        &body("PAY", "MERCHANT", "AGR-0001", "UNSCHEDULED"),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(answer_json(&a)["result"], "SUCCESS");
+    let sent: Value = serde_json::from_str(env.sandbox.last()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent["sourceOfFunds"]["provided"]["card"]["storedOnFile"],
+        "STORED"
+    );
+    let n = env.sandbox.log().len();
+    let (s, a) = env.proxy(
+        "PUT",
+        &url("MIT-2"),
+        &h,
+        &body("PAY", "MERCHANT", "AGR-0002", "UNSCHEDULED"),
+    );
+    assert_eq!(
+        (s, answer_json(&a)["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("agreement_required"))
+    );
+    let (s, a) = env.proxy(
+        "PUT",
+        &url("MIT-3"),
+        &h,
+        &body("PAY", "MERCHANT", "AGR-0001", "RECURRING"),
+    );
+    assert_eq!(
+        (s, answer_json(&a)["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("agreement_mismatch"))
+    );
+    assert_eq!(env.sandbox.log().len(), n);
+
+    // A card update of the custom token keeps its agreements; the MIT goes on with the new card.
+    let (s, info) = send(bearer(
+        env.client
+            .patch(format!("{}/v1/tokens/{token}", env.base))
+            .json(&json!({"pan": "5555555555554444", "expiry_month": 1, "expiry_year": 2039})),
+        &env.shop,
+    ));
+    assert_eq!(s, StatusCode::OK, "{info}");
+    assert_eq!(
+        info["agreements"],
+        json!([{"id": "AGR-0001", "type": "UNSCHEDULED"}])
+    );
+    let (s, a) = env.proxy(
+        "PUT",
+        &url("MIT-4"),
+        &h,
+        &body("PAY", "MERCHANT", "AGR-0001", "UNSCHEDULED"),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let sent: Value = serde_json::from_str(env.sandbox.last()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent["sourceOfFunds"]["provided"]["card"]["number"],
+        "5555555555554444"
+    );
+    env.stop();
+}
