@@ -14,6 +14,8 @@
 #   retokenize  POST /v1/tokens, one of SEED_CARDS already-tokenized cards (200)
 #   read        GET  /v1/tokens/{token}, one of the seed tokens
 #   reveal      POST /v1/tokens/{token}/reveal, one of the seed tokens
+#   proxy       a Nexi MOTO charge straight to the demo's gateway sandbox, then through the
+#               vault's proxy with a token (issue 5): the added latency, at 1 and 64 connections
 #   reenc       restarts the vault (a new DEK: every token so far is under an old one), then
 #               tokenize without and with the re-encryption job running (issue 4): live
 #               throughput as a fraction, and the job's records/s
@@ -31,7 +33,7 @@
 #
 # Tunables (environment): THREADS=2 CONNECTIONS=64 DURATION=10s WARMUP=3s SEED_CARDS=2000
 # REVEAL_KEYS=4000 KEEP_LOGS=DIR (copy wrk and server logs there) PHASES="new retok read reveal
-# reenc" (a subset, e.g. for profiling one phase) REENC_MIN_TOKENS=300000 (reenc first tokenizes
+# proxy reenc" (a subset, e.g. for profiling one phase) REENC_MIN_TOKENS=300000 (reenc first tokenizes
 # for REENC_FILL=20s if fewer tokens exist).
 set -euo pipefail
 
@@ -41,7 +43,7 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 SEED_CARDS=${SEED_CARDS:-2000}
 REVEAL_KEYS=${REVEAL_KEYS:-4000}
-PHASES=${PHASES:-new retok read reveal reenc}
+PHASES=${PHASES:-new retok read reveal proxy reenc}
 REENC_MIN_TOKENS=${REENC_MIN_TOKENS:-300000}
 REENC_FILL=${REENC_FILL:-20s}
 
@@ -237,6 +239,24 @@ function request()
   elseif mode == "read" then
     return wrk.format("GET", "/v1/tokens/" .. tokens[n % #tokens + 1],
       { ["Authorization"] = shop_auth })
+  elseif mode == "proxy" or mode == "direct" then
+    -- A Nexi MOTO charge: through the vault with a seed token, or straight to the sandbox
+    -- with the same seed card (what the vault forwards after the swap).
+    local i = n % #tokens
+    local card, path, h
+    if mode == "proxy" then
+      card, path = tokens[i + 1], "/v1/proxy/nexi/orders/moto"
+      h = { ["Authorization"] = shop_auth }
+    else
+      card, path = pan(0, 0, i), "/nexi/orders/moto"
+      h = { ["X-Api-Key"] = "sandbox-terminal-key" }
+    end
+    h["Content-Type"] = "application/json"
+    h["Correlation-Id"] = "3f6c1a52-9d1e-4c1b-8a57-2f0e5b8f9c11"
+    return wrk.format("POST", path, h,
+      '{"order":{"orderId":"b' .. (tid or 1) .. '-' .. n .. '","amount":"1000","currency":"EUR",' ..
+      '"customerInfo":{"cardHolderName":"Bench"}},' ..
+      '"card":{"pan":"' .. card .. '","expiryDate":"1230"},"captureType":"EXPLICIT"}')
   else -- reveal: key and token both round-robin
     return wrk.format("POST", "/v1/tokens/" .. tokens[n % #tokens + 1] .. "/reveal",
       { ["Authorization"] = "Bearer " .. keys[n % #keys + 1] })
@@ -332,9 +352,31 @@ reencrypt_phase() {
     grep -q '"error":null' "$TMP/reenc-end.json" || { FAILED=1; log "reencrypt failed: $(grep -o '"reencryption":.*' "$TMP/reenc-end.json")"; }
 }
 
+# The proxy phase (issue 5): a Nexi MOTO charge straight to the sandbox (HTTP on loopback, the
+# seed card in the body) against the same charge through the vault (HTTPS, the seed token in the
+# body, swapped for the card and forwarded to the sandbox), at 1 and at 64 connections.
+proxy_phase() {
+    SANDBOX_URL=$(grep -o 'through the gateway sandbox (http://[0-9.:]*' "$TMP/vault.out" | grep -o 'http://.*' | head -1)
+    [ -n "$SANDBOX_URL" ] || die "no sandbox address in the demo output"
+    local conns threads
+    for conns in 1 64; do
+        threads=$THREADS
+        [ "$conns" -lt "$threads" ] && threads=$conns
+        curl -sS -X DELETE "$SANDBOX_URL/__log" >/dev/null || true
+        THREADS=$threads CONNECTIONS=$conns measure "direct-c$conns" direct "$SANDBOX_URL"
+        curl -sS -X DELETE "$SANDBOX_URL/__log" >/dev/null || true
+        THREADS=$threads CONNECTIONS=$conns measure "proxy-c$conns" proxy "$VAULT_URL"
+    done
+    curl -sS -X DELETE "$SANDBOX_URL/__log" >/dev/null || true
+}
+
 for phase in $PHASES; do
     if [ "$phase" = reenc ]; then
         reencrypt_phase
+        continue
+    fi
+    if [ "$phase" = proxy ]; then
+        proxy_phase
         continue
     fi
     measure "echo-$phase" echo "$ECHO_URL"
@@ -355,7 +397,7 @@ syncs=$(metric panvault_group_commit_syncs_total)
 echo "| phase | req/s | p50 ms | p99 ms | echo just before: req/s, p99 ms | vs echo | server CPU µs/req (echo's) | non-2xx/errors |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 for phase in $PHASES; do
-    [ "$phase" = reenc ] && continue
+    [ "$phase" = reenc ] || [ "$phase" = proxy ] && continue
     case $phase in
         new) name="tokenize, new cards (durable)" ;;
         retok) name="re-tokenize (existing card)" ;;
@@ -374,6 +416,21 @@ echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warmup per phase
     "($(awk -v w="$writes" -v s="$syncs" 'BEGIN { printf "%.1f", (s ? w / s : 0) }') per fdatasync) over the run." \
     "Reveal: requests round-robin over $REVEAL_KEYS reveal-only keys," \
     "$(awk -v r="${RPS[reveal]:-0}" -v k="$REVEAL_KEYS" 'BEGIN { printf "%.1f", r / k }') req/s per key (limit 10/s, burst 20), $([ "${BAD[reveal]:-0}" -eq 0 ] && echo "no 429" || echo "SOME FAILED (429 if too few keys)")."
+
+if [ -n "${SANDBOX_URL:-}" ]; then
+    echo
+    echo "| Nexi MOTO charge | connections | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    for c in 1 64; do
+        for p in direct proxy; do
+            printf '| %s | %s | %.0f | %.3f | %.3f | %s | %s |\n' \
+                "$([ $p = direct ] && echo "straight to the sandbox (HTTP, card)" || echo "through the vault (HTTPS, token)")" \
+                "$c" "${RPS[$p-c$c]}" "${P50[$p-c$c]}" "${P99[$p-c$c]}" \
+                "$([ $p = proxy ] && awk -v a="${P50[proxy-c$c]}" -v b="${P50[direct-c$c]}" 'BEGIN { printf "%.3f", a - b }')" \
+                "$([ $p = proxy ] && awk -v a="${P99[proxy-c$c]}" -v b="${P99[direct-c$c]}" 'BEGIN { printf "%.3f", a - b }')"
+        done
+    done
+fi
 
 if [ -n "${REENC_MOVED:-}" ]; then
     echo
