@@ -161,7 +161,7 @@ pub struct ReencryptStep {
 }
 
 /// What a KEK rotation did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Rotation {
     /// The KEK version now in use.
     pub kek_version: u32,
@@ -170,6 +170,20 @@ pub struct Rotation {
     /// DEKs and `meta` keys re-wrapped.
     pub rewrapped: usize,
     pub millis: u64,
+    /// `shamir` keys only: the new custodian shares (`pvshare1-<id>-<hex>`, 1..=N), shown this
+    /// once; the old shares no longer unseal. Hand each to its custodian before the vault next
+    /// needs unsealing (if this answer is lost, rotate again while the vault runs).
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "expose_all")]
+    #[schema(value_type = Vec<String>)]
+    pub shares: Vec<SecretString>,
+}
+
+/// Serializes secrets that an answer exists to hand over (new custodian shares).
+fn expose_all<S: serde::Serializer>(
+    v: &[SecretString],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(SecretString::expose))
 }
 
 /// For the crash tests of multi-step key operations: with `PANVAULT_CRASH_AT=<point>` in the
@@ -921,10 +935,11 @@ impl Vault {
         let _no_new_dek = keys.rollover.lock().await;
         let started = Instant::now();
         let dir = self.dir().to_path_buf();
-        let (old, new) = {
+        let (old, new, shares) = {
             let mut keyring = write_lock(&keys.keyring);
             let old = keyring.versions();
-            (old, keys::add_version(&dir, &mut keyring)?)
+            let (new, shares) = keys::add_version_with_shares(&dir, &mut keyring)?;
+            (old, new, shares)
         };
         crash_point("rotate:added");
         // Every wrapped key in the store, re-wrapped under the new version.
@@ -966,8 +981,13 @@ impl Vault {
         let versions = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         let mut ev = ctx.event("kek_rotate", None, None, "ok");
         ev.detail = Some(format!(
-            "new kek v{new}; re-wrapped {rewrapped} keys from v{}",
-            versions(&old)
+            "new kek v{new}; re-wrapped {rewrapped} keys from v{}{}",
+            versions(&old),
+            if shares.is_empty() {
+                String::new()
+            } else {
+                format!("; {} new custodian shares issued", shares.len())
+            }
         ));
         self.write(move |tx| {
             for (table, k, v) in puts {
@@ -991,6 +1011,7 @@ impl Vault {
             destroyed,
             rewrapped,
             millis: started.elapsed().as_millis() as u64,
+            shares,
         })
     }
 

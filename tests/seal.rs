@@ -323,3 +323,127 @@ fn a_shamir_vault_unseals_with_any_three_of_five_shares() {
         }
     }
 }
+
+/// Rotating a `shamir` vault's KEK issues a new split (issue 4 item 3): the answer holds five
+/// new shares; after a restart the old shares are refused and any three new ones unseal the
+/// vault, whose card still reveals. The audit entry names the new shares' count, never a share.
+#[test]
+fn rotating_a_shamir_vault_issues_new_shares_and_retires_the_old() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let init = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args([
+            "init",
+            "--json",
+            "--keys",
+            "shamir",
+            "--shares",
+            "5",
+            "--threshold",
+            "3",
+            "--data",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let init: Value = serde_json::from_slice(&init.stdout).unwrap();
+    let admin = init["admin_api_key"].as_str().unwrap().to_string();
+    let old: Vec<String> = init["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["share"].as_str().unwrap().to_string())
+        .collect();
+    let shares_file = tmp.path().join("shares");
+    std::fs::write(&shares_file, old[..3].join("\n")).unwrap();
+    let (child, base, c, log) = serve(
+        &data,
+        &[
+            std::ffi::OsStr::new("--shares-file"),
+            shares_file.as_os_str(),
+        ],
+    );
+    let auth = |b: RequestBuilder, k: &str| b.header("Authorization", format!("Bearer {k}"));
+    let (s, m) = send(
+        auth(c.post(format!("{base}/v1/merchants")), &admin)
+            .json(&json!({"name": "A", "prefix": "SHRO"})),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{m}");
+    let mid = m["merchant_id"].as_str().unwrap();
+    let (s, _) = send(
+        auth(c.post(format!("{base}/v1/merchants/{mid}/shops")), &admin)
+            .json(&json!({"shop_login": "9000001"})),
+    );
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, k) = send(
+        auth(c.post(format!("{base}/v1/api-keys")), &admin)
+            .json(&json!({"shop_login": "9000001", "scopes": ["tokenize", "reveal"]})),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{k}");
+    let key = k["api_key"].as_str().unwrap().to_string();
+    let (s, t) = send(
+        auth(c.post(format!("{base}/v1/tokens")), &key)
+            .json(&json!({"pan": PAN, "expiry_month": 12, "expiry_year": 2030})),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let token = t["token"].as_str().unwrap().to_string();
+
+    let (s, r) = send(auth(c.post(format!("{base}/v1/sys/keys/rotate")), &admin));
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(
+        (r["kek_version"].clone(), r["destroyed"].clone()),
+        (json!(2), json!([1])),
+        "{r}"
+    );
+    let new: Vec<String> = r["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(new.len(), 5, "{r}");
+    for (i, sh) in new.iter().enumerate() {
+        assert!(sh.starts_with(&format!("pvshare1-{}-", i + 1)), "{sh}");
+        assert!(!old.contains(sh));
+    }
+    stop(child);
+
+    // Sealed start: an old share is refused, three new ones unseal, and the card reveals.
+    let (child, base, c, log2) = serve(&data, &[]);
+    let unseal = |sh: &str| {
+        send(
+            c.post(format!("{base}/v1/sys/unseal"))
+                .json(&json!({ "share": sh })),
+        )
+    };
+    let (s, body) = unseal(&old[0]);
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "share_refused");
+    for (i, sh) in new[2..].iter().enumerate() {
+        let (s, body) = unseal(sh);
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(body["sealed"], i < 2, "{body}");
+    }
+    let (s, r) = send(auth(
+        c.post(format!("{base}/v1/tokens/{token}/reveal")),
+        &key,
+    ));
+    assert_eq!((s, r["pan"].as_str()), (StatusCode::OK, Some(PAN)), "{r}");
+    stop(child);
+    let export = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["audit", "export", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let export = String::from_utf8(export.stdout).unwrap();
+    assert!(export.contains("5 new custodian shares issued"), "{export}");
+    let mut lines: Vec<String> = export.lines().map(String::from).collect();
+    lines.extend(log.lock().unwrap().iter().cloned());
+    lines.extend(log2.lock().unwrap().iter().cloned());
+    for line in &lines {
+        for sh in old.iter().chain(&new) {
+            assert!(!line.contains(&sh[12..]), "a share in the log: {line}");
+        }
+    }
+}

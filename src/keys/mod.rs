@@ -506,6 +506,19 @@ pub fn load(data_dir: &Path, unlock: &Unlock) -> Result<Keyring> {
 /// `keyring`, and returns it. The older versions stay until [`destroy_older`], so a crash
 /// between the steps leaves a keyring that opens whatever the store holds.
 pub fn add_version(data_dir: &Path, keyring: &mut Keyring) -> Result<u32> {
+    add_version_with_shares(data_dir, keyring).map(|(v, _)| v)
+}
+
+/// [`add_version`], and for a `shamir` keyring the new custodian shares: the new version comes
+/// with a new split (same M of N), and every KEK version in the file is re-sealed under the new
+/// custody key in the same atomic file write, so the old shares stop working and the new ones
+/// open every version the file still holds (a crash before the write leaves the old shares
+/// valid; after it, only the new ones). The caller must hand the shares to the custodians
+/// before the vault next needs unsealing: they exist nowhere else.
+pub fn add_version_with_shares(
+    data_dir: &Path,
+    keyring: &mut Keyring,
+) -> Result<(u32, Vec<SecretString>)> {
     let mut file = read_file(data_dir)?;
     let version = file.keks.iter().map(|k| k.version).max().unwrap_or(0) + 1;
     let kek_key = SecretKey::random();
@@ -524,8 +537,10 @@ pub fn add_version(data_dir: &Path, keyring: &mut Keyring) -> Result<u32> {
         });
         write_file(data_dir, &file)?;
         keyring.keks.push(Kek::hsm(version, kek));
-        return Ok(version);
+        return Ok((version, Vec::new()));
     }
+    let mut new_shares = Vec::new();
+    let mut new_sealer = None;
     let (key, sealed) = match file.source {
         KeySource::Pkcs11 => return Err(no_sealer()),
         KeySource::Dev => (Some(hex::encode(kek_key.expose())), None),
@@ -535,8 +550,27 @@ pub fn add_version(data_dir: &Path, keyring: &mut Keyring) -> Result<u32> {
             (None, Some(SealedHex::from(&sealed)))
         }
         KeySource::Shamir => {
-            let ckey = keyring.sealer.as_ref().ok_or_else(no_sealer)?;
-            let sealed = crypto::seal_kek(ckey, SHAMIR_KEK_LABEL, version, &kek_key)?;
+            let old = keyring.sealer.as_ref().ok_or_else(no_sealer)?;
+            let sh = file
+                .shamir
+                .as_mut()
+                .ok_or(Error::KeyUnlock("key file is malformed (shamir section)"))?;
+            let split = shamir::split(sh.threshold, sh.shares)?;
+            sh.verifiers = split.verifiers;
+            for k in &mut file.keks {
+                let sealed = k
+                    .sealed
+                    .as_ref()
+                    .ok_or(Error::KeyUnlock("key file is malformed"))?
+                    .to_sealed()?;
+                let key = crypto::open_kek(old, SHAMIR_KEK_LABEL, k.version, &sealed)?;
+                let again =
+                    crypto::seal_kek(&split.custody_key, SHAMIR_KEK_LABEL, k.version, &key)?;
+                k.sealed = Some(SealedHex::from(&again));
+            }
+            let sealed = crypto::seal_kek(&split.custody_key, SHAMIR_KEK_LABEL, version, &kek_key)?;
+            new_shares = split.shares;
+            new_sealer = Some(split.custody_key);
             (None, Some(SealedHex::from(&sealed)))
         }
     };
@@ -549,7 +583,10 @@ pub fn add_version(data_dir: &Path, keyring: &mut Keyring) -> Result<u32> {
     });
     write_file(data_dir, &file)?;
     keyring.keks.push(Kek::new(version, &kek_key));
-    Ok(version)
+    if let Some(k) = new_sealer {
+        keyring.sealer = Some(k);
+    }
+    Ok((version, new_shares))
 }
 
 /// Rotation, last step: removes every KEK version older than `keep` from the keyring file and
