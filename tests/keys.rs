@@ -517,3 +517,39 @@ fn a_reencryption_killed_mid_way_resumes_and_loses_nothing() {
     stop(child);
     audit_verifies(&data);
 }
+
+/// The passphrase may come through a file descriptor (issue 4 item 2): `--passphrase-file
+/// /dev/stdin` (or `/dev/fd/N` of a descriptor the caller passes) reads it from a pipe, so it
+/// never touches a disk; a wrong one through the same path is refused.
+#[test]
+fn the_passphrase_can_come_through_a_file_descriptor() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, _, _) = init(tmp.path());
+    let status = |passphrase: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
+            .args([
+                "keys",
+                "status",
+                "--passphrase-file",
+                "/dev/stdin",
+                "--data",
+            ])
+            .arg(&data)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{passphrase}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = status(PASSPHRASE);
+    assert!(out.status.success(), "{out:?}");
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["key_source"], "file", "{st}");
+    assert_eq!(st["kek_versions"], json!([1]), "{st}");
+    let out = status("not the passphrase");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty());
+}
