@@ -12,7 +12,7 @@ use crate::access::Scope;
 use crate::pan::Brand;
 use crate::seal::SealStatus;
 use crate::token::TokenKind;
-use crate::vault::{Agreement, DekStatus, KeyStatus, ReencryptJob, Rotation, TokenInfo};
+use crate::vault::{Agreement, DekStatus, KekStatus, KeyStatus, ReencryptJob, Rotation, TokenInfo};
 
 /// `POST /v1/tokens` and each item of a batch.
 #[derive(ToSchema)]
@@ -264,7 +264,7 @@ impl utoipa::Modify for BearerAuth {
         proxy_post, proxy_put, proxy_get),
     components(schemas(TokenInfo, Agreement, Brand, TokenKind, Scope, TokenizeBody, BatchBody, BatchResult,
         BatchAnswer, UpdateBody, RevealAnswer, Problem, MerchantBody, MerchantAnswer, ShopBody, ApiKeyBody,
-        ApiKeyAnswer, UnsealBody, SealStatus, Rotation, KeyStatus, DekStatus, ReencryptJob)),
+        ApiKeyAnswer, UnsealBody, SealStatus, Rotation, KeyStatus, KekStatus, DekStatus, ReencryptJob)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

@@ -101,9 +101,21 @@ pub struct KeyStatus {
     pub kek_versions: Vec<u32>,
     /// A DEK older than this is past its cryptoperiod (and rolls over on next use).
     pub dek_cryptoperiod_seconds: u64,
+    /// Every KEK version with its state and age.
+    pub keks: Vec<KekStatus>,
     pub deks: Vec<DekStatus>,
     /// The re-encryption job of this process, if one ran or runs.
     pub reencryption: Option<ReencryptJob>,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct KekStatus {
+    pub version: u32,
+    /// `active` (wraps every key) or `retired` (left by a rotation cut short; destroyed by the
+    /// next one).
+    pub state: &'static str,
+    pub created_at: String,
+    pub age_seconds: u64,
 }
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -1048,9 +1060,29 @@ impl Vault {
             });
             Ok(())
         })?;
+        let versions = self.kek_versions();
+        let newest = versions.last().copied().unwrap_or_default();
+        let keks = keys::kek_dates(self.dir())?
+            .into_iter()
+            .filter(|(v, _)| versions.contains(v))
+            .map(|(version, created_at)| KekStatus {
+                version,
+                state: if version == newest {
+                    "active"
+                } else {
+                    "retired"
+                },
+                age_seconds: humantime::parse_rfc3339(&created_at)
+                    .ok()
+                    .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                    .map_or(0, |d| d.as_secs()),
+                created_at,
+            })
+            .collect();
         Ok(KeyStatus {
             key_source: keys::source_of(self.dir())?.as_str(),
-            kek_versions: self.kek_versions(),
+            keks,
+            kek_versions: versions,
             dek_cryptoperiod_seconds: cryptoperiod,
             deks,
             reencryption: self.reencryption(),

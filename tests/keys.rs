@@ -232,6 +232,16 @@ fn rotation_under_load_fails_no_request_and_leaves_one_kek() {
     let (s, st) = send(bearer(c.get(format!("{base}/v1/sys/keys")), &admin));
     assert_eq!(s, StatusCode::OK, "{st}");
     assert_eq!(st["kek_versions"], json!([3]), "{st}");
+    assert_eq!(st["keks"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(
+        (
+            st["keks"][0]["version"].clone(),
+            st["keks"][0]["state"].clone()
+        ),
+        (json!(3), json!("active")),
+        "{st}"
+    );
+    assert!(st["keks"][0]["age_seconds"].as_u64().unwrap() < 600, "{st}");
     let deks = st["deks"].as_array().unwrap();
     assert!(deks.iter().all(|d| d["kek_version"] == 3), "{st}");
     assert!(
@@ -373,6 +383,27 @@ fn a_rotation_killed_at_any_step_leaves_a_vault_that_opens() {
             "{point}: the crash point was not reached"
         );
         assert_eq!(kek_versions(&data), versions, "{point}");
+        // `keys status`: the newest version active, the ones the crash left retired.
+        let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+            .args(["keys", "status", "--data"])
+            .arg(&data)
+            .arg("--passphrase-file")
+            .arg(&pass)
+            .output()
+            .unwrap();
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let states: Vec<(u64, &str)> = st["keks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| (k["version"].as_u64().unwrap(), k["state"].as_str().unwrap()))
+            .collect();
+        let newest = *versions.last().unwrap();
+        let expect: Vec<(u64, &str)> = versions
+            .iter()
+            .map(|&v| (v, if v == newest { "active" } else { "retired" }))
+            .collect();
+        assert_eq!(states, expect, "{point}: {st}");
         all_reveal();
     }
     let out = rotate(None);

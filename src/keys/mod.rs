@@ -399,6 +399,17 @@ pub fn source_of(data_dir: &Path) -> Result<KeySource> {
     Ok(read_file(data_dir)?.source)
 }
 
+/// Every KEK version in the keyring file with its creation time (RFC 3339), oldest first.
+pub fn kek_dates(data_dir: &Path) -> Result<Vec<(u32, String)>> {
+    let mut v: Vec<(u32, String)> = read_file(data_dir)?
+        .keks
+        .into_iter()
+        .map(|k| (k.version, k.created_at))
+        .collect();
+    v.sort_unstable_by_key(|(version, _)| *version);
+    Ok(v)
+}
+
 fn read_file(data_dir: &Path) -> Result<KeyringFile> {
     let path = keyring_path(data_dir);
     let bytes = std::fs::read(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
