@@ -1085,7 +1085,18 @@ impl Vault {
             kek_versions: versions,
             dek_cryptoperiod_seconds: cryptoperiod,
             deks,
-            reencryption: self.reencryption(),
+            reencryption: match self.reencryption() {
+                Some(job) => Some(job),
+                // A job cut short (by a restart, or the offline command killed) left its place.
+                None => match self.inner.store.get(Table::Meta, REENCRYPT_CURSOR)? {
+                    Some(_) => Some(ReencryptJob {
+                        below: self.reencrypt_below()?,
+                        error: Some("interrupted: starting the job again resumes it".into()),
+                        ..ReencryptJob::default()
+                    }),
+                    None => None,
+                },
+            },
         })
     }
 

@@ -510,6 +510,23 @@ fn a_reencryption_killed_mid_way_resumes_and_loses_nothing() {
     let out = cli_reencrypt(Some("reencrypt:step"));
     assert!(!out.status.success(), "the crash point was not reached");
     all_reveal();
+    // `keys status` on the stopped vault tells of the interrupted job.
+    let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["keys", "status", "--data"])
+        .arg(&data)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .output()
+        .unwrap();
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["reencryption"]["running"], false, "{st}");
+    assert!(
+        st["reencryption"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted"),
+        "{st}"
+    );
 
     // The next job, over HTTPS, starts at the cursor: it looks at the other tokens only.
     let (child, base, c, _) = serve(&data, &args);
