@@ -39,6 +39,11 @@ impl Problem {
         }
     }
 
+    /// The stable `code` of the answer.
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
+    }
+
     fn body(&self) -> Value {
         json!({
             "type": format!("urn:panvault:problem:{}", self.code),

@@ -1761,6 +1761,41 @@ impl Vault {
     }
 
     /// Takes a temporary token's card and CVV out of memory: it serves exactly one charge.
+    /// Audits a proxied charge's outcome (`charge`: approved, declined, challenge, other,
+    /// refused, failed). Queued for the next group commit without waiting for it: the card's
+    /// use is already durably audited (as a reveal) before it leaves, and the merchant's answer
+    /// should not wait for a second sync. `token` is a panvault token, never a card.
+    pub async fn audit_charge(
+        &self,
+        ctx: &Ctx,
+        merchant_id: &str,
+        token: Option<&str>,
+        outcome: &'static str,
+        detail: String,
+    ) {
+        let mut ev = ctx.event("charge", Some(merchant_id), token, outcome);
+        ev.detail = Some(detail);
+        let queued = self
+            .enqueue(move |tx| {
+                tx.audit(ev);
+                Ok(())
+            })
+            .await;
+        if let Err(e) = queued {
+            tracing::warn!(code = e.code(), "a charge's audit entry was not queued");
+        }
+    }
+
+    /// The CVV a temporary token carries, leaving the token in place (see `take_temporary`).
+    pub fn peek_temporary_cvv(&self, merchant_id: &str, token: &str) -> Result<Option<Cvv>> {
+        match self.temps().0.get(token) {
+            Some(t) if t.merchant_id == merchant_id && t.expires > Instant::now() => {
+                Ok(t.cvv.clone())
+            }
+            _ => Err(Error::TokenNotFound),
+        }
+    }
+
     pub fn take_temporary(
         &self,
         merchant_id: &str,

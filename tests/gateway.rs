@@ -788,6 +788,32 @@ fn refusals_reach_nothing() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {a}");
         assert_eq!(answer_json(&a)["code"], "invalid_path");
     }
+    // Path parameters (`..;` is `..` to a Java server), double encoding, NUL, and a gateway
+    // name spelled encoded (it would leave no path): refused before anything is forwarded.
+    for bad in [
+        "nexi/orders/..;/..;/admin",
+        "nexi/orders/a;b/moto",
+        "nexi/%252e%252e/x",
+        "nexi/a/..%00/b",
+        "%6eexi/orders/moto",
+    ] {
+        let (s, a) = env.proxy("POST", bad, &nexi_headers(), &moto("4111111111111111"));
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {a}");
+        assert_eq!(answer_json(&a)["code"], "invalid_path", "{bad}");
+    }
+    // Only the gateways' methods: TRACE would echo the credentials the proxy adds.
+    for m in ["TRACE", "OPTIONS"] {
+        let (s, a) = env.proxy(m, "nexi/orders/moto", &nexi_headers(), "");
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{m}: {a}");
+    }
+    // A duplicate key anywhere: the gateway might read the other value.
+    let dup = moto("4111111111111111").replace(
+        r#""currency":"EUR""#,
+        r#""currency":"EUR","currency":"USD""#,
+    );
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &dup);
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{a}");
+    assert_eq!(answer_json(&a)["code"], "malformed_request");
     let (s, a) = env.proxy("POST", "paypal/x", &nexi_headers(), "{}");
     assert_eq!(s, StatusCode::NOT_FOUND, "{a}");
     let r = bearer(
@@ -805,8 +831,15 @@ fn refusals_reach_nothing() {
         "nothing reached the sandbox"
     );
 
-    // A temporary token serves one charge, with its CVV; then it is gone.
+    // A temporary token serves one charge, with its CVV; then it is gone. A charge refused by
+    // a local check first does not use it up.
     let tmp = env.tokenize(&env.shop, json!({"pan": "4111111111111111", "expiry_month": 7, "expiry_year": 2033, "temporary": true, "cvv": "123"}));
+    let mut with_request_token = nexi_headers();
+    with_request_token.push(("X-Panvault-Request-Token", "MASKEDPAN"));
+    let n = env.sandbox.log().len();
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &with_request_token, &moto(&tmp));
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{a}");
+    assert_eq!(env.sandbox.log().len(), n);
     let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &moto(&tmp));
     assert_eq!(s, StatusCode::OK, "{a}");
     let sent: Value = serde_json::from_str(env.sandbox.last()["body"].as_str().unwrap()).unwrap();
@@ -841,6 +874,16 @@ fn refusals_reach_nothing() {
     );
     let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &raw);
     assert_eq!(s, StatusCode::OK, "{a}");
+    // panvault's key never reaches a gateway, even when the merchant also sends it as
+    // `Authorization` next to `X-Panvault-Authorization`.
+    let own = format!("Bearer {}", env.shop);
+    let mut both = nexi_headers();
+    both.push(("X-Panvault-Authorization", own.as_str()));
+    both.push(("Authorization", own.as_str()));
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &both, &raw);
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let last = env.sandbox.last();
+    assert!(!last.to_string().contains("pvk_"), "{last}");
     env.stop();
 }
 

@@ -39,6 +39,62 @@ impl<'de> Deserialize<'de> for Obj<'de> {
     }
 }
 
+/// Any JSON value, walked only to refuse a duplicate key in any object at any depth.
+struct Unique;
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Unique;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Unique, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    if !seen.insert(k) {
+                        return Err(serde::de::Error::custom("duplicate key"));
+                    }
+                    m.next_value::<Unique>()?;
+                }
+                Ok(Unique)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Unique, A::Error> {
+                while s.next_element::<Unique>()?.is_some() {}
+                Ok(Unique)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+                Ok(Unique)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+                Ok(Unique)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+                Ok(Unique)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+                Ok(Unique)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+                Ok(Unique)
+            }
+            fn visit_unit<E>(self) -> Result<Unique, E> {
+                Ok(Unique)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Refuses a JSON body with a duplicate key anywhere: parsers differ on which value wins, so
+/// the proxy and the gateway could read different fields (e.g. `transaction.source`).
+pub(crate) fn unique_keys(text: &str) -> Result<(), GatewayError> {
+    serde_json::from_str::<Unique>(text)
+        .map(|_| ())
+        .map_err(|_| GatewayError::Malformed("JSON (a duplicate key, or not JSON)"))
+}
+
 fn parse(text: &str) -> Result<Obj<'_>, GatewayError> {
     serde_json::from_str::<Obj<'_>>(text).map_err(|_| GatewayError::Malformed("JSON"))
 }
@@ -192,6 +248,18 @@ mod tests {
         );
         let out = edit(text, &["x", "y"], "x", |m| m.set_str("k", "v")).unwrap();
         assert!(out.ends_with(r#""x":{"y":{"k":"v"}}}"#), "{}", out.as_str());
+    }
+
+    #[test]
+    fn a_duplicate_key_at_any_depth_is_refused() {
+        assert!(unique_keys(r#"{"a":{"b":[{"c":1,"d":2}]},"e":"x"}"#).is_ok());
+        for dup in [
+            r#"{"a":1,"a":2}"#,
+            r#"{"transaction":{"source":"INTERNET","source":"MERCHANT"}}"#,
+            r#"{"a":[{"x":1},{"y":1,"y":2}]}"#,
+        ] {
+            assert!(unique_keys(dup).is_err(), "{dup}");
+        }
     }
 
     #[test]

@@ -93,20 +93,28 @@ pub struct StoredCredential {
     pub stored_on_file: bool,
 }
 
-/// Reads `agreement.{id,type}`, `transaction.source` and whether `storedOnFile` is there.
-pub fn stored_credential(body: &[u8]) -> StoredCredential {
-    let Some(text) = json_text(body) else {
-        return StoredCredential::default();
+/// Reads `agreement.{id,type}`, `transaction.source` and whether `storedOnFile` is there. A
+/// body these cannot be read from is refused, never taken as "field absent" (which would let a
+/// merchant-initiated charge pass as cardholder-initiated); `agreement.id` needs its type.
+pub fn stored_credential(body: &[u8]) -> Result<StoredCredential, GatewayError> {
+    let text = json_text(body).ok_or(GatewayError::Malformed("JSON"))?;
+    json::unique_keys(text)?;
+    let get = |p: &[&str]| json::get_str(text, p).map(|v| v.map(|s| s.to_string()));
+    let agreement = match get(&["agreement", "id"])? {
+        None => None,
+        Some(id) => Some((
+            id,
+            get(&["agreement", "type"])?.ok_or(GatewayError::Field {
+                field: "agreement.type",
+                reason: "is required with agreement.id",
+            })?,
+        )),
     };
-    let get = |p: &[&str]| json::get_str(text, p).ok().flatten().map(|s| s.to_string());
-    let agreement =
-        get(&["agreement", "id"]).map(|id| (id, get(&["agreement", "type"]).unwrap_or_default()));
-    StoredCredential {
+    Ok(StoredCredential {
         agreement,
-        merchant_initiated: get(&["transaction", "source"]).is_some_and(|s| s == "MERCHANT"),
-        stored_on_file: json::has(text, &["sourceOfFunds", "provided", "card", "storedOnFile"])
-            .unwrap_or(false),
-    }
+        merchant_initiated: get(&["transaction", "source"])?.is_some_and(|s| s == "MERCHANT"),
+        stored_on_file: json::has(text, &["sourceOfFunds", "provided", "card", "storedOnFile"])?,
+    })
 }
 
 /// Sets `sourceOfFunds.provided.card.storedOnFile` (`TO_BE_STORED` / `STORED`).
@@ -213,7 +221,7 @@ mod tests {
         ));
         let agr = Some(("AGR-0001".to_string(), "UNSCHEDULED".to_string()));
         assert_eq!(
-            stored_credential(&cit),
+            stored_credential(&cit).unwrap(),
             StoredCredential {
                 agreement: agr.clone(),
                 merchant_initiated: false,
@@ -221,7 +229,7 @@ mod tests {
             }
         );
         assert_eq!(
-            stored_credential(&mit),
+            stored_credential(&mit).unwrap(),
             StoredCredential {
                 agreement: agr,
                 merchant_initiated: true,
@@ -229,7 +237,7 @@ mod tests {
             }
         );
         let body = br#"{"sourceOfFunds":{"provided":{"card":{"number":"X"}}}}"#;
-        assert!(!stored_credential(body).stored_on_file);
+        assert!(!stored_credential(body).unwrap().stored_on_file);
         let out = set_stored_on_file(body, "TO_BE_STORED").unwrap();
         assert_eq!(&out[..], br#"{"sourceOfFunds":{"provided":{"card":{"number":"X","storedOnFile":"TO_BE_STORED"}}}}"#);
     }

@@ -18,8 +18,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use zeroize::Zeroizing;
 
@@ -228,6 +228,10 @@ pub fn checked_path(raw_tail: &str) -> Result<&str, &'static str> {
     if lower.contains("%2f") || lower.contains("%5c") || raw_tail.contains('\\') {
         return Err("encoded slashes and backslashes are refused in the gateway path");
     }
+    // `;` (path parameters: Java servers read `..;` as `..`), double encoding and NUL.
+    if raw_tail.contains(';') || lower.contains("%25") || lower.contains("%00") {
+        return Err("`;`, `%25` and `%00` are refused in the gateway path");
+    }
     if raw_tail.starts_with('/') || lower.contains("://") || lower.contains("%3a%2f") {
         return Err("the gateway path must be relative to the gateway's base URL");
     }
@@ -384,7 +388,14 @@ pub(crate) async fn handle(
     })?;
     let prefix = format!("/v1/proxy/{}/", gateway.name());
     let raw_path = req.uri().path();
-    let tail = raw_path.strip_prefix(&prefix).unwrap_or_default();
+    // The raw path must spell the gateway as routed: `/v1/proxy/%6eexi/...` would leave no tail.
+    let tail = raw_path.strip_prefix(&prefix).ok_or_else(|| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            "the gateway name must be written plainly in the path",
+        )
+    })?;
     let path =
         checked_path(tail).map_err(|why| problem(StatusCode::BAD_REQUEST, "invalid_path", why))?;
     let proxy = req.app_data::<web::Data<Proxy>>().cloned().ok_or_else(|| {
@@ -426,7 +437,26 @@ pub(crate) async fn handle(
             Some((v, parsed.forced))
         }
     };
+    // Only the methods the gateways' APIs use (TRACE would echo the credentials added below).
+    if !matches!(
+        *req.method(),
+        Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        return Err(problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "the gateway proxy takes GET, POST, PUT, PATCH and DELETE",
+        ));
+    }
     let body = read_body(payload).await?;
+    // A JSON body with a duplicate key anywhere is refused: the gateway's parser might read the
+    // other value than the one checked here.
+    if let Ok(text) = std::str::from_utf8(&body)
+        && matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['))
+    {
+        super::json::unique_keys(text)
+            .map_err(|e| problem(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
+    }
     let found = gateway.find_card(&body).map_err(|e| {
         let status = if e.code() == "malformed_request" {
             StatusCode::BAD_REQUEST
@@ -441,20 +471,47 @@ pub(crate) async fn handle(
     let mut to_tokenize: Option<crate::vault::TokenizeRequest> = None;
     // An agreement a cardholder-initiated charge establishes on its token, once approved.
     let mut to_record: Option<(String, crate::vault::Agreement)> = None;
+    let mut consume_temporary: Option<Zeroizing<String>> = None;
+    // The panvault token this charge uses, for its audit entry (never a raw card).
+    let mut charged: Option<Zeroizing<String>> = None;
     if let Some(found) = found {
         // May be a raw card (request-token flow): zeroized like the body it came from.
         let value = Zeroizing::new(found.value.trim().to_string());
         if is_panvault_token(&vault, &value) {
+            charged = Some(value.clone());
             let temporary = value.starts_with(crate::token::TEMPORARY_PREFIX);
             // Stored credentials (seed 004): checked before the card is even revealed.
             let stored = match gateway {
-                Gateway::Mpgs => Some(stored_credential_check(&vault, &merchant, &value, &body)?),
+                Gateway::Mpgs => match stored_credential_check(&vault, &merchant, &value, &body) {
+                    Ok(st) => Some(st),
+                    Err(p) => {
+                        vault
+                            .audit_charge(
+                                &ctx,
+                                &merchant,
+                                Some(&value),
+                                "refused",
+                                gateway.name().to_string(),
+                            )
+                            .await;
+                        return Err(p);
+                    }
+                },
                 _ => None,
             };
+            if request_token.is_some() {
+                return Err(problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_field",
+                    "X-Panvault-Request-Token needs a card number where the gateway takes one, not a token",
+                ));
+            }
             let card = vault.reveal(&ctx, &merchant, &value).await?;
-            // A temporary token serves exactly one charge: its CVV comes out with it, and it is gone.
+            // A temporary token serves exactly one charge: its CVV comes out with it, and it is
+            // gone once every local check has passed (just before the request leaves).
             let cvv = if temporary {
-                vault.take_temporary(&merchant, &value)?.1
+                consume_temporary = Some(value.clone());
+                vault.peek_temporary_cvv(&merchant, &value)?
             } else {
                 None
             };
@@ -528,7 +585,8 @@ pub(crate) async fn handle(
         let n = k.as_str();
         if HOP_BY_HOP.contains(&n)
             || n.starts_with("x-panvault-")
-            || (n == "authorization" && !own_header)
+            || (n == "authorization"
+                && (!own_header || v.as_bytes().windows(4).any(|w| w == b"pvk_")))
         {
             continue;
         }
@@ -540,6 +598,11 @@ pub(crate) async fn handle(
         }
     }
     add_gateway_headers(gateway, creds, &method, &url, &mut headers);
+    // The last local step: a temporary token is used up now (a concurrent charge that took it
+    // first wins; this one then forwards nothing).
+    if let Some(t) = &consume_temporary {
+        vault.take_temporary(&merchant, t)?;
+    }
 
     let mut request = proxy
         .client
@@ -554,7 +617,19 @@ pub(crate) async fn handle(
     drop(out_body);
     let answer = match sent {
         Ok(a) => a,
-        Err(e) => return Err(transport_problem(gateway, &e, target.timeout)),
+        Err(e) => {
+            let p = transport_problem(gateway, &e, target.timeout);
+            vault
+                .audit_charge(
+                    &ctx,
+                    &merchant,
+                    charged.as_deref().map(|t| t.as_str()),
+                    "failed",
+                    format!("{}: {}", gateway.name(), p.code()),
+                )
+                .await;
+            return Err(p);
+        }
     };
     let status = answer.status().as_u16();
     let answer_headers = answer.headers().clone();
@@ -574,9 +649,38 @@ pub(crate) async fn handle(
                 bytes.extend_from_slice(&c);
             }
             Ok(None) => break,
-            Err(e) => return Err(transport_problem(gateway, &e, target.timeout)),
+            Err(e) => {
+                let p = transport_problem(gateway, &e, target.timeout);
+                vault
+                    .audit_charge(
+                        &ctx,
+                        &merchant,
+                        charged.as_deref().map(|t| t.as_str()),
+                        "failed",
+                        format!("{}: {}", gateway.name(), p.code()),
+                    )
+                    .await;
+                return Err(p);
+            }
         }
     }
+    // The charge's outcome, audited (the card's use was audited durably, as a reveal, before
+    // it left).
+    let outcome = match gateway.outcome(status, &bytes) {
+        super::Outcome::Approved => "approved",
+        super::Outcome::Declined => "declined",
+        super::Outcome::Challenge => "challenge",
+        super::Outcome::Other => "other",
+    };
+    vault
+        .audit_charge(
+            &ctx,
+            &merchant,
+            charged.as_deref().map(|t| t.as_str()),
+            outcome,
+            format!("{}: HTTP {status}", gateway.name()),
+        )
+        .await;
     let known_refs: Vec<&str> = known.iter().map(|k| k.as_str()).collect();
     let masked = mask::mask_pans(&bytes, &known_refs).into_owned();
     let mut r =
@@ -650,7 +754,14 @@ fn stored_credential_check(
     token: &str,
     body: &[u8],
 ) -> Result<Stored, Problem> {
-    let sc = super::mpgs::stored_credential(body);
+    let sc = super::mpgs::stored_credential(body).map_err(|e| {
+        let status = if e.code() == "malformed_request" {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        problem(status, e.code(), e.to_string())
+    })?;
     let agreements = vault.get(merchant, token)?.agreements;
     let known = sc
         .agreement
