@@ -459,6 +459,21 @@ fn nexi(r: &Req<'_>) -> HttpResponse {
                 Ok(p) => p,
                 Err(e) => return e,
             };
+            // Test trigger: `orderId` `echo-card` makes this gateway echo the card it got, the
+            // way some gateways quote a refused field, to prove the proxy masks what comes back:
+            // plain in the description, dotted in groups, and in a header.
+            if s(order, &["orderId"]) == Some("echo-card") {
+                let dotted: Vec<String> = pan
+                    .as_bytes()
+                    .chunks(4)
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect();
+                return HttpResponse::BadRequest()
+                    .insert_header(("X-Refused-Card", pan.to_string()))
+                    .json(json!({"errors": [{"code": "PS0000", "description": format!(
+                        "VALUE {pan} OF FIELD card.pan IS WRONG (read as {})", dotted.join(".")
+                    )}]}));
+            }
             if path == "orders/moto" && s(order, &["customerInfo", "cardHolderName"]).is_none() {
                 return nexi_error(
                     StatusCode::BAD_REQUEST,

@@ -289,7 +289,9 @@ api_password = "sandbox-api-password"
         (status, h, body)
     }
 
-    fn stop(mut self) {
+    /// Stops the vault; checks that no PAN is in its log or its audit chain (which verifies);
+    /// the chain's entries.
+    fn stop(mut self) -> Vec<Value> {
         stop(self.vault.take().unwrap());
         std::thread::sleep(Duration::from_millis(100));
         let log = self.log.lock().unwrap();
@@ -299,6 +301,25 @@ api_password = "sandbox-api-password"
                 "a PAN in the server log"
             );
         }
+        let data = self._dir.path().join("data");
+        let verify = Command::new(env!("CARGO_BIN_EXE_panvault"))
+            .args(["audit", "verify", "--data"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(verify.status.success(), "{verify:?}");
+        let export = Command::new(env!("CARGO_BIN_EXE_panvault"))
+            .args(["audit", "export", "--data"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(export.stdout).unwrap();
+        for pan in PANS {
+            assert!(!text.contains(pan), "a PAN in the audit chain");
+        }
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 }
 
@@ -874,6 +895,19 @@ fn refusals_reach_nothing() {
     );
     let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &raw);
     assert_eq!(s, StatusCode::OK, "{a}");
+    // A gateway that echoes the card (the sandbox's `echo-card` order): its status and body
+    // come back, the card masked in the text, in its dotted form, and in the header.
+    let token = env.token("4111111111111111", 12, 2030);
+    let echo = moto(&token).replace(r#""orderId":"o1""#, r#""orderId":"echo-card""#);
+    let (s, h, a) = env.proxy_full("POST", "nexi/orders/moto", &nexi_headers(), &echo);
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{a}");
+    assert!(
+        a.contains(
+            "VALUE 411111******1111 OF FIELD card.pan IS WRONG (read as 4111.11**.****.1111)"
+        ),
+        "{a}"
+    );
+    assert_eq!(h["x-refused-card"], "411111******1111");
     // panvault's key never reaches a gateway, even when the merchant also sends it as
     // `Authorization` next to `X-Panvault-Authorization`.
     let own = format!("Bearer {}", env.shop);
@@ -884,7 +918,33 @@ fn refusals_reach_nothing() {
     assert_eq!(s, StatusCode::OK, "{a}");
     let last = env.sandbox.last();
     assert!(!last.to_string().contains("pvk_"), "{last}");
-    env.stop();
+    // Every charge that reached the gateway, and the refused MIT-free ones, are audited as
+    // `charge` with their outcome; the token, never a card.
+    let audit = env.stop();
+    let charges: Vec<(&str, &str)> = audit
+        .iter()
+        .filter(|e| e["action"] == "charge")
+        .map(|e| {
+            (
+                e["outcome"].as_str().unwrap(),
+                e["detail"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        charges.contains(&("approved", "nexi: HTTP 200")),
+        "{charges:?}"
+    );
+    assert!(
+        charges.contains(&("other", "nexi: HTTP 400")),
+        "{charges:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["action"] == "charge" && e["token"] == json!(tmp)),
+        "the temporary token's charge"
+    );
 }
 
 #[test]

@@ -71,10 +71,81 @@ pub fn mask_pans<'a>(body: &'a [u8], known: &[&str]) -> Cow<'a, [u8]> {
             }
         }
     }
+    // The PANs this request sent, also when the gateway wrote them with other separators
+    // (`4111.1111.1111.1111`, two spaces, a line break, `/`): up to 3 non-alphanumeric ASCII
+    // bytes between digits.
+    for k in known.iter().filter(|k| k.len() >= 12) {
+        let src: &[u8] = out.as_deref().unwrap_or(body);
+        let hits = loose_matches(src, k.as_bytes());
+        if !hits.is_empty() {
+            let o = out.get_or_insert_with(|| body.to_vec());
+            for positions in hits {
+                for &p in positions.get(6..positions.len() - 4).unwrap_or_default() {
+                    o[p] = b'*';
+                }
+            }
+        }
+    }
     match out {
         Some(o) => Cow::Owned(o),
         None => Cow::Borrowed(body),
     }
+}
+
+/// Every place `pan` occurs in `body` with up to 3 separator bytes (ASCII, neither letter nor
+/// digit) between its digits: the positions of its digits.
+fn loose_matches(body: &[u8], pan: &[u8]) -> Vec<Vec<usize>> {
+    let mut hits = Vec::new();
+    for start in 0..body.len() {
+        if body[start] != pan[0] || (start > 0 && body[start - 1].is_ascii_digit()) {
+            continue;
+        }
+        let mut positions = vec![start];
+        let mut j = start + 1;
+        while positions.len() < pan.len() {
+            let mut gap = 0;
+            while j < body.len()
+                && gap <= 3
+                && body[j].is_ascii()
+                && !body[j].is_ascii_alphanumeric()
+            {
+                j += 1;
+                gap += 1;
+            }
+            if gap > 3 || j >= body.len() || body[j] != pan[positions.len()] {
+                break;
+            }
+            positions.push(j);
+            j += 1;
+        }
+        if positions.len() == pan.len() && !body.get(j).is_some_and(u8::is_ascii_digit) {
+            hits.push(positions);
+        }
+    }
+    hits
+}
+
+/// Whether an answer is in a form whose card numbers [`mask_pans`] cannot see: XML/HTML
+/// numeric character references for digits (`&#52;`, `&#x34;`). The proxy refuses to pass
+/// such an answer on rather than risk an unmasked card.
+pub fn opaque_digits(body: &[u8]) -> bool {
+    body.windows(3).enumerate().any(|(i, w)| {
+        w[0] == b'&' && w[1] == b'#' && {
+            let rest = &body[i + 2..];
+            let (hex, digits) = match rest.first() {
+                Some(b'x' | b'X') => (true, &rest[1..]),
+                _ => (false, rest),
+            };
+            let end = digits
+                .iter()
+                .position(|&b| b == b';')
+                .unwrap_or(digits.len());
+            let n = std::str::from_utf8(&digits[..end.min(8)])
+                .ok()
+                .and_then(|t| u32::from_str_radix(t, if hex { 16 } else { 10 }).ok());
+            n.is_some_and(|n| (0x30..=0x39).contains(&n))
+        }
+    })
 }
 
 /// Whether `text` still holds a card number [`mask_pans`] would mask.
@@ -128,6 +199,29 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn a_known_pan_is_masked_whatever_its_separators() {
+        let k = ["4111111111111111"];
+        for (s, want) in [
+            ("pan 4111.1111.1111.1111 x", "pan 4111.11**.****.1111 x"),
+            ("4111  1111  1111  1111", "4111  11**  ****  1111"),
+            ("4111\n1111\r\n1111/1111", "4111\n11**\r\n****/1111"),
+        ] {
+            assert_eq!(m(s, &k), want, "{s:?}");
+        }
+        // More than 3 separators, or letters between: not read as the card.
+        for s in ["4111....1111....1111....1111", "4111a1111b1111c1111"] {
+            assert_eq!(m(s, &k), s);
+        }
+    }
+
+    #[test]
+    fn numeric_character_references_for_digits_are_opaque() {
+        assert!(opaque_digits(b"<n>&#52;111</n>"));
+        assert!(opaque_digits(b"<n>&#x34;111</n>"));
+        assert!(!opaque_digits(b"<n>&#38; &amp; &#x41;</n>"));
     }
 
     #[test]
