@@ -39,8 +39,9 @@ pub const REQUEST_TOKEN_HEADER: &str = "x-panvault-request-token";
 /// Header carrying panvault's own key when `Authorization` belongs to the gateway.
 pub const PANVAULT_AUTH_HEADER: &str = "x-panvault-authorization";
 
-/// `[gateways.<name>]` in the configuration file. Every key is optional.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+/// `[gateways.<name>]` in the configuration file. Every key is optional. `Debug` shows no
+/// credential.
+#[derive(Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Where the gateway is (default: its public test environment; env `PANVAULT_GATEWAY_*_URL`).
@@ -60,14 +61,34 @@ pub struct GatewayConfig {
     pub shops: Option<std::collections::BTreeMap<String, ShopCredentials>>,
 }
 
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("base_url", &self.base_url)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .field("credentials", &"[REDACTED]")
+            .field(
+                "shops",
+                &self.shops.as_ref().map(|m| m.keys().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
+}
+
 /// One shop login's credentials at a gateway (same meaning as in [`GatewayConfig`]).
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[derive(Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShopCredentials {
     pub api_key: Option<String>,
     pub api_key_id: Option<String>,
     pub secret_api_key: Option<String>,
     pub api_password: Option<String>,
+}
+
+impl std::fmt::Debug for ShopCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
 }
 
 /// The credentials panvault adds for one request.
@@ -374,6 +395,7 @@ pub(crate) async fn handle(
         .unwrap_or_default()
         .trim()
         .to_string();
+    let raw_key = Zeroizing::new(raw_key);
     let p = principal_from(&req, &vault, Scope::Charge, &raw_key).await?;
     let merchant = p.merchant()?.to_string();
     let ctx = request_ctx(&req, Some(&p));
@@ -611,10 +633,10 @@ pub(crate) async fn handle(
         .timeout(target.timeout);
     // No body, no Content-Length: 0 (a GET stays a plain GET).
     if !out_body.is_empty() {
-        request = request.body(out_body.to_vec());
+        // Handed over, not copied: the buffer (card, CVV) is wiped when the client drops it.
+        request = request.body(bytes::Bytes::from_owner(out_body));
     }
     let sent = request.send().await;
-    drop(out_body);
     let answer = match sent {
         Ok(a) => a,
         Err(e) => {
