@@ -1225,5 +1225,36 @@ fn mpgs_stored_credentials_cit_then_mit() {
         sent["sourceOfFunds"]["provided"]["card"]["number"],
         "5555555555554444"
     );
+
+    // A raw card's CIT that asks for a token: storedOnFile TO_BE_STORED, and the new token
+    // carries the agreement, so its MIT goes through (STORED).
+    let raw = body("AUTHORIZE", "INTERNET", "AGR-0009", "RECURRING")
+        .replace(&token, "378282246310005")
+        .replace(
+            r#""number":"378282246310005""#,
+            r#""number":"378282246310005","expiry":{"month":"05","year":"31"}"#,
+        );
+    let mut ht = h.to_vec();
+    ht.push(("X-Panvault-Request-Token", "MASKEDPAN"));
+    let (s, hs, a) = env.proxy_full("PUT", &url("CIT-9"), &ht, &raw);
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let sent: Value = serde_json::from_str(env.sandbox.last()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent["sourceOfFunds"]["provided"]["card"]["storedOnFile"],
+        "TO_BE_STORED"
+    );
+    assert!(hs.get("x-panvault-agreement-error").is_none(), "{hs:?}");
+    let new = hs["x-panvault-token"].to_str().unwrap().to_string();
+    let (_, info) = send(bearer(
+        env.client.get(format!("{}/v1/tokens/{new}", env.base)),
+        &env.shop,
+    ));
+    assert_eq!(
+        info["agreements"],
+        json!([{"id": "AGR-0009", "type": "RECURRING"}])
+    );
+    let mit = body("PAY", "MERCHANT", "AGR-0009", "RECURRING").replace(&token, &new);
+    let (s, a) = env.proxy("PUT", &url("MIT-9"), &h, &mit);
+    assert_eq!(s, StatusCode::CREATED, "{a}");
     env.stop();
 }

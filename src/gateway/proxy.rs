@@ -494,6 +494,8 @@ pub(crate) async fn handle(
     // An agreement a cardholder-initiated charge establishes on its token, once approved.
     let mut to_record: Option<(String, crate::vault::Agreement)> = None;
     let mut consume_temporary: Option<Zeroizing<String>> = None;
+    // The agreement a raw card's charge establishes, for the token asked for with it.
+    let mut new_token_agreement: Option<crate::vault::Agreement> = None;
     // The panvault token this charge uses, for its audit entry (never a raw card).
     let mut charged: Option<Zeroizing<String>> = None;
     if let Some(found) = found {
@@ -573,6 +575,23 @@ pub(crate) async fn handle(
                     request_token: Some(rt.clone()),
                     ..Default::default()
                 });
+                // MPGS: a cardholder-initiated charge that stores the card under an agreement
+                // (seed 004, first storing use): `storedOnFile` TO_BE_STORED when the merchant
+                // left it out, and the agreement goes on the new token once approved.
+                if gateway == Gateway::Mpgs {
+                    let sc = super::mpgs::stored_credential(&body).map_err(|e| {
+                        problem(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
+                    })?;
+                    if let (Some((id, kind)), false) = (sc.agreement, sc.merchant_initiated) {
+                        if !sc.stored_on_file {
+                            out_body = super::mpgs::set_stored_on_file(&out_body, "TO_BE_STORED")
+                                .map_err(|e| {
+                                problem(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
+                            })?;
+                        }
+                        new_token_agreement = Some(crate::vault::Agreement { id, kind });
+                    }
+                }
             }
         }
     }
@@ -752,6 +771,12 @@ pub(crate) async fn handle(
     {
         match vault.tokenize(&ctx, &merchant, &treq).await {
             Ok(t) => {
+                if let Some(a) = new_token_agreement
+                    && gateway.outcome(status, &bytes) == super::Outcome::Approved
+                    && let Err(e) = vault.add_agreement(&ctx, &merchant, &t.info.token, a).await
+                {
+                    r.insert_header(("X-Panvault-Agreement-Error", e.code()));
+                }
                 r.insert_header(("X-Panvault-Token", t.info.token.clone()));
                 r.insert_header((
                     "X-Panvault-Token-Expiry-Month",
