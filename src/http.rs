@@ -722,6 +722,52 @@ async fn reencrypt_keys(req: HttpRequest, Unsealed(vault): Unsealed) -> Answer {
     Ok(HttpResponse::Accepted().json(job))
 }
 
+/// Most audit entries in one page, and the default.
+const AUDIT_PAGE_MAX: usize = 1000;
+const AUDIT_PAGE_DEFAULT: usize = 100;
+
+/// `GET /v1/audit?since=SEQ&limit=N` (scope `audit`).
+async fn audit_entries(req: HttpRequest, Unsealed(vault): Unsealed) -> Answer {
+    let p = principal(&req, &vault, Scope::Audit).await?;
+    let (mut since, mut limit) = (1u64, AUDIT_PAGE_DEFAULT);
+    for pair in req.query_string().split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "since" => {
+                since = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or(Error::InvalidField {
+                        field: "since",
+                        reason: "must be an entry number, 1 or more",
+                    })?
+            }
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=AUDIT_PAGE_MAX).contains(n))
+                    .ok_or(Error::InvalidField {
+                        field: "limit",
+                        reason: "must be 1 to 1000",
+                    })?
+            }
+            _ => {
+                return Err(Error::InvalidField {
+                    field: "query",
+                    reason: "only `since` and `limit` are accepted",
+                }
+                .into());
+            }
+        }
+    }
+    let page = vault
+        .audit_page(&request_ctx(&req, Some(&p)), since, limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
 /// `GET /v1/sys/keys` (scope `keys`).
 async fn key_status(req: HttpRequest, Unsealed(vault): Unsealed) -> Answer {
     principal(&req, &vault, Scope::Keys).await?;
@@ -948,6 +994,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/sys/keys/rotate", web::post().to(rotate_keys))
         .route("/v1/sys/keys/reencrypt", web::post().to(reencrypt_keys))
         .route("/v1/sys/keys", web::get().to(key_status))
+        .route("/v1/audit", web::get().to(audit_entries))
         .route("/v1/api-keys", web::post().to(create_api_key))
         .route(
             "/v1/api-keys/{api_key_id}",

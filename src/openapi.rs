@@ -12,7 +12,9 @@ use crate::access::Scope;
 use crate::pan::Brand;
 use crate::seal::SealStatus;
 use crate::token::TokenKind;
-use crate::vault::{Agreement, DekStatus, KekStatus, KeyStatus, ReencryptJob, Rotation, TokenInfo};
+use crate::vault::{
+    Agreement, AuditPage, DekStatus, KekStatus, KeyStatus, ReencryptJob, Rotation, TokenInfo,
+};
 
 /// `POST /v1/tokens` and each item of a batch.
 #[derive(ToSchema)]
@@ -214,6 +216,12 @@ fn rotate_keys() {}
         (status = 503, description = "sealed", body = Problem, content_type = "application/problem+json")))]
 fn reencrypt_keys() {}
 
+#[utoipa::path(get, path = "/v1/audit", security(("bearer" = [])),
+    params(("since" = Option<u64>, Query, description = "first entry number (default 1)"), ("limit" = Option<u32>, Query, description = "entries per page, 1 to 1000 (default 100)")),
+    responses((status = 200, description = "a page of the hash-chained audit trail (the read itself is audited)", body = AuditPage), (status = 403, description = "the key lacks the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid query parameter (named)", body = Problem, content_type = "application/problem+json")))]
+fn audit_entries() {}
+
 #[utoipa::path(get, path = "/v1/sys/keys", security(("bearer" = [])),
     responses((status = 200, description = "KEK versions and DEKs (no key material)", body = KeyStatus), (status = 403, description = "the key lacks the scope", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "sealed", body = Problem, content_type = "application/problem+json")))]
@@ -264,7 +272,7 @@ impl utoipa::Modify for BearerAuth {
         proxy_post, proxy_put, proxy_get),
     components(schemas(TokenInfo, Agreement, Brand, TokenKind, Scope, TokenizeBody, BatchBody, BatchResult,
         BatchAnswer, UpdateBody, RevealAnswer, Problem, MerchantBody, MerchantAnswer, ShopBody, ApiKeyBody,
-        ApiKeyAnswer, UnsealBody, SealStatus, Rotation, KeyStatus, KekStatus, DekStatus, ReencryptJob)),
+        ApiKeyAnswer, UnsealBody, SealStatus, Rotation, KeyStatus, KekStatus, DekStatus, ReencryptJob, AuditPage)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

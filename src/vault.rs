@@ -131,6 +131,15 @@ pub struct DekStatus {
     pub records: u64,
 }
 
+/// A page of audit entries (`GET /v1/audit`).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    #[schema(value_type = Vec<Object>)]
+    pub entries: Vec<audit::Entry>,
+    /// The `since` of the next page; null at the end of the chain.
+    pub next: Option<u64>,
+}
+
 /// Progress of a background re-encryption job.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReencryptJob {
@@ -1178,6 +1187,33 @@ impl Vault {
             finished,
             destroyed,
         })
+    }
+
+    /// A page of the audit chain (contract 7, `GET /v1/audit`): up to `limit` entries from
+    /// `since` on, and the `seq` the next page starts at (none at the end). Reading the audit
+    /// trail is itself audited (`audit_read`, PCI DSS 10.2.1.3), durably, before the answer.
+    pub async fn audit_page(&self, ctx: &Ctx, since: u64, limit: usize) -> Result<AuditPage> {
+        let mut ev = ctx.event("audit_read", None, None, "ok");
+        ev.detail = Some(format!("since {since}, limit {limit}"));
+        self.write(move |tx| {
+            tx.audit(ev);
+            Ok(())
+        })
+        .await?;
+        let rows = self
+            .inner
+            .store
+            .scan(Table::Audit, &audit::key(since.max(1)), limit + 1)?;
+        let mut entries = rows
+            .iter()
+            .map(|(_, v)| audit::Entry::decode(v))
+            .collect::<Result<Vec<_>>>()?;
+        let next = if entries.len() > limit {
+            entries.pop().map(|e| e.seq)
+        } else {
+            None
+        };
+        Ok(AuditPage { entries, next })
     }
 
     /// The re-encryption job of this process, if one ran or runs.

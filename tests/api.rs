@@ -801,6 +801,7 @@ fn patch_reveal_limit_and_the_authorization_matrix() {
             None,
             "admin",
         ),
+        ("GET", "/v1/audit?limit=1".into(), None, "audit"),
     ];
     for (method, path, body, needed) in &endpoints {
         for (scope, key) in &keys {

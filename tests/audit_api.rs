@@ -1,0 +1,127 @@
+//! `GET /v1/audit` (issue 6 item 4) against the real binary over HTTPS: pages of the chain in
+//! order with a `next` cursor, every entry linked to the one before, no card number in any
+//! entry, the read itself audited, bad parameters named, and only the `audit` scope admitted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{send, serve, stop};
+use reqwest::StatusCode;
+use reqwest::blocking::RequestBuilder;
+use serde_json::{Value, json};
+
+const PAN: &str = "4111111111111111";
+
+#[test]
+fn the_audit_trail_pages_in_order_and_its_reading_is_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["init", "--dev", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let admin = serde_json::from_slice::<Value>(&out.stdout).unwrap()["admin_api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (child, base, c, _) = serve(&data, &[]);
+    let auth = |b: RequestBuilder, k: &str| b.header("Authorization", format!("Bearer {k}"));
+    let (s, m) =
+        send(auth(c.post(format!("{base}/v1/merchants")), &admin).json(&json!({"name": "A"})));
+    assert_eq!(s, StatusCode::CREATED, "{m}");
+    let mid = m["merchant_id"].as_str().unwrap();
+    let (s, _) = send(
+        auth(c.post(format!("{base}/v1/merchants/{mid}/shops")), &admin)
+            .json(&json!({"shop_login": "9000001"})),
+    );
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, k) = send(
+        auth(c.post(format!("{base}/v1/api-keys")), &admin)
+            .json(&json!({"shop_login": "9000001", "scopes": ["tokenize", "reveal"]})),
+    );
+    let shop = k["api_key"].as_str().unwrap().to_string();
+    let (_, auditor) = send(
+        auth(c.post(format!("{base}/v1/api-keys")), &admin)
+            .json(&json!({"admin": true, "scopes": ["audit"]})),
+    );
+    let auditor = auditor["api_key"].as_str().unwrap().to_string();
+    let (s, t) = send(
+        auth(c.post(format!("{base}/v1/tokens")), &shop)
+            .json(&json!({"pan": PAN, "expiry_month": 12, "expiry_year": 2030})),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let token = t["token"].as_str().unwrap();
+    let (s, _) = send(auth(
+        c.post(format!("{base}/v1/tokens/{token}/reveal")),
+        &shop,
+    ));
+    assert_eq!(s, StatusCode::OK);
+
+    // Page through with limit 2: seq 1, 2, 3, ... in order, each prev_hash the hash before.
+    let mut since = 1u64;
+    let mut all: Vec<Value> = Vec::new();
+    loop {
+        let (s, page) = send(auth(
+            c.get(format!("{base}/v1/audit?since={since}&limit=2")),
+            &auditor,
+        ));
+        assert_eq!(s, StatusCode::OK, "{page}");
+        let entries = page["entries"].as_array().unwrap();
+        assert!(entries.len() <= 2);
+        all.extend(entries.iter().cloned());
+        match page["next"].as_u64() {
+            Some(n) => since = n,
+            None => break,
+        }
+    }
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e["seq"].as_u64().unwrap(), i as u64 + 1, "{e}");
+        if i > 0 {
+            assert_eq!(e["prev_hash"], all[i - 1]["hash"], "{e}");
+        }
+        assert!(!e.to_string().contains(PAN), "a PAN in {e}");
+    }
+    let actions: Vec<&str> = all.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for a in ["tokenize", "reveal", "audit_read"] {
+        assert!(actions.contains(&a), "{a} in {actions:?}");
+    }
+    // Each page read is audited, so a read from the end shows the reads before it.
+    let (_, page) = send(auth(
+        c.get(format!("{base}/v1/audit?since={}", all.len() + 1)),
+        &auditor,
+    ));
+    assert!(
+        page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["action"] == "audit_read"),
+        "{page}"
+    );
+    // Bad parameters are named; other scopes are refused.
+    for (q, field) in [
+        ("since=0", "since"),
+        ("limit=1001", "limit"),
+        ("limit=x", "limit"),
+        ("from=3", "query"),
+    ] {
+        let (s, p) = send(auth(c.get(format!("{base}/v1/audit?{q}")), &auditor));
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{q}: {p}");
+        assert_eq!(p["code"], "invalid_field", "{q}");
+        assert!(p["detail"].as_str().unwrap().contains(field), "{q}: {p}");
+    }
+    let (_, only_admin) = send(
+        auth(c.post(format!("{base}/v1/api-keys")), &admin)
+            .json(&json!({"admin": true, "scopes": ["admin"]})),
+    );
+    let only_admin = only_admin["api_key"].as_str().unwrap().to_string();
+    for k in [&shop, &only_admin] {
+        let (s, _) = send(auth(c.get(format!("{base}/v1/audit")), k));
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    stop(child);
+}
