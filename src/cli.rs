@@ -681,6 +681,13 @@ fn serve(a: ServeArgs) -> Result<()> {
     })?;
     let shares_file = a.shares_file.or(cfg.shares_file);
     crate::harden::at_start(&data, a.config.as_deref())?;
+    let secret_files = [&passphrase_file, &shares_file, &pin_file];
+    crate::harden::secret_files(
+        &secret_files
+            .iter()
+            .filter_map(|p| p.as_deref())
+            .collect::<Vec<_>>(),
+    );
     let unlock = server_unlock(
         &data,
         passphrase_file.as_deref(),

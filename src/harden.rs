@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HardeningCheck {
     /// Stable name: `core_dumps`, `not_dumpable`, `memory_locked`, `data_dir_mode`,
-    /// `key_files_mode`, `config_mode`.
+    /// `key_files_mode`, `config_mode`, `secret_files_mode`.
     pub name: &'static str,
     /// Whether the protection is in force (a refusal is recorded as `false` before the error).
     pub ok: bool,
@@ -80,6 +80,45 @@ pub fn at_start(data: &Path, config: Option<&Path>) -> Result<Vec<HardeningCheck
     }
     record(lock_memory());
     Ok(checks())
+}
+
+/// The passphrase, shares or PIN files given to `serve`: reported (`secret_files_mode`), not
+/// refused, when a regular one is open to group or others (a pipe such as `/dev/fd/3` is not
+/// checked). Meant to live on tmpfs, owner-only, and be removed once the vault listens.
+pub fn secret_files(paths: &[&Path]) -> HardeningCheck {
+    let mut open = Vec::new();
+    let mut checked = 0usize;
+    for path in paths {
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        checked += 1;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            open.push(format!("{} has mode {mode:04o}", path.display()));
+        }
+    }
+    let c = if open.is_empty() {
+        check(
+            "secret_files_mode",
+            true,
+            format!("{checked} secret file(s) given as regular files, all owner-only"),
+        )
+    } else {
+        check(
+            "secret_files_mode",
+            false,
+            format!(
+                "{}: open to group or others; keep secret files on tmpfs, mode 0600",
+                open.join(", ")
+            ),
+        )
+    };
+    record(c.clone());
+    c
 }
 
 /// After the passphrase, shares or PIN were read: the process becomes not dumpable.
@@ -498,6 +537,22 @@ mod tests {
         assert!(!c.detail.contains("\"k\"") && !c.detail.contains("= \"p\""));
         chmod(&secret, 0o640);
         assert!(config_file(&secret).ok);
+    }
+
+    #[test]
+    fn open_secret_file_is_reported() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("passphrase");
+        std::fs::write(&f, "x").unwrap();
+        chmod(&f, 0o600);
+        assert!(secret_files(&[&f, Path::new("/nonexistent/p")]).ok);
+        chmod(&f, 0o644);
+        let c = secret_files(&[&f]);
+        assert!(
+            !c.ok && c.detail.contains("passphrase has mode 0644"),
+            "{}",
+            c.detail
+        );
     }
 
     #[test]

@@ -131,6 +131,7 @@ fn serve_reports_its_hardening() {
         "data_dir_mode",
         "key_files_mode",
         "config_mode",
+        "secret_files_mode",
     ] {
         assert!(log.contains(name), "no {name} line in:\n{log}");
     }
