@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The operations drill: deploy/OPERATIONS.md followed end to end on this machine.
 #
-#   init (file keys, passphrase file) -> serve sealed -> unseal (POST /v1/sys/unseal) ->
+#   init (file keys, passphrase file) -> serve sealed -> a wrong passphrase is refused (400,
+#   still sealed) -> unseal (POST /v1/sys/unseal) ->
 #   merchant, shop, shop key -> tokenize a test card -> reveal -> stop ->
 #   back up the data dir (tar, keys/ left out) and the keys (a second tar, kept apart) ->
+#   the data backup alone opens nothing (keys status and serve fail) ->
 #   restore both into a NEW data dir -> serve it sealed -> unseal -> reveal and compare ->
 #   tokenize again (same token) -> stop -> `audit verify` on both data dirs.
 #
@@ -129,6 +131,10 @@ unseal() {
     jq -e '.sealed == true' "$WORK/answer.json" >/dev/null || fail "the vault did not start sealed"
     code=$(api GET /readyz)
     expect 503 "$code" "readyz while sealed"
+    code=$(echo '{"passphrase":"not the passphrase at all"}' | api POST /v1/sys/unseal "" body)
+    expect 400 "$code" "unseal with a wrong passphrase"
+    code=$(api GET /readyz)
+    expect 503 "$code" "readyz after a wrong passphrase"
     code=$(jq -n --rawfile p "$PASS" '{passphrase: $p}' | api POST /v1/sys/unseal "" body)
     expect 200 "$code" "unseal"
     code=$(api GET /v1/sys/seal-status)
@@ -201,6 +207,18 @@ fi
 (cd "$BACKUP" && sha256sum panvault-data.tar >panvault-data.tar.sha256)
 (cd "$KEYSAFE" && sha256sum panvault-keys.tar >panvault-keys.tar.sha256)
 echo "drill: data backup $(stat -c %s "$BACKUP/panvault-data.tar") bytes, key backup $(stat -c %s "$KEYSAFE/panvault-keys.tar") bytes"
+
+step "the data backup alone opens nothing"
+mkdir -m 0700 "$WORK/data-only"
+tar -C "$WORK/data-only" -xpf "$BACKUP/panvault-data.tar"
+if "$BIN" keys status --data "$WORK/data-only" --passphrase-file "$PASS" >"$WORK/data-only.out" 2>&1; then
+    fail "keys status opened a data backup that has no keys/"
+fi
+if PANVAULT_LOG=error timeout 20 "$BIN" serve --data "$WORK/data-only" --listen 127.0.0.1:0 \
+    --passphrase-file "$PASS" </dev/null >>"$WORK/data-only.out" 2>&1; then
+    fail "serve started on a data backup that has no keys/"
+fi
+rm -rf "$WORK/data-only"
 
 step "restore into a new data dir"
 (cd "$BACKUP" && sha256sum -c --quiet panvault-data.tar.sha256)
