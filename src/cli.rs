@@ -680,12 +680,22 @@ fn serve(a: ServeArgs) -> Result<()> {
         std::env::var(k).ok()
     })?;
     let shares_file = a.shares_file.or(cfg.shares_file);
-    let gate = match server_unlock(
+    crate::harden::at_start(&data, a.config.as_deref())?;
+    let secret_files = [&passphrase_file, &shares_file, &pin_file];
+    crate::harden::secret_files(
+        &secret_files
+            .iter()
+            .filter_map(|p| p.as_deref())
+            .collect::<Vec<_>>(),
+    );
+    let unlock = server_unlock(
         &data,
         passphrase_file.as_deref(),
         shares_file.as_deref(),
         pin_file.as_deref(),
-    )? {
+    );
+    crate::harden::after_secrets_read();
+    let gate = match unlock? {
         Some(unlock) => Gate::unsealed(Vault::open(&data, &unlock, opts.clone())?, opts)?,
         None => {
             tracing::warn!(
@@ -729,6 +739,8 @@ fn demo(a: DemoArgs) -> Result<()> {
         Vault::init(&a.data, InitOptions::dev(crate::store::Backend::Redb))?;
         crate::tls::generate(&a.data)?;
     }
+    crate::harden::at_start(&a.data, None)?;
+    crate::harden::after_secrets_read();
     let vault = Vault::open(&a.data, &Unlock::Dev, Options::default())?;
     let ctx = Ctx {
         actor: "demo".into(),

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod crypto;
 pub mod error;
 pub mod gateway;
+pub mod harden;
 pub mod hsm;
 pub mod http;
 pub mod keys;

@@ -21,6 +21,14 @@ pub fn send(b: RequestBuilder) -> (StatusCode, Value) {
 /// unless given there): its child, base URL, an HTTPS client trusting the vault's CA, and every
 /// stderr line so far.
 pub fn serve(data: &Path, extra: &[&OsStr]) -> (Child, String, Client, Arc<Mutex<Vec<String>>>) {
+    // A config file holding gateway credentials must be closed to others, or `serve` refuses to
+    // start (src/harden.rs): make the tests' configs owner-only as an operator would.
+    if let Some(i) = extra.iter().position(|a| *a == OsStr::new("--config"))
+        && let Some(cfg) = extra.get(i + 1)
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(cfg, std::fs::Permissions::from_mode(0o600));
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
