@@ -87,6 +87,13 @@ pub(crate) struct ApiKeyRecord {
     created_at: u64,
 }
 
+impl ApiKeyRecord {
+    /// The key's creation time (Unix seconds).
+    pub(crate) fn created_at(&self) -> u64 {
+        self.created_at
+    }
+}
+
 /// A new key, shown once.
 #[derive(Debug)]
 pub struct NewApiKey {

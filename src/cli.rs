@@ -40,6 +40,8 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The assessor's report of a stopped vault (a running one: `GET /v1/sys/evidence`).
+    Evidence(UnlockArgs),
     /// Key operations on a stopped vault (a running one: `POST /v1/sys/keys/rotate`).
     Keys {
         #[command(subcommand)]
@@ -251,6 +253,22 @@ async fn reencrypt(vault: &Vault, ctx: &Ctx) -> Result<vault::ReencryptJob> {
     Ok(job)
 }
 
+/// Opens a stopped vault with what unlocks its keys (the `keys` and `evidence` commands).
+fn open_stopped(a: &UnlockArgs) -> Result<Vault> {
+    let unlock = server_unlock(
+        &a.data,
+        a.passphrase_file.as_deref(),
+        a.shares_file.as_deref(),
+        a.pkcs11_pin_file.as_deref(),
+    )?
+    .ok_or_else(|| {
+        Error::Config(
+            "this vault's keys need --passphrase-file, --shares-file or --pkcs11-pin-file".into(),
+        )
+    })?;
+    Vault::open(&a.data, &unlock, Options::default())
+}
+
 /// The path of custodian `id`'s share file in `--share-dir`.
 fn share_path(dir: &Path, id: usize) -> PathBuf {
     dir.join(format!("share-{id}.txt"))
@@ -271,19 +289,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let a = match &command {
                 KeysCommand::Rotate(a) | KeysCommand::Status(a) | KeysCommand::Reencrypt(a) => a,
             };
-            let unlock = server_unlock(
-                &a.data,
-                a.passphrase_file.as_deref(),
-                a.shares_file.as_deref(),
-                a.pkcs11_pin_file.as_deref(),
-            )?
-            .ok_or_else(|| {
-                Error::Config(
-                    "this vault's keys need --passphrase-file, --shares-file or --pkcs11-pin-file"
-                        .into(),
-                )
-            })?;
-            let vault = Vault::open(&a.data, &unlock, Options::default())?;
+            let vault = open_stopped(a)?;
             let ctx = vault::Ctx {
                 actor: "cli".into(),
                 ..vault::Ctx::default()
@@ -303,6 +309,15 @@ pub fn run(cli: Cli) -> Result<()> {
                     serde_json::to_string_pretty(&r).map_err(|_| Error::Corrupt { what: "report" })
                 }),
             };
+            vault.shutdown();
+            println!("{}", report?);
+            Ok(())
+        }
+        Command::Evidence(a) => {
+            let vault = open_stopped(&a)?;
+            let report = crate::evidence::report(&vault, Vec::new()).and_then(|r| {
+                serde_json::to_string_pretty(&r).map_err(|_| Error::Corrupt { what: "report" })
+            });
             vault.shutdown();
             println!("{}", report?);
             Ok(())

@@ -768,6 +768,16 @@ async fn audit_entries(req: HttpRequest, Unsealed(vault): Unsealed) -> Answer {
     Ok(HttpResponse::Ok().json(page))
 }
 
+/// `GET /v1/sys/evidence` (scope `audit`): the assessor's report, computed now.
+async fn evidence(req: HttpRequest, Unsealed(vault): Unsealed) -> Answer {
+    principal(&req, &vault, Scope::Audit).await?;
+    let v = vault.clone();
+    let report = web::block(move || crate::evidence::report(&v, crate::harden::checks()))
+        .await
+        .map_err(|_| Problem::from(Error::store("evidence", "the task failed")))??;
+    Ok(HttpResponse::Ok().json(report))
+}
+
 /// `GET /v1/sys/keys` (scope `keys`).
 async fn key_status(req: HttpRequest, Unsealed(vault): Unsealed) -> Answer {
     principal(&req, &vault, Scope::Keys).await?;
@@ -995,6 +1005,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/sys/keys/reencrypt", web::post().to(reencrypt_keys))
         .route("/v1/sys/keys", web::get().to(key_status))
         .route("/v1/audit", web::get().to(audit_entries))
+        .route("/v1/sys/evidence", web::get().to(evidence))
         .route("/v1/api-keys", web::post().to(create_api_key))
         .route(
             "/v1/api-keys/{api_key_id}",

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cli;
 pub mod crypto;
 pub mod error;
+pub mod evidence;
 pub mod gateway;
 pub mod harden;
 pub mod hsm;

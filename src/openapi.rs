@@ -222,6 +222,10 @@ fn reencrypt_keys() {}
         (status = 422, description = "invalid query parameter (named)", body = Problem, content_type = "application/problem+json")))]
 fn audit_entries() {}
 
+#[utoipa::path(get, path = "/v1/sys/evidence", security(("bearer" = [])),
+    responses((status = 200, description = "the assessor's report, every figure computed now", body = crate::evidence::Evidence), (status = 403, description = "the key lacks the scope", body = Problem, content_type = "application/problem+json")))]
+fn evidence() {}
+
 #[utoipa::path(get, path = "/v1/sys/keys", security(("bearer" = [])),
     responses((status = 200, description = "KEK versions and DEKs (no key material)", body = KeyStatus), (status = 403, description = "the key lacks the scope", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "sealed", body = Problem, content_type = "application/problem+json")))]
@@ -272,7 +276,7 @@ impl utoipa::Modify for BearerAuth {
         proxy_post, proxy_put, proxy_get),
     components(schemas(TokenInfo, Agreement, Brand, TokenKind, Scope, TokenizeBody, BatchBody, BatchResult,
         BatchAnswer, UpdateBody, RevealAnswer, Problem, MerchantBody, MerchantAnswer, ShopBody, ApiKeyBody,
-        ApiKeyAnswer, UnsealBody, SealStatus, Rotation, KeyStatus, KekStatus, DekStatus, ReencryptJob, AuditPage)),
+        ApiKeyAnswer, UnsealBody, SealStatus, Rotation, KeyStatus, KekStatus, DekStatus, ReencryptJob, AuditPage, crate::evidence::Evidence, crate::evidence::TlsEvidence, crate::evidence::AuditEvidence, crate::evidence::ApiKeyEvidence, crate::evidence::StoreEvidence)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

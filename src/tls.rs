@@ -67,6 +67,19 @@ pub fn generate(data_dir: &Path) -> Result<PathBuf> {
     Ok(ca)
 }
 
+/// The protocol versions `serve` speaks (also shown in the evidence report).
+pub const VERSIONS: [&rustls::SupportedProtocolVersion; 2] =
+    [&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// The cipher suites `serve` offers, by their IANA names, for the evidence report.
+pub fn suites() -> Vec<String> {
+    rustls::crypto::ring::default_provider()
+        .cipher_suites
+        .iter()
+        .map(|s| format!("{:?}", s.suite()))
+        .collect()
+}
+
 /// The rustls configuration for `serve`: TLS 1.2 and 1.3 only, the `ring` provider's suites
 /// (AES-GCM and ChaCha20-Poly1305 with ECDHE; rustls implements no CBC, RC4 or static-RSA
 /// suite at all). With `client_ca`, every client must present a certificate that chains to it
@@ -80,7 +93,7 @@ pub fn server_config(data_dir: &Path, client_ca: Option<&Path>) -> Result<rustls
     let key = PrivateKeyDer::from_pem_file(dir.join("server-key.pem")).map_err(tls_err)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(&VERSIONS)
         .map_err(tls_err)?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),

@@ -1216,6 +1216,28 @@ impl Vault {
         Ok(AuditPage { entries, next })
     }
 
+    /// Every API key: id, scopes, shop login (none: admin), creation time (RFC 3339).
+    pub fn api_key_records(&self) -> Vec<(String, Vec<String>, Option<String>, String)> {
+        let mut v: Vec<_> = read_lock(&self.inner.api_keys)
+            .values()
+            .map(|r| {
+                (
+                    r.id.clone(),
+                    r.scopes.iter().map(|s| s.as_str().to_string()).collect(),
+                    r.shop_login.clone(),
+                    rfc3339(r.created_at()),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The store, for reports that read it directly (the evidence report).
+    pub fn store(&self) -> &dyn Store {
+        self.inner.store.as_ref()
+    }
+
     /// The re-encryption job of this process, if one ran or runs.
     pub fn reencryption(&self) -> Option<ReencryptJob> {
         lock(&self.inner.reencryption).clone()

@@ -123,5 +123,83 @@ fn the_audit_trail_pages_in_order_and_its_reading_is_audited() {
         let (s, _) = send(auth(c.get(format!("{base}/v1/audit")), k));
         assert_eq!(s, StatusCode::FORBIDDEN);
     }
+
+    // The evidence report: computed now, so a reveal moves its figures.
+    let evidence = || {
+        let (s, e) = send(auth(c.get(format!("{base}/v1/sys/evidence")), &auditor));
+        assert_eq!(s, StatusCode::OK, "{e}");
+        e
+    };
+    let before = evidence();
+    let shop_id = shop.split('_').nth(1).unwrap();
+    assert_eq!(before["audit"]["chain"], "ok", "{before}");
+    assert_eq!(
+        before["tls"]["versions"],
+        json!(["TLSv1_3", "TLSv1_2"]),
+        "{before}"
+    );
+    assert!(
+        before["tls"]["suites"].as_array().unwrap().iter().all(|s| s
+            .as_str()
+            .unwrap()
+            .contains("GCM")
+            || s.as_str().unwrap().contains("CHACHA20")),
+        "{before}"
+    );
+    assert_eq!(before["store"]["backend"], "redb");
+    assert!(
+        !before["hardening"].as_array().unwrap().is_empty(),
+        "{before}"
+    );
+    assert_eq!(before["keys"]["keks"][0]["state"], "active", "{before}");
+    let (s, _) = send(auth(
+        c.post(format!("{base}/v1/tokens/{token}/reveal")),
+        &shop,
+    ));
+    assert_eq!(s, StatusCode::OK);
+    let after = evidence();
+    assert!(
+        after["audit"]["entries"].as_u64().unwrap() > before["audit"]["entries"].as_u64().unwrap(),
+        "{after}"
+    );
+    assert_ne!(after["audit"]["last_hash"], before["audit"]["last_hash"]);
+    let reveals = |e: &Value| -> u64 {
+        e["reveals_by_key"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(reveals(&after), reveals(&before) + 1, "{after}");
+    assert_eq!(
+        after["reveals_by_key"][shop_id].as_u64(),
+        Some(before["reveals_by_key"][shop_id].as_u64().unwrap() + 1),
+        "{after}"
+    );
+    assert!(!after.to_string().contains(PAN));
+    let keys = after["api_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 4, "{after}");
+    let shop_entry = keys.iter().find(|k| k["api_key_id"] == shop_id).unwrap();
+    assert!(shop_entry["last_used"].is_string(), "{shop_entry}");
+    assert_eq!(
+        shop_entry["scopes"],
+        json!(["tokenize", "reveal"]),
+        "{shop_entry}"
+    );
     stop(child);
+
+    // Offline, `panvault evidence` reads the same chain.
+    let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["evidence", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let offline: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(offline["audit"]["chain"], "ok");
+    assert!(
+        offline["audit"]["entries"].as_u64().unwrap() > after["audit"]["entries"].as_u64().unwrap()
+    );
+    assert_eq!(reveals(&offline), reveals(&after));
 }
