@@ -655,11 +655,35 @@ pub(crate) async fn handle(
         // Handed over, not copied: the buffer (card, CVV) is wiped when the client drops it.
         request = request.body(bytes::Bytes::from_owner(out_body));
     }
-    let sent = request.send().await;
-    let answer = match sent {
-        Ok(a) => a,
-        Err(e) => {
-            let p = transport_problem(gateway, &e, target.timeout);
+    let received: Result<_, Problem> = async {
+        let mut answer = request
+            .send()
+            .await
+            .map_err(|e| transport_problem(gateway, &e, target.timeout))?;
+        let status = answer.status().as_u16();
+        let headers = answer.headers().clone();
+        // The gateway's answer may echo a card before it is masked.
+        let mut bytes = Zeroizing::new(Vec::new());
+        while let Some(c) = answer
+            .chunk()
+            .await
+            .map_err(|e| transport_problem(gateway, &e, target.timeout))?
+        {
+            if bytes.len() + c.len() > ANSWER_LIMIT {
+                return Err(problem(
+                    StatusCode::BAD_GATEWAY,
+                    "gateway_unreachable",
+                    "the gateway's answer is too large",
+                ));
+            }
+            bytes.extend_from_slice(&c);
+        }
+        Ok((status, headers, bytes))
+    }
+    .await;
+    let (status, answer_headers, bytes) = match received {
+        Ok(r) => r,
+        Err(p) => {
             vault
                 .audit_charge(
                     &ctx,
@@ -672,39 +696,6 @@ pub(crate) async fn handle(
             return Err(p);
         }
     };
-    let status = answer.status().as_u16();
-    let answer_headers = answer.headers().clone();
-    // The gateway's answer may echo a card before it is masked.
-    let mut bytes = Zeroizing::new(Vec::new());
-    let mut answer = answer;
-    loop {
-        match answer.chunk().await {
-            Ok(Some(c)) => {
-                if bytes.len() + c.len() > ANSWER_LIMIT {
-                    return Err(problem(
-                        StatusCode::BAD_GATEWAY,
-                        "gateway_unreachable",
-                        "the gateway's answer is too large",
-                    ));
-                }
-                bytes.extend_from_slice(&c);
-            }
-            Ok(None) => break,
-            Err(e) => {
-                let p = transport_problem(gateway, &e, target.timeout);
-                vault
-                    .audit_charge(
-                        &ctx,
-                        &merchant,
-                        charged.as_deref().map(|t| t.as_str()),
-                        "failed",
-                        format!("{}: {}", gateway.name(), p.code()),
-                    )
-                    .await;
-                return Err(p);
-            }
-        }
-    }
     // The charge's outcome, audited (the card's use was audited durably, as a reveal, before
     // it left).
     let outcome = match gateway.outcome(status, &bytes) {
