@@ -11,7 +11,25 @@ use std::borrow::Cow;
 use crate::pan::{Brand, luhn_valid};
 
 /// `body` with every card number masked; borrowed when there was none.
+///
+/// Passes repeat until one finds nothing: masking a known PAN inside a longer run can leave
+/// the digits before it and its first six as a new card-shaped run, which the next pass masks
+/// (so the result never [`holds_pan`]). Each pass only turns digits into `*`, so this ends.
 pub fn mask_pans<'a>(body: &'a [u8], known: &[&str]) -> Cow<'a, [u8]> {
+    let mut out = mask_pass(body, known);
+    while let Cow::Owned(o) = &out {
+        let next = match mask_pass(o, known) {
+            Cow::Owned(n) => n,
+            Cow::Borrowed(_) => break,
+        };
+        if let Cow::Owned(mut old) = std::mem::replace(&mut out, Cow::Owned(next)) {
+            zeroize::Zeroize::zeroize(&mut old);
+        }
+    }
+    out
+}
+
+fn mask_pass<'a>(body: &'a [u8], known: &[&str]) -> Cow<'a, [u8]> {
     let mut out: Option<Vec<u8>> = None;
     let mut i = 0;
     while i < body.len() {
@@ -60,6 +78,23 @@ pub fn mask_pans<'a>(body: &'a [u8], known: &[&str]) -> Cow<'a, [u8]> {
                         positions.get(s + 6..s + k.len() - 4).unwrap_or_default(),
                     );
                     from = s + k.len();
+                }
+            }
+            // Any card among the run's groups: a single space or dash joins two card numbers
+            // ("378282246310005 5555555555554444") or a card and other digits ("... 1230")
+            // into one run too long to be a card itself.
+            let mut groups = vec![0];
+            groups.extend((1..positions.len()).filter(|&k| positions[k] != positions[k - 1] + 1));
+            groups.push(positions.len());
+            for (a, &s) in groups.iter().enumerate() {
+                for &e in &groups[a + 1..] {
+                    if e - s > 19 {
+                        break;
+                    }
+                    let d = &digits[s..e];
+                    if e - s >= 13 && luhn_valid(d) && Brand::detect(d) != Brand::Unknown {
+                        hide.extend_from_slice(&positions[s + 6..e - 4]);
+                    }
                 }
             }
             hide
@@ -157,6 +192,36 @@ pub fn holds_pan(text: &[u8], known: &[&str]) -> bool {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// Found by the fuzz runner (tests/fuzz_stable.rs): cards a single space joins to other
+    /// digits were passed on whole, and a pass could leave a new card-shaped run.
+    #[test]
+    fn cards_joined_to_other_digits_are_masked_and_masking_is_a_fixed_point() {
+        let known = ["4111111111111111"];
+        for (input, want) in [
+            (
+                "cards 378282246310005 5555555555554444 end",
+                "cards 378282*****0005 555555******4444 end",
+            ),
+            (
+                "card 4012888888881881-5555555555554444",
+                "card 401288******1881-555555******4444",
+            ),
+            ("x 5555555555554444 1230", "x 555555******4444 1230"),
+        ] {
+            assert_eq!(
+                mask_pans(input.as_bytes(), &known).as_ref(),
+                want.as_bytes()
+            );
+        }
+        let glued = b"MASKEDPAN37828224634111 1111 1111 11111>";
+        let once = mask_pans(glued, &known);
+        assert!(
+            !holds_pan(&once, &known),
+            "{}",
+            String::from_utf8_lossy(&once)
+        );
+    }
 
     fn m(s: &str, known: &[&str]) -> String {
         String::from_utf8(mask_pans(s.as_bytes(), known).into_owned()).unwrap()
