@@ -283,7 +283,26 @@ struct ApiDoc;
 
 /// The document as JSON.
 pub fn document() -> String {
-    ApiDoc::openapi().to_json().unwrap_or_default()
+    let doc = ApiDoc::openapi().to_json().unwrap_or_default();
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&doc) else {
+        return doc;
+    };
+    // Every operation behind an API key can answer 401 (no key, or not a live one): said once
+    // here instead of on each handler.
+    let unauthorized = serde_json::json!({
+        "description": "no API key, or not a valid live one",
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    });
+    if let Some(paths) = v["paths"].as_object_mut() {
+        for op in paths.values_mut().filter_map(|p| p.as_object_mut()) {
+            for o in op.values_mut().filter(|o| o.get("security").is_some()) {
+                if let Some(r) = o["responses"].as_object_mut() {
+                    r.entry("401").or_insert_with(|| unauthorized.clone());
+                }
+            }
+        }
+    }
+    v.to_string()
 }
 
 #[cfg(test)]
@@ -295,6 +314,13 @@ mod tests {
     fn document_is_openapi_3_1_and_lists_every_route() {
         let doc: serde_json::Value = serde_json::from_str(&document()).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        // Every secured operation documents its 401.
+        assert_eq!(
+            doc["paths"]["/v1/tokens"]["post"]["responses"]["401"]["content"]["application/problem+json"]
+                ["schema"]["$ref"],
+            "#/components/schemas/Problem"
+        );
+        assert!(doc["paths"]["/healthz"]["get"]["responses"]["401"].is_null());
         for path in [
             "/v1/tokens",
             "/v1/tokens/batch",
