@@ -40,6 +40,20 @@ fn init(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
     (data, pass, v["admin_api_key"].as_str().unwrap().to_string())
 }
 
+/// A config file for load tests: no reveal limit to speak of, DEKs rolling over every
+/// `dek_max_uses` encryptions.
+fn load_config(dir: &Path, dek_max_uses: u64) -> std::path::PathBuf {
+    let config = dir.join("panvault.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[reveal]\nper_second = 100000\nburst = 100000\n[dek]\nmax_uses = {dek_max_uses}\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
 fn bearer(b: RequestBuilder, key: &str) -> RequestBuilder {
     b.header("Authorization", format!("Bearer {key}"))
 }
@@ -142,14 +156,9 @@ fn audit_verifies(data: &Path) {
 fn rotation_under_load_fails_no_request_and_leaves_one_kek() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, pass, admin) = init(tmp.path());
-    // The reveal limit (10/s per key) would answer the load's reveals 429: lift it here.
-    let config = tmp.path().join("panvault.toml");
-    // DEKs roll over every 200 encryptions, so the re-encryption has old DEKs to drain.
-    std::fs::write(
-        &config,
-        "[reveal]\nper_second = 100000\nburst = 100000\n[dek]\nmax_uses = 200\n",
-    )
-    .unwrap();
+    // The reveal limit (10/s per key) would answer the load's reveals 429: lifted. DEKs roll
+    // over every 200 encryptions, so the re-encryption has old DEKs to drain.
+    let config = load_config(tmp.path(), 200);
     let args = [
         OsStr::new("--passphrase-file"),
         pass.as_os_str(),
@@ -437,13 +446,8 @@ fn a_rotation_killed_at_any_step_leaves_a_vault_that_opens() {
 fn a_reencryption_killed_mid_way_resumes_and_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, pass, admin) = init(tmp.path());
-    let config = tmp.path().join("panvault.toml");
     // 100 encryptions per DEK: the 600 cards below end up under 6 DEKs.
-    std::fs::write(
-        &config,
-        "[reveal]\nper_second = 100000\nburst = 100000\n[dek]\nmax_uses = 100\n",
-    )
-    .unwrap();
+    let config = load_config(tmp.path(), 100);
     let args = [
         OsStr::new("--passphrase-file"),
         pass.as_os_str(),

@@ -18,6 +18,35 @@ use serde_json::{Value, json};
 const PAN: &str = "4111111111111111";
 const PASSPHRASE: &str = "correct horse battery staple";
 
+/// `init --keys shamir` 3 of 5 in `data`: the admin key and the five shares, in id order.
+fn init_shamir_3_of_5(data: &std::path::Path) -> (String, Vec<String>) {
+    let init = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args([
+            "init",
+            "--json",
+            "--keys",
+            "shamir",
+            "--shares",
+            "5",
+            "--threshold",
+            "3",
+        ])
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let init: Value = serde_json::from_slice(&init.stdout).unwrap();
+    let shares: Vec<String> = init["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["share"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(shares.len(), 5);
+    (init["admin_api_key"].as_str().unwrap().to_string(), shares)
+}
+
 /// (action, outcome) of every unseal/seal entry of the vault's audit chain, in order, after
 /// checking that the chain verifies.
 fn seal_entries(data: &std::path::Path) -> Vec<(String, String)> {
@@ -217,31 +246,7 @@ fn a_file_keys_vault_starts_sealed_unseals_and_seals_again() {
 fn a_shamir_vault_unseals_with_any_three_of_five_shares() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let init = Command::new(env!("CARGO_BIN_EXE_panvault"))
-        .args([
-            "init",
-            "--json",
-            "--keys",
-            "shamir",
-            "--shares",
-            "5",
-            "--threshold",
-            "3",
-            "--data",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{init:?}");
-    let init: Value = serde_json::from_slice(&init.stdout).unwrap();
-    let admin = init["admin_api_key"].as_str().unwrap().to_string();
-    let shares: Vec<String> = init["shares"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["share"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(shares.len(), 5);
+    let (admin, shares) = init_shamir_3_of_5(&data);
 
     let (child, base, c, log) = serve(&data, &[]);
     let status = || send(c.get(format!("{base}/v1/sys/seal-status"))).1;
@@ -331,30 +336,7 @@ fn a_shamir_vault_unseals_with_any_three_of_five_shares() {
 fn rotating_a_shamir_vault_issues_new_shares_and_retires_the_old() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let init = Command::new(env!("CARGO_BIN_EXE_panvault"))
-        .args([
-            "init",
-            "--json",
-            "--keys",
-            "shamir",
-            "--shares",
-            "5",
-            "--threshold",
-            "3",
-            "--data",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{init:?}");
-    let init: Value = serde_json::from_slice(&init.stdout).unwrap();
-    let admin = init["admin_api_key"].as_str().unwrap().to_string();
-    let old: Vec<String> = init["shares"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["share"].as_str().unwrap().to_string())
-        .collect();
+    let (admin, old) = init_shamir_3_of_5(&data);
     let shares_file = tmp.path().join("shares");
     std::fs::write(&shares_file, old[..3].join("\n")).unwrap();
     let (child, base, c, log) = serve(
