@@ -5,12 +5,72 @@
 //! the canonical encoding ([`Entry::canonical_bytes`]) is a domain label followed by every field
 //! except `hash`, each length-prefixed, so the encoding is unambiguous and independent of JSON
 //! formatting. The first entry's `prev_hash` is 32 zero bytes. Entries hold tokens, never PANs.
+//!
+//! A hash chain alone shows a changed or missing entry in the middle, but not a cut tail, and
+//! anyone who can write the store can recompute it. So the chain is also signed, with an
+//! HMAC-SHA-256 key that the KEK wraps (`meta/audit_mac_key`, re-wrapped on rotation):
+//! - the **signed head** (`meta/audit_head`: last seq, its hash, their MAC) is rewritten in the
+//!   same store write as every batch of entries, so a store whose chain ends before (or after)
+//!   its head was cut (or extended) by someone else;
+//! - every [`CHECKPOINT_EVERY`] entries a **checkpoint entry** (action `audit_checkpoint`)
+//!   carries the MAC of the entry before it, so an exported file carries signatures too.
+//!
+//! Without the keys, `audit verify` checks the links and that the chain ends at the head; with
+//! them, it also checks every MAC, which nobody without the KEK can recompute.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
+use crate::crypto::MacKey;
 use crate::store::{Store, Table};
 use crate::{Error, Result};
+
+/// The action of a checkpoint entry.
+pub const CHECKPOINT: &str = "audit_checkpoint";
+/// A checkpoint entry is written at every multiple of this sequence number.
+pub const CHECKPOINT_EVERY: u64 = 1000;
+/// Where the signed head lives in `meta`.
+pub const HEAD_KEY: &[u8] = b"audit_head";
+
+/// The last entry's seq and hash, and their MAC (hex): proof of where the chain ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedHead {
+    pub seq: u64,
+    pub hash: String,
+    pub mac: String,
+}
+
+impl SignedHead {
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|_| Error::Corrupt {
+            what: "signed audit head",
+        })
+    }
+
+    /// Reads the head from `meta`, if there is one.
+    pub fn load(store: &dyn Store) -> Result<Option<Self>> {
+        store
+            .get(Table::Meta, HEAD_KEY)?
+            .map(|b| Self::decode(&b))
+            .transpose()
+    }
+}
+
+/// The MAC of "the chain up to `seq` ends in `hash`", for a head (`what = b"head"`) or a
+/// checkpoint (`b"checkpoint"`).
+fn mac_of(key: &MacKey, what: &[u8], seq: u64, hash: &[u8; 32]) -> [u8; 32] {
+    key.tag(&[b"panvault-audit-v1", what, &seq.to_be_bytes(), hash])
+}
+
+/// Checks a hex MAC in constant time.
+fn mac_ok(key: &MacKey, what: &[u8], seq: u64, hash: &str, mac: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    match (decode_hash(hash), hex::decode(mac)) {
+        (Some(h), Ok(m)) => mac_of(key, what, seq, &h).ct_eq(&m).into(),
+        _ => false,
+    }
+}
 
 /// `prev_hash` of the first entry.
 pub const GENESIS: [u8; 32] = [0u8; 32];
@@ -120,39 +180,98 @@ pub fn key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
-/// The head of the chain, kept by the single writer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The head of the chain, kept by the single writer, with the key that signs it.
+#[derive(Clone, Debug)]
 pub struct Chain {
     next_seq: u64,
     last_hash: [u8; 32],
+    signer: Option<Arc<MacKey>>,
 }
 
 impl Default for Chain {
-    /// An empty chain: the first entry is 1, after [`GENESIS`].
+    /// An empty, unsigned chain: the first entry is 1, after [`GENESIS`].
     fn default() -> Self {
         Chain {
             next_seq: 1,
             last_hash: GENESIS,
+            signer: None,
         }
     }
 }
 
 impl Chain {
-    /// Reads the head from the store (the last entry), or starts a new chain.
-    pub fn load(store: &dyn Store) -> Result<Self> {
-        match store.last(Table::Audit)? {
-            None => Ok(Chain::default()),
-            Some((_, v)) => {
-                let e = Entry::decode(&v)?;
-                Ok(Chain {
-                    next_seq: e.seq + 1,
-                    last_hash: decode_hash(&e.hash).ok_or(Error::AuditBroken {
-                        seq: e.seq,
-                        reason: "hash is not 32 bytes of hex",
-                    })?,
-                })
+    /// Reads the head from the store (the last entry), or starts a new chain; signed with
+    /// `signer` from now on.
+    pub fn load(store: &dyn Store, signer: Option<Arc<MacKey>>) -> Result<Self> {
+        let mut chain = Chain {
+            signer,
+            ..Chain::default()
+        };
+        if let Some((_, v)) = store.last(Table::Audit)? {
+            let e = Entry::decode(&v)?;
+            chain.next_seq = e.seq + 1;
+            chain.last_hash = decode_hash(&e.hash).ok_or(Error::AuditBroken {
+                seq: e.seq,
+                reason: "hash is not 32 bytes of hex",
+            })?;
+        }
+        Ok(chain)
+    }
+
+    /// The same chain as the store has it now, with the same key (after a failed write).
+    pub fn reload(&self, store: &dyn Store) -> Result<Self> {
+        Chain::load(store, self.signer.clone())
+    }
+
+    /// Seals `events` as the next entries, with a checkpoint entry wherever one falls due, and
+    /// hands each to `put` as (seq, stored bytes).
+    pub fn append_all(
+        &mut self,
+        events: impl IntoIterator<Item = Event>,
+        time: &str,
+        mut put: impl FnMut(u64, Vec<u8>),
+    ) -> Result<()> {
+        for ev in events {
+            let e = self.append(ev, time.to_string())?;
+            put(e.seq, e.encode()?);
+            if let Some(cp) = self.checkpoint_due(time)? {
+                put(cp.seq, cp.encode()?);
             }
         }
+        Ok(())
+    }
+
+    /// The checkpoint entry, when the next seq is a multiple of [`CHECKPOINT_EVERY`] and the
+    /// chain is signed.
+    fn checkpoint_due(&mut self, time: &str) -> Result<Option<Entry>> {
+        let Some(key) = &self.signer else {
+            return Ok(None);
+        };
+        if !self.next_seq.is_multiple_of(CHECKPOINT_EVERY) {
+            return Ok(None);
+        }
+        let covers = self.next_seq - 1;
+        let mac = hex::encode(mac_of(key, b"checkpoint", covers, &self.last_hash));
+        let ev = Event {
+            actor: "system".into(),
+            action: CHECKPOINT,
+            outcome: "ok",
+            detail: Some(format!("covers seq {covers}; mac={mac}")),
+            ..Event::default()
+        };
+        self.append(ev, time.to_string()).map(Some)
+    }
+
+    /// The signed head's stored bytes, once the chain has an entry and a key.
+    pub fn signed_head(&self) -> Option<Vec<u8>> {
+        let key = self.signer.as_ref()?;
+        let seq = self.next_seq.checked_sub(1).filter(|s| *s > 0)?;
+        let head = SignedHead {
+            seq,
+            hash: hex::encode(self.last_hash),
+            mac: hex::encode(mac_of(key, b"head", seq, &self.last_hash)),
+        };
+        serde_json::to_vec(&head).ok()
     }
 
     /// Seals `event` as the next entry and advances the head.
@@ -183,55 +302,223 @@ impl Chain {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Verified {
     pub entries: u64,
+    /// The first entry checked (1 for a store; where an export starts for an export).
+    pub first_seq: u64,
     pub last_seq: u64,
     pub last_hash: String,
+    /// Checkpoint entries met (their MACs checked when `macs_verified`).
+    pub checkpoints: u64,
+    /// The signed head the chain ends at (for a store, or an export that reached it).
+    pub head_seq: Option<u64>,
+    /// Whether the MACs of the checkpoints and the head were checked with the vault's key.
+    pub macs_verified: bool,
+    /// With the key: the last entry whose place in the chain a verified MAC vouches for.
+    pub signed_through: Option<u64>,
+}
+
+fn broken(seq: u64, reason: &'static str) -> Error {
+    Error::AuditBroken { seq, reason }
 }
 
 /// Checks one entry against the expected sequence number and previous hash.
 pub fn check(entry: &Entry, expect_seq: u64, expect_prev: &str) -> Result<()> {
-    let broken = |reason| Error::AuditBroken {
-        seq: expect_seq,
-        reason,
-    };
     if entry.seq != expect_seq {
         return Err(broken(
+            expect_seq,
             "sequence number out of order (entry missing or inserted)",
         ));
     }
     if entry.prev_hash != expect_prev {
-        return Err(broken("prev_hash does not match the previous entry"));
+        return Err(broken(
+            expect_seq,
+            "prev_hash does not match the previous entry",
+        ));
     }
     if entry.compute_hash()? != entry.hash {
-        return Err(broken("hash does not match the entry's contents"));
+        return Err(broken(
+            expect_seq,
+            "hash does not match the entry's contents",
+        ));
     }
     Ok(())
 }
 
-/// Recomputes the whole chain from the store; names the first bad entry.
-pub fn verify(store: &dyn Store) -> Result<Verified> {
-    let mut expect_seq = 1u64;
-    let mut prev = hex::encode(GENESIS);
-    crate::store::for_each(store, Table::Audit, &key(1), |k, v| {
-        let entry = Entry::decode(v).map_err(|_| Error::AuditBroken {
-            seq: expect_seq,
-            reason: "entry cannot be decoded",
-        })?;
-        if k != key(entry.seq) {
-            return Err(Error::AuditBroken {
-                seq: expect_seq,
-                reason: "entry stored under another sequence number",
-            });
+/// Walks a chain, or a run of it (an export), entry by entry: links, hashes, and with the key,
+/// the MAC of every checkpoint and head.
+pub struct Verifier<'k> {
+    key: Option<&'k MacKey>,
+    /// The seq and prev_hash the next entry must have; unknown before an export's first entry.
+    next: Option<(u64, String)>,
+    first_seq: Option<u64>,
+    entries: u64,
+    checkpoints: u64,
+    /// A store's head, read before its entries: the entry at its seq must have its hash.
+    pin: Option<SignedHead>,
+    head_seq: Option<u64>,
+    signed_through: Option<u64>,
+}
+
+impl<'k> Verifier<'k> {
+    /// A chain that starts at entry 1 (a store).
+    pub fn from_genesis(key: Option<&'k MacKey>) -> Self {
+        Verifier {
+            next: Some((1, hex::encode(GENESIS))),
+            ..Self::anywhere(key)
         }
-        check(&entry, expect_seq, &prev)?;
-        prev = entry.hash;
-        expect_seq += 1;
+    }
+
+    /// A run that may start anywhere (an export): its first entry is taken as the anchor,
+    /// unless it is entry 1, which must follow [`GENESIS`].
+    pub fn anywhere(key: Option<&'k MacKey>) -> Self {
+        Verifier {
+            key,
+            next: None,
+            first_seq: None,
+            entries: 0,
+            checkpoints: 0,
+            pin: None,
+            head_seq: None,
+            signed_through: None,
+        }
+    }
+
+    pub fn feed(&mut self, e: &Entry) -> Result<()> {
+        let (seq, prev) = match self.next.take() {
+            Some(next) => next,
+            None if e.seq == 1 => (1, hex::encode(GENESIS)),
+            None => (e.seq, e.prev_hash.clone()),
+        };
+        check(e, seq, &prev)?;
+        if e.action == CHECKPOINT {
+            self.checkpoints += 1;
+            if let Some(key) = self.key {
+                let mac = e.detail.as_deref().and_then(|d| d.rsplit_once("mac="));
+                if !mac.is_some_and(|(_, m)| mac_ok(key, b"checkpoint", seq - 1, &prev, m)) {
+                    return Err(broken(seq, "checkpoint MAC does not verify"));
+                }
+                self.signed_through = Some(seq - 1);
+            }
+        }
+        if let Some(pin) = &self.pin
+            && pin.seq == seq
+            && pin.hash != e.hash
+        {
+            return Err(broken(seq, "entry does not match the signed head"));
+        }
+        self.first_seq.get_or_insert(seq);
+        self.entries += 1;
+        self.next = Some((seq + 1, e.hash.clone()));
         Ok(())
+    }
+
+    fn last(&self) -> (u64, String) {
+        match &self.next {
+            Some((s, h)) => (s - 1, h.clone()),
+            None => (0, hex::encode(GENESIS)),
+        }
+    }
+
+    /// A signed head met right after the entries it covers (an export's head line).
+    pub fn head_here(&mut self, head: &SignedHead) -> Result<()> {
+        let (last, hash) = self.last();
+        if head.seq != last || head.hash != hash {
+            return Err(broken(
+                head.seq,
+                "the signed head does not match the entry before it",
+            ));
+        }
+        self.signed_head(head)
+    }
+
+    fn signed_head(&mut self, head: &SignedHead) -> Result<()> {
+        if let Some(key) = self.key {
+            if !mac_ok(key, b"head", head.seq, &head.hash, &head.mac) {
+                return Err(broken(head.seq, "signed head MAC does not verify"));
+            }
+            self.signed_through = Some(head.seq);
+        }
+        self.head_seq = Some(head.seq);
+        Ok(())
+    }
+
+    pub fn finish(self) -> Verified {
+        let (last_seq, last_hash) = self.last();
+        Verified {
+            entries: self.entries,
+            first_seq: self.first_seq.unwrap_or(0),
+            last_seq,
+            last_hash,
+            checkpoints: self.checkpoints,
+            head_seq: self.head_seq,
+            macs_verified: self.key.is_some(),
+            signed_through: self.signed_through,
+        }
+    }
+}
+
+/// Recomputes the whole chain from the store; names the first bad entry. The chain must end
+/// at the signed head (with `key`, a head whose MAC verifies must exist). `live`: the store
+/// is in use, so entries written after the head was read are accepted (chained, not signed).
+pub fn verify(store: &dyn Store, mac: Option<&MacKey>, live: bool) -> Result<Verified> {
+    // The head first: entries and head land in one store write, so every entry up to the head
+    // read here is there when the scan reaches it.
+    let head = SignedHead::load(store)?;
+    let mut v = Verifier::from_genesis(mac);
+    v.pin = head.clone();
+    crate::store::for_each(store, Table::Audit, &key(1), |k, bytes| {
+        let expect = v.next.as_ref().map_or(1, |n| n.0);
+        let entry = Entry::decode(bytes).map_err(|_| broken(expect, "entry cannot be decoded"))?;
+        if k != key(entry.seq) {
+            return Err(broken(expect, "entry stored under another sequence number"));
+        }
+        v.feed(&entry)
     })?;
-    Ok(Verified {
-        entries: expect_seq - 1,
-        last_seq: expect_seq - 1,
-        last_hash: prev,
-    })
+    let (last, _) = v.last();
+    match head {
+        Some(h) if last < h.seq => Err(broken(
+            last + 1,
+            "entries missing at the tail (the signed head is further on)",
+        )),
+        Some(h) if last > h.seq && !live => Err(broken(h.seq + 1, "entry after the signed head")),
+        Some(h) => {
+            v.signed_head(&h)?;
+            Ok(v.finish())
+        }
+        None if mac.is_some() && last > 0 => Err(broken(last, "no signed head")),
+        None => Ok(v.finish()),
+    }
+}
+
+/// One line of `audit export`: an entry, or the signed head the export ends at.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ExportLine {
+    Head { signed_head: SignedHead },
+    Entry(Box<Entry>),
+}
+
+/// Feeds the lines of an exported file to `v`.
+pub fn verify_export(v: &mut Verifier<'_>, path: &std::path::Path) -> Result<()> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(|e| Error::io(path.display().to_string(), e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<ExportLine>(&line) {
+            Ok(ExportLine::Entry(e)) => v.feed(&e)?,
+            Ok(ExportLine::Head { signed_head }) => v.head_here(&signed_head)?,
+            Err(_) => {
+                let next = v.next.as_ref().map_or(0, |n| n.0);
+                return Err(broken(
+                    next,
+                    "line is neither an audit entry nor a signed head",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Entries with `seq >= since`, in order, calling `f` for each.
@@ -281,6 +568,88 @@ mod tests {
         assert!(check(&b, 3, &a.hash).is_err());
         // Round trip through the stored encoding keeps the hash valid.
         check(&Entry::decode(&b.encode().unwrap()).unwrap(), 2, &a.hash).unwrap();
+    }
+
+    fn signed(n: u64) -> (Arc<MacKey>, Chain, Vec<Entry>) {
+        let key = Arc::new(MacKey::new(&crate::crypto::SecretKey::random()).unwrap());
+        let mut c = Chain {
+            signer: Some(key.clone()),
+            ..Chain::default()
+        };
+        let mut out = Vec::new();
+        c.append_all((0..n).map(|_| ev("tokenize")), "t", |_, b| {
+            out.push(Entry::decode(&b).unwrap());
+        })
+        .unwrap();
+        (key, c, out)
+    }
+
+    fn run(key: Option<&MacKey>, entries: &[Entry]) -> Result<Verified> {
+        let mut v = Verifier::anywhere(key);
+        entries.iter().try_for_each(|e| v.feed(e))?;
+        Ok(v.finish())
+    }
+
+    #[test]
+    fn checkpoints_fall_every_n_entries_and_verify() {
+        let (key, c, all) = signed(2 * CHECKPOINT_EVERY);
+        // 2000 events plus the checkpoints at 1000 and 2000.
+        assert_eq!(all.len() as u64, 2 * CHECKPOINT_EVERY + 2);
+        let cps: Vec<u64> = all
+            .iter()
+            .filter(|e| e.action == CHECKPOINT)
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(cps, vec![CHECKPOINT_EVERY, 2 * CHECKPOINT_EVERY]);
+        let v = run(Some(&key), &all).unwrap();
+        assert_eq!((v.checkpoints, v.signed_through), (2, Some(1999)));
+        // A run starting mid-chain verifies on its own.
+        let v = run(Some(&key), &all[500..]).unwrap();
+        assert_eq!((v.first_seq, v.last_seq), (501, 2002));
+        // The head signs the last entry.
+        let head = SignedHead::decode(&c.signed_head().unwrap()).unwrap();
+        assert_eq!(
+            (head.seq, head.hash.as_str()),
+            (2002, all[2001].hash.as_str())
+        );
+        let mut v = Verifier::anywhere(Some(&key));
+        all.iter().for_each(|e| v.feed(e).unwrap());
+        v.head_here(&head).unwrap();
+        assert_eq!(v.finish().signed_through, Some(2002));
+    }
+
+    #[test]
+    fn a_recomputed_chain_fails_its_macs() {
+        let (key, c, mut all) = signed(CHECKPOINT_EVERY + 10);
+        // Alter entry 7 and recompute every hash after it, as anyone with the store could.
+        all[6].outcome = "denied".into();
+        let mut prev = all[5].hash.clone();
+        for e in all[6..].iter_mut() {
+            e.prev_hash = prev;
+            e.hash = e.compute_hash().unwrap();
+            prev = e.hash.clone();
+        }
+        assert!(run(None, &all).is_ok(), "links alone cannot tell");
+        let err = run(Some(&key), &all).unwrap_err();
+        assert!(
+            matches!(err, Error::AuditBroken { seq: 1000, reason } if reason.contains("checkpoint")),
+            "{err}"
+        );
+        // And the old head no longer matches the recomputed last entry; a forged head fails.
+        let mut head = SignedHead::decode(&c.signed_head().unwrap()).unwrap();
+        let mut v = Verifier::anywhere(None);
+        all.iter().for_each(|e| v.feed(e).unwrap());
+        assert!(v.head_here(&head).is_err());
+        head.hash = prev;
+        v.head_here(&head).unwrap();
+        let mut v = Verifier::anywhere(Some(&key));
+        all[1000..].iter().for_each(|e| v.feed(e).unwrap());
+        let err = v.head_here(&head).unwrap_err();
+        assert!(err.to_string().contains("signed head MAC"), "{err}");
+        // Another vault's key does not verify this one's checkpoints.
+        let (_, _, good) = signed(CHECKPOINT_EVERY);
+        let other = MacKey::new(&crate::crypto::SecretKey::random()).unwrap();
+        assert!(run(Some(&other), &good).is_err());
     }
 
     #[test]

@@ -65,6 +65,13 @@ pub enum KeysCommand {
 pub struct UnlockArgs {
     #[arg(long, env = "PANVAULT_DATA")]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyFiles,
+}
+
+/// What unlocks a stopped vault's keys, by key source (a `dev` vault needs none).
+#[derive(Debug, Args)]
+pub struct KeyFiles {
     /// File holding the operator passphrase (`file` keys).
     #[arg(long, env = "PANVAULT_PASSPHRASE_FILE")]
     pub passphrase_file: Option<PathBuf>,
@@ -164,15 +171,12 @@ pub struct SandboxArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the hash chain; name the first bad entry.
-    Verify {
-        #[arg(long, env = "PANVAULT_DATA")]
-        data: PathBuf,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Write entries as JSON lines to stdout.
+    /// Recompute the hash chain of a data dir, or of exported files, and name the first bad
+    /// entry. With the vault's keys (a dev vault needs none) also check the MACs of the signed
+    /// head and of the checkpoints, which show a cut tail or a recomputed chain.
+    Verify(VerifyArgs),
+    /// Write entries as JSON lines to stdout; when the export reaches the end of the chain, a
+    /// last line `{"signed_head": {...}}` lets the file be verified on its own.
     Export {
         #[arg(long, env = "PANVAULT_DATA")]
         data: PathBuf,
@@ -180,6 +184,21 @@ pub enum AuditCommand {
         #[arg(long, default_value_t = 1)]
         since: u64,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The vault: its store is verified, or with FILES, only its keys are used.
+    #[arg(long, env = "PANVAULT_DATA")]
+    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub keys: KeyFiles,
+    /// Files written by `audit export`, checked in the order given as one run of the chain
+    /// (each must go on where the one before it ended).
+    pub files: Vec<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Reads the operator passphrase from a file (first line, without its newline).
@@ -257,9 +276,9 @@ async fn reencrypt(vault: &Vault, ctx: &Ctx) -> Result<vault::ReencryptJob> {
 fn open_stopped(a: &UnlockArgs) -> Result<Vault> {
     let unlock = server_unlock(
         &a.data,
-        a.passphrase_file.as_deref(),
-        a.shares_file.as_deref(),
-        a.pkcs11_pin_file.as_deref(),
+        a.keys.passphrase_file.as_deref(),
+        a.keys.shares_file.as_deref(),
+        a.keys.pkcs11_pin_file.as_deref(),
     )?
     .ok_or_else(|| {
         Error::Config(
@@ -323,37 +342,108 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Audit { command } => match command {
-            AuditCommand::Verify { data, json } => {
-                let store = vault::open_store(&data)?;
-                let v = audit::verify(store.as_ref())?;
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string(&v).map_err(|_| Error::Corrupt { what: "report" })?
-                    );
-                } else {
-                    let noun = if v.entries == 1 { "entry" } else { "entries" };
-                    println!(
-                        "audit chain ok: {} {noun}, last hash {}",
-                        v.entries, v.last_hash
-                    );
-                }
-                Ok(())
-            }
+            AuditCommand::Verify(a) => audit_verify(a),
             AuditCommand::Export { data, since } => {
                 let store = vault::open_store(&data)?;
                 let stdout = std::io::stdout();
                 let mut out = std::io::BufWriter::new(stdout.lock());
+                let head = audit::SignedHead::load(store.as_ref())?;
+                let mut last = None;
                 audit::for_each_since(store.as_ref(), since, |e| {
-                    serde_json::to_writer(&mut out, e).map_err(|_| Error::Corrupt {
-                        what: "audit entry",
-                    })?;
-                    out.write_all(b"\n").map_err(|e| Error::io("stdout", e))
+                    last = Some(e.seq);
+                    write_line(&mut out, e)
                 })?;
+                if let Some(h) = head.filter(|h| last == Some(h.seq)) {
+                    write_line(&mut out, &audit::ExportLine::Head { signed_head: h })?;
+                }
                 out.flush().map_err(|e| Error::io("stdout", e))
             }
         },
     }
+}
+
+fn write_line(out: &mut impl Write, v: &impl serde::Serialize) -> Result<()> {
+    serde_json::to_writer(&mut *out, v).map_err(|_| Error::Corrupt {
+        what: "audit entry",
+    })?;
+    out.write_all(b"\n").map_err(|e| Error::io("stdout", e))
+}
+
+/// `audit verify`: a data dir's store, or exported files; with the keys when they are at hand.
+fn audit_verify(a: VerifyArgs) -> Result<()> {
+    let (store, mac) = match &a.data {
+        None => (None, None),
+        Some(data) => {
+            let store = vault::open_store(data)?;
+            let unlock = server_unlock(
+                data,
+                a.keys.passphrase_file.as_deref(),
+                a.keys.shares_file.as_deref(),
+                a.keys.pkcs11_pin_file.as_deref(),
+            )?;
+            let mac = match unlock {
+                Some(u) => Some(vault::audit_mac_key(data, store.as_ref(), &u)?.ok_or(
+                    Error::AuditBroken {
+                        seq: 0,
+                        reason: "the vault has no audit MAC key",
+                    },
+                )?),
+                None => None,
+            };
+            (Some(store), mac)
+        }
+    };
+    let v = match (a.files.is_empty(), store) {
+        (true, Some(store)) => audit::verify(store.as_ref(), mac.as_ref(), false)?,
+        (true, None) => {
+            return Err(Error::Config(
+                "audit verify needs --data DIR (or PANVAULT_DATA), or exported files".into(),
+            ));
+        }
+        (false, _) => {
+            let mut v = audit::Verifier::anywhere(mac.as_ref());
+            for path in &a.files {
+                audit::verify_export(&mut v, path)?;
+            }
+            v.finish()
+        }
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string(&v).map_err(|_| Error::Corrupt { what: "report" })?
+        );
+        return Ok(());
+    }
+    let noun = if v.entries == 1 { "entry" } else { "entries" };
+    if a.files.is_empty() {
+        println!(
+            "audit chain ok: {} {noun}, last hash {}",
+            v.entries, v.last_hash
+        );
+    } else {
+        println!(
+            "audit export ok: {} {noun} ({}..={}), last hash {}",
+            v.entries, v.first_seq, v.last_seq, v.last_hash
+        );
+    }
+    match (v.macs_verified, v.signed_through) {
+        (true, Some(s)) => println!(
+            "signed: MACs verified through entry {s} ({} checkpoints{})",
+            v.checkpoints,
+            if v.head_seq.is_some() {
+                ", signed head"
+            } else {
+                "; no signed head in these files"
+            }
+        ),
+        (true, None) => println!("signed: no checkpoint or signed head in these files"),
+        (false, _) => println!(
+            "unsigned check: give the vault's keys (--data with --passphrase-file, \
+             --shares-file or --pkcs11-pin-file) to verify the MACs"
+        ),
+    }
+    Ok(())
 }
 
 fn init(a: InitArgs) -> Result<()> {

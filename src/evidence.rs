@@ -68,7 +68,7 @@ pub struct StoreEvidence {
 /// Builds the report (reads the whole audit chain twice: once to verify, once to count).
 pub fn report(vault: &Vault, hardening: Vec<HardeningCheck>) -> Result<Evidence> {
     let store = vault.store();
-    let (chain, entries, last_hash) = match audit::verify(store) {
+    let (chain, entries, last_hash) = match vault.verify_audit() {
         Ok(v) => ("ok".to_string(), v.entries, Some(v.last_hash)),
         Err(e) => (e.code().to_string(), 0, None),
     };

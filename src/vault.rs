@@ -400,6 +400,10 @@ struct VaultFile {
 /// Keys kept in `meta`, wrapped by the KEK: (meta key, wrap name).
 const FINGERPRINT_KEY: (&[u8], &str) = (b"fingerprint_key", "fingerprint");
 const API_KEY_MAC_KEY: (&[u8], &str) = (b"api_key_mac_key", "api-key-mac");
+/// Signs the audit chain's head and checkpoints (src/audit.rs).
+const AUDIT_MAC_KEY: (&[u8], &str) = (b"audit_mac_key", "audit-mac");
+/// Every key kept in `meta`: a KEK rotation re-wraps them all.
+const META_KEYS: [(&[u8], &str); 3] = [FINGERPRINT_KEY, API_KEY_MAC_KEY, AUDIT_MAC_KEY];
 
 /// Wraps `key` under the current KEK in the stored form of a `meta` key.
 fn wrap_meta_key(keyring: &Keyring, which: (&[u8], &str), key: &SecretKey) -> Result<Vec<u8>> {
@@ -576,6 +580,7 @@ pub(crate) struct Keys {
     keyring: RwLock<Keyring>,
     fingerprint: MacKey,
     pub(crate) api_key_mac: MacKey,
+    audit_mac: Arc<MacKey>,
     deks: RwLock<HashMap<u32, Arc<Dek>>>,
     current: RwLock<Arc<Dek>>,
     next_dek_id: AtomicU32,
@@ -640,6 +645,13 @@ pub fn open_store(dir: &Path) -> Result<Arc<dyn Store>> {
     store::open(backend_of(dir)?, dir)
 }
 
+/// The key that signs the audit chain of the (stopped) vault in `dir`, unwrapped with `unlock`;
+/// none in a vault no version with signed audit heads has opened yet.
+pub fn audit_mac_key(dir: &Path, store: &dyn Store, unlock: &Unlock) -> Result<Option<MacKey>> {
+    let keyring = keys::load(dir, unlock)?;
+    load_meta_key(store, &keyring, AUDIT_MAC_KEY)
+}
+
 /// True if `dir` holds a vault.
 pub fn exists(dir: &Path) -> bool {
     vault_file(dir).exists() || keys::keyring_path(dir).exists()
@@ -675,6 +687,12 @@ impl Vault {
             API_KEY_MAC_KEY.0,
             wrap_meta_key(&keyring, API_KEY_MAC_KEY, &api_mac)?,
         );
+        let audit_mac = SecretKey::random();
+        batch.put(
+            Table::Meta,
+            AUDIT_MAC_KEY.0,
+            wrap_meta_key(&keyring, AUDIT_MAC_KEY, &audit_mac)?,
+        );
         let (record, secret) = access::new_api_key(
             &MacKey::new(&api_mac)?,
             None,
@@ -690,14 +708,17 @@ impl Vault {
             actor: "cli".into(),
             ..Ctx::default()
         };
-        let mut chain = Chain::load(store.as_ref())?;
-        let now = rfc3339(now_unix());
-        for ev in [
-            cli.event("vault_init", None, None, "ok"),
-            cli.event("api_key_create", None, Some(&record.id), "ok"),
-        ] {
-            let entry = chain.append(ev, now.clone())?;
-            batch.put(Table::Audit, audit::key(entry.seq), entry.encode()?);
+        let mut chain = Chain::load(store.as_ref(), Some(Arc::new(MacKey::new(&audit_mac)?)))?;
+        chain.append_all(
+            [
+                cli.event("vault_init", None, None, "ok"),
+                cli.event("api_key_create", None, Some(&record.id), "ok"),
+            ],
+            &rfc3339(now_unix()),
+            |seq, bytes| batch.put(Table::Audit, audit::key(seq), bytes),
+        )?;
+        if let Some(head) = chain.signed_head() {
+            batch.put(Table::Meta, audit::HEAD_KEY, head);
         }
         store.commit(&batch)?;
         drop(store);
@@ -748,7 +769,23 @@ impl Vault {
 
         // This process's first DEK is written before the writer starts: a new process never
         // continues an old DEK's use counter.
-        let mut chain = Chain::load(store.as_ref())?;
+        let mut batch = WriteBatch::new();
+        // A vault made before signed audit heads gets its audit MAC key here.
+        let audit_mac = Arc::new(
+            match load_meta_key(store.as_ref(), &keyring, AUDIT_MAC_KEY)? {
+                Some(k) => k,
+                None => {
+                    let k = SecretKey::random();
+                    batch.put(
+                        Table::Meta,
+                        AUDIT_MAC_KEY.0,
+                        wrap_meta_key(&keyring, AUDIT_MAC_KEY, &k)?,
+                    );
+                    MacKey::new(&k)?
+                }
+            },
+        );
+        let mut chain = Chain::load(store.as_ref(), Some(audit_mac.clone()))?;
         let first_id = last_id + 1;
         let first_key = SecretKey::random();
         let kek = keyring.current()?;
@@ -757,13 +794,15 @@ impl Vault {
             wrapped: kek.wrap("dek", first_id, &first_key)?,
             created_at: now_unix(),
         };
-        let entry = chain.append(
-            Ctx::system().event("dek_create", None, None, "ok"),
-            rfc3339(now_unix()),
+        chain.append_all(
+            [Ctx::system().event("dek_create", None, None, "ok")],
+            &rfc3339(now_unix()),
+            |seq, bytes| batch.put(Table::Audit, audit::key(seq), bytes),
         )?;
-        let mut batch = WriteBatch::new();
+        if let Some(head) = chain.signed_head() {
+            batch.put(Table::Meta, audit::HEAD_KEY, head);
+        }
         batch.put(Table::Deks, first_id.to_be_bytes(), encode(&rec, "dek")?);
-        batch.put(Table::Audit, audit::key(entry.seq), entry.encode()?);
         // A vault made before API keys existed gets its API key MAC key here.
         let api_key_mac = match load_meta_key(store.as_ref(), &keyring, API_KEY_MAC_KEY)? {
             Some(k) => k,
@@ -819,6 +858,7 @@ impl Vault {
                 keyring: RwLock::new(keyring),
                 fingerprint,
                 api_key_mac,
+                audit_mac,
                 deks: RwLock::new(deks),
                 current: RwLock::new(first),
                 next_dek_id: AtomicU32::new(first_id + 1),
@@ -992,7 +1032,7 @@ impl Vault {
                 );
                 rewrap(Table::Deks, k, "dek", id, v)
             })?;
-            for which in [FINGERPRINT_KEY, API_KEY_MAC_KEY] {
+            for which in META_KEYS {
                 if let Some(v) = store.get(Table::Meta, which.0)? {
                     rewrap(Table::Meta, which.0, which.1, 0, &v)?;
                 }
@@ -1234,6 +1274,15 @@ impl Vault {
     }
 
     /// The store, for reports that read it directly (the evidence report).
+    /// Verifies the audit chain as it is now, MACs included (`audit verify` of a live vault).
+    pub fn verify_audit(&self) -> Result<audit::Verified> {
+        audit::verify(
+            self.inner.store.as_ref(),
+            Some(&self.inner.keys.audit_mac),
+            true,
+        )
+    }
+
     pub fn store(&self) -> &dyn Store {
         self.inner.store.as_ref()
     }
@@ -2367,6 +2416,7 @@ fn writer_loop(
         let mut overlay = Overlay::default();
         let time = rfc3339(now_unix());
         let mut result: Result<()> = Ok(());
+        let mut chained = false;
         for job in jobs.iter_mut() {
             let mut tx = Tx {
                 store,
@@ -2379,17 +2429,16 @@ fn writer_loop(
             }
             let Tx { local, events, .. } = tx;
             overlay.extend(local);
-            for ev in events {
-                match chain
-                    .append(ev, time.clone())
-                    .and_then(|e| Ok((e.seq, e.encode()?)))
-                {
-                    Ok((seq, bytes)) => {
-                        overlay.insert(Table::Audit, audit::key(seq).to_vec(), Some(bytes));
-                    }
-                    Err(e) => result = Err(e),
-                }
+            chained |= !events.is_empty();
+            if let Err(e) = chain.append_all(events, &time, |seq, bytes| {
+                overlay.insert(Table::Audit, audit::key(seq).to_vec(), Some(bytes));
+            }) {
+                result = Err(e);
             }
+        }
+        // The signed head moves with the entries, in the same store write.
+        if chained && let Some(head) = chain.signed_head() {
+            overlay.insert(Table::Meta, audit::HEAD_KEY.to_vec(), Some(head));
         }
         let ticket = result.and_then(|()| store.write(overlay.into_batch()));
         stats.record(jobs.len());
@@ -2402,7 +2451,7 @@ fn writer_loop(
             }
             Err(e) => {
                 // Nothing of this batch was written: the chain head goes back to what is.
-                if let Ok(c) = Chain::load(store) {
+                if let Ok(c) = chain.reload(store) {
                     chain = c;
                 }
                 let failed = Err(e);
@@ -2778,7 +2827,7 @@ mod tests {
             assert_eq!(actions[0].0, "vault_init");
             assert!(actions.contains(&("tokenize".into(), "created".into())));
             assert!(actions.contains(&("reveal".into(), "ok".into())));
-            let verified = audit::verify(v.inner.store.as_ref()).unwrap();
+            let verified = v.verify_audit().unwrap();
             assert_eq!(verified.entries as usize, actions.len());
         })
         .await;
