@@ -744,6 +744,11 @@ impl Vault {
     pub fn open(dir: &Path, unlock: &Unlock, opts: Options) -> Result<Vault> {
         let backend = backend_of(dir)?;
         let keyring = keys::load(dir, unlock)?;
+        if keys::source_of(dir)? == KeySource::Dev {
+            tracing::warn!(
+                "dev key source: the KEK is stored unprotected; never use this outside testing"
+            );
+        }
         let store = store::open(backend, dir)?;
 
         let fingerprint =

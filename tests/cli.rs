@@ -211,8 +211,8 @@ const FIELDS: [&str; 12] = [
     "hash",
 ];
 
-/// `audit export`, parsed and checked line by line.
-fn export(dir: &Path, since: Option<u64>) -> Vec<Entry> {
+/// The raw stdout of `audit export`.
+fn export_text(dir: &Path, since: Option<u64>) -> String {
     let since = since.map(|k| k.to_string());
     let mut args = vec!["audit", "export", "--data", s(dir)];
     if let Some(k) = &since {
@@ -222,7 +222,25 @@ fn export(dir: &Path, since: Option<u64>) -> Vec<Entry> {
     out.success();
     assert_eq!(out.stderr, "");
     assert!(out.stdout.is_empty() || out.stdout.ends_with('\n'));
-    out.lines()
+    out.stdout
+}
+
+/// `audit export`, parsed and checked line by line: entries, then (an export that reaches the
+/// end of the chain) the signed head of the last one.
+fn export(dir: &Path, since: Option<u64>) -> Vec<Entry> {
+    let text = export_text(dir, since);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if let Some(last) = lines.pop() {
+        let v: Value = serde_json::from_str(last).unwrap();
+        let head = &v["signed_head"];
+        assert_eq!(v.as_object().unwrap().len(), 1, "{last}");
+        assert_eq!(head.as_object().unwrap().len(), 3, "{last}");
+        assert_eq!(head["mac"].as_str().unwrap().len(), 64, "{last}");
+        let prev: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+        assert_eq!(head["seq"], prev["seq"], "the head signs the last entry");
+        assert_eq!(head["hash"], prev["hash"]);
+    }
+    lines
         .into_iter()
         .map(|line| {
             let v: Value = serde_json::from_str(line).unwrap();
@@ -238,13 +256,14 @@ fn export(dir: &Path, since: Option<u64>) -> Vec<Entry> {
         .collect()
 }
 
-/// `audit verify` succeeded; returns N from `audit chain ok: N entries, last hash H`.
+/// `audit verify` of a dev vault (its keys need no secret, so the MACs are checked) succeeded;
+/// returns N from `audit chain ok: N entries, last hash H`.
 #[track_caller]
 fn verify_ok(dir: &Path) -> (u64, String) {
     let out = pv(&["audit", "verify", "--data", s(dir)]);
     out.success();
     let lines = out.lines();
-    assert_eq!(lines.len(), 1, "{out:#?}");
+    assert_eq!(lines.len(), 2, "{out:#?}");
     let rest = lines[0].strip_prefix("audit chain ok: ").unwrap();
     let (n, rest) = rest.split_once(' ').unwrap();
     let n: u64 = n.parse().unwrap();
@@ -254,6 +273,11 @@ fn verify_ok(dir: &Path) -> (u64, String) {
         .unwrap()
         .strip_prefix(", last hash ")
         .unwrap();
+    let checkpoints = n / audit::CHECKPOINT_EVERY;
+    assert_eq!(
+        lines[1],
+        format!("signed: MACs verified through entry {n} ({checkpoints} checkpoints, signed head)")
+    );
     (n, hash.to_string())
 }
 
@@ -423,6 +447,31 @@ fn init_file_keys_seal_the_kek_under_argon2id() {
         )
         .is_err()
     );
+    // Without the passphrase, `audit verify` checks links and head but says the MACs were not;
+    // with it, it checks them.
+    let out = pv(&["audit", "verify", "--data", s(&dir)]);
+    out.success();
+    assert_eq!(out.lines().len(), 2);
+    assert!(out.lines()[0].starts_with("audit chain ok: 2 entries, "));
+    assert!(out.lines()[1].starts_with("unsigned check: give the vault's keys"));
+    let out = pv(&[
+        "audit",
+        "verify",
+        "--data",
+        s(&dir),
+        "--passphrase-file",
+        s(&pass),
+    ]);
+    out.success();
+    assert_eq!(
+        out.lines()[1],
+        "signed: MACs verified through entry 2 (0 checkpoints, signed head)"
+    );
+    // A cut tail shows without the keys too: the chain no longer ends at its head.
+    tamper(&dir, |_, b| b.delete(Table::Audit, audit::key(2)));
+    pv(&["audit", "verify", "--data", s(&dir)]).refused(&[
+        "audit chain broken at entry 2: entries missing at the tail (the signed head is further on)",
+    ]);
 }
 
 #[test]
@@ -592,6 +641,9 @@ fn check_audit_trail(dir: &Path, act: &Activity) {
     assert_eq!(v["entries"], Value::from(n));
     assert_eq!(v["last_seq"], Value::from(n));
     assert_eq!(v["last_hash"], Value::from(last_hash.as_str()));
+    assert_eq!(v["head_seq"], Value::from(n));
+    assert_eq!(v["signed_through"], Value::from(n));
+    assert_eq!(v["macs_verified"], Value::Bool(true));
 
     // --since K starts at K; past the end is empty, not an error.
     let tail = export(dir, Some(5));
@@ -602,6 +654,7 @@ fn check_audit_trail(dir: &Path, act: &Activity) {
     assert_eq!(tail[..], entries[4..]);
     assert_eq!(export(dir, Some(n)).len(), 1);
     assert!(export(dir, Some(n + 1)).is_empty());
+    assert_eq!(export_text(dir, Some(n + 1)), "", "no entry, no head line");
 
     // PANVAULT_DATA stands in for --data.
     let out = run(cmd().env("PANVAULT_DATA", dir).args(["audit", "verify"]));
@@ -725,6 +778,175 @@ fn tamper_garbage_bytes_are_named() {
         );
     });
     verify_broken(&dir, 3, "entry cannot be decoded");
+}
+
+#[test]
+fn tamper_cut_tail_is_detected() {
+    // The last two entries deleted: every link that is left is fine, but the head says 9.
+    let (_tmp, dir) = fresh_tampered(None, |_, b| {
+        b.delete(Table::Audit, audit::key(8));
+        b.delete(Table::Audit, audit::key(9));
+    });
+    verify_broken(
+        &dir,
+        8,
+        "entries missing at the tail (the signed head is further on)",
+    );
+    // Cutting the head away too leaves a chain with no signed head, which the keys refuse.
+    let (_tmp, dir) = fresh_tampered(None, |_, b| {
+        b.delete(Table::Audit, audit::key(9));
+        b.delete(Table::Meta, audit::HEAD_KEY);
+    });
+    verify_broken(&dir, 8, "no signed head");
+}
+
+#[test]
+fn tamper_recomputed_chain_is_detected_by_the_mac() {
+    // Entry 3 altered and every hash after it recomputed: the links hold, the head does not.
+    let recompute = |s: &dyn Store, b: &mut WriteBatch, fix_head: bool| {
+        let mut prev = stored_entry(s, 2).hash;
+        for seq in 3..=9 {
+            let mut e = stored_entry(s, seq);
+            if seq == 3 {
+                e.outcome = "prefix_taken".into();
+            }
+            e.prev_hash.clone_from(&prev);
+            e.hash = e.compute_hash().unwrap();
+            prev.clone_from(&e.hash);
+            b.put(Table::Audit, audit::key(seq), e.encode().unwrap());
+        }
+        if fix_head {
+            // The head's hash can be rewritten too, but not its MAC.
+            let mut h = audit::SignedHead::load(s).unwrap().unwrap();
+            h.hash = prev;
+            b.put(
+                Table::Meta,
+                audit::HEAD_KEY,
+                serde_json::to_vec(&h).unwrap(),
+            );
+        }
+    };
+    let (_tmp, dir) = fresh_tampered(None, |s, b| recompute(s, b, false));
+    verify_broken(&dir, 9, "entry does not match the signed head");
+    let (_tmp, dir) = fresh_tampered(None, |s, b| recompute(s, b, true));
+    verify_broken(&dir, 9, "signed head MAC does not verify");
+}
+
+#[test]
+fn tamper_appended_entry_is_detected() {
+    // A well-linked entry 10 added after the head.
+    let (_tmp, dir) = fresh_tampered(None, |s, b| {
+        let last = stored_entry(s, 9);
+        let mut e = last.clone();
+        e.seq = 10;
+        e.prev_hash = last.hash;
+        e.hash = e.compute_hash().unwrap();
+        b.put(Table::Audit, audit::key(10), e.encode().unwrap());
+    });
+    verify_broken(&dir, 10, "entry after the signed head");
+}
+
+/// `audit verify FILES...` (with `extra` arguments) succeeded: its two lines.
+#[track_caller]
+fn verify_files_ok(files: &[&Path], extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["audit", "verify"];
+    args.extend(extra);
+    args.extend(files.iter().map(|p| s(p)));
+    let out = pv(&args);
+    out.success();
+    assert_eq!(out.lines().len(), 2, "{out:#?}");
+    out.lines().into_iter().map(str::to_string).collect()
+}
+
+#[test]
+fn exported_files_verify_on_their_own_and_across() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _) = vault_with_activity(tmp.path(), None);
+    let (n, last_hash) = verify_ok(&dir);
+    assert_eq!(n, 9);
+    let text = export_text(&dir, None);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 10, "9 entries and the signed head");
+    let write = |name: &str, lines: &[&str]| {
+        let p = tmp.path().join(name);
+        std::fs::write(
+            &p,
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap();
+        p
+    };
+    let whole = write("whole.jsonl", &lines);
+    let (first, second) = (write("a.jsonl", &lines[..5]), write("b.jsonl", &lines[5..]));
+
+    // On its own, without keys: links only.
+    let out = verify_files_ok(&[&whole], &[]);
+    assert_eq!(
+        out[0],
+        format!("audit export ok: 9 entries (1..=9), last hash {last_hash}")
+    );
+    assert!(out[1].starts_with("unsigned check"), "{out:?}");
+    // With the vault's keys: the head's MAC too.
+    let with_keys = ["--data", s(&dir)];
+    let out = verify_files_ok(&[&whole], &with_keys);
+    assert_eq!(
+        out[1],
+        "signed: MACs verified through entry 9 (0 checkpoints, signed head)"
+    );
+    // Two exports in a row verify across; the second alone verifies from where it starts.
+    let out = verify_files_ok(&[&first, &second], &with_keys);
+    assert_eq!(out, verify_files_ok(&[&whole], &with_keys));
+    let out = verify_files_ok(&[&second], &with_keys);
+    assert!(
+        out[0].starts_with("audit export ok: 4 entries (6..=9), "),
+        "{out:?}"
+    );
+    // The first alone has no MAC: it says so rather than claim a signature.
+    let out = verify_files_ok(&[&first], &with_keys);
+    assert_eq!(
+        out[1],
+        "signed: no checkpoint or signed head in these files"
+    );
+
+    // What is refused, and where.
+    let refused = |files: &[&Path], extra: &[&str], want: &str| {
+        let mut args = vec!["audit", "verify"];
+        args.extend(extra);
+        args.extend(files.iter().map(|p| s(p)));
+        pv(&args).refused(&[want]);
+    };
+    refused(
+        &[&second, &first],
+        &[],
+        "audit chain broken at entry 10: sequence number out of order",
+    );
+    let gap = write("gap.jsonl", &[&lines[..3], &lines[4..]].concat());
+    refused(
+        &[&gap],
+        &[],
+        "audit chain broken at entry 4: sequence number out of order",
+    );
+    // The last entry cut but the head kept: the head no longer matches.
+    let cut = write("cut.jsonl", &[&lines[..8], &lines[9..]].concat());
+    refused(
+        &[&cut],
+        &[],
+        "audit chain broken at entry 9: the signed head does not match the entry before it",
+    );
+    // The head's MAC is checked with the keys: another vault's keys refuse it.
+    let (other, _) = vault_with_activity(&tmp.path().join("other"), None);
+    refused(
+        &[&whole],
+        &["--data", s(&other)],
+        "audit chain broken at entry 9: signed head MAC does not verify",
+    );
+    let junk = write("junk.jsonl", &[lines[0], "{\"hello\": 1}"]);
+    refused(
+        &[&junk],
+        &[],
+        "audit chain broken at entry 2: line is neither an audit entry nor a signed head",
+    );
+    pv(&["audit", "verify"]).refused(&["needs --data DIR"]);
 }
 
 // ---- 6. --help everywhere --------------------------------------------------------------------

@@ -424,9 +424,6 @@ pub fn load(data_dir: &Path, unlock: &Unlock) -> Result<Keyring> {
     let mut token = None;
     match (file.source, unlock) {
         (KeySource::Dev, _) => {
-            tracing::warn!(
-                "dev key source: the KEK is stored unprotected; never use this outside testing"
-            );
             for k in &file.keks {
                 let hexkey = k
                     .key
