@@ -140,13 +140,20 @@ fn kek_versions(data: &Path) -> Vec<u64> {
         .collect()
 }
 
-fn audit_verifies(data: &Path) {
+/// `audit verify` with the passphrase: links, the signed head and every checkpoint's MAC, whose
+/// key every rotation re-wraps.
+fn audit_verifies(data: &Path, pass: &Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
         .args(["audit", "verify", "--data"])
         .arg(data)
+        .arg("--passphrase-file")
+        .arg(pass)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("\nsigned: MACs verified through entry "), "{text}");
+    assert!(text.contains(", signed head)"), "{text}");
 }
 
 /// Two rotations while 16 clients tokenize and reveal: no request fails, every token reveals
@@ -290,7 +297,7 @@ fn rotation_under_load_fails_no_request_and_leaves_one_kek() {
         assert_eq!(reveal(&c, &base, &key, &token), pan);
     }
     stop(child);
-    audit_verifies(&data);
+    audit_verifies(&data, &pass);
     let export = Command::new(env!("CARGO_BIN_EXE_panvault"))
         .args(["audit", "export", "--data"])
         .arg(&data)
@@ -300,7 +307,7 @@ fn rotation_under_load_fails_no_request_and_leaves_one_kek() {
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|e| e["action"].as_str().unwrap().starts_with("kek_"))
+        .filter(|e| e["action"].as_str().is_some_and(|a| a.starts_with("kek_")))
         .map(|e| {
             format!(
                 "{} {}",
@@ -422,7 +429,7 @@ fn a_rotation_killed_at_any_step_leaves_a_vault_that_opens() {
     assert_eq!(r["destroyed"], json!([1, 2, 3]), "{r}");
     assert_eq!(kek_versions(&data), vec![4]);
     all_reveal();
-    audit_verifies(&data);
+    audit_verifies(&data, &pass);
     // `panvault keys status` on the stopped vault agrees.
     let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
         .args(["keys", "status", "--data"])
@@ -567,7 +574,7 @@ fn a_reencryption_killed_mid_way_resumes_and_loses_nothing() {
         assert_eq!(&reveal(&c, &base, &key, token), pan);
     }
     stop(child);
-    audit_verifies(&data);
+    audit_verifies(&data, &pass);
 }
 
 /// The passphrase may come through a file descriptor (issue 4 item 2): `--passphrase-file
