@@ -46,6 +46,10 @@ pub struct AuditEvidence {
     pub chain: String,
     pub entries: u64,
     pub last_hash: Option<String>,
+    /// The last entry a verified MAC (signed head or checkpoint) vouches for.
+    pub signed_through: Option<u64>,
+    /// Checkpoint entries, each with a verified MAC.
+    pub checkpoints: u64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -68,9 +72,21 @@ pub struct StoreEvidence {
 /// Builds the report (reads the whole audit chain twice: once to verify, once to count).
 pub fn report(vault: &Vault, hardening: Vec<HardeningCheck>) -> Result<Evidence> {
     let store = vault.store();
-    let (chain, entries, last_hash) = match vault.verify_audit() {
-        Ok(v) => ("ok".to_string(), v.entries, Some(v.last_hash)),
-        Err(e) => (e.code().to_string(), 0, None),
+    let audit = match vault.verify_audit() {
+        Ok(v) => AuditEvidence {
+            chain: "ok".into(),
+            entries: v.entries,
+            last_hash: Some(v.last_hash),
+            signed_through: v.signed_through,
+            checkpoints: v.checkpoints,
+        },
+        Err(e) => AuditEvidence {
+            chain: e.code().to_string(),
+            entries: 0,
+            last_hash: None,
+            signed_through: None,
+            checkpoints: 0,
+        },
     };
     let now = std::time::SystemTime::now();
     let from = humantime::format_rfc3339_seconds(
@@ -108,11 +124,7 @@ pub fn report(vault: &Vault, hardening: Vec<HardeningCheck>) -> Result<Evidence>
             suites: tls::suites(),
         },
         keys: vault.key_status()?,
-        audit: AuditEvidence {
-            chain,
-            entries,
-            last_hash,
-        },
+        audit,
         reveals_by_key,
         period_days: PERIOD_DAYS,
         api_keys,

@@ -163,6 +163,10 @@ fn the_audit_trail_pages_in_order_and_its_reading_is_audited() {
         "{after}"
     );
     assert_ne!(after["audit"]["last_hash"], before["audit"]["last_hash"]);
+    // The signed head moved with the chain, its MAC verified by the running vault.
+    let signed = |e: &Value| e["audit"]["signed_through"].as_u64().unwrap();
+    assert!(signed(&after) > signed(&before), "{after}");
+    assert!(signed(&after) <= after["audit"]["entries"].as_u64().unwrap());
     let reveals = |e: &Value| -> u64 {
         e["reveals_by_key"]
             .as_object()
@@ -202,4 +206,9 @@ fn the_audit_trail_pages_in_order_and_its_reading_is_audited() {
         offline["audit"]["entries"].as_u64().unwrap() > after["audit"]["entries"].as_u64().unwrap()
     );
     assert_eq!(reveals(&offline), reveals(&after));
+    assert_eq!(
+        Some(signed(&offline)),
+        offline["audit"]["entries"].as_u64(),
+        "{offline}"
+    );
 }

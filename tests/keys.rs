@@ -152,7 +152,10 @@ fn audit_verifies(data: &Path, pass: &Path) {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("\nsigned: MACs verified through entry "), "{text}");
+    assert!(
+        text.contains("\nsigned: MACs verified through entry "),
+        "{text}"
+    );
     assert!(text.contains(", signed head)"), "{text}");
 }
 
