@@ -32,6 +32,21 @@ pub const CHECKPOINT: &str = "audit_checkpoint";
 pub const CHECKPOINT_EVERY: u64 = 1000;
 /// Where the signed head lives in `meta`.
 pub const HEAD_KEY: &[u8] = b"audit_head";
+/// Where the chain's signed start lives in `meta` once old entries were pruned: the seq and
+/// hash of the last pruned entry.
+pub const ANCHOR_KEY: &[u8] = b"audit_anchor";
+/// `audit prune` never deletes an entry younger than this (PCI DSS 10.5.1: 12 months).
+pub const MIN_RETENTION_DAYS: u64 = 365;
+
+/// Refuses a retention period under [`MIN_RETENTION_DAYS`].
+pub fn check_retention(days: u64) -> Result<()> {
+    if days < MIN_RETENTION_DAYS {
+        return Err(Error::Config(format!(
+            "retention_days {days} is under the PCI DSS minimum of {MIN_RETENTION_DAYS} days"
+        )));
+    }
+    Ok(())
+}
 
 /// The last entry's seq and hash, and their MAC (hex): proof of where the chain ends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,10 +65,32 @@ impl SignedHead {
 
     /// Reads the head from `meta`, if there is one.
     pub fn load(store: &dyn Store) -> Result<Option<Self>> {
+        Self::load_at(store, HEAD_KEY)
+    }
+
+    fn load_at(store: &dyn Store, at: &[u8]) -> Result<Option<Self>> {
         store
-            .get(Table::Meta, HEAD_KEY)?
+            .get(Table::Meta, at)?
             .map(|b| Self::decode(&b))
             .transpose()
+    }
+
+    /// Reads the prune anchor from `meta`, if entries were ever pruned.
+    pub fn load_anchor(store: &dyn Store) -> Result<Option<Self>> {
+        Self::load_at(store, ANCHOR_KEY)
+    }
+
+    /// The stored anchor after pruning up to `seq`, whose hash is `hash`.
+    pub fn anchor(key: &MacKey, seq: u64, hash: &str) -> Result<Vec<u8>> {
+        let h = decode_hash(hash).ok_or(broken(seq, "hash is not 32 bytes of hex"))?;
+        serde_json::to_vec(&SignedHead {
+            seq,
+            hash: hash.to_string(),
+            mac: hex::encode(mac_of(key, b"anchor", seq, &h)),
+        })
+        .map_err(|_| Error::Corrupt {
+            what: "audit anchor",
+        })
     }
 }
 
@@ -207,13 +244,18 @@ impl Chain {
             signer,
             ..Chain::default()
         };
-        if let Some((_, v)) = store.last(Table::Audit)? {
-            let e = Entry::decode(&v)?;
-            chain.next_seq = e.seq + 1;
-            chain.last_hash = decode_hash(&e.hash).ok_or(Error::AuditBroken {
-                seq: e.seq,
-                reason: "hash is not 32 bytes of hex",
-            })?;
+        // The last entry, or where `audit prune` left the chain's start if none is left.
+        let last = match store.last(Table::Audit)? {
+            Some((_, v)) => {
+                let e = Entry::decode(&v)?;
+                Some((e.seq, e.hash))
+            }
+            None => SignedHead::load_anchor(store)?.map(|a| (a.seq, a.hash)),
+        };
+        if let Some((seq, hash)) = last {
+            chain.next_seq = seq + 1;
+            chain.last_hash =
+                decode_hash(&hash).ok_or(broken(seq, "hash is not 32 bytes of hex"))?;
         }
         Ok(chain)
     }
@@ -465,7 +507,17 @@ pub fn verify(store: &dyn Store, mac: Option<&MacKey>, live: bool) -> Result<Ver
     let head = SignedHead::load(store)?;
     let mut v = Verifier::from_genesis(mac);
     v.pin = head.clone();
-    crate::store::for_each(store, Table::Audit, &key(1), |k, bytes| {
+    // After `audit prune` the chain starts after its anchor, whose MAC the key checks.
+    if let Some(a) = SignedHead::load_anchor(store)? {
+        if let Some(key) = mac
+            && !mac_ok(key, b"anchor", a.seq, &a.hash, &a.mac)
+        {
+            return Err(broken(a.seq + 1, "prune anchor MAC does not verify"));
+        }
+        v.next = Some((a.seq + 1, a.hash));
+    }
+    let start = v.next.as_ref().map_or(1, |n| n.0);
+    crate::store::for_each(store, Table::Audit, &key(start), |k, bytes| {
         let expect = v.next.as_ref().map_or(1, |n| n.0);
         let entry = Entry::decode(bytes).map_err(|_| broken(expect, "entry cannot be decoded"))?;
         if k != key(entry.seq) {

@@ -175,6 +175,9 @@ pub enum AuditCommand {
     /// entry. With the vault's keys (a dev vault needs none) also check the MACs of the signed
     /// head and of the checkpoints, which show a cut tail or a recomputed chain.
     Verify(VerifyArgs),
+    /// Delete the oldest entries of a stopped vault: only those older than the retention
+    /// period and already exported; a signed anchor marks where the chain then starts.
+    Prune(PruneArgs),
     /// Write entries as JSON lines to stdout; when the export reaches the end of the chain, a
     /// last line `{"signed_head": {...}}` lets the file be verified on its own.
     Export {
@@ -184,6 +187,19 @@ pub enum AuditCommand {
         #[arg(long, default_value_t = 1)]
         since: u64,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+    /// Keep every entry younger than this many days (at least 365: PCI DSS 10.5.1).
+    #[arg(long, env = "PANVAULT_AUDIT_RETENTION_DAYS", default_value_t = crate::audit::MIN_RETENTION_DAYS)]
+    pub retention_days: u64,
+    /// The last seq the log system has received and verified (`audit export`): nothing after
+    /// it is deleted.
+    #[arg(long)]
+    pub exported_through: u64,
 }
 
 #[derive(Debug, Args)]
@@ -343,6 +359,22 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Audit { command } => match command {
             AuditCommand::Verify(a) => audit_verify(a),
+            AuditCommand::Prune(a) => {
+                audit::check_retention(a.retention_days)?;
+                let vault = open_stopped(&a.unlock)?;
+                let ctx = Ctx {
+                    actor: "cli".into(),
+                    ..Ctx::default()
+                };
+                let report = actix_web::rt::System::new()
+                    .block_on(vault.audit_prune(&ctx, a.retention_days, a.exported_through))
+                    .and_then(|r| {
+                        serde_json::to_string(&r).map_err(|_| Error::Corrupt { what: "report" })
+                    });
+                vault.shutdown();
+                println!("{}", report?);
+                Ok(())
+            }
             AuditCommand::Export { data, since } => {
                 let store = vault::open_store(&data)?;
                 let stdout = std::io::stdout();

@@ -434,6 +434,20 @@ fn load_meta_key(
     MacKey::new(&key).map(Some)
 }
 
+/// Most audit entries one `audit prune` store write deletes.
+const PRUNE_BATCH: usize = 10_000;
+
+/// What `audit prune` did.
+#[derive(Debug, Serialize)]
+pub struct Pruned {
+    pub deleted: u64,
+    /// The chain's first entry now.
+    pub first_kept: u64,
+    /// Entries older than this (RFC 3339) were eligible.
+    pub cutoff: String,
+    pub retention_days: u64,
+}
+
 /// What `init` hands back once: the first admin API key.
 #[derive(Debug)]
 pub struct Initialized {
@@ -1259,6 +1273,79 @@ impl Vault {
             None
         };
         Ok(AuditPage { entries, next })
+    }
+
+    /// `audit prune`: deletes the oldest audit entries, those older than `retention_days`
+    /// (at least [`audit::MIN_RETENTION_DAYS`]) that the operator has exported
+    /// (`seq <= exported_through`), and leaves a signed anchor where the chain now starts.
+    pub async fn audit_prune(
+        &self,
+        ctx: &Ctx,
+        retention_days: u64,
+        exported_through: u64,
+    ) -> Result<Pruned> {
+        audit::check_retention(retention_days)?;
+        let cutoff = rfc3339(now_unix().saturating_sub(retention_days.saturating_mul(86_400)));
+        let mut report = self.prune_before(ctx, &cutoff, exported_through).await?;
+        report.retention_days = retention_days;
+        Ok(report)
+    }
+
+    /// Deletes entries from the chain's start while their time is before `cutoff` and their
+    /// seq at most `exported_through`, in store writes of at most [`PRUNE_BATCH`] entries,
+    /// each moving the signed anchor with it.
+    pub(crate) async fn prune_before(
+        &self,
+        ctx: &Ctx,
+        cutoff: &str,
+        exported_through: u64,
+    ) -> Result<Pruned> {
+        let store = self.inner.store.as_ref();
+        let first = audit::SignedHead::load_anchor(store)?.map_or(1, |a| a.seq + 1);
+        let mut next = first;
+        loop {
+            let rows = store.scan(Table::Audit, &audit::key(next), PRUNE_BATCH)?;
+            let mut last: Option<(u64, String)> = None;
+            for (_, v) in &rows {
+                let e = audit::Entry::decode(v)?;
+                if e.seq > exported_through || e.time.as_str() >= cutoff {
+                    break;
+                }
+                last = Some((e.seq, e.hash));
+            }
+            let Some((seq, hash)) = last else { break };
+            let anchor = audit::SignedHead::anchor(&self.inner.keys.audit_mac, seq, &hash)?;
+            let from = next;
+            self.write(move |tx| {
+                for s in from..=seq {
+                    tx.delete(Table::Audit, audit::key(s));
+                }
+                tx.put(Table::Meta, audit::ANCHOR_KEY, anchor);
+                Ok(())
+            })
+            .await?;
+            next = seq + 1;
+        }
+        let mut ev = ctx.event("audit_prune", None, None, "ok");
+        ev.detail = Some(if next > first {
+            format!(
+                "deleted entries {first}..={} (before {cutoff}, exported through {exported_through})",
+                next - 1
+            )
+        } else {
+            format!("nothing to delete (before {cutoff}, exported through {exported_through})")
+        });
+        self.write(move |tx| {
+            tx.audit(ev);
+            Ok(())
+        })
+        .await?;
+        Ok(Pruned {
+            deleted: next - first,
+            first_kept: next,
+            cutoff: cutoff.to_string(),
+            retention_days: 0,
+        })
     }
 
     /// Every API key: id, scopes, shop login (none: admin), creation time (RFC 3339).
@@ -2516,6 +2603,80 @@ mod tests {
             f(v.clone()).await;
             v.shutdown();
         }
+    }
+
+    #[tokio::test]
+    async fn audit_prune_leaves_a_signed_anchor_and_a_chain_that_verifies() {
+        let (_d, v) = new_vault(Backend::Redb);
+        let ctx = Ctx::system();
+        for i in 0..5 {
+            v.create_merchant(&ctx, &format!("M{i}"), None)
+                .await
+                .unwrap();
+        }
+        let before = v.verify_audit().unwrap();
+        assert_eq!((before.first_seq, before.last_seq), (1, 8));
+        // Under a year is refused; a year deletes nothing from a vault made today.
+        assert!(matches!(
+            v.audit_prune(&ctx, 364, u64::MAX).await,
+            Err(Error::Config(_))
+        ));
+        let r = v.audit_prune(&ctx, 365, u64::MAX).await.unwrap();
+        assert_eq!((r.deleted, r.first_kept), (0, 1));
+        // Everything counts as old here: only what was exported (1..=3) goes.
+        let r = v.prune_before(&ctx, "9999", 3).await.unwrap();
+        assert_eq!((r.deleted, r.first_kept), (3, 4));
+        let store = v.inner.store.as_ref();
+        assert!(store.get(Table::Audit, &audit::key(3)).unwrap().is_none());
+        let after = v.verify_audit().unwrap();
+        assert_eq!((after.first_seq, after.entries), (4, after.last_seq - 3));
+        assert!(audit::verify(store, None, false).is_ok());
+        let mut last = None;
+        audit::for_each_since(store, 1, |e| {
+            last = Some((e.action.clone(), e.detail.clone()));
+            Ok(())
+        })
+        .unwrap();
+        let (action, detail) = last.unwrap();
+        assert_eq!(action, "audit_prune");
+        assert!(detail.unwrap().starts_with("deleted entries 1..=3 "));
+        // Pruning everything leaves the chain going on from its anchor, across a restart.
+        let r = v.prune_before(&ctx, "9999", u64::MAX).await.unwrap();
+        assert_eq!(r.first_kept, after.last_seq + 1);
+        let dir = v.dir().to_path_buf();
+        v.shutdown();
+        drop(v);
+        let v = Vault::open(&dir, &Unlock::Dev, Options::default()).unwrap();
+        v.create_merchant(&ctx, "later", None).await.unwrap();
+        let now = v.verify_audit().unwrap();
+        assert_eq!(now.first_seq, r.first_kept);
+        // A moved anchor (to hide more entries) fails its MAC; only the keys can tell.
+        let store = v.inner.store.as_ref();
+        let mut a = audit::SignedHead::load_anchor(store).unwrap().unwrap();
+        let next = audit::Entry::decode(
+            &store
+                .get(Table::Audit, &audit::key(a.seq + 1))
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        a.seq += 1;
+        a.hash = next.hash;
+        let mut b = WriteBatch::new();
+        b.put(
+            Table::Meta,
+            audit::ANCHOR_KEY,
+            serde_json::to_vec(&a).unwrap(),
+        );
+        b.delete(Table::Audit, audit::key(a.seq));
+        store.commit(&b).unwrap();
+        let err = v.verify_audit().unwrap_err();
+        assert!(
+            err.to_string().contains("prune anchor MAC does not verify"),
+            "{err}"
+        );
+        assert!(audit::verify(store, None, true).is_ok());
+        v.shutdown();
     }
 
     #[tokio::test]

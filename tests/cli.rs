@@ -949,6 +949,50 @@ fn exported_files_verify_on_their_own_and_across() {
     pv(&["audit", "verify"]).refused(&["needs --data DIR"]);
 }
 
+#[test]
+fn audit_prune_keeps_a_year_and_what_was_not_exported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _) = vault_with_activity(tmp.path(), None);
+    pv(&[
+        "audit",
+        "prune",
+        "--data",
+        s(&dir),
+        "--exported-through",
+        "9",
+        "--retention-days",
+        "30",
+    ])
+    .refused(&["retention_days 30 is under the PCI DSS minimum of 365 days"]);
+    // Every entry is younger than a year: nothing goes, and the run itself is audited.
+    let out = pv(&[
+        "audit",
+        "prune",
+        "--data",
+        s(&dir),
+        "--exported-through",
+        "9",
+    ]);
+    out.success();
+    let r: Value = serde_json::from_str(out.lines()[0]).unwrap();
+    assert_eq!(r["deleted"], 0, "{r}");
+    assert_eq!(r["first_kept"], 1, "{r}");
+    assert_eq!(r["retention_days"], 365, "{r}");
+    let entries = export(&dir, None);
+    let last = entries.last().unwrap();
+    assert_eq!(
+        (last.action.as_str(), last.actor.as_str()),
+        ("audit_prune", "cli")
+    );
+    assert!(
+        last.detail
+            .as_deref()
+            .unwrap()
+            .starts_with("nothing to delete (before ")
+    );
+    assert_eq!(verify_ok(&dir).0, last.seq);
+}
+
 // ---- 6. --help everywhere --------------------------------------------------------------------
 
 #[test]
