@@ -235,10 +235,18 @@ async fn json_body(
     }
 }
 
-/// Refuses fields outside `known`, naming the first one (its value is never echoed).
+/// Refuses fields outside `known`, naming the first one (its value is never echoed, nor a name
+/// with 12 or more digits in it: a card number sent as a field name).
 fn only_fields(map: &Map<String, Value>, known: &[&str]) -> Result<(), Problem> {
     match map.keys().find(|k| !known.contains(&k.as_str())) {
         None => Ok(()),
+        Some(k) if k.bytes().filter(u8::is_ascii_digit).count() >= crate::pan::MIN_PAN_DIGITS => {
+            Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "unknown field (its name holds a card-like number and is not repeated)",
+            ))
+        }
         Some(k) => Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
