@@ -973,11 +973,15 @@ async fn not_found() -> HttpResponse {
     Problem::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").response()
 }
 
+/// An incoming `X-Request-Id` to echo and audit, if it is one: 1 to 128 characters from
+/// `A-Z a-z 0-9 - _ . :`, and no card number in it (a client's mistake that would otherwise be
+/// echoed and written to the audit trail in clear; such an id is replaced like an invalid one).
 fn valid_request_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
     let ok = (1..=128).contains(&s.len())
         && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        && !crate::gateway::mask::holds_pan(s.replace(['_', '.', ':'], "-").as_bytes(), &[]);
     ok.then(|| s.to_string())
 }
 
