@@ -235,10 +235,18 @@ async fn json_body(
     }
 }
 
-/// Refuses fields outside `known`, naming the first one (its value is never echoed).
+/// Refuses fields outside `known`, naming the first one (its value is never echoed, nor a name
+/// with 12 or more digits in it: a card number sent as a field name).
 fn only_fields(map: &Map<String, Value>, known: &[&str]) -> Result<(), Problem> {
     match map.keys().find(|k| !known.contains(&k.as_str())) {
         None => Ok(()),
+        Some(k) if k.bytes().filter(u8::is_ascii_digit).count() >= crate::pan::MIN_PAN_DIGITS => {
+            Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "unknown field (its name holds a card-like number and is not repeated)",
+            ))
+        }
         Some(k) => Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
@@ -965,11 +973,15 @@ async fn not_found() -> HttpResponse {
     Problem::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").response()
 }
 
+/// An incoming `X-Request-Id` to echo and audit, if it is one: 1 to 128 characters from
+/// `A-Z a-z 0-9 - _ . :`, and no card number in it (a client's mistake that would otherwise be
+/// echoed and written to the audit trail in clear; such an id is replaced like an invalid one).
 fn valid_request_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
     let ok = (1..=128).contains(&s.len())
         && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        && !crate::gateway::mask::holds_pan(s.replace(['_', '.', ':'], "-").as_bytes(), &[]);
     ok.then(|| s.to_string())
 }
 
