@@ -160,14 +160,25 @@ pub fn validate_shop_login(s: &str) -> Result<()> {
     let ok = (1..=32).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidField {
+    if !ok {
+        return Err(Error::InvalidField {
             field: "shop_login",
             reason: "1 to 32 characters from A-Z a-z 0-9 _ -",
-        })
+        });
     }
+    refuse_card_number("shop_login", s)
+}
+
+/// Names, logins and labels are stored and answered in clear: one that holds a card number
+/// is refused (without repeating it), so no card lands outside the encrypted records.
+pub(crate) fn refuse_card_number(field: &'static str, s: &str) -> Result<()> {
+    if crate::gateway::mask::holds_pan(s.as_bytes(), &[]) {
+        return Err(Error::InvalidField {
+            field,
+            reason: "must not hold a card number",
+        });
+    }
+    Ok(())
 }
 
 fn key_mac(mac: &MacKey, id: &str, secret: &[u8]) -> [u8; 32] {
@@ -201,6 +212,9 @@ pub(crate) fn new_api_key(
             field: "label",
             reason: "at most 128 printable characters",
         });
+    }
+    if let Some(l) = &label {
+        refuse_card_number("label", l)?;
     }
     let id = hex::encode(crypto::random_bytes::<8>());
     let secret = zeroize::Zeroizing::new(crypto::random_bytes::<32>());

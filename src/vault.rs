@@ -1582,6 +1582,7 @@ impl Vault {
                 reason: "1 to 128 printable characters",
             });
         }
+        access::refuse_card_number("name", name)?;
         let asked = prefix.map(MerchantPrefix::parse).transpose()?;
         let merchant_id = format!(
             "mer_{}",

@@ -724,6 +724,34 @@ api_password = "sandbox-api-password"
             raw_json(&format!("[{p}]")),
             unprocessable("invalid_field"),
         );
+        // A card as a merchant name, a shop login or a key label: those are kept in clear, so
+        // they are refused.
+        for (what, path, body) in [
+            (
+                "a card as a merchant name",
+                "/v1/merchants".to_string(),
+                json!({"name": pan}),
+            ),
+            (
+                "a card as a shop login",
+                format!("/v1/merchants/{mid}/shops"),
+                json!({"shop_login": pan}),
+            ),
+            (
+                "a card as a key label",
+                "/v1/api-keys".to_string(),
+                json!({"shop_login": "9300001", "scopes": ["read"], "label": format!("card {pan}")}),
+            ),
+        ] {
+            s.refused(
+                what,
+                "POST",
+                &path,
+                Some(&admin),
+                json_body(&body),
+                unprocessable("invalid_field"),
+            );
+        }
         // Bad cards: bad Luhn, too long, as a number, with a letter.
         let bad = json!({"pan": bad_luhn(pan), "expiry_month": 12, "expiry_year": 2030});
         s.refused(
