@@ -253,7 +253,7 @@ impl Chain {
             None => SignedHead::load_anchor(store)?.map(|a| (a.seq, a.hash)),
         };
         if let Some((seq, hash)) = last {
-            chain.next_seq = seq + 1;
+            chain.next_seq = seq.saturating_add(1);
             chain.last_hash =
                 decode_hash(&hash).ok_or(broken(seq, "hash is not 32 bytes of hex"))?;
         }
@@ -425,6 +425,10 @@ impl<'k> Verifier<'k> {
     }
 
     pub fn feed(&mut self, e: &Entry) -> Result<()> {
+        // Sequence numbers run from 1; none can be 0 or the last u64 (no successor).
+        if e.seq == 0 || e.seq == u64::MAX {
+            return Err(broken(e.seq, "sequence number out of range"));
+        }
         let (seq, prev) = match self.next.take() {
             Some(next) => next,
             None if e.seq == 1 => (1, hex::encode(GENESIS)),
@@ -512,9 +516,12 @@ pub fn verify(store: &dyn Store, mac: Option<&MacKey>, live: bool) -> Result<Ver
         if let Some(key) = mac
             && !mac_ok(key, b"anchor", a.seq, &a.hash, &a.mac)
         {
-            return Err(broken(a.seq + 1, "prune anchor MAC does not verify"));
+            return Err(broken(
+                a.seq.saturating_add(1),
+                "prune anchor MAC does not verify",
+            ));
         }
-        v.next = Some((a.seq + 1, a.hash));
+        v.next = Some((a.seq.saturating_add(1), a.hash));
     }
     let start = v.next.as_ref().map_or(1, |n| n.0);
     crate::store::for_each(store, Table::Audit, &key(start), |k, bytes| {
@@ -528,10 +535,13 @@ pub fn verify(store: &dyn Store, mac: Option<&MacKey>, live: bool) -> Result<Ver
     let (last, _) = v.last();
     match head {
         Some(h) if last < h.seq => Err(broken(
-            last + 1,
+            last.saturating_add(1),
             "entries missing at the tail (the signed head is further on)",
         )),
-        Some(h) if last > h.seq && !live => Err(broken(h.seq + 1, "entry after the signed head")),
+        Some(h) if last > h.seq && !live => Err(broken(
+            h.seq.saturating_add(1),
+            "entry after the signed head",
+        )),
         Some(h) => {
             v.signed_head(&h)?;
             Ok(v.finish())

@@ -22,13 +22,14 @@ pub const PANS: [&str; 4] = [
 /// A target: its name and body.
 pub type Target = (&'static str, fn(&[u8]));
 
-pub const TARGETS: [Target; 6] = [
+pub const TARGETS: [Target; 7] = [
     ("pan_parse", pan_parse),
     ("custom_token", custom_token),
     ("gateway_rewrite_json", gateway_rewrite_json),
     ("axerve_rewrite_xml", axerve_rewrite_xml),
     ("mask", mask),
     ("audit_decode", audit_decode),
+    ("audit_export_line", audit_export_line),
 ];
 
 /// An independent Luhn check, to hold `pan::luhn_valid` to.
@@ -276,6 +277,30 @@ pub fn audit_decode(data: &[u8]) {
     let _ = e.compute_hash();
     let _ = e.canonical_bytes();
     let _ = panvault::audit::check(&e, e.seq, &e.prev_hash);
+}
+
+/// One line of an audit export (`audit verify FILES`): parsing never panics, and feeding it to
+/// a verifier, with or without a key, only ever answers Ok or a named break.
+pub fn audit_export_line(data: &[u8]) {
+    use panvault::audit::{ExportLine, Verifier};
+    let Ok(line) = serde_json::from_slice::<ExportLine>(data) else {
+        return;
+    };
+    let key = panvault::crypto::MacKey::new(&panvault::crypto::SecretKey::random()).unwrap();
+    for k in [None, Some(&key)] {
+        let mut v = Verifier::anywhere(k);
+        let r = match &line {
+            ExportLine::Entry(e) => v.feed(e).and_then(|()| v.feed(e)),
+            ExportLine::Head { signed_head } => v.head_here(signed_head),
+        };
+        if let Err(e) = r {
+            assert!(
+                e.to_string().starts_with("audit chain broken at entry "),
+                "{e}"
+            );
+        }
+        let _ = v.finish();
+    }
 }
 
 /// A valid encoded audit entry, as a seed.
