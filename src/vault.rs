@@ -138,6 +138,10 @@ pub struct AuditPage {
     pub entries: Vec<audit::Entry>,
     /// The `since` of the next page; null at the end of the chain.
     pub next: Option<u64>,
+    /// On the page that ends at the chain's signed head: that head (`seq`, `hash`, `mac`), so a
+    /// log system can check with `panvault audit verify` that nothing was cut from the tail.
+    #[schema(value_type = Option<Object>)]
+    pub signed_head: Option<audit::SignedHead>,
 }
 
 /// Progress of a background re-encryption job.
@@ -1259,6 +1263,8 @@ impl Vault {
             Ok(())
         })
         .await?;
+        // The head first: every entry up to it is in the store by the time of the scan.
+        let head = audit::SignedHead::load(self.inner.store.as_ref())?;
         let rows = self
             .inner
             .store
@@ -1272,7 +1278,13 @@ impl Vault {
         } else {
             None
         };
-        Ok(AuditPage { entries, next })
+        let last = entries.last().map(|e| e.seq);
+        let signed_head = head.filter(|h| Some(h.seq) == last);
+        Ok(AuditPage {
+            entries,
+            next,
+            signed_head,
+        })
     }
 
     /// `audit prune`: deletes the oldest audit entries, those older than `retention_days`

@@ -74,8 +74,18 @@ fn the_audit_trail_pages_in_order_and_its_reading_is_audited() {
         assert!(entries.len() <= 2);
         all.extend(entries.iter().cloned());
         match page["next"].as_u64() {
-            Some(n) => since = n,
-            None => break,
+            Some(n) => {
+                assert!(page["signed_head"].is_null(), "{page}");
+                since = n;
+            }
+            None => {
+                // The last page carries the signed head of its last entry.
+                let (head, last) = (&page["signed_head"], entries.last().unwrap());
+                assert_eq!(head["seq"], last["seq"], "{page}");
+                assert_eq!(head["hash"], last["hash"], "{page}");
+                assert_eq!(head["mac"].as_str().unwrap().len(), 64, "{page}");
+                break;
+            }
         }
     }
     for (i, e) in all.iter().enumerate() {
