@@ -344,6 +344,43 @@ fn nexi_headers() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// A Nexi 3-D Secure challenge as the cardholder's browser goes through it: the form POST of
+/// `ThreeDsRequest`, `ReturnUrl` and `transactionId` to the init answer's `threeDSAuthUrl`; the
+/// challenge's page posts `PaRes` and `paymentId` back to `ReturnUrl`. The operation id and PaRes.
+fn nexi_challenge(sandbox: &Sandbox, init: &Value) -> (String, String) {
+    let op = init["operation"]["operationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let acs = sandbox
+        .http
+        .post(init["threeDSAuthUrl"].as_str().unwrap())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "ThreeDsRequest={}&ReturnUrl=https%3A%2F%2Fshop.example%2Freturn%3Fref%3D1&transactionId={op}",
+            init["threeDSAuthRequest"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        acs.contains(r#"action="https://shop.example/return?ref=1""#),
+        "{acs}"
+    );
+    assert!(
+        acs.contains(&format!(r#"name="paymentId" value="{op}""#)),
+        "{acs}"
+    );
+    let pares = acs
+        .split(r#"name="PaRes" value=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    (op, pares)
+}
+
 #[test]
 fn nexi_moto_three_steps_and_decline() {
     let env = Env::start(None);
@@ -399,35 +436,7 @@ fn nexi_moto_three_steps_and_decline() {
         sent["card"],
         json!({"pan": "5555555555554444", "cvv": "396", "expiryDate": "0331"})
     );
-    let op = a["operation"]["operationId"].as_str().unwrap().to_string();
-    // The browser's form POST to threeDSAuthUrl; the challenge posts PaRes and paymentId back.
-    let acs = env
-        .sandbox
-        .http
-        .post(a["threeDSAuthUrl"].as_str().unwrap())
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "ThreeDsRequest={}&ReturnUrl=https%3A%2F%2Fshop.example%2Freturn%3Fref%3D1&transactionId={op}",
-            a["threeDSAuthRequest"].as_str().unwrap()
-        ))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    assert!(
-        acs.contains(r#"action="https://shop.example/return?ref=1""#),
-        "{acs}"
-    );
-    assert!(
-        acs.contains(&format!(r#"name="paymentId" value="{op}""#)),
-        "{acs}"
-    );
-    let pares = acs
-        .split(r#"name="PaRes" value=""#)
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap()
-        .to_string();
+    let (op, pares) = nexi_challenge(&env.sandbox, &a);
     let (s, a) = env.proxy(
         "POST",
         "nexi/orders/3steps/validation",
@@ -467,9 +476,14 @@ fn nexi_moto_three_steps_and_decline() {
     let mut h = nexi_headers();
     h.push(("Idempotency-Key", "a1b2c3d4e5f6"));
     h.push(("Correlation-Id", "3c1f8e2a-7d4b-4c69-9d0a-2b7e5f1a9c34"));
-    let (s, _) = env.proxy("POST", "nexi/orders/mit", &h, r#"{"order":{"orderId":"mit00000001","amount":"1500","currency":"EUR"},"contractId":"C2834987"}"#);
-    assert_eq!(s, StatusCode::OK);
+    // The MIT carries no card (`contractId`): its body reaches the gateway byte for byte.
+    let mit = r#"{"order":{"orderId":"mit00000001","amount":"1500","currency":"EUR","description":"Abbonamento \u00e8 mensile"},"contractId":"C2834987","captureType":"IMPLICIT"}"#;
+    let (s, a) = env.proxy("POST", "nexi/orders/mit", &h, mit);
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(answer_json(&a)["operation"]["operationResult"], "EXECUTED");
     let got = env.sandbox.last();
+    assert_eq!(got["path"], "/orders/mit");
+    assert_eq!(got["body"].as_str().unwrap(), mit);
     assert_eq!(got["headers"]["idempotency-key"], "a1b2c3d4e5f6");
     assert_eq!(
         got["headers"]["correlation-id"],
@@ -596,6 +610,47 @@ fn axerve_soap_token_value_and_card_number() {
         a.contains("<TransactionResult>OK</TransactionResult>"),
         "{a}"
     );
+    // The envelope byte for byte with the PAN where the token was, the configured apikey last,
+    // and the expiry added right after cardNumber (WSDL order; only whitespace between them).
+    let check_sent = |pan: &str, mm: &str, yy: &str, rest: &str| {
+        let sent = env.sandbox.last()["body"].as_str().unwrap().to_string();
+        let expiry = format!(
+            "<ecom:expiryMonth>{mm}</ecom:expiryMonth><ecom:expiryYear>{yy}</ecom:expiryYear>"
+        );
+        let card_end = format!("<ecom:cardNumber>{pan}</ecom:cardNumber>");
+        let at = sent.find(&expiry).expect("the expiry");
+        let after_card = sent.find(&card_end).unwrap() + card_end.len();
+        assert!(sent[after_card..at].trim().is_empty(), "{sent}");
+        assert_eq!(
+            sent.replacen(&expiry, "", 1),
+            envelope(&format!("{card_end}{rest}")).replace(
+                "</ecom:callPagamS2S>",
+                "<ecom:apikey>axerve-sandbox-apikey</ecom:apikey></ecom:callPagamS2S>",
+            )
+        );
+    };
+    check_sent(
+        "5555555555554444",
+        "03",
+        "31",
+        &format!("<ecom:transKey>{key}</ecom:transKey><ecom:PARes>sbx-pares</ecom:PARes>"),
+    );
+
+    // A decline: KO with the issuer's error code; the envelope otherwise as the merchant wrote it.
+    let td = env.token("4012888888881881", 1, 2032);
+    let (s, a) = env.proxy(
+        "POST",
+        "axerve/gestpay/gestpayws/WSs2s.asmx",
+        &h,
+        &envelope(&format!("<ecom:cardNumber>{td}</ecom:cardNumber>")),
+    );
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        a.contains("<TransactionResult>KO</TransactionResult>")
+            && a.contains("<ErrorCode>74</ErrorCode>"),
+        "{a}"
+    );
+    check_sent("4012888888881881", "01", "32", "");
 
     // REST submit: paymentTypeDetails.creditcard.token.
     let (s, a) = env.proxy(
@@ -731,11 +786,17 @@ fn mpgs_token_in_both_places_and_decline_by_expiry() {
     );
     let got = env.sandbox.last();
     assert_eq!(got["method"], "PUT");
-    assert!(
-        got["headers"]["authorization"]
-            .as_str()
-            .unwrap()
-            .starts_with("Basic ")
+    assert_eq!(
+        got["path"],
+        "/api/rest/version/100/merchant/TESTMERCHANT01/order/ORD-1001/transaction/1"
+    );
+    // Basic `merchant.<merchantId from the path>:<configured API password>`.
+    assert_eq!(
+        got["headers"]["authorization"].as_str().unwrap(),
+        format!(
+            "Basic {}",
+            data_encoding::BASE64.encode(b"merchant.TESTMERCHANT01:sandbox-api-password")
+        )
     );
     assert_eq!(
         got["body"].as_str().unwrap(),
@@ -798,8 +859,9 @@ fn refusals_reach_nothing() {
         (s, answer_json(&a)["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("token_not_found"))
     );
-    // (`..` and `%2e%2e` segments are resolved by the client's URL parser before sending; the
-    // unit tests of `checked_path` cover them, here the encodings that reach the server.)
+    // (reqwest resolves `..` and `%2e%2e` segments before sending: here the encodings that
+    // reach the server as they are; raw `..` in the request line is
+    // `raw_dot_dot_path_over_tls_reaches_nothing`.)
     for bad in [
         "nexi/orders%2f..%2fx",
         "nexi/..%5cadmin",
@@ -1257,5 +1319,493 @@ fn mpgs_stored_credentials_cit_then_mit() {
     let mit = body("PAY", "MERCHANT", "AGR-0009", "RECURRING").replace(&token, &new);
     let (s, a) = env.proxy("PUT", &url("MIT-9"), &h, &mit);
     assert_eq!(s, StatusCode::CREATED, "{a}");
+    env.stop();
+}
+
+/// Nexi 2steps (SPEC 1.4): init carries the card (token swapped, MMYY filled in) and answers the
+/// 3-D Secure challenge; the cardholder goes through it; payment carries the card again with the
+/// raw PaRes as `threeDSAuthData.threeDSAuthResponse`, no validation step. A declined card ends
+/// at init.
+#[test]
+fn nexi_two_steps_init_then_payment() {
+    let env = Env::start(None);
+    let token = env.token("5555555555554444", 11, 2032);
+    let order = r#"{"orderId":"2st0000001","amount":"1000","currency":"EUR","customerInfo":{"cardHolderName":"Joseph Doe","billingAddress":{"name":"Joseph Doe","street":"Via Roma 1","city":"Milano","postCode":"20121","country":"ITA"}},"description":"caff\u00e8 \"doppio\""}"#;
+    let init = |pan: &str| {
+        format!(
+            r#"{{"order":{order},"card":{{"pan":"{pan}","cvv":"396"}},"recurrence":{{"action":"NO_RECURRING"}},"exemptions":"NO_PREFERENCE"}}"#
+        )
+    };
+    let (s, a) = env.proxy(
+        "POST",
+        "nexi/orders/2steps/init",
+        &nexi_headers(),
+        &init(&token),
+    );
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let a = answer_json(&a);
+    assert_eq!(a["operation"]["operationResult"], "PENDING");
+    assert_eq!(a["threeDSEnrollmentStatus"], "ENROLLED");
+    assert_eq!(
+        a["operation"]["additionalData"]["maskedPan"],
+        "555555******4444"
+    );
+    let got = env.sandbox.last();
+    assert_eq!(
+        (got["method"].as_str(), got["path"].as_str()),
+        (Some("POST"), Some("/orders/2steps/init"))
+    );
+    // The merchant's body byte for byte; the card object gains the PAN and the MMYY expiry.
+    assert_eq!(
+        got["body"].as_str().unwrap(),
+        init("5555555555554444").replace(r#""cvv":"396"}"#, r#""cvv":"396","expiryDate":"1132"}"#)
+    );
+    assert_eq!(got["headers"]["x-api-key"], "sandbox-terminal-key");
+    assert_eq!(got["headers"]["correlation-id"].as_str().unwrap().len(), 36);
+    assert!(got["headers"].get("authorization").is_none());
+    let first_correlation = got["headers"]["correlation-id"].clone();
+
+    let (op, pares) = nexi_challenge(&env.sandbox, &a);
+    let pay = |pan: &str| {
+        format!(
+            r#"{{"operationId":"{op}","order":{{"orderId":"2st0000001","amount":"1000","currency":"EUR"}},"card":{{"pan":"{pan}"}},"captureType":"EXPLICIT","threeDSAuthData":{{"threeDSAuthResponse":"{pares}"}}}}"#
+        )
+    };
+    let (s, a) = env.proxy(
+        "POST",
+        "nexi/orders/2steps/payment",
+        &nexi_headers(),
+        &pay(&token),
+    );
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let a = answer_json(&a);
+    assert_eq!(a["operation"]["operationResult"], "AUTHORIZED");
+    assert_eq!(a["operation"]["paymentInstrumentInfo"], "***4444");
+    let got = env.sandbox.last();
+    assert_eq!(got["path"], "/orders/2steps/payment");
+    assert_eq!(
+        got["body"].as_str().unwrap(),
+        pay("5555555555554444").replace(
+            r#""pan":"5555555555554444"}"#,
+            r#""pan":"5555555555554444","expiryDate":"1132"}"#
+        )
+    );
+    assert_ne!(
+        got["headers"]["correlation-id"], first_correlation,
+        "a fresh Correlation-Id per call"
+    );
+
+    // A declined card: init answers DECLINED, no challenge.
+    let declined = env.token("4012888888881881", 2, 2033);
+    let (s, a) = env.proxy(
+        "POST",
+        "nexi/orders/2steps/init",
+        &nexi_headers(),
+        &init(&declined),
+    );
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let a = answer_json(&a);
+    assert_eq!(a["operation"]["operationResult"], "DECLINED");
+    assert!(a.get("threeDSAuthUrl").is_none());
+    assert_eq!(
+        env.sandbox.last()["body"].as_str().unwrap(),
+        init("4012888888881881").replace(r#""cvv":"396"}"#, r#""cvv":"396","expiryDate":"0233"}"#)
+    );
+    let audit = env.stop();
+    let outcomes = |t: &str| -> Vec<String> {
+        audit
+            .iter()
+            .filter(|e| e["action"] == "charge" && e["token"] == json!(t))
+            .map(|e| e["outcome"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(outcomes(&token), ["challenge", "approved"]);
+    assert_eq!(outcomes(&declined), ["declined"]);
+}
+
+/// Axerve REST (SPEC 2.6): `payment/create` (no card: forwarded byte for byte, panvault's
+/// configured apikey added) then `payment/submit` with the create's `paymentToken` and a panvault
+/// token in `paymentTypeDetails.creditcard.number`: approval (a temporary token, with its CVV),
+/// the 3-D Secure answer (8006 and `userRedirect.href`), a decline (KO).
+#[test]
+fn axerve_rest_create_then_submit() {
+    let env = Env::start(None);
+    let json_ct = [("Content-Type", "application/json")];
+    let create = r#"{"shopLogin":"GESPAY65987","amount":"10.00","currency":"EUR","shopTransactionID":"order-1700000000","buyerName":"Mario Rossi","buyerEmail":"mario.rossi@example.com","languageId":1,"customInfo":{"note":"2 \u00d7 espresso"}}"#;
+    let (s, a) = env.proxy("POST", "axerve/api/v1/payment/create", &json_ct, create);
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let a = answer_json(&a);
+    assert_eq!(a["error"]["code"], "0");
+    let payment_token = a["payload"]["paymentToken"].as_str().unwrap().to_string();
+    let got = env.sandbox.last();
+    assert_eq!(got["path"], "/api/v1/payment/create");
+    assert_eq!(got["body"].as_str().unwrap(), create);
+    assert_eq!(
+        got["headers"]["authorization"], "apikey axerve-sandbox-apikey",
+        "panvault's configured apikey, never its own key"
+    );
+    assert!(!got.to_string().contains("pvk_"));
+
+    let submit = |number: &str| {
+        format!(
+            r#"{{"shopLogin":"GESPAY65987","buyer":{{"name":"Mario Rossi","email":"mario.rossi@example.com"}},"paymentTypeDetails":{{"creditcard":{{"number":"{number}"}}}},"responseURLs":{{"buyerOK":"https://shop.example/axerve/ok","buyerKO":"https://shop.example/axerve/ko","serverNotificationURL":"https://shop.example/axerve/notify"}}}}"#
+        )
+    };
+    let h = [
+        ("Content-Type", "application/json"),
+        ("paymentToken", payment_token.as_str()),
+    ];
+    // A temporary token: its CVV goes out as `CVV`, once.
+    let tmp = env.tokenize(
+        &env.shop,
+        json!({"pan": "4111111111111111", "expiry_month": 7, "expiry_year": 2033, "temporary": true, "cvv": "123"}),
+    );
+    let (s, a) = env.proxy("POST", "axerve/api/v1/payment/submit", &h, &submit(&tmp));
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let a = answer_json(&a);
+    assert_eq!(a["payload"]["transactionResult"], "OK");
+    assert_eq!(a["payload"]["maskedPAN"], "411111******1111");
+    let got = env.sandbox.last();
+    assert_eq!(got["path"], "/api/v1/payment/submit");
+    assert_eq!(got["headers"]["paymenttoken"], payment_token.as_str());
+    assert_eq!(
+        got["headers"]["authorization"],
+        "apikey axerve-sandbox-apikey"
+    );
+    assert_eq!(
+        got["body"].as_str().unwrap(),
+        submit("4111111111111111").replace(
+            r#""number":"4111111111111111"}"#,
+            r#""number":"4111111111111111","expMonth":"07","expYear":"33","CVV":"123"}"#
+        )
+    );
+
+    // The challenge card: 8006 and the pagam3d.aspx redirect for this payment.
+    let t3 = env.token("5555555555554444", 3, 2031);
+    let (s, a) = env.proxy("POST", "axerve/api/v1/payment/submit", &h, &submit(&t3));
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let a = answer_json(&a);
+    assert_eq!(a["payload"]["transactionErrorCode"], "8006");
+    assert!(
+        a["payload"]["userRedirect"]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(
+                "/pagam/pagam3d.aspx?a=GESPAY65987&b={payment_token}"
+            )),
+        "{a}"
+    );
+    assert_eq!(
+        env.sandbox.last()["body"].as_str().unwrap(),
+        submit("5555555555554444").replace(
+            r#""number":"5555555555554444"}"#,
+            r#""number":"5555555555554444","expMonth":"03","expYear":"31"}"#
+        )
+    );
+
+    // A decline: KO with the issuer's code; the merchant's own expiry is kept.
+    let td = env.token("4012888888881881", 1, 2032);
+    let own_expiry = submit(&td).replace(
+        r#""creditcard":{"#,
+        r#""creditcard":{"expMonth":"01","expYear":"32","#,
+    );
+    let (s, a) = env.proxy("POST", "axerve/api/v1/payment/submit", &h, &own_expiry);
+    assert_eq!(s, StatusCode::OK, "{a}");
+    let a = answer_json(&a);
+    assert_eq!(
+        (
+            a["payload"]["transactionResult"].as_str(),
+            a["payload"]["transactionErrorCode"].as_str()
+        ),
+        (Some("KO"), Some("74"))
+    );
+    assert_eq!(
+        env.sandbox.last()["body"].as_str().unwrap(),
+        own_expiry.replace(&td, "4012888888881881")
+    );
+    let audit = env.stop();
+    let charged: Vec<(&str, &str)> = audit
+        .iter()
+        .filter(|e| e["action"] == "charge" && e["token"].is_string())
+        .map(|e| (e["token"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert!(charged.contains(&(tmp.as_str(), "approved")), "{charged:?}");
+    assert!(charged.contains(&(t3.as_str(), "challenge")), "{charged:?}");
+    assert!(charged.contains(&(td.as_str(), "declined")), "{charged:?}");
+}
+
+/// Worldline `cardPaymentMethodSpecificInput.token` (contract 6): a panvault token there becomes
+/// a `card` object (the token field removed, the other fields byte for byte), signed by panvault
+/// after the swap; a Worldline token of the gateway's own is left alone.
+#[test]
+fn worldline_token_field_becomes_card() {
+    let env = Env::start(None);
+    let token = env.token("378282246310005", 4, 2034);
+    let input = |t: &str| {
+        format!(
+            r#"{{"authorizationMode":"SALE","token":"{t}","unscheduledCardOnFileRequestor":"merchantInitiated","unscheduledCardOnFileSequenceIndicator":"subsequent","paymentProductId":2}}"#
+        )
+    };
+    let body = |input: &str| {
+        format!(
+            r#"{{"cardPaymentMethodSpecificInput":{input},"order":{{"amountOfMoney":{{"amount":1250,"currencyCode":"EUR"}},"references":{{"merchantReference":"AcmeOrder0002"}}}}}}"#
+        )
+    };
+    let h = [
+        ("Content-Type", "application/json"),
+        ("X-GCS-Idempotence-Key", "c0ffee-0002"),
+    ];
+    let (s, a) = env.proxy(
+        "POST",
+        "worldline/v2/1234/payments",
+        &h,
+        &body(&input(&token)),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let a = answer_json(&a);
+    assert_eq!(a["payment"]["status"], "CAPTURED");
+    assert_eq!(
+        a["payment"]["paymentOutput"]["cardPaymentMethodSpecificOutput"]["card"]["cardNumber"],
+        "***********0005"
+    );
+    let got = env.sandbox.last();
+    assert_eq!(got["path"], "/v2/1234/payments");
+    assert_eq!(
+        got["body"].as_str().unwrap(),
+        body(
+            r#"{"authorizationMode":"SALE","unscheduledCardOnFileRequestor":"merchantInitiated","unscheduledCardOnFileSequenceIndicator":"subsequent","paymentProductId":2,"card":{"cardNumber":"378282246310005","expiryDate":"0434"}}"#
+        )
+    );
+    assert!(
+        got["headers"]["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "GCS v1HMAC:{}:",
+                panvault::sandbox::WORLDLINE_API_KEY_ID
+            ))
+    );
+    assert_eq!(got["headers"]["x-gcs-idempotence-key"], "c0ffee-0002");
+
+    // Worldline's own token: forwarded as it is (the sandbox does not know it).
+    let theirs = body(&input("b5c5f0a1-2a2c-4f6e-8b39-0c7f6b5a1234"));
+    let (s, a) = env.proxy("POST", "worldline/v2/1234/payments", &h, &theirs);
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{a}");
+    assert_eq!(answer_json(&a)["errors"][0]["id"], "UNKNOWN_TOKEN");
+    assert_eq!(env.sandbox.last()["body"].as_str().unwrap(), theirs);
+    env.stop();
+}
+
+/// A temporary token whose TTL has elapsed (the smallest the contract allows, 1 s) is 404
+/// `token_not_found` on every gateway, and nothing reaches the sandbox; one made with it and
+/// not yet expired still pays.
+#[test]
+fn expired_temporary_token_reaches_nothing() {
+    let env = Env::start(None);
+    let temporary = |ttl: Option<u64>| {
+        let mut body = json!({"pan": "4111111111111111", "expiry_month": 7, "expiry_year": 2033, "temporary": true, "cvv": "123"});
+        if let Some(t) = ttl {
+            body["ttl_seconds"] = json!(t);
+        }
+        env.tokenize(&env.shop, body)
+    };
+    let expired = temporary(Some(1));
+    let alive = temporary(None);
+    std::thread::sleep(Duration::from_millis(1600));
+    let nexi = |t: &str| {
+        format!(
+            r#"{{"order":{{"orderId":"tmp1","amount":"100","currency":"EUR","customerInfo":{{"cardHolderName":"A"}}}},"card":{{"pan":"{t}"}}}}"#
+        )
+    };
+    let soap = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><callPagamS2S xmlns="https://ecomms2s.sella.it/"><shopLogin>GESPAY65987</shopLogin><uicCode>242</uicCode><amount>1.00</amount><shopTransactionId>tmp1</shopTransactionId><tokenValue>{expired}</tokenValue></callPagamS2S></soap:Body></soap:Envelope>"#
+    );
+    let calls = [
+        ("POST", "nexi/orders/moto", nexi_headers(), nexi(&expired)),
+        (
+            "POST",
+            "axerve/gestpay/gestpayws/WSs2s.asmx",
+            vec![
+                ("Content-Type", "text/xml; charset=utf-8"),
+                ("SOAPAction", "\"https://ecomms2s.sella.it/callPagamS2S\""),
+            ],
+            soap,
+        ),
+        (
+            "POST",
+            "axerve/api/v1/payment/submit",
+            vec![
+                ("Content-Type", "application/json"),
+                ("paymentToken", "sbx1"),
+            ],
+            format!(
+                r#"{{"shopLogin":"GESPAY65987","paymentTypeDetails":{{"creditcard":{{"token":"{expired}"}}}}}}"#
+            ),
+        ),
+        (
+            "POST",
+            "worldline/v2/1234/payments",
+            vec![("Content-Type", "application/json")],
+            format!(
+                r#"{{"cardPaymentMethodSpecificInput":{{"card":{{"cardNumber":"{expired}"}}}},"order":{{"amountOfMoney":{{"amount":100,"currencyCode":"EUR"}}}}}}"#
+            ),
+        ),
+        (
+            "PUT",
+            "mpgs/api/rest/version/100/merchant/TESTMERCHANT01/order/TMP-1/transaction/1",
+            vec![("Content-Type", "application/json")],
+            format!(
+                r#"{{"apiOperation":"PAY","order":{{"amount":"1.00","currency":"EUR"}},"sourceOfFunds":{{"type":"CARD","provided":{{"card":{{"number":"{expired}"}}}}}}}}"#
+            ),
+        ),
+    ];
+    let before = env.sandbox.log().len();
+    for (method, path, headers, body) in &calls {
+        let (s, a) = env.proxy(method, path, headers, body);
+        assert_eq!(
+            (s, answer_json(&a)["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("token_not_found")),
+            "{path}: {a}"
+        );
+    }
+    assert_eq!(
+        env.sandbox.log().len(),
+        before,
+        "nothing reached the sandbox"
+    );
+    // Its twin with the default TTL pays, CVV and all.
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &nexi(&alive));
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(
+        env.sandbox.last()["body"].as_str().unwrap(),
+        nexi("4111111111111111").replace(
+            r#""pan":"4111111111111111"}"#,
+            r#""pan":"4111111111111111","expiryDate":"0733","cvv":"123"}"#
+        )
+    );
+    env.stop();
+}
+
+/// One raw HTTP/1.1 request over TLS to the vault, its request line written byte for byte (a
+/// client's URL parser would resolve `..` before sending): the status and the body.
+fn raw_https(env: &Env, request: &str) -> (u16, String) {
+    use rustls_pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let addr = env.base.trim_start_matches("https://");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in
+        rustls_pki_types::CertificateDer::pem_file_iter(env._dir.path().join("data/tls/ca.pem"))
+            .unwrap()
+    {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let host = addr.rsplit_once(':').unwrap().0;
+    let name = rustls_pki_types::ServerName::try_from(host)
+        .unwrap()
+        .to_owned();
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => panic!("reading the answer: {e}"),
+        }
+    }
+    let text = String::from_utf8(out).unwrap();
+    for pan in PANS {
+        assert!(!text.contains(pan), "a PAN in the answer: {text}");
+    }
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP answer: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `..` (and `.`) segments sent raw in the request line over TLS, the way curl --path-as-is or
+/// a hand-written client sends them: 400 `invalid_path` (or no proxy route at all), and nothing
+/// reaches the sandbox. The same request on the plain path goes through, so the client is sound.
+#[test]
+fn raw_dot_dot_path_over_tls_reaches_nothing() {
+    let env = Env::start(None);
+    let token = env.token("4111111111111111", 12, 2030);
+    let body = format!(
+        r#"{{"order":{{"orderId":"dd1","amount":"100","currency":"EUR","customerInfo":{{"cardHolderName":"A"}}}},"card":{{"pan":"{token}"}}}}"#
+    );
+    let addr = env.base.trim_start_matches("https://").to_string();
+    let request = |target: &str| {
+        format!(
+            "POST {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nX-Api-Key: sandbox-terminal-key\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            env.shop,
+            body.len()
+        )
+    };
+    // The control: the plain path reaches the gateway with the card swapped in.
+    let n = env.sandbox.log().len();
+    let (s, a) = raw_https(&env, &request("/v1/proxy/nexi/orders/moto"));
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(answer_json(&a)["operation"]["operationResult"], "EXECUTED");
+    assert_eq!(env.sandbox.log().len(), n + 1);
+    assert!(
+        env.sandbox.last()["body"]
+            .as_str()
+            .unwrap()
+            .contains(r#""pan":"4111111111111111""#)
+    );
+
+    let before = env.sandbox.log().len();
+    for target in [
+        "/v1/proxy/nexi/..",
+        "/v1/proxy/nexi/../",
+        "/v1/proxy/nexi/orders/../moto",
+        "/v1/proxy/nexi/orders/moto/..",
+        "/v1/proxy/nexi/../../__log",
+        "/v1/proxy/nexi/../mpgs/api/rest/version/100/merchant/TESTMERCHANT01/order/DD-1/transaction/1",
+        "/v1/proxy/nexi/orders/../../../../etc/passwd",
+        "/v1/proxy/nexi/./orders/moto",
+        "/v1/proxy/nexi/orders/.%2e/moto",
+        "/v1/proxy/nexi/orders/..?x=1",
+    ] {
+        let (s, a) = raw_https(&env, &request(target));
+        assert_eq!(s, 400, "{target}: {a}");
+        assert_eq!(answer_json(&a)["code"], "invalid_path", "{target}");
+    }
+    // `..` before the gateway name: `..` read as the gateway's name, or no route at all.
+    for (target, code) in [
+        ("/v1/proxy/../proxy/nexi/orders/moto", "unknown_gateway"),
+        ("/v1/../v1/proxy/nexi/orders/moto", "not_found"),
+    ] {
+        let (s, a) = raw_https(&env, &request(target));
+        assert_eq!(
+            (s, answer_json(&a)["code"].as_str()),
+            (404, Some(code)),
+            "{target}: {a}"
+        );
+    }
+    assert_eq!(
+        env.sandbox.log().len(),
+        before,
+        "nothing reached the sandbox"
+    );
     env.stop();
 }
