@@ -1,7 +1,8 @@
 """schemathesis hooks for tests/schemathesis.sh: one more check on every answer.
 
 No published test card number may appear in any answer (body or headers), except the card
-that POST /v1/tokens/{token}/reveal exists to return.
+that POST /v1/tokens/{token}/reveal exists to return, and the OpenAPI document, whose examples
+are written with these published test cards.
 """
 
 import schemathesis
@@ -11,7 +12,7 @@ PANS = ("4111111111111111", "5555555555554444", "378282246310005", "401288888888
 
 @schemathesis.check
 def no_card_number_in_answer(ctx, response, case):
-    if case.path.endswith("/reveal"):
+    if case.path.endswith("/reveal") or case.path == "/v1/openapi.json":
         return None
     seen = [response.content or b""] + [
         f"{k}: {v}".encode() for k, vs in response.headers.items() for v in (vs if isinstance(vs, list) else [vs])
