@@ -985,47 +985,75 @@ fn valid_request_id(v: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_string())
 }
 
-/// The routes, shared by `serve` and the tests.
+/// 405 `method_not_allowed` for a method the path does not take, with `Allow` (RFC 9110).
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut r = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this endpoint takes {allow}"),
+    )
+    .response();
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// The resource of one path, taking the methods listed in `allow` (its routes must be exactly
+/// those): any other method is 405 with `Allow`, before the vault, the key or the body are
+/// looked at. The method guards sit on the routes, not on the resource, so that a path the
+/// router knows is never answered 404 for its method.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move { method_not_allowed(allow) }))
+}
+
+/// What the gateway proxy forwards (TRACE would echo the credentials it adds; CONNECT, HEAD and
+/// OPTIONS are no gateway API's).
+const PROXY_METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
+
+/// The routes, shared by `serve` and the tests. One resource per path: the router tries each
+/// dynamic pattern (a regex) in turn, so `/v1/tokens/batch` comes before `/v1/tokens/{token}`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/v1/openapi.json", web::get().to(openapi))
-        .route("/v1/tokens", web::post().to(create_token))
-        .route("/v1/tokens/batch", web::post().to(create_tokens_batch))
-        // One resource per path: the router tries each dynamic pattern (a regex) in turn.
+    use crate::gateway::proxy::handle as proxy;
+    cfg.service(resource("/healthz", "GET").route(web::get().to(healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(readyz)))
+        .service(resource("/metrics", "GET").route(web::get().to(metrics)))
+        .service(resource("/v1/openapi.json", "GET").route(web::get().to(openapi)))
+        .service(resource("/v1/tokens", "POST").route(web::post().to(create_token)))
+        .service(resource("/v1/tokens/batch", "POST").route(web::post().to(create_tokens_batch)))
         .service(
-            web::resource("/v1/tokens/{token}")
+            resource("/v1/tokens/{token}", "GET, PATCH, DELETE")
                 .route(web::get().to(get_token))
                 .route(web::patch().to(update_token))
                 .route(web::delete().to(delete_token)),
         )
-        .route("/v1/tokens/{token}/reveal", web::post().to(reveal_token))
-        .route("/v1/merchants", web::post().to(create_merchant))
-        .route(
-            "/v1/merchants/{merchant_id}/shops",
-            web::post().to(add_shop),
+        .service(resource("/v1/tokens/{token}/reveal", "POST").route(web::post().to(reveal_token)))
+        .service(resource("/v1/merchants", "POST").route(web::post().to(create_merchant)))
+        .service(
+            resource("/v1/merchants/{merchant_id}/shops", "POST").route(web::post().to(add_shop)),
         )
-        .route(
-            "/v1/merchants/{merchant_id}/shops/{shop_login}",
-            web::delete().to(remove_shop),
+        .service(
+            resource("/v1/merchants/{merchant_id}/shops/{shop_login}", "DELETE")
+                .route(web::delete().to(remove_shop)),
         )
-        .route("/v1/sys/seal-status", web::get().to(seal_status))
-        .route("/v1/sys/unseal", web::post().to(unseal))
-        .route("/v1/sys/seal", web::post().to(seal))
-        .route("/v1/sys/keys/rotate", web::post().to(rotate_keys))
-        .route("/v1/sys/keys/reencrypt", web::post().to(reencrypt_keys))
-        .route("/v1/sys/keys", web::get().to(key_status))
-        .route("/v1/audit", web::get().to(audit_entries))
-        .route("/v1/sys/evidence", web::get().to(evidence))
-        .route("/v1/api-keys", web::post().to(create_api_key))
-        .route(
-            "/v1/api-keys/{api_key_id}",
-            web::delete().to(revoke_api_key),
+        .service(resource("/v1/sys/seal-status", "GET").route(web::get().to(seal_status)))
+        .service(resource("/v1/sys/unseal", "POST").route(web::post().to(unseal)))
+        .service(resource("/v1/sys/seal", "POST").route(web::post().to(seal)))
+        .service(resource("/v1/sys/keys/rotate", "POST").route(web::post().to(rotate_keys)))
+        .service(resource("/v1/sys/keys/reencrypt", "POST").route(web::post().to(reencrypt_keys)))
+        .service(resource("/v1/sys/keys", "GET").route(web::get().to(key_status)))
+        .service(resource("/v1/audit", "GET").route(web::get().to(audit_entries)))
+        .service(resource("/v1/sys/evidence", "GET").route(web::get().to(evidence)))
+        .service(resource("/v1/api-keys", "POST").route(web::post().to(create_api_key)))
+        .service(
+            resource("/v1/api-keys/{api_key_id}", "DELETE").route(web::delete().to(revoke_api_key)),
         )
-        .route(
-            "/v1/proxy/{gateway}/{path:.*}",
-            web::route().to(crate::gateway::proxy::handle),
+        .service(
+            resource("/v1/proxy/{gateway}/{path:.*}", PROXY_METHODS)
+                .route(web::get().to(proxy))
+                .route(web::post().to(proxy))
+                .route(web::put().to(proxy))
+                .route(web::patch().to(proxy))
+                .route(web::delete().to(proxy)),
         )
         .default_service(web::to(not_found));
 }

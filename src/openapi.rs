@@ -416,7 +416,7 @@ impl utoipa::Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "panvault", description = "Card-tokenization vault: Axerve-format tokens under envelope encryption. Errors are RFC 9457 problem+json with a stable `code`."),
+    info(title = "panvault", description = "Card-tokenization vault: Axerve-format tokens under envelope encryption. Errors are RFC 9457 problem+json with a stable `code`. A method a path does not list is answered 405 `method_not_allowed` with an `Allow` header; an unknown path 404 `not_found`."),
     paths(create_token, create_tokens_batch, get_token, update_token, delete_token, reveal_token,
         create_merchant, add_shop, remove_shop, create_api_key, revoke_api_key, healthz, readyz, metrics, openapi,
         seal_status, unseal, seal, rotate_keys, reencrypt_keys, key_status, audit_entries, evidence,

@@ -990,3 +990,102 @@ fn client_certificates_are_required_when_a_client_ca_is_set() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+/// A method a path does not take is 405 `method_not_allowed` with `Allow` naming exactly the
+/// methods the OpenAPI document lists for it (RFC 9110), whatever the key, before the vault or
+/// the body are looked at; an unknown path stays 404 `not_found`.
+#[test]
+fn an_unlisted_method_is_405_with_the_documented_methods_in_allow() {
+    let s = Server::start();
+    let c = s.client();
+    let url = |p: &str| format!("{}{p}", s.base);
+    let doc: Value = c
+        .get(url("/v1/openapi.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 20);
+    for (path, item) in paths {
+        let mut documented: Vec<String> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
+        documented.sort_unstable();
+        let concrete = path
+            .replace("{token}", "41XYZW7QK2ZD1111")
+            .replace("{merchant_id}", "mer_aaaaaaaaaaaaaaaa")
+            .replace("{shop_login}", "9000001")
+            .replace("{api_key_id}", "0123456789abcdef")
+            .replace("{gateway}", "nexi")
+            .replace("{path}", "orders/moto");
+        for method in ["TRACE", "OPTIONS", "HEAD", "PUT"] {
+            if documented.iter().any(|m| m == method) {
+                continue;
+            }
+            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let r = bearer(c.request(m, url(&concrete)), &s.shop_key)
+                .send()
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            let mut allowed: Vec<String> = r.headers()["allow"]
+                .to_str()
+                .unwrap()
+                .split(',')
+                .map(|m| m.trim().to_string())
+                .collect();
+            allowed.sort_unstable();
+            assert_eq!(allowed, documented, "Allow of {path}");
+            if method != "HEAD" {
+                let v = problem(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+                assert_eq!(v["type"], "urn:panvault:problem:method_not_allowed");
+            }
+        }
+    }
+    // Without a key too, and before the body is read.
+    let r = c
+        .request(
+            reqwest::Method::from_bytes(b"TRACE").unwrap(),
+            url("/v1/tokens"),
+        )
+        .body("not json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["allow"], "POST");
+    let r = c.delete(url("/v1/tokens")).send().unwrap();
+    problem(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    // The documented methods still reach their handlers; unknown paths stay 404.
+    assert_eq!(
+        c.get(url("/healthz")).send().unwrap().status(),
+        StatusCode::OK
+    );
+    let r = bearer(c.post(url("/v1/tokens")), &s.shop_key)
+        .json(&card(PANS[0]))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    problem(
+        c.get(url("/v1/nothing")).send().unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    problem(
+        c.request(
+            reqwest::Method::from_bytes(b"TRACE").unwrap(),
+            url("/v1/nothing"),
+        )
+        .send()
+        .unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    s.stop();
+}

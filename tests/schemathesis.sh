@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # API fuzzing against the OpenAPI document: `panvault demo` on a free loopback port, then
-# schemathesis over every operation of /v1/openapi.json with the demo's shop key, checking
-# (and, for the admin operations, with its admin key) that no answer is a 5xx (not_a_server_error), that answers match the documented schema
-# (response_schema_conformance), and that no test card number appears in any answer except a
-# reveal's (tests/schemathesis_hooks.py). Bounded: ST_MAX_EXAMPLES per operation (default
-# 25) and ST_MAX_TIME seconds in all (default 240). Printed digit runs of 12+ are masked.
+# schemathesis over every operation of /v1/openapi.json with the demo's shop key (and, for the
+# admin operations, with its admin key), checking that no answer is a 5xx (not_a_server_error),
+# that every status code is documented for its operation (status_code_conformance), that answers
+# match the documented schema (response_schema_conformance), that a method the document does not
+# list for a path is 405 with `Allow` (unsupported_method), and that no test card number appears
+# in any answer except a reveal's (tests/schemathesis_hooks.py). ST_CHECKS overrides the list.
+# Bounded: ST_MAX_EXAMPLES per operation (default 25) and ST_MAX_TIME seconds in all (default
+# 240). Printed digit runs of 12+ are masked.
 #
 # Usage: bash tests/schemathesis.sh [path/to/panvault]   (default: target/debug/panvault)
 set -euo pipefail
@@ -58,7 +61,7 @@ run_pass() {
         --url "$base" \
         --header "Authorization: Bearer $key" \
         --tls-verify "$tmp/data/tls/ca.pem" \
-        --checks not_a_server_error,response_schema_conformance,no_card_number_in_answer \
+        --checks "${ST_CHECKS:-not_a_server_error,status_code_conformance,response_schema_conformance,unsupported_method,no_card_number_in_answer}" \
         --max-examples "${ST_MAX_EXAMPLES:-25}" \
         --max-time "$secs" \
         --seed "${ST_SEED:-1}" \
@@ -76,10 +79,11 @@ run_pass() {
 status=0
 # The merchant's view: tokens, reveal, proxy, seal status, unseal.
 run_pass "shop key" "$shop_key" "${ST_MAX_TIME:-240}" || status=1
-# The admin's operations (merchants, shops, API keys, key status and rotation); sealing is
-# left out, as every later answer would then be 503 by design.
+# The admin's operations (merchants, shops, API keys, key status and rotation, the audit trail
+# and the evidence report); sealing is left out, as every later answer would then be 503 by
+# design.
 run_pass "admin key" "$admin_key" "${ST_ADMIN_MAX_TIME:-60}" \
-    --include-path-regex '^/v1/(merchants|api-keys|sys/keys)' || status=1
+    --include-path-regex '^/v1/(merchants|api-keys|sys/keys|sys/evidence|audit)' || status=1
 if ! kill -0 "$pid" 2>/dev/null; then
     echo "panvault demo died during the run:" >&2
     mask_digits <"$tmp/demo.err" >&2
