@@ -300,7 +300,9 @@ impl std::fmt::Debug for TokenUpdate {
     }
 }
 
-/// A stored-credential agreement made on a token (seed 004; filled by the gateway proxy).
+/// A stored-credential agreement made on a token (seed 004; filled by the gateway proxy): MPGS
+/// `agreement.{id,type}`, Nexi `contractId`/`contractType`; Worldline and Axerve, which have no
+/// agreement id, `<gateway>:<TYPE>` with the series' type.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Agreement {
     pub id: String,

@@ -1322,6 +1322,321 @@ fn mpgs_stored_credentials_cit_then_mit() {
     env.stop();
 }
 
+/// The agreements `GET /v1/tokens/{token}` shows.
+fn agreements(env: &Env, token: &str) -> Value {
+    let (s, info) = send(bearer(
+        env.client.get(format!("{}/v1/tokens/{token}", env.base)),
+        &env.shop,
+    ));
+    assert_eq!(s, StatusCode::OK, "{info}");
+    info["agreements"].clone()
+}
+
+/// A refusal's status and contract code.
+fn refused(answer: (StatusCode, String)) -> (StatusCode, String) {
+    let code = answer_json(&answer.1)["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (answer.0, code)
+}
+
+/// Worldline stored credentials (seed 004, SPEC 3.3). Worldline has no agreement id: the series
+/// is the agreement, recorded as `worldline:<TYPE>`. A cardholder-initiated `first` that
+/// Worldline approves stores the card for the series; merchant-initiated payments of that series
+/// then go through (the token in the `token` field too), of another series are
+/// `agreement_mismatch`, and before any `first` are `agreement_required`, nothing forwarded. A
+/// declined `first` records nothing. The card-on-file fields reach Worldline as written.
+#[test]
+fn worldline_stored_credentials_cit_then_mit() {
+    let env = Env::start(None);
+    let token = env.token("4111111111111111", 6, 2033);
+    let declined = env.token("4012888888881881", 6, 2033);
+    let url = "worldline/v2/1234/payments";
+    let h = [("Content-Type", "application/json")];
+    let body = |card: &str, fields: &str| {
+        format!(
+            r#"{{"cardPaymentMethodSpecificInput":{{"authorizationMode":"SALE",{card},{fields}}},"order":{{"amountOfMoney":{{"amount":990,"currencyCode":"EUR"}},"references":{{"merchantReference":"sub-1"}}}}}}"#
+        )
+    };
+    let number = |t: &str| format!(r#""card":{{"cardNumber":"{t}"}}"#);
+    let stored = |t: &str| format!(r#""token":"{t}""#);
+    let cit = r#""unscheduledCardOnFileRequestor":"cardholderInitiated","unscheduledCardOnFileSequenceIndicator":"first""#;
+    let mit = r#""unscheduledCardOnFileRequestor":"merchantInitiated","unscheduledCardOnFileSequenceIndicator":"subsequent""#;
+    let rec_first =
+        r#""isRecurring":true,"recurring":{"recurringPaymentSequenceIndicator":"first"}"#;
+    let rec_next =
+        r#""isRecurring":true,"recurring":{"recurringPaymentSequenceIndicator":"recurring"}"#;
+
+    // An MIT before the token stored its card: refused, nothing forwarded.
+    let n = env.sandbox.log().len();
+    let answer = env.proxy("POST", url, &h, &body(&stored(&token), mit));
+    assert_eq!(
+        refused(answer),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "agreement_required".into()
+        )
+    );
+    assert_eq!(env.sandbox.log().len(), n);
+
+    // A declined first: nothing recorded.
+    let (s, a) = env.proxy("POST", url, &h, &body(&number(&declined), cit));
+    assert_eq!(s, StatusCode::PAYMENT_REQUIRED, "{a}");
+    assert_eq!(agreements(&env, &declined), json!([]));
+
+    // The approved first: the series is recorded; the fields went out as written.
+    let (s, a) = env.proxy("POST", url, &h, &body(&number(&token), cit));
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(
+        env.sandbox.last()["body"].as_str().unwrap(),
+        body(
+            r#""card":{"cardNumber":"4111111111111111","expiryDate":"0633"}"#,
+            cit
+        )
+    );
+    assert_eq!(
+        agreements(&env, &token),
+        json!([{"id": "worldline:UNSCHEDULED", "type": "UNSCHEDULED"}])
+    );
+
+    // The MIT of that series, the token in Worldline's `token` field: the card goes out.
+    let (s, a) = env.proxy("POST", url, &h, &body(&stored(&token), mit));
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(answer_json(&a)["payment"]["status"], "CAPTURED");
+    assert_eq!(
+        env.sandbox.last()["body"].as_str().unwrap(),
+        body(
+            mit,
+            r#""card":{"cardNumber":"4111111111111111","expiryDate":"0633"}"#
+        )
+    );
+
+    // A recurring MIT on a token that stored its card for unscheduled use: mismatch;
+    // isRecurring without a sequence indicator: unreadable. Neither forwarded.
+    let n = env.sandbox.log().len();
+    let answer = env.proxy("POST", url, &h, &body(&stored(&token), rec_next));
+    assert_eq!(
+        refused(answer),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "agreement_mismatch".into()
+        )
+    );
+    let answer = env.proxy(
+        "POST",
+        url,
+        &h,
+        &body(&stored(&token), r#""isRecurring":true"#),
+    );
+    assert_eq!(
+        refused(answer),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field".into())
+    );
+    assert_eq!(env.sandbox.log().len(), n);
+
+    // A recurring first, then its MITs go through too.
+    let (s, a) = env.proxy("POST", url, &h, &body(&number(&token), rec_first));
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(
+        agreements(&env, &token),
+        json!([
+            {"id": "worldline:UNSCHEDULED", "type": "UNSCHEDULED"},
+            {"id": "worldline:RECURRING", "type": "RECURRING"}
+        ])
+    );
+    let (s, a) = env.proxy("POST", url, &h, &body(&stored(&token), rec_next));
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let audit = env.stop();
+    let recorded = audit
+        .iter()
+        .filter(|e| e["action"] == "agreement" && e["token"] == token.as_str())
+        .count();
+    assert_eq!(recorded, 2);
+}
+
+/// Nexi stored credentials (seed 004, SPEC 1.3): a payment with the card and
+/// `recurrence{CONTRACT_CREATION, contractId, contractType}` that Nexi approves records the
+/// contract on the token (id `contractId`, type `contractType`), also on a token asked for with a
+/// raw card; a declined one records nothing; CONTRACT_CREATION without its type is refused,
+/// nothing forwarded. The MIT (`/orders/mit`) carries only `contractId` and no card: panvault
+/// forwards it as written (the contract, and the card under it, live at Nexi).
+#[test]
+fn nexi_contract_creation_then_mit() {
+    let env = Env::start(None);
+    let token = env.token("4111111111111111", 12, 2030);
+    let declined = env.token("4012888888881881", 12, 2030);
+    let h = nexi_headers();
+    let moto = |order: &str, pan: &str, recurrence: &str| {
+        format!(
+            r#"{{"order":{{"orderId":"{order}","amount":"1500","currency":"EUR","customerInfo":{{"cardHolderName":"Joseph Doe"}}}},"card":{{"pan":"{pan}"}},"captureType":"IMPLICIT","recurrence":{recurrence}}}"#
+        )
+    };
+    let creation = |id: &str, kind: &str| {
+        format!(r#"{{"action":"CONTRACT_CREATION","contractId":"{id}","contractType":"{kind}"}}"#)
+    };
+
+    let (s, a) = env.proxy(
+        "POST",
+        "nexi/orders/moto",
+        &h,
+        &moto("cit-0001", &token, &creation("C2834987", "MIT_UNSCHEDULED")),
+    );
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(answer_json(&a)["operation"]["operationResult"], "EXECUTED");
+    let sent: Value = serde_json::from_str(env.sandbox.last()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["card"]["pan"], "4111111111111111");
+    assert_eq!(
+        sent["recurrence"],
+        json!({"action": "CONTRACT_CREATION", "contractId": "C2834987", "contractType": "MIT_UNSCHEDULED"})
+    );
+    assert_eq!(
+        agreements(&env, &token),
+        json!([{"id": "C2834987", "type": "MIT_UNSCHEDULED"}])
+    );
+
+    // The MIT: no card, forwarded byte for byte with its Idempotency-Key.
+    let mit = r#"{"order":{"orderId":"mit-0001","amount":"1500","currency":"EUR"},"contractId":"C2834987","captureType":"IMPLICIT"}"#;
+    let mut hm = h.clone();
+    hm.push(("Idempotency-Key", "mit-0001-key"));
+    let (s, a) = env.proxy("POST", "nexi/orders/mit", &hm, mit);
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(answer_json(&a)["operation"]["operationResult"], "EXECUTED");
+    let got = env.sandbox.last();
+    assert_eq!(got["body"].as_str().unwrap(), mit);
+    assert_eq!(got["headers"]["idempotency-key"], "mit-0001-key");
+
+    // Declined: no contract on the token. Without its type: refused, nothing forwarded.
+    let (s, a) = env.proxy(
+        "POST",
+        "nexi/orders/moto",
+        &h,
+        &moto(
+            "cit-0002",
+            &declined,
+            &creation("C-DECLINED", "MIT_SCHEDULED"),
+        ),
+    );
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(answer_json(&a)["operation"]["operationResult"], "DECLINED");
+    assert_eq!(agreements(&env, &declined), json!([]));
+    let n = env.sandbox.log().len();
+    let answer = env.proxy(
+        "POST",
+        "nexi/orders/moto",
+        &h,
+        &moto(
+            "cit-0003",
+            &token,
+            r#"{"action":"CONTRACT_CREATION","contractId":"C-NOTYPE"}"#,
+        ),
+    );
+    assert_eq!(
+        refused(answer),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field".into())
+    );
+    assert_eq!(env.sandbox.log().len(), n);
+
+    // A raw card's contract creation that asks for a token: the new token carries the contract.
+    let raw = moto("cit-0004", "378282246310005", &creation("C-RAW-1", "CIT")).replace(
+        r#""pan":"378282246310005""#,
+        r#""pan":"378282246310005","expiryDate":"0531""#,
+    );
+    let mut ht = h.clone();
+    ht.push(("X-Panvault-Request-Token", "MASKEDPAN"));
+    let (s, hs, a) = env.proxy_full("POST", "nexi/orders/moto", &ht, &raw);
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert!(hs.get("x-panvault-agreement-error").is_none(), "{hs:?}");
+    let new = hs["x-panvault-token"].to_str().unwrap().to_string();
+    assert_eq!(
+        agreements(&env, &new),
+        json!([{"id": "C-RAW-1", "type": "CIT"}])
+    );
+    env.stop();
+}
+
+/// Axerve stored credentials (seed 004, SPEC 2.4): `callPagamS2S`'s `transDetails.type` `03F`
+/// (first unscheduled, cardholder-initiated) that Axerve approves records `axerve:UNSCHEDULED` on
+/// the token; `03N` (next, merchant-initiated) then goes through, `01N` (recurring next) is
+/// `agreement_mismatch`, and `03N` before any `03F` is `agreement_required`, nothing forwarded.
+#[test]
+fn axerve_trans_details_cit_then_mit() {
+    let env = Env::start(None);
+    let token = env.token("4111111111111111", 5, 2031);
+    let envelope = |tx: &str, kind: &str| {
+        format!(
+            r#"<?xml version="1.0" encoding="utf-8"?>
+<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">
+  <soap:Body>
+    <callPagamS2S xmlns="https://ecomms2s.sella.it/">
+      <shopLogin>GESPAY65987</shopLogin>
+      <uicCode>242</uicCode>
+      <amount>9.90</amount>
+      <shopTransactionId>{tx}</shopTransactionId>
+      <tokenValue>{token}</tokenValue>
+      <recurrent>true</recurrent>
+      <transDetails><type>{kind}</type></transDetails>
+    </callPagamS2S>
+  </soap:Body>
+</soap:Envelope>"#
+        )
+    };
+    let h = [
+        ("Content-Type", "text/xml; charset=utf-8"),
+        ("SOAPAction", "\"https://ecomms2s.sella.it/callPagamS2S\""),
+    ];
+    let url = "axerve/gestpay/gestpayws/WSs2s.asmx";
+
+    let n = env.sandbox.log().len();
+    let answer = env.proxy("POST", url, &h, &envelope("SUB-0", "03N"));
+    assert_eq!(
+        refused(answer),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "agreement_required".into()
+        )
+    );
+    assert_eq!(env.sandbox.log().len(), n);
+
+    let (s, a) = env.proxy("POST", url, &h, &envelope("SUB-1", "03F"));
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert!(
+        a.contains("<TransactionResult>OK</TransactionResult>"),
+        "{a}"
+    );
+    let sent = env.sandbox.last()["body"].as_str().unwrap().to_string();
+    assert!(
+        sent.contains("<cardNumber>4111111111111111</cardNumber>"),
+        "{sent}"
+    );
+    assert!(
+        sent.contains("<transDetails><type>03F</type></transDetails>"),
+        "{sent}"
+    );
+    assert_eq!(
+        agreements(&env, &token),
+        json!([{"id": "axerve:UNSCHEDULED", "type": "UNSCHEDULED"}])
+    );
+
+    let (s, a) = env.proxy("POST", url, &h, &envelope("SUB-2", "03N"));
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert!(
+        a.contains("<TransactionResult>OK</TransactionResult>"),
+        "{a}"
+    );
+    let n = env.sandbox.log().len();
+    let answer = env.proxy("POST", url, &h, &envelope("SUB-3", "01N"));
+    assert_eq!(
+        refused(answer),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "agreement_mismatch".into()
+        )
+    );
+    assert_eq!(env.sandbox.log().len(), n);
+    env.stop();
+}
+
 /// Nexi 2steps (SPEC 1.4): init carries the card (token swapped, MMYY filled in) and answers the
 /// 3-D Secure challenge; the cardholder goes through it; payment carries the card again with the
 /// raw PaRes as `threeDSAuthData.threeDSAuthResponse`, no validation step. A declined card ends
@@ -1543,7 +1858,7 @@ fn worldline_token_field_becomes_card() {
     let token = env.token("378282246310005", 4, 2034);
     let input = |t: &str| {
         format!(
-            r#"{{"authorizationMode":"SALE","token":"{t}","unscheduledCardOnFileRequestor":"merchantInitiated","unscheduledCardOnFileSequenceIndicator":"subsequent","paymentProductId":2}}"#
+            r#"{{"authorizationMode":"SALE","token":"{t}","unscheduledCardOnFileRequestor":"cardholderInitiated","unscheduledCardOnFileSequenceIndicator":"first","paymentProductId":2}}"#
         )
     };
     let body = |input: &str| {
@@ -1573,7 +1888,7 @@ fn worldline_token_field_becomes_card() {
     assert_eq!(
         got["body"].as_str().unwrap(),
         body(
-            r#"{"authorizationMode":"SALE","unscheduledCardOnFileRequestor":"merchantInitiated","unscheduledCardOnFileSequenceIndicator":"subsequent","paymentProductId":2,"card":{"cardNumber":"378282246310005","expiryDate":"0434"}}"#
+            r#"{"authorizationMode":"SALE","unscheduledCardOnFileRequestor":"cardholderInitiated","unscheduledCardOnFileSequenceIndicator":"first","paymentProductId":2,"card":{"cardNumber":"378282246310005","expiryDate":"0434"}}"#
         )
     );
     assert!(

@@ -197,6 +197,9 @@ pub fn gateway_rewrite_json(data: &[u8]) {
         }
     }
     let _ = mpgs::stored_credential(data);
+    let _ = nexi::stored_credential(data);
+    let _ = worldline::stored_credential(data);
+    let _ = axerve::stored_credential(data);
     let _ = mpgs::set_stored_on_file(data, "TO_BE_STORED");
     for status in [200, 402, 500] {
         let _ = (
@@ -215,6 +218,7 @@ pub fn axerve_rewrite_xml(data: &[u8]) {
     let _ = axerve::find_expiry(data);
     let _ = axerve::xml_fields(data, "GestPayS2S");
     let _ = axerve::add_apikey(data, "fuzz-apikey");
+    let _ = axerve::stored_credential(data);
     let _ = axerve::outcome(200, data);
     let found = axerve::find_card(data).ok().flatten().map(|f| f.slot);
     for slot in [Slot::Number, Slot::Token] {

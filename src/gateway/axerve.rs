@@ -15,6 +15,15 @@
 //! `pagam3d.aspx?a=<shopLogin>&b=<VbVRisp>&c=<returnUrl>`, then a second `callPagamS2S` carries
 //! `transKey` and `PARes`.
 //!
+//! Stored credentials (seed 004): `callPagamS2S`'s `transDetails.type` says which use of a stored
+//! card a payment is: `01F` / `02F` / `03F` the first of a recurring / instalment / unscheduled
+//! series (cardholder-initiated: it stores the card), `01N` / `02N` / `03N` a next one
+//! (merchant-initiated). Axerve has no agreement id: panvault records the series as
+//! `axerve:RECURRING` / `axerve:INSTALLMENT` / `axerve:UNSCHEDULED` ([`AGREEMENT_MARKER`]). The
+//! plain `recurrent` flag says nothing about first or next and is passed through. In the REST
+//! API `transDetails` goes into `payment/create`, which carries no card, while the card comes
+//! with `payment/submit`: nothing there to check.
+//!
 //! **REST** `POST /api/v1/payment/submit` (`Authorization: apikey ...`, `paymentToken` header):
 //! `paymentTypeDetails.creditcard.{number | token, expMonth, expYear, CVV}`; the answer's
 //! `payload.transactionResult` / `transactionErrorCode` (8006 with `userRedirect.href`).
@@ -26,7 +35,7 @@ use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 use zeroize::Zeroizing;
 
-use super::{CardData, Found, GatewayError, Outcome, Slot, json};
+use super::{CardData, Found, GatewayError, Outcome, Slot, StoredCredential, json};
 
 /// Namespace of the WSs2s operations.
 pub const NS: &str = "https://ecomms2s.sella.it/";
@@ -201,8 +210,13 @@ impl Envelope<'_> {
 
     /// The text of a child element (entity and character references resolved).
     fn text(&self, c: &Child) -> Result<Zeroizing<String>, GatewayError> {
+        self.text_between(c.start, c.end)
+    }
+
+    /// The text between the events `start` and `end` (an element's start and end).
+    fn text_between(&self, start: usize, end: usize) -> Result<Zeroizing<String>, GatewayError> {
         let mut out = Zeroizing::new(String::new());
-        for ev in self.events.get(c.start + 1..c.end).unwrap_or_default() {
+        for ev in self.events.get(start + 1..end).unwrap_or_default() {
             match ev {
                 Event::Text(t) => {
                     let raw = t.decode().map_err(|_| malformed())?;
@@ -252,6 +266,54 @@ impl Envelope<'_> {
         }
     }
 
+    /// The non-empty text of element `name` directly inside child `parent` (`transDetails` /
+    /// `type`); a repeated one is refused like a repeated card element.
+    fn nested_value(
+        &self,
+        parent: &str,
+        name: &str,
+    ) -> Result<Option<Zeroizing<String>>, GatewayError> {
+        let Some(c) = self.child(parent)? else {
+            return Ok(None);
+        };
+        let repeated = GatewayError::Field {
+            field: "callPagamS2S",
+            reason: "repeats a stored-credential element",
+        };
+        let mut found: Option<Zeroizing<String>> = None;
+        let mut depth = 0usize;
+        let mut open: Option<usize> = None;
+        for i in c.start + 1..c.end {
+            match &self.events[i] {
+                Event::Start(s) => {
+                    if depth == 0 && local(s) == name {
+                        open = Some(i);
+                    }
+                    depth += 1;
+                }
+                Event::End(_) => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0
+                        && let Some(start) = open.take()
+                    {
+                        if found.is_some() {
+                            return Err(repeated);
+                        }
+                        found = Some(self.text_between(start, i)?);
+                    }
+                }
+                Event::Empty(s) if depth == 0 && local(s) == name => {
+                    if found.is_some() {
+                        return Err(repeated);
+                    }
+                    found = Some(Zeroizing::new(String::new()));
+                }
+                _ => {}
+            }
+        }
+        Ok(found.filter(|t| !t.trim().is_empty()))
+    }
+
     fn qname(&self, local: &str) -> String {
         match &self.prefix {
             Some(p) => format!("{p}:{local}"),
@@ -264,7 +326,8 @@ impl Envelope<'_> {
 pub type SoapFields = (String, Vec<(String, Zeroizing<String>)>);
 
 /// The operation and its fields (child name, text), for the sandbox's checks. `None` when the
-/// body is no SOAP request.
+/// body is no SOAP request. A child holding elements (`shippingDetails`, `transDetails`) is
+/// listed with an empty text.
 pub fn soap_fields(body: &[u8]) -> Result<Option<SoapFields>, GatewayError> {
     let text = std::str::from_utf8(body).map_err(|_| malformed())?;
     let Some(env) = parse(text)? else {
@@ -272,9 +335,62 @@ pub fn soap_fields(body: &[u8]) -> Result<Option<SoapFields>, GatewayError> {
     };
     let mut fields = Vec::with_capacity(env.children.len());
     for c in &env.children {
-        fields.push((c.local.clone(), env.text(c)?));
+        let value = match env.text(c) {
+            Err(GatewayError::Field { .. }) => Zeroizing::new(String::new()),
+            other => other?,
+        };
+        fields.push((c.local.clone(), value));
     }
     Ok(Some((env.op.clone(), fields)))
+}
+
+/// Axerve has no agreement id: the series a token stores its card for is recorded as
+/// `axerve:<TYPE>` (`axerve:RECURRING`, `axerve:INSTALLMENT`, `axerve:UNSCHEDULED`).
+pub const AGREEMENT_MARKER: &str = "axerve:";
+
+/// `callPagamS2S`'s `transDetails.type` (SPEC.md 2.4, seed 004): `01F` / `02F` / `03F`
+/// cardholder-initiated, storing the card for a RECURRING / INSTALLMENT / UNSCHEDULED series;
+/// `01N` / `02N` / `03N` merchant-initiated under it. Other types (`08` mail order, `09`
+/// telephone order, `EC`, `NPA`) and no `transDetails` establish nothing; an unknown `F`/`N`
+/// series code is refused rather than guessed. REST bodies carry no `transDetails` with the
+/// card: nothing.
+pub fn stored_credential(body: &[u8]) -> Result<StoredCredential, GatewayError> {
+    if !is_xml(body) {
+        json_text(body).ok_or(GatewayError::Malformed("JSON or SOAP XML"))?;
+        return Ok(StoredCredential::default());
+    }
+    let text = std::str::from_utf8(body).map_err(|_| malformed())?;
+    let env = parse(text)?.ok_or_else(malformed)?;
+    if !env.is_pagam() {
+        return Ok(StoredCredential::default());
+    }
+    let Some(kind) = env.nested_value("transDetails", "type")? else {
+        return Ok(StoredCredential::default());
+    };
+    let kind = kind.trim();
+    if kind.len() != 3 || !kind.is_ascii() {
+        return Ok(StoredCredential::default());
+    }
+    let (series, step) = kind.split_at(2);
+    if step != "F" && step != "N" {
+        return Ok(StoredCredential::default());
+    }
+    let agreement_type = match series {
+        "01" => "RECURRING",
+        "02" => "INSTALLMENT",
+        "03" => "UNSCHEDULED",
+        _ => {
+            return Err(GatewayError::Field {
+                field: "transDetails.type",
+                reason: "is not a known stored-credential series (01, 02, 03)",
+            });
+        }
+    };
+    Ok(StoredCredential {
+        agreement: Some(super::marked_agreement(AGREEMENT_MARKER, agreement_type)),
+        merchant_initiated: step == "N",
+        stored_on_file: None,
+    })
 }
 
 fn is_xml(body: &[u8]) -> bool {
@@ -775,5 +891,79 @@ mod tests {
         );
         let masked = String::from_utf8(mask_pans(leaky.as_bytes(), &[]).into_owned()).unwrap();
         assert!(masked.contains("<MaskedPAN>555555******4444</MaskedPAN>"));
+    }
+
+    #[test]
+    fn trans_details_type_reads_as_stored_credentials() {
+        let with = |details: &str| {
+            TOKEN_XML
+                .replace("40L76FDIEFMH1112", "55XYZWAB12CD4444")
+                .replace(
+                    "<recurrent>true</recurrent>",
+                    &format!("<recurrent>true</recurrent>{details}"),
+                )
+        };
+        let sc = |details: &str| stored_credential(with(details).as_bytes());
+        let agr = |kind: &str, mit: bool| StoredCredential {
+            agreement: Some((format!("axerve:{kind}"), kind.to_string())),
+            merchant_initiated: mit,
+            stored_on_file: None,
+        };
+        for (t, want) in [
+            ("01F", agr("RECURRING", false)),
+            ("01N", agr("RECURRING", true)),
+            ("02F", agr("INSTALLMENT", false)),
+            ("02N", agr("INSTALLMENT", true)),
+            ("03F", agr("UNSCHEDULED", false)),
+            (" 03N ", agr("UNSCHEDULED", true)),
+            ("EC", StoredCredential::default()),
+            ("09", StoredCredential::default()),
+            ("NPA", StoredCredential::default()),
+            ("", StoredCredential::default()),
+        ] {
+            let details = format!(
+                "<transDetails><threeDsAuthResult><ECI>05</ECI></threeDsAuthResult><type>{t}</type><recurringTransaction><frequency>30</frequency></recurringTransaction></transDetails>"
+            );
+            assert_eq!(sc(&details).unwrap(), want, "{t}");
+        }
+        // A prefixed client, an unknown series, a repeated type, and no transDetails at all.
+        let prefixed = with("<transDetails><type>01N</type></transDetails>")
+            .replace(
+                "<callPagamS2S xmlns=\"https://ecomms2s.sella.it/\">",
+                "<ecom:callPagamS2S xmlns:ecom=\"https://ecomms2s.sella.it/\">",
+            )
+            .replace("</callPagamS2S>", "</ecom:callPagamS2S>");
+        assert!(stored_credential(prefixed.as_bytes()).is_ok_and(|s| s.merchant_initiated));
+        assert_eq!(
+            sc("<transDetails><type>07N</type></transDetails>")
+                .unwrap_err()
+                .code(),
+            "invalid_field"
+        );
+        assert!(sc("<transDetails><type>01F</type><type>01N</type></transDetails>").is_err());
+        assert_eq!(sc("").unwrap(), StoredCredential::default());
+        assert_eq!(
+            stored_credential(CARD_XML.as_bytes()).unwrap(),
+            StoredCredential::default()
+        );
+        // REST: the card comes with payment/submit, which has no transDetails.
+        let rest = fixture_json(include_str!(
+            "../../tests/fixtures/gateways/axerve/rest_payment_submit_request.json"
+        ));
+        assert_eq!(
+            stored_credential(&rest).unwrap(),
+            StoredCredential::default()
+        );
+        // The swap keeps transDetails as it was; the sandbox's field list still reads.
+        let body = with("<transDetails><type>03N</type></transDetails>");
+        let out = swap(body.as_bytes(), Slot::Token, &card(None)).unwrap();
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(
+            text.contains(
+                "<recurrent>true</recurrent><transDetails><type>03N</type></transDetails>"
+            ),
+            "{text}"
+        );
+        assert_eq!(get(&fields(&out), "transDetails"), Some(""));
     }
 }

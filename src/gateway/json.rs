@@ -132,6 +132,15 @@ pub(crate) fn get_str(
     }
 }
 
+/// The boolean at `path`; `None` when absent or not a JSON boolean.
+pub(crate) fn get_bool(text: &str, path: &[&str]) -> Result<Option<bool>, GatewayError> {
+    Ok(match raw_at(text, path)?.map(str::trim) {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
+    })
+}
+
 /// Whether a member exists at `path`.
 pub(crate) fn has(text: &str, path: &[&str]) -> Result<bool, GatewayError> {
     Ok(raw_at(text, path)?.is_some())

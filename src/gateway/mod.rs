@@ -114,6 +114,31 @@ impl Gateway {
         }
     }
 
+    /// The stored-credential fields of a charge (seed 004), read from the gateway's own fields
+    /// (see each module's `stored_credential`). A body these cannot be read from is an error,
+    /// never "no such field": that would let a merchant-initiated charge pass as
+    /// cardholder-initiated.
+    pub fn stored_credential(self, body: &[u8]) -> Result<StoredCredential, GatewayError> {
+        match self {
+            Gateway::Nexi => nexi::stored_credential(body),
+            Gateway::Axerve => axerve::stored_credential(body),
+            Gateway::Worldline => worldline::stored_credential(body),
+            Gateway::Mpgs => mpgs::stored_credential(body),
+        }
+    }
+
+    /// The id prefix of the agreements panvault records for a gateway whose requests carry no
+    /// agreement id (Worldline, Axerve): such an agreement is `<marker><TYPE>`, e.g.
+    /// `worldline:UNSCHEDULED`, one per type. `None` where the merchant names the agreement
+    /// (MPGS `agreement.id`, Nexi `contractId`).
+    pub fn agreement_marker(self) -> Option<&'static str> {
+        match self {
+            Gateway::Worldline => Some(worldline::AGREEMENT_MARKER),
+            Gateway::Axerve => Some(axerve::AGREEMENT_MARKER),
+            Gateway::Nexi | Gateway::Mpgs => None,
+        }
+    }
+
     /// How a gateway's answer reads: approved, declined, 3-D Secure challenge or other.
     pub fn outcome(self, status: u16, body: &[u8]) -> Outcome {
         match self {
@@ -175,6 +200,28 @@ impl CardData<'_> {
     pub fn mmyy(&self) -> String {
         format!("{}{}", self.mm(), self.yy())
     }
+}
+
+/// What a charge says about stored credentials (seed 004), whatever the gateway's words for it.
+///
+/// A cardholder-initiated charge naming an agreement establishes it (recorded on the token once
+/// the gateway approves); a merchant-initiated one must run under an agreement its token
+/// established, of the same type.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StoredCredential {
+    /// The agreement (id, type) the charge establishes or runs under. Where the gateway has no
+    /// agreement id, the id is [`Gateway::agreement_marker`] followed by the type.
+    pub agreement: Option<(String, String)>,
+    /// A merchant-initiated transaction.
+    pub merchant_initiated: bool,
+    /// MPGS `storedOnFile`: whether the merchant gave it. `None` where the gateway has no such
+    /// field (panvault fills it in only where it exists).
+    pub stored_on_file: Option<bool>,
+}
+
+/// The agreement id recorded for `kind` at a gateway without agreement ids.
+pub(crate) fn marked_agreement(marker: &str, kind: &str) -> (String, String) {
+    (format!("{marker}{kind}"), kind.to_string())
 }
 
 /// How a gateway answered a charge, read from its own fields (SPEC.md "success/decline/3DS").

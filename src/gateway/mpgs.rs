@@ -14,7 +14,7 @@
 
 use zeroize::Zeroizing;
 
-use super::{CardData, Found, GatewayError, Outcome, Slot, json};
+use super::{CardData, Found, GatewayError, Outcome, Slot, StoredCredential, json};
 
 const SOURCE: &[&str] = &["sourceOfFunds"];
 const CARD: &[&str] = &["sourceOfFunds", "provided", "card"];
@@ -82,20 +82,11 @@ pub fn swap(
     Ok(Zeroizing::new(out.as_bytes().to_vec()))
 }
 
-/// The stored-credential fields of a request (seed 004, SPEC.md 4.3).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct StoredCredential {
-    /// `agreement.id` and `agreement.type`.
-    pub agreement: Option<(String, String)>,
-    /// `transaction.source` is `MERCHANT`: a merchant-initiated transaction.
-    pub merchant_initiated: bool,
-    /// `sourceOfFunds.provided.card.storedOnFile` was given.
-    pub stored_on_file: bool,
-}
-
-/// Reads `agreement.{id,type}`, `transaction.source` and whether `storedOnFile` is there. A
-/// body these cannot be read from is refused, never taken as "field absent" (which would let a
-/// merchant-initiated charge pass as cardholder-initiated); `agreement.id` needs its type.
+/// The stored-credential fields (seed 004, SPEC.md 4.3): `agreement.{id,type}`,
+/// `transaction.source` `MERCHANT` (merchant-initiated) and whether
+/// `sourceOfFunds.provided.card.storedOnFile` is there. A body these cannot be read from is
+/// refused, never taken as "field absent" (which would let a merchant-initiated charge pass as
+/// cardholder-initiated); `agreement.id` needs its type.
 pub fn stored_credential(body: &[u8]) -> Result<StoredCredential, GatewayError> {
     let text = json_text(body).ok_or(GatewayError::Malformed("JSON"))?;
     json::unique_keys(text)?;
@@ -113,7 +104,10 @@ pub fn stored_credential(body: &[u8]) -> Result<StoredCredential, GatewayError> 
     Ok(StoredCredential {
         agreement,
         merchant_initiated: get(&["transaction", "source"])?.is_some_and(|s| s == "MERCHANT"),
-        stored_on_file: json::has(text, &["sourceOfFunds", "provided", "card", "storedOnFile"])?,
+        stored_on_file: Some(json::has(
+            text,
+            &["sourceOfFunds", "provided", "card", "storedOnFile"],
+        )?),
     })
 }
 
@@ -225,7 +219,7 @@ mod tests {
             StoredCredential {
                 agreement: agr.clone(),
                 merchant_initiated: false,
-                stored_on_file: true
+                stored_on_file: Some(true)
             }
         );
         assert_eq!(
@@ -233,11 +227,11 @@ mod tests {
             StoredCredential {
                 agreement: agr,
                 merchant_initiated: true,
-                stored_on_file: true
+                stored_on_file: Some(true)
             }
         );
         let body = br#"{"sourceOfFunds":{"provided":{"card":{"number":"X"}}}}"#;
-        assert!(!stored_credential(body).unwrap().stored_on_file);
+        assert_eq!(stored_credential(body).unwrap().stored_on_file, Some(false));
         let out = set_stored_on_file(body, "TO_BE_STORED").unwrap();
         assert_eq!(&out[..], br#"{"sourceOfFunds":{"provided":{"card":{"number":"X","storedOnFile":"TO_BE_STORED"}}}}"#);
     }

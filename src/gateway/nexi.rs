@@ -11,12 +11,21 @@
 //!   `DENIED_BY_RISK`/`THREEDS_FAILED`/`FAILED` declined (HTTP 200 either way); an init answer with
 //!   `threeDSAuthUrl` (and `PENDING`) is the 3-D Secure challenge: the browser posts `ThreeDsRequest`,
 //!   `ReturnUrl` and `transactionId` there.
+//! - Stored credentials (seed 004): the cardholder-initiated payment that creates a contract
+//!   carries `recurrence{action: CONTRACT_CREATION, contractId, contractType}` (`MIT_UNSCHEDULED`,
+//!   `MIT_SCHEDULED`, `CIT`) next to the card; once Nexi approves it, panvault records the
+//!   contract on the token as an agreement (id `contractId`, type `contractType`). The
+//!   merchant-initiated payments under it go to `/orders/mit` with only `contractId`: no card,
+//!   so no token, so nothing of panvault's to check or to reveal. Nexi holds the card under the
+//!   contract and refuses an unknown one; panvault does not second-guess it (contracts made
+//!   before panvault, or on Nexi's hosted page, are as valid, and looking a contract id up across
+//!   a group's tokens would need an index panvault does not keep).
 //! - Answers carry only masked numbers (`paymentInstrumentInfo` `***4549`,
 //!   `additionalData.maskedPan`); [`super::mask`] scrubs anything else.
 
 use zeroize::Zeroizing;
 
-use super::{CardData, Found, GatewayError, Outcome, Slot, json};
+use super::{CardData, Found, GatewayError, Outcome, Slot, StoredCredential, json};
 
 pub const API_KEY_HEADER: &str = "X-Api-Key";
 pub const CORRELATION_ID_HEADER: &str = "Correlation-Id";
@@ -58,6 +67,28 @@ pub fn swap(
         }
     })?;
     Ok(Zeroizing::new(out.as_bytes().to_vec()))
+}
+
+/// `recurrence.action` `CONTRACT_CREATION` (SPEC.md 1.3): the cardholder-initiated payment that
+/// creates contract `contractId` of type `contractType`, which needs both. Other actions
+/// (`NO_RECURRING`, `SUBSEQUENT_PAYMENT` of a cardholder with the card, `CARD_SUBSTITUTION`)
+/// establish nothing; merchant-initiated payments are `/orders/mit`, which carries no card.
+pub fn stored_credential(body: &[u8]) -> Result<StoredCredential, GatewayError> {
+    let text = json_text(body).ok_or(GatewayError::Malformed("JSON"))?;
+    let get = |k: &str| json::get_str(text, &["recurrence", k]).map(|v| v.map(|s| s.to_string()));
+    if get("action")?.as_deref() != Some("CONTRACT_CREATION") {
+        return Ok(StoredCredential::default());
+    }
+    let required = |field: &'static str| GatewayError::Field {
+        field,
+        reason: "is required with recurrence.action CONTRACT_CREATION",
+    };
+    let id = get("contractId")?.ok_or_else(|| required("recurrence.contractId"))?;
+    let kind = get("contractType")?.ok_or_else(|| required("recurrence.contractType"))?;
+    Ok(StoredCredential {
+        agreement: Some((id, kind)),
+        ..Default::default()
+    })
 }
 
 /// Reads `operation.operationResult`, or an init answer's 3-D Secure redirect.
@@ -263,5 +294,53 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
+    }
+
+    #[test]
+    fn contract_creation_is_the_agreement() {
+        let body = |recurrence: &str| {
+            format!(
+                r#"{{"order":{{"orderId":"o1","amount":"1000","currency":"EUR"}},"card":{{"pan":"41XYZW7QK2ZD1111"}},"recurrence":{recurrence}}}"#
+            )
+        };
+        let sc = stored_credential(
+            body(r#"{"action":"CONTRACT_CREATION","contractId":"C2834987","contractType":"MIT_UNSCHEDULED"}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            sc,
+            StoredCredential {
+                agreement: Some(("C2834987".into(), "MIT_UNSCHEDULED".into())),
+                merchant_initiated: false,
+                stored_on_file: None,
+            }
+        );
+        let missing = stored_credential(
+            body(r#"{"action":"CONTRACT_CREATION","contractId":"C1"}"#).as_bytes(),
+        );
+        assert_eq!(missing.unwrap_err().code(), "invalid_field");
+        for other in [
+            r#"{"action":"NO_RECURRING"}"#,
+            r#"{"action":"SUBSEQUENT_PAYMENT","contractId":"C1","contractType":"CIT"}"#,
+            "null",
+        ] {
+            assert_eq!(
+                stored_credential(body(other).as_bytes()).unwrap(),
+                StoredCredential::default(),
+                "{other}"
+            );
+        }
+        // The fixtures' 3-steps calls say NO_RECURRING; the MIT carries no card at all.
+        for text in [
+            include_str!("../../tests/fixtures/gateways/nexi/3steps_init_request.json"),
+            include_str!("../../tests/fixtures/gateways/nexi/3steps_payment_request.json"),
+        ] {
+            assert_eq!(
+                stored_credential(&fixture_json(text)).unwrap(),
+                StoredCredential::default()
+            );
+        }
+        assert!(stored_credential(b"<xml/>").is_err());
     }
 }

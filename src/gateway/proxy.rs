@@ -505,23 +505,20 @@ pub(crate) async fn handle(
             charged = Some(value.clone());
             let temporary = value.starts_with(crate::token::TEMPORARY_PREFIX);
             // Stored credentials (seed 004): checked before the card is even revealed.
-            let stored = match gateway {
-                Gateway::Mpgs => match stored_credential_check(&vault, &merchant, &value, &body) {
-                    Ok(st) => Some(st),
-                    Err(p) => {
-                        vault
-                            .audit_charge(
-                                &ctx,
-                                &merchant,
-                                Some(&value),
-                                "refused",
-                                gateway.name().to_string(),
-                            )
-                            .await;
-                        return Err(p);
-                    }
-                },
-                _ => None,
+            let stored = match stored_credential_check(&vault, &merchant, &value, gateway, &body) {
+                Ok(st) => st,
+                Err(p) => {
+                    vault
+                        .audit_charge(
+                            &ctx,
+                            &merchant,
+                            Some(&value),
+                            "refused",
+                            gateway.name().to_string(),
+                        )
+                        .await;
+                    return Err(p);
+                }
             };
             if request_token.is_some() {
                 return Err(problem(
@@ -549,15 +546,14 @@ pub(crate) async fn handle(
                 .swap(&body, found.slot, &data)
                 .map_err(|e| problem(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()))?;
             known.push(Zeroizing::new(card.pan.digits().to_string()));
-            if let Some(st) = stored {
-                if let Some(v) = st.fill_stored_on_file {
-                    out_body = super::mpgs::set_stored_on_file(&out_body, v).map_err(|e| {
-                        problem(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
-                    })?;
-                }
-                if !temporary {
-                    to_record = st.record.map(|a| (value.to_string(), a));
-                }
+            // Only MPGS has `storedOnFile` (`fill_stored_on_file` is `None` elsewhere).
+            if let Some(v) = stored.fill_stored_on_file {
+                out_body = super::mpgs::set_stored_on_file(&out_body, v).map_err(|e| {
+                    problem(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
+                })?;
+            }
+            if !temporary {
+                to_record = stored.record.map(|a| (value.to_string(), a));
             }
         } else if found.slot == super::Slot::Number && value.bytes().all(|b| b.is_ascii_digit()) {
             // A raw card where the card number goes (a gateway's own token in its token field is
@@ -575,22 +571,20 @@ pub(crate) async fn handle(
                     request_token: Some(rt.clone()),
                     ..Default::default()
                 });
-                // MPGS: a cardholder-initiated charge that stores the card under an agreement
-                // (seed 004, first storing use): `storedOnFile` TO_BE_STORED when the merchant
-                // left it out, and the agreement goes on the new token once approved.
-                if gateway == Gateway::Mpgs {
-                    let sc = super::mpgs::stored_credential(&body).map_err(|e| {
-                        problem(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
-                    })?;
-                    if let (Some((id, kind)), false) = (sc.agreement, sc.merchant_initiated) {
-                        if !sc.stored_on_file {
-                            out_body = super::mpgs::set_stored_on_file(&out_body, "TO_BE_STORED")
-                                .map_err(|e| {
+                // A cardholder-initiated charge that stores the card under an agreement (seed
+                // 004, first storing use): the agreement goes on the new token once approved,
+                // and MPGS `storedOnFile` is TO_BE_STORED when the merchant left it out.
+                let sc = gateway.stored_credential(&body).map_err(|e| {
+                    problem(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
+                })?;
+                if let (Some((id, kind)), false) = (sc.agreement, sc.merchant_initiated) {
+                    if sc.stored_on_file == Some(false) {
+                        out_body = super::mpgs::set_stored_on_file(&out_body, "TO_BE_STORED")
+                            .map_err(|e| {
                                 problem(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
                             })?;
-                        }
-                        new_token_agreement = Some(crate::vault::Agreement { id, kind });
                     }
+                    new_token_agreement = Some(crate::vault::Agreement { id, kind });
                 }
             }
         }
@@ -786,25 +780,31 @@ pub(crate) async fn handle(
     Ok(r.body(masked))
 }
 
-/// What the stored-credential rules make of an MPGS request on a token.
+/// What the stored-credential rules make of a charge on a token.
+#[derive(Default)]
 struct Stored {
-    /// `storedOnFile` to fill in where the merchant left it out.
+    /// MPGS `storedOnFile` to fill in where the merchant left it out.
     fill_stored_on_file: Option<&'static str>,
     /// The agreement this (cardholder-initiated) charge establishes, if new to the token.
     record: Option<crate::vault::Agreement>,
 }
 
-/// Seed 004: a merchant-initiated transaction (`transaction.source` `MERCHANT`) must name an
-/// agreement this token established (else 422 `agreement_required`) of the same type (else 422
-/// `agreement_mismatch`); `storedOnFile` is `TO_BE_STORED` on the first use under an agreement and
-/// `STORED` after, unless the merchant gave it.
+/// Seed 004, on every gateway that has the fields (see each module's `stored_credential`): a
+/// merchant-initiated transaction must run under an agreement this token established (else 422
+/// `agreement_required`) of the same type (else 422 `agreement_mismatch`); a cardholder-initiated
+/// one naming an agreement new to the token establishes it (recorded once approved). MPGS names
+/// the agreement (`agreement.id`); Worldline and Axerve name only the series' type, so there the
+/// token's agreements at that gateway (ids `<marker><TYPE>`) are what counts, and one of another
+/// type is a mismatch. MPGS `storedOnFile` is `TO_BE_STORED` on the first use under an agreement
+/// and `STORED` after, unless the merchant gave it.
 fn stored_credential_check(
     vault: &Vault,
     merchant: &str,
     token: &str,
+    gateway: Gateway,
     body: &[u8],
 ) -> Result<Stored, Problem> {
-    let sc = super::mpgs::stored_credential(body).map_err(|e| {
+    let sc = gateway.stored_credential(body).map_err(|e| {
         let status = if e.code() == "malformed_request" {
             StatusCode::BAD_REQUEST
         } else {
@@ -812,11 +812,18 @@ fn stored_credential_check(
         };
         problem(status, e.code(), e.to_string())
     })?;
+    if sc.agreement.is_none() && !sc.merchant_initiated {
+        return Ok(Stored::default());
+    }
     let agreements = vault.get(merchant, token)?.agreements;
     let known = sc
         .agreement
         .as_ref()
         .and_then(|(id, _)| agreements.iter().find(|a| a.id == *id));
+    // At a gateway without agreement ids: any agreement this token made there.
+    let made_there = gateway
+        .agreement_marker()
+        .is_some_and(|m| agreements.iter().any(|a| a.id.starts_with(m)));
     if sc.merchant_initiated {
         let Some((_, kind)) = &sc.agreement else {
             return Err(problem(
@@ -826,6 +833,24 @@ fn stored_credential_check(
             ));
         };
         match known {
+            Some(a) if a.kind == *kind => {}
+            Some(_) => {
+                return Err(problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "agreement_mismatch",
+                    "the agreement's type differs from the one this token established",
+                ));
+            }
+            None if made_there => {
+                return Err(problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "agreement_mismatch",
+                    format!(
+                        "this token stored its card at {} for another type of series than {kind}",
+                        gateway.name()
+                    ),
+                ));
+            }
             None => {
                 return Err(problem(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -833,18 +858,10 @@ fn stored_credential_check(
                     "this token never established that agreement in a cardholder-initiated transaction",
                 ));
             }
-            Some(a) if a.kind != *kind => {
-                return Err(problem(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "agreement_mismatch",
-                    "the agreement's type differs from the one this token established",
-                ));
-            }
-            Some(_) => {}
         }
     }
     let fill_stored_on_file = match (&sc.agreement, sc.stored_on_file) {
-        (Some(_), false) => Some(if known.is_some() {
+        (Some(_), Some(false)) => Some(if known.is_some() {
             "STORED"
         } else {
             "TO_BE_STORED"

@@ -7,6 +7,14 @@
 //! - Auth: `Authorization: GCS v1HMAC:<apiKeyId>:<base64 HMAC-SHA256(secret, stringToSign)>` with a
 //!   `Date` header; the body is not signed, so a merchant's own signature survives the swap. When
 //!   panvault holds the merchant's API key it signs after the swap ([`authorization`]).
+//! - Stored credentials (seed 004), in `cardPaymentMethodSpecificInput`: a recurring series is
+//!   `isRecurring: true` with `recurring.recurringPaymentSequenceIndicator` `first` (the
+//!   cardholder-initiated payment that stores the card) or `recurring` (a merchant-initiated one
+//!   under it); an unscheduled card-on-file series is `unscheduledCardOnFileSequenceIndicator`
+//!   `first` / `subsequent` with `unscheduledCardOnFileRequestor` `cardholderInitiated` /
+//!   `merchantInitiated`. Worldline has no agreement id: panvault records the series as
+//!   `worldline:RECURRING` / `worldline:UNSCHEDULED` ([`AGREEMENT_MARKER`]). The fields are
+//!   forwarded as the merchant wrote them.
 //! - Outcome: 201 with `payment.status` `PENDING_CAPTURE` / `CAPTURED` / `CAPTURE_REQUESTED` is
 //!   an approval; 402 (`paymentResult.payment.status` `REJECTED`) a decline;
 //!   `merchantAction.actionType` `REDIRECT` the 3-D Secure challenge (`redirectData.redirectURL`),
@@ -16,7 +24,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::{CardData, Found, GatewayError, Outcome, Slot, json};
+use super::{CardData, Found, GatewayError, Outcome, Slot, StoredCredential, json};
 
 const INPUT: &[&str] = &["cardPaymentMethodSpecificInput"];
 const CARD: &[&str] = &["cardPaymentMethodSpecificInput", "card"];
@@ -76,6 +84,67 @@ pub fn swap(
         }
     })?;
     Ok(Zeroizing::new(out.as_bytes().to_vec()))
+}
+
+/// Worldline has no agreement id: the series a token stores its card for is recorded as
+/// `worldline:<TYPE>` (`worldline:RECURRING`, `worldline:UNSCHEDULED`).
+pub const AGREEMENT_MARKER: &str = "worldline:";
+
+/// The card-on-file fields of `cardPaymentMethodSpecificInput` (SPEC.md 3.3, seed 004):
+///
+/// | fields | reads as |
+/// |---|---|
+/// | `isRecurring: true`, `recurring.recurringPaymentSequenceIndicator: first` | cardholder-initiated, stores the card for a RECURRING series |
+/// | `isRecurring: true`, `recurring.recurringPaymentSequenceIndicator: recurring` | merchant-initiated, RECURRING |
+/// | `unscheduledCardOnFileSequenceIndicator: first` (requestor `cardholderInitiated` or absent) | cardholder-initiated, stores the card for UNSCHEDULED use |
+/// | `unscheduledCardOnFileRequestor: merchantInitiated` | merchant-initiated, UNSCHEDULED |
+/// | anything else (e.g. `cardholderInitiated` + `subsequent`: the cardholder pays with the stored card) | nothing to record or check |
+///
+/// `isRecurring: true` without a sequence indicator cannot be told apart (first or subsequent)
+/// and is refused; a recurring indicator with `isRecurring` absent or `false` is not a recurring
+/// payment for Worldline and is ignored.
+pub fn stored_credential(body: &[u8]) -> Result<StoredCredential, GatewayError> {
+    let text = json_text(body).ok_or(GatewayError::Malformed("JSON"))?;
+    let at = |k: &'static str| ["cardPaymentMethodSpecificInput", k];
+    let get = |p: &[&str]| json::get_str(text, p).map(|v| v.map(|s| s.to_string()));
+    let recurring = json::get_bool(text, &at("isRecurring"))? == Some(true);
+    let sequence = get(&[
+        "cardPaymentMethodSpecificInput",
+        "recurring",
+        "recurringPaymentSequenceIndicator",
+    ])?;
+    let marked = |kind: &str| Some(super::marked_agreement(AGREEMENT_MARKER, kind));
+    if recurring {
+        return match sequence.as_deref() {
+            Some("first") => Ok(StoredCredential {
+                agreement: marked("RECURRING"),
+                ..Default::default()
+            }),
+            Some("recurring") => Ok(StoredCredential {
+                agreement: marked("RECURRING"),
+                merchant_initiated: true,
+                ..Default::default()
+            }),
+            _ => Err(GatewayError::Field {
+                field: "cardPaymentMethodSpecificInput.recurring.recurringPaymentSequenceIndicator",
+                reason: "must be `first` or `recurring` with isRecurring",
+            }),
+        };
+    }
+    let requestor = get(&at("unscheduledCardOnFileRequestor"))?;
+    let unscheduled = get(&at("unscheduledCardOnFileSequenceIndicator"))?;
+    Ok(match (requestor.as_deref(), unscheduled.as_deref()) {
+        (Some("merchantInitiated"), _) => StoredCredential {
+            agreement: marked("UNSCHEDULED"),
+            merchant_initiated: true,
+            ..Default::default()
+        },
+        (None | Some("cardholderInitiated"), Some("first")) => StoredCredential {
+            agreement: marked("UNSCHEDULED"),
+            ..Default::default()
+        },
+        _ => StoredCredential::default(),
+    })
 }
 
 /// 201 + `payment.status`, 402, or `merchantAction.actionType` REDIRECT.
@@ -350,5 +419,74 @@ mod tests {
         let echoed = br#"{"errors":[{"message":"VALUE 4012888888881881 OF FIELD CREDITCARDNUMBER DID NOT PASS"}]}"#;
         let masked = String::from_utf8(mask_pans(echoed, &[]).into_owned()).unwrap();
         assert!(masked.contains("VALUE 401288******1881 OF FIELD"));
+    }
+
+    #[test]
+    fn card_on_file_fields_read_as_stored_credentials() {
+        let sc = |input: &str| {
+            stored_credential(
+                format!(r#"{{"cardPaymentMethodSpecificInput":{{"token":"40XYZWAB12CD1881"{input}}},"order":{{"amountOfMoney":{{"amount":100,"currencyCode":"EUR"}}}}}}"#)
+                    .as_bytes(),
+            )
+        };
+        let agr = |kind: &str, mit: bool| StoredCredential {
+            agreement: Some((format!("worldline:{kind}"), kind.to_string())),
+            merchant_initiated: mit,
+            stored_on_file: None,
+        };
+        let cases = [
+            (
+                r#","unscheduledCardOnFileRequestor":"cardholderInitiated","unscheduledCardOnFileSequenceIndicator":"first""#,
+                agr("UNSCHEDULED", false),
+            ),
+            (
+                r#","unscheduledCardOnFileSequenceIndicator":"first""#,
+                agr("UNSCHEDULED", false),
+            ),
+            (
+                r#","unscheduledCardOnFileRequestor":"merchantInitiated","unscheduledCardOnFileSequenceIndicator":"subsequent""#,
+                agr("UNSCHEDULED", true),
+            ),
+            (
+                r#","isRecurring":true,"recurring":{"recurringPaymentSequenceIndicator":"first"}"#,
+                agr("RECURRING", false),
+            ),
+            (
+                r#","isRecurring":true,"recurring":{"recurringPaymentSequenceIndicator":"recurring"}"#,
+                agr("RECURRING", true),
+            ),
+            // The cardholder paying with the stored card; not a recurring payment; nothing.
+            (
+                r#","unscheduledCardOnFileRequestor":"cardholderInitiated","unscheduledCardOnFileSequenceIndicator":"subsequent""#,
+                StoredCredential::default(),
+            ),
+            (
+                r#","isRecurring":false,"recurring":{"recurringPaymentSequenceIndicator":"recurring"}"#,
+                StoredCredential::default(),
+            ),
+            ("", StoredCredential::default()),
+        ];
+        for (input, want) in cases {
+            assert_eq!(sc(input).unwrap(), want, "{input}");
+        }
+        assert_eq!(
+            sc(r#","isRecurring":true"#).unwrap_err().code(),
+            "invalid_field"
+        );
+        assert!(stored_credential(b"not json").is_err());
+        // The fixtures: a one-off MOTO payment, an e-commerce one with isRecurring false.
+        for text in [
+            include_str!(
+                "../../tests/fixtures/gateways/worldline/create_payment_moto_request.json"
+            ),
+            include_str!(
+                "../../tests/fixtures/gateways/worldline/create_payment_ecom_3ds_request.json"
+            ),
+        ] {
+            assert_eq!(
+                stored_credential(&fixture_json(text)).unwrap(),
+                StoredCredential::default()
+            );
+        }
     }
 }
