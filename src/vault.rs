@@ -2418,6 +2418,8 @@ trait Work: Send {
     fn apply(&mut self, tx: &mut Tx<'_>) -> bool;
     /// Answers the caller once the batch is durable, or failed.
     fn finish(self: Box<Self>, committed: &Result<()>);
+    /// Nobody waits for the answer (a charge's outcome entry, a request that went away).
+    fn unwaited(&self) -> bool;
 }
 
 struct Job<F, R> {
@@ -2449,7 +2451,15 @@ where
         // The caller may have gone away (request cancelled); the write stands either way.
         let _ = self.reply.send(answer);
     }
+
+    fn unwaited(&self) -> bool {
+        self.reply.is_closed()
+    }
 }
+
+/// How long the syncer holds a batch nobody waits for, so that the next write shares its
+/// `fdatasync` instead of queueing behind it. Bounds how late such an entry becomes durable.
+const UNWAITED_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Whether the syncer is in an `fdatasync`, for the writer to wait on.
 #[derive(Default)]
@@ -2576,11 +2586,26 @@ fn syncer_loop(
     syncing: &Syncing,
     stats: &WriterStats,
 ) {
-    while let Ok((mut ticket, mut jobs)) = rx.recv() {
-        while let Ok((t, more)) = rx.try_recv() {
-            ticket = ticket.max(t);
-            jobs.extend(more);
+    fn merge(into: &mut Written, (t, more): Written) {
+        into.0 = into.0.max(t);
+        into.1.extend(more);
+    }
+    while let Ok(mut batch) = rx.recv() {
+        while let Ok(w) = rx.try_recv() {
+            merge(&mut batch, w);
         }
+        // A batch nobody waits for (at one connection: the outcome entry of the charge just
+        // answered) would otherwise start a sync that the next request's write must queue
+        // behind; held a moment, it shares that write's sync instead.
+        if batch.1.iter().all(|j| j.unwaited())
+            && let Ok(w) = rx.recv_timeout(UNWAITED_SYNC_DELAY)
+        {
+            merge(&mut batch, w);
+            while let Ok(w) = rx.try_recv() {
+                merge(&mut batch, w);
+            }
+        }
+        let (ticket, jobs) = batch;
         syncing.set(true);
         let result = store.sync(ticket);
         syncing.set(false);
@@ -2618,6 +2643,46 @@ mod tests {
             f(v.clone()).await;
             v.shutdown();
         }
+    }
+
+    /// A write nobody waits for (a charge's outcome entry) shares the next write's sync instead
+    /// of starting one that the next write must queue behind: one sync per pair, not two.
+    #[tokio::test]
+    async fn an_unwaited_write_shares_the_next_writes_sync() {
+        let (_d, v) = new_vault(Backend::Redb);
+        let ctx = Ctx::system();
+        let m = v.create_merchant(&ctx, "M", None).await.unwrap();
+        let before = v.writer_stats().syncs.load(Ordering::Relaxed);
+        const PAIRS: u64 = 20;
+        for _ in 0..PAIRS {
+            v.audit_charge(
+                &ctx,
+                &m.merchant_id,
+                None,
+                "approved",
+                "nexi: HTTP 200".into(),
+            )
+            .await;
+            // The next request comes a moment later, once the entry has reached the syncer.
+            std::thread::sleep(Duration::from_micros(300));
+            v.write(|tx| {
+                tx.audit(Ctx::system().event("reveal", None, None, "ok"));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        }
+        let syncs = v.writer_stats().syncs.load(Ordering::Relaxed) - before;
+        // Each unwaited entry held back could make 2 per pair; a stall over 2 ms may split one.
+        assert!(syncs <= PAIRS * 3 / 2, "{syncs} syncs for {PAIRS} pairs");
+        let mut charges = 0;
+        audit::for_each_since(v.inner.store.as_ref(), 1, |e| {
+            charges += u64::from(e.action == "charge");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(charges, PAIRS, "every unwaited entry was written");
+        v.shutdown();
     }
 
     #[tokio::test]
