@@ -32,7 +32,7 @@
 # answer or a socket error/timeout, or if a server failed.
 #
 # Tunables (environment): THREADS=2 CONNECTIONS=64 DURATION=10s WARMUP=3s SEED_CARDS=2000
-# REVEAL_KEYS=4000 KEEP_LOGS=DIR (copy wrk and server logs there) PHASES="new retok read reveal
+# REVEAL_KEYS=10000 KEEP_LOGS=DIR (copy wrk and server logs there) PHASES="new retok read reveal
 # proxy reenc" (a subset, e.g. for profiling one phase) REENC_MIN_TOKENS=300000 (reenc first tokenizes
 # for REENC_FILL=20s if fewer tokens exist).
 set -euo pipefail
@@ -42,7 +42,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 SEED_CARDS=${SEED_CARDS:-2000}
-REVEAL_KEYS=${REVEAL_KEYS:-4000}
+REVEAL_KEYS=${REVEAL_KEYS:-10000}
 PHASES=${PHASES:-new retok read reveal proxy reenc}
 REENC_MIN_TOKENS=${REENC_MIN_TOKENS:-300000}
 REENC_FILL=${REENC_FILL:-20s}
