@@ -464,6 +464,20 @@ impl<'k> Verifier<'k> {
         }
     }
 
+    /// With the key, an export must end where a MAC vouches for it (its head line, or a
+    /// checkpoint): the last MAC covers every entry before it through the hash links, and
+    /// entries after it could have been recomputed by anyone.
+    pub fn require_signed_end(&self) -> Result<()> {
+        let (last, _) = self.last();
+        if self.key.is_some() && last > 0 && self.signed_through != Some(last) {
+            return Err(broken(
+                last,
+                "no MAC covers the end of these files (an export must end at its signed head)",
+            ));
+        }
+        Ok(())
+    }
+
     /// A signed head met right after the entries it covers (an export's head line).
     pub fn head_here(&mut self, head: &SignedHead) -> Result<()> {
         let (last, hash) = self.last();
@@ -502,6 +516,46 @@ impl<'k> Verifier<'k> {
     }
 }
 
+/// The cheap check at open: the store's chain ends exactly at its signed head, whose MAC
+/// verifies. Without it a vault reopened after someone cut or extended the chain on disk would
+/// sign the edited chain with its next head.
+pub fn check_tail(store: &dyn Store, mac: &MacKey) -> Result<()> {
+    let last = match store.last(Table::Audit)? {
+        Some((_, v)) => {
+            let e = Entry::decode(&v)?;
+            Some((e.seq, e.hash))
+        }
+        None => SignedHead::load_anchor(store)?.map(|a| (a.seq, a.hash)),
+    };
+    match (SignedHead::load(store)?, last) {
+        (None, None) => Ok(()),
+        (None, Some((seq, _))) => Err(broken(seq, "no signed head")),
+        (Some(_), None) => Err(broken(
+            1,
+            "entries missing at the tail (the signed head is further on)",
+        )),
+        (Some(h), Some((seq, hash))) => {
+            if seq < h.seq {
+                Err(broken(
+                    seq.saturating_add(1),
+                    "entries missing at the tail (the signed head is further on)",
+                ))
+            } else if seq > h.seq {
+                Err(broken(
+                    h.seq.saturating_add(1),
+                    "entry after the signed head",
+                ))
+            } else if hash != h.hash {
+                Err(broken(seq, "entry does not match the signed head"))
+            } else if !mac_ok(mac, b"head", h.seq, &h.hash, &h.mac) {
+                Err(broken(seq, "signed head MAC does not verify"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Recomputes the whole chain from the store; names the first bad entry. The chain must end
 /// at the signed head (with `key`, a head whose MAC verifies must exist). `live`: the store
 /// is in use, so entries written after the head was read are accepted (chained, not signed).
@@ -533,12 +587,19 @@ pub fn verify(store: &dyn Store, mac: Option<&MacKey>, live: bool) -> Result<Ver
         v.feed(&entry)
     })?;
     let (last, _) = v.last();
+    // Live, writes may land after the first read of the head; a second read after the scan
+    // covers every entry the scan saw, so nothing may lie beyond it.
+    let covering = if live {
+        SignedHead::load(store)?.map(|h| h.seq)
+    } else {
+        head.as_ref().map(|h| h.seq)
+    };
     match head {
         Some(h) if last < h.seq => Err(broken(
             last.saturating_add(1),
             "entries missing at the tail (the signed head is further on)",
         )),
-        Some(h) if last > h.seq && !live => Err(broken(
+        Some(h) if covering.is_some_and(|c| last > c) => Err(broken(
             h.seq.saturating_add(1),
             "entry after the signed head",
         )),

@@ -414,10 +414,13 @@ fn audit_verify(a: VerifyArgs) -> Result<()> {
                 a.keys.pkcs11_pin_file.as_deref(),
             )?;
             let mac = match unlock {
-                Some(u) => Some(vault::audit_mac_key(data, store.as_ref(), &u)?.ok_or(
-                    Error::AuditBroken {
-                        seq: 0,
-                        reason: "the vault has no audit MAC key",
+                Some(u) => Some(vault::audit_mac_key(data, store.as_ref(), &u)?.ok_or_else(
+                    || {
+                        Error::Config(
+                            "this vault has no audit MAC key yet: start it once with this \
+                             version (it makes one), then verify"
+                                .into(),
+                        )
                     },
                 )?),
                 None => None,
@@ -437,6 +440,7 @@ fn audit_verify(a: VerifyArgs) -> Result<()> {
             for path in &a.files {
                 audit::verify_export(&mut v, path)?;
             }
+            v.require_signed_end()?;
             v.finish()
         }
     };
@@ -463,13 +467,13 @@ fn audit_verify(a: VerifyArgs) -> Result<()> {
         (true, Some(s)) => println!(
             "signed: MACs verified through entry {s} ({} checkpoints{})",
             v.checkpoints,
-            if v.head_seq.is_some() {
+            if v.head_seq == Some(v.last_seq) {
                 ", signed head"
             } else {
-                "; no signed head in these files"
+                ""
             }
         ),
-        (true, None) => println!("signed: no checkpoint or signed head in these files"),
+        (true, None) => println!("signed: nothing to sign (no entries)"),
         (false, _) => println!(
             "unsigned check: give the vault's keys (--data with --passphrase-file, \
              --shares-file or --pkcs11-pin-file) to verify the MACs"

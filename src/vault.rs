@@ -764,11 +764,6 @@ impl Vault {
     pub fn open(dir: &Path, unlock: &Unlock, opts: Options) -> Result<Vault> {
         let backend = backend_of(dir)?;
         let keyring = keys::load(dir, unlock)?;
-        if keys::source_of(dir)? == KeySource::Dev {
-            tracing::warn!(
-                "dev key source: the KEK is stored unprotected; never use this outside testing"
-            );
-        }
         let store = store::open(backend, dir)?;
 
         let fingerprint =
@@ -795,10 +790,14 @@ impl Vault {
         // This process's first DEK is written before the writer starts: a new process never
         // continues an old DEK's use counter.
         let mut batch = WriteBatch::new();
-        // A vault made before signed audit heads gets its audit MAC key here.
+        // A vault made before signed audit heads gets its audit MAC key here. With a key, the
+        // chain must end at its signed head: an open never signs a chain edited on disk.
         let audit_mac = Arc::new(
             match load_meta_key(store.as_ref(), &keyring, AUDIT_MAC_KEY)? {
-                Some(k) => k,
+                Some(k) => {
+                    audit::check_tail(store.as_ref(), &k)?;
+                    k
+                }
                 None => {
                     let k = SecretKey::random();
                     batch.put(
@@ -842,6 +841,11 @@ impl Vault {
             }
         };
         store.commit(&batch)?;
+        if keys::source_of(dir)? == KeySource::Dev {
+            tracing::warn!(
+                "dev key source: the KEK is stored unprotected; never use this outside testing"
+            );
+        }
         let api_keys = access::load_api_keys(store.as_ref())?;
         let first = Arc::new(Dek::new(first_id, &first_key));
         deks.insert(first_id, first.clone());
@@ -1275,11 +1279,20 @@ impl Vault {
             .iter()
             .map(|(_, v)| audit::Entry::decode(v))
             .collect::<Result<Vec<_>>>()?;
-        let next = if entries.len() > limit {
+        let mut next = if entries.len() > limit {
             entries.pop().map(|e| e.seq)
         } else {
             None
         };
+        // Entries written after the head was read go to the next page, so that the page that
+        // reaches the head can carry it.
+        if let Some(h) = &head
+            && entries.first().is_some_and(|e| e.seq <= h.seq)
+            && entries.last().is_some_and(|e| e.seq > h.seq)
+        {
+            entries.retain(|e| e.seq <= h.seq);
+            next = Some(h.seq.saturating_add(1));
+        }
         let last = entries.last().map(|e| e.seq);
         let signed_head = head.filter(|h| Some(h.seq) == last);
         Ok(AuditPage {
@@ -1314,15 +1327,27 @@ impl Vault {
         cutoff: &str,
         exported_through: u64,
     ) -> Result<Pruned> {
+        // Only a chain that verifies, MACs included, is pruned: deleting and re-anchoring a
+        // broken one would hide the break.
+        let verified = self.verify_audit()?;
         let store = self.inner.store.as_ref();
-        let first = audit::SignedHead::load_anchor(store)?.map_or(1, |a| a.seq + 1);
+        let first = verified.first_seq.max(1);
         let mut next = first;
+        let mut batches = 0u64;
         loop {
             let rows = store.scan(Table::Audit, &audit::key(next), PRUNE_BATCH)?;
             let mut last: Option<(u64, String)> = None;
             for (_, v) in &rows {
                 let e = audit::Entry::decode(v)?;
-                if e.seq > exported_through || e.time.as_str() >= cutoff {
+                let expect = last.as_ref().map_or(next, |l| l.0.saturating_add(1));
+                if e.seq != expect {
+                    return Err(Error::AuditBroken {
+                        seq: expect,
+                        reason: "sequence number out of order (entry missing or inserted)",
+                    });
+                }
+                // Never past the chain's end at the start: each batch appends an entry itself.
+                if e.seq > exported_through.min(verified.last_seq) || e.time.as_str() >= cutoff {
                     break;
                 }
                 last = Some((e.seq, e.hash));
@@ -1330,30 +1355,35 @@ impl Vault {
             let Some((seq, hash)) = last else { break };
             let anchor = audit::SignedHead::anchor(&self.inner.keys.audit_mac, seq, &hash)?;
             let from = next;
+            // Each store write deletes, moves the anchor and says so in the chain, so a prune
+            // cut short by a crash is still on record for what it did.
+            let mut ev = ctx.event("audit_prune", None, None, "ok");
+            ev.detail = Some(format!(
+                "deleted entries {from}..={seq} (before {cutoff}, exported through {exported_through})"
+            ));
             self.write(move |tx| {
                 for s in from..=seq {
                     tx.delete(Table::Audit, audit::key(s));
                 }
                 tx.put(Table::Meta, audit::ANCHOR_KEY, anchor);
+                tx.audit(ev);
                 Ok(())
             })
             .await?;
-            next = seq + 1;
+            batches += 1;
+            next = seq.saturating_add(1);
         }
-        let mut ev = ctx.event("audit_prune", None, None, "ok");
-        ev.detail = Some(if next > first {
-            format!(
-                "deleted entries {first}..={} (before {cutoff}, exported through {exported_through})",
-                next - 1
-            )
-        } else {
-            format!("nothing to delete (before {cutoff}, exported through {exported_through})")
-        });
-        self.write(move |tx| {
-            tx.audit(ev);
-            Ok(())
-        })
-        .await?;
+        if batches == 0 {
+            let mut ev = ctx.event("audit_prune", None, None, "ok");
+            ev.detail = Some(format!(
+                "nothing to delete (before {cutoff}, exported through {exported_through})"
+            ));
+            self.write(move |tx| {
+                tx.audit(ev);
+                Ok(())
+            })
+            .await?;
+        }
         Ok(Pruned {
             deleted: next - first,
             first_kept: next,
@@ -2756,6 +2786,8 @@ mod tests {
             "{err}"
         );
         assert!(audit::verify(store, None, true).is_ok());
+        // A chain that does not verify is not pruned (that would hide the break).
+        assert!(v.prune_before(&ctx, "9999", u64::MAX).await.is_err());
         v.shutdown();
     }
 

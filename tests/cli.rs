@@ -792,6 +792,10 @@ fn tamper_cut_tail_is_detected() {
         8,
         "entries missing at the tail (the signed head is further on)",
     );
+    // And the vault will not open on it: an open would sign the cut chain with its next head.
+    pv(&["keys", "status", "--data", s(&dir)]).refused(&[
+        "audit chain broken at entry 8: entries missing at the tail (the signed head is further on)",
+    ]);
     // Cutting the head away too leaves a chain with no signed head, which the keys refuse.
     let (_tmp, dir) = fresh_tampered(None, |_, b| {
         b.delete(Table::Audit, audit::key(9));
@@ -830,6 +834,8 @@ fn tamper_recomputed_chain_is_detected_by_the_mac() {
     verify_broken(&dir, 9, "entry does not match the signed head");
     let (_tmp, dir) = fresh_tampered(None, |s, b| recompute(s, b, true));
     verify_broken(&dir, 9, "signed head MAC does not verify");
+    pv(&["keys", "status", "--data", s(&dir)])
+        .refused(&["audit chain broken at entry 9: signed head MAC does not verify"]);
 }
 
 #[test]
@@ -844,6 +850,8 @@ fn tamper_appended_entry_is_detected() {
         b.put(Table::Audit, audit::key(10), e.encode().unwrap());
     });
     verify_broken(&dir, 10, "entry after the signed head");
+    pv(&["keys", "status", "--data", s(&dir)])
+        .refused(&["audit chain broken at entry 10: entry after the signed head"]);
 }
 
 /// `audit verify FILES...` (with `extra` arguments) succeeded: its two lines.
@@ -901,12 +909,16 @@ fn exported_files_verify_on_their_own_and_across() {
         out[0].starts_with("audit export ok: 4 entries (6..=9), "),
         "{out:?}"
     );
-    // The first alone has no MAC: it says so rather than claim a signature.
-    let out = verify_files_ok(&[&first], &with_keys);
-    assert_eq!(
-        out[1],
-        "signed: no checkpoint or signed head in these files"
-    );
+    // The first alone ends where no MAC covers it: its links check out without the keys, but
+    // with them it is refused, since anyone could have recomputed its entries.
+    let out = verify_files_ok(&[&first], &[]);
+    assert!(out[1].starts_with("unsigned check"), "{out:?}");
+    let mut args = vec!["audit", "verify"];
+    args.extend(with_keys);
+    args.push(s(&first));
+    pv(&args).refused(&[
+        "audit chain broken at entry 5: no MAC covers the end of these files (an export must end at its signed head)",
+    ]);
 
     // What is refused, and where.
     let refused = |files: &[&Path], extra: &[&str], want: &str| {
