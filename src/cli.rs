@@ -754,13 +754,31 @@ pub struct RevealConfig {
 
 /// Reads and validates a configuration file.
 pub fn load_config(path: &Path) -> Result<ConfigFile> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    // The text may hold gateway credentials: wiped once parsed.
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?,
+    );
     let cfg: ConfigFile = toml::from_str(&text).map_err(|e| {
-        // Name the key: quote the offending line (the message alone may not say which key).
+        // Name the key: quote the offending line (the message alone may not say which key),
+        // without the value when the key is a secret's or unknown (a misspelt secret's).
         let at = e.span().map_or(0, |s| s.start).min(text.len());
         let line_no = text[..at].matches('\n').count() + 1;
         let line = text.lines().nth(line_no - 1).unwrap_or_default().trim();
+        let line = match line.split_once('=') {
+            Some((k, _))
+                if e.message().starts_with("unknown field")
+                    || crate::harden::is_secret_key(
+                        k.trim()
+                            .rsplit('.')
+                            .next()
+                            .unwrap_or_default()
+                            .trim_matches('"'),
+                    ) =>
+            {
+                format!("{} = [REDACTED]", k.trim())
+            }
+            _ => line.to_string(),
+        };
         Error::Config(format!(
             "{} line {line_no} (`{line}`): {}",
             path.display(),
@@ -817,11 +835,13 @@ fn serve(a: ServeArgs) -> Result<()> {
         ..Options::default()
     };
     let client_ca = a.client_ca.or(cfg.client_ca);
+    let shares_file = a.shares_file.or(cfg.shares_file);
+    crate::harden::at_start(&data, a.config.as_deref())?;
+    // After the start checks (core dumps off, memory locked), before not-dumpable: reads the
+    // gateway credential files (`*_file`), which may be `/dev/fd/N`.
     let proxy = crate::gateway::proxy::Proxy::new(&cfg.gateways.unwrap_or_default(), |k| {
         std::env::var(k).ok()
     })?;
-    let shares_file = a.shares_file.or(cfg.shares_file);
-    crate::harden::at_start(&data, a.config.as_deref())?;
     let secret_files = [&passphrase_file, &shares_file, &pin_file];
     crate::harden::secret_files(
         &secret_files

@@ -81,6 +81,13 @@ impl std::fmt::Debug for SecretString {
     }
 }
 
+/// From a configuration string (gateway credentials): the parsed `String` moves in, no copy.
+impl<'de> serde::Deserialize<'de> for SecretString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(SecretString)
+    }
+}
+
 /// Builds unambiguous associated data: a domain label, the format version, then each field
 /// length-prefixed (u16 big-endian), so no two field lists encode to the same bytes.
 fn associated_data(label: &[u8], fields: &[&[u8]]) -> Vec<u8> {

@@ -349,7 +349,7 @@ fn key_files(data: &Path) -> HardeningCheck {
 
 /// Keys whose values are secrets in a configuration file (gateway credentials, wherever they
 /// sit); a `..._file` key names a file and is not itself a secret.
-fn is_secret_key(key: &str) -> bool {
+pub(crate) fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     !k.ends_with("_file")
         && (k == "api_key"
@@ -384,6 +384,16 @@ fn secret_keys(value: &toml::Value, path: &str, found: &mut Vec<String>) {
     }
 }
 
+/// Zeroizes every string of a parsed configuration (it may hold gateway credentials).
+fn wipe(value: &mut toml::Value) {
+    match value {
+        toml::Value::String(s) => zeroize::Zeroize::zeroize(s),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| wipe(v)),
+        toml::Value::Array(a) => a.iter_mut().for_each(wipe),
+        _ => {}
+    }
+}
+
 /// A configuration file holding secrets must not be readable (or writable) by others.
 fn config_file(path: &Path) -> HardeningCheck {
     let mode = match std::fs::metadata(path) {
@@ -397,10 +407,12 @@ fn config_file(path: &Path) -> HardeningCheck {
             );
         }
     };
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).unwrap_or_default());
     let mut found = Vec::new();
     if let Ok(table) = toml::from_str::<toml::Table>(&text) {
-        secret_keys(&toml::Value::Table(table), "", &mut found);
+        let mut value = toml::Value::Table(table);
+        secret_keys(&value, "", &mut found);
+        wipe(&mut value);
     }
     if found.is_empty() {
         return check(

@@ -1297,6 +1297,7 @@ pub fn start_in_background() -> crate::Result<SocketAddr> {
 /// Every gateway pointed at the sandbox on `addr`, with the sandbox's credentials configured in
 /// panvault (so merchant requests need none): what `demo` runs with.
 pub fn demo_gateways(addr: SocketAddr) -> crate::gateway::proxy::GatewaysConfig {
+    use crate::crypto::SecretString;
     use crate::gateway::proxy::GatewayConfig;
     let at = |g: Gateway| GatewayConfig {
         base_url: Some(format!("http://{addr}/{}", g.name())),
@@ -1304,20 +1305,20 @@ pub fn demo_gateways(addr: SocketAddr) -> crate::gateway::proxy::GatewaysConfig 
     };
     crate::gateway::proxy::GatewaysConfig {
         nexi: Some(GatewayConfig {
-            api_key: Some("sandbox-terminal-key".into()),
+            api_key: Some(SecretString::new("sandbox-terminal-key".into())),
             ..at(Gateway::Nexi)
         }),
         axerve: Some(GatewayConfig {
-            api_key: Some("sandbox-api-key".into()),
+            api_key: Some(SecretString::new("sandbox-api-key".into())),
             ..at(Gateway::Axerve)
         }),
         worldline: Some(GatewayConfig {
             api_key_id: Some(WORLDLINE_API_KEY_ID.into()),
-            secret_api_key: Some(WORLDLINE_SECRET_API_KEY.into()),
+            secret_api_key: Some(SecretString::new(WORLDLINE_SECRET_API_KEY.into())),
             ..at(Gateway::Worldline)
         }),
         mpgs: Some(GatewayConfig {
-            api_password: Some("sandbox-api-password".into()),
+            api_password: Some(SecretString::new("sandbox-api-password".into())),
             ..at(Gateway::Mpgs)
         }),
     }

@@ -8,6 +8,7 @@ mod common;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -143,6 +144,12 @@ impl Env {
     /// Sandbox, dev vault, config pointing the gateways at the sandbox (`axerve_url` overrides
     /// Axerve's), merchant `GWAY` (shop key with `charge`) and merchant `OTHR`.
     fn start(axerve_url: Option<&str>) -> Env {
+        Env::start_with(axerve_url, false)
+    }
+
+    /// [`Env::start`]; with `cred_files` every gateway secret is in its own owner-only file
+    /// (`api_key_file`, `secret_api_key_file`, `api_password_file`) instead of the config.
+    fn start_with(axerve_url: Option<&str>, cred_files: bool) -> Env {
         let sandbox = Sandbox::start();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -158,6 +165,16 @@ impl Env {
             .to_string();
         let sb = &sandbox.base;
         let axerve = axerve_url.map_or_else(|| format!("{sb}/axerve"), str::to_string);
+        // `key = "value"`, or the value in its own file (first line; the rest is ignored).
+        let secret = |key: &str, value: &str| {
+            if !cred_files {
+                return format!("{key} = \"{value}\"");
+            }
+            let path = dir.path().join(format!("{key}-{}", value.len()));
+            std::fs::write(&path, format!("{value}\nnot part of the secret\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            format!("{key}_file = \"{}\"", path.display())
+        };
         let cfg = dir.path().join("panvault.toml");
         std::fs::write(
             &cfg,
@@ -168,24 +185,30 @@ base_url = "{sb}/nexi"
 timeout_seconds = 1.5
 
 [gateways.nexi.shops."9100002"]
-api_key = "shop-9100002-terminal-key"
+{nexi_shop}
 
 [gateways.axerve]
 base_url = "{axerve}"
-api_key = "axerve-sandbox-apikey"
+{axerve_key}
 timeout_seconds = 3
 
 [gateways.worldline]
 base_url = "{sb}/worldline"
 api_key_id = "{id}"
-secret_api_key = "{secret}"
+{worldline_secret}
 
 [gateways.mpgs]
 base_url = "{sb}/mpgs"
-api_password = "sandbox-api-password"
+{mpgs_password}
 "#,
+                nexi_shop = secret("api_key", "shop-9100002-terminal-key"),
+                axerve_key = secret("api_key", "axerve-sandbox-apikey"),
                 id = panvault::sandbox::WORLDLINE_API_KEY_ID,
-                secret = panvault::sandbox::WORLDLINE_SECRET_API_KEY,
+                worldline_secret = secret(
+                    "secret_api_key",
+                    panvault::sandbox::WORLDLINE_SECRET_API_KEY
+                ),
+                mpgs_password = secret("api_password", "sandbox-api-password"),
             ),
         )
         .unwrap();
@@ -2123,4 +2146,124 @@ fn raw_dot_dot_path_over_tls_reaches_nothing() {
         "nothing reached the sandbox"
     );
     env.stop();
+}
+
+#[test]
+fn credentials_from_files_reach_the_gateways() {
+    let env = Env::start_with(None, true);
+    // Worldline: the sandbox checks the v1HMAC signature under its secret API key.
+    let t = env.token("4111111111111111", 9, 2032);
+    let body = format!(
+        r#"{{"cardPaymentMethodSpecificInput":{{"card":{{"cardNumber":"{t}","cardholderName":"Wile E. Coyote"}},"paymentProductId":1,"authorizationMode":"FINAL_AUTHORIZATION","transactionChannel":"MOTO"}},"order":{{"amountOfMoney":{{"amount":2980,"currencyCode":"EUR"}}}}}}"#
+    );
+    let (s, a) = env.proxy(
+        "POST",
+        "worldline/v2/1234/payments",
+        &[("Content-Type", "application/json")],
+        &body,
+    );
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert!(
+        env.sandbox.last()["headers"]["authorization"]
+            .as_str()
+            .unwrap()
+            .starts_with("GCS v1HMAC:")
+    );
+
+    // MPGS: Basic with the password from its file's first line.
+    let t = env.token("5555555555554444", 1, 2039);
+    let path = "mpgs/api/rest/version/100/merchant/TESTMERCHANT01/order/ORD-2001/transaction/1";
+    let body = format!(
+        r#"{{"apiOperation":"PAY","order":{{"amount":"10.00","currency":"USD"}},"sourceOfFunds":{{"type":"CARD","provided":{{"card":{{"number":"{t}"}}}}}},"transaction":{{"source":"MOTO"}}}}"#
+    );
+    let (s, a) = env.proxy("PUT", path, &[("Content-Type", "application/json")], &body);
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(
+        env.sandbox.last()["headers"]["authorization"]
+            .as_str()
+            .unwrap(),
+        format!(
+            "Basic {}",
+            data_encoding::BASE64.encode(b"merchant.TESTMERCHANT01:sandbox-api-password")
+        )
+    );
+
+    // Nexi: the per-shop key from its file, for the keys of shop 9100002.
+    let theirs = env.tokenize(
+        &env.other,
+        json!({"pan": "4111111111111111", "expiry_month": 12, "expiry_year": 2030}),
+    );
+    let body = format!(
+        r#"{{"order":{{"orderId":"f1","amount":"100","currency":"EUR","customerInfo":{{"cardHolderName":"A"}}}},"card":{{"pan":"{theirs}"}}}}"#
+    );
+    let pv = format!("Bearer {}", env.other);
+    let (s, a) = env.proxy(
+        "POST",
+        "nexi/orders/moto",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Panvault-Authorization", &pv),
+        ],
+        &body,
+    );
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(
+        env.sandbox.last()["headers"]["x-api-key"],
+        "shop-9100002-terminal-key"
+    );
+    env.stop();
+}
+
+/// `serve` with `config` on a fresh dev vault must stop at once: its stderr.
+fn serve_refused_with(config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["init", "--dev", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let cred = dir.path().join("mpgs-password");
+    std::fs::write(&cred, "not-a-real-password\n").unwrap();
+    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = dir.path().join("panvault.toml");
+    std::fs::write(&cfg, config.replace("CRED", &cred.display().to_string())).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("PANVAULT_PASSPHRASE_FILE")
+        .env_remove("PANVAULT_SHARES_FILE")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "serve started: {err}");
+    assert!(!err.contains("not-a-real-password"), "{err}");
+    err
+}
+
+#[test]
+fn credential_and_its_file_both_given_stop_serve_naming_the_key() {
+    let err = serve_refused_with(
+        "[gateways.mpgs]\napi_password = \"not-a-real-password\"\napi_password_file = \"CRED\"\n",
+    );
+    assert!(
+        err.contains("gateways.mpgs.api_password and gateways.mpgs.api_password_file"),
+        "{err}"
+    );
+    let err = serve_refused_with(
+        "[gateways.worldline.shops.\"9100001\"]\napi_key_id = \"id\"\nsecret_api_key_file = \"/nonexistent/secret\"\n",
+    );
+    assert!(
+        err.contains("gateways.worldline.shops.9100001.secret_api_key_file /nonexistent/secret"),
+        "{err}"
+    );
+    // A config error quotes its line, but never a credential's value.
+    let err = serve_refused_with("[gateways.mpgs]\napi_passwd = \"not-a-real-password\"\n");
+    assert!(err.contains("api_passwd = [REDACTED]"), "{err}");
 }

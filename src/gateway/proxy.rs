@@ -15,7 +15,8 @@
 //!   `token_not_found`, nothing forwarded. Unreachable gateway: 502 `gateway_unreachable`; no
 //!   answer within the gateway's timeout: 504 `gateway_timeout`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -26,6 +27,7 @@ use zeroize::Zeroizing;
 use super::{CardData, Gateway, mask, nexi, worldline};
 use crate::Error;
 use crate::access::Scope;
+use crate::crypto::SecretString;
 use crate::http::{Problem, Unsealed, principal_from, request_ctx};
 use crate::vault::Vault;
 
@@ -39,9 +41,11 @@ pub const REQUEST_TOKEN_HEADER: &str = "x-panvault-request-token";
 /// Header carrying panvault's own key when `Authorization` belongs to the gateway.
 pub const PANVAULT_AUTH_HEADER: &str = "x-panvault-authorization";
 
-/// `[gateways.<name>]` in the configuration file. Every key is optional. `Debug` shows no
-/// credential.
-#[derive(Default, Clone, serde::Deserialize)]
+/// `[gateways.<name>]` in the configuration file. Every key is optional. The secrets
+/// (`api_key`, `secret_api_key`, `api_password`) are [`SecretString`]s: zeroized on drop, `Debug`
+/// prints `[REDACTED]`. Each may instead be read from a file (`api_key_file`, ...: its first line)
+/// when the proxy starts ([`Proxy::new`]); giving both forms of one is refused.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Where the gateway is (default: its public test environment; env `PANVAULT_GATEWAY_*_URL`).
@@ -49,49 +53,36 @@ pub struct GatewayConfig {
     /// Seconds to wait for the gateway's answer (default 30).
     pub timeout_seconds: Option<f64>,
     /// Nexi `X-Api-Key`, or Axerve REST `Authorization: apikey ...`, when the merchant sends none.
-    pub api_key: Option<String>,
-    /// Worldline API key id and secret: panvault signs with v1HMAC when the merchant did not.
+    pub api_key: Option<SecretString>,
+    pub api_key_file: Option<PathBuf>,
+    /// Worldline API key id (an identifier: it travels in clear in every `Authorization` header)
+    /// and secret: panvault signs with v1HMAC when the merchant did not.
     pub api_key_id: Option<String>,
-    pub secret_api_key: Option<String>,
+    pub secret_api_key: Option<SecretString>,
+    pub secret_api_key_file: Option<PathBuf>,
     /// MPGS API password: Basic `merchant.<merchantId from the path>:<password>`.
-    pub api_password: Option<String>,
+    pub api_password: Option<SecretString>,
+    pub api_password_file: Option<PathBuf>,
     /// Credentials per shop login (`[gateways.<name>.shops."<shop login>"]`), used for the
     /// requests of that shop's keys instead of the ones above, so the merchant stack never holds
     /// them (contract 6).
-    pub shops: Option<std::collections::BTreeMap<String, ShopCredentials>>,
-}
-
-impl std::fmt::Debug for GatewayConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GatewayConfig")
-            .field("base_url", &self.base_url)
-            .field("timeout_seconds", &self.timeout_seconds)
-            .field("credentials", &"[REDACTED]")
-            .field(
-                "shops",
-                &self.shops.as_ref().map(|m| m.keys().collect::<Vec<_>>()),
-            )
-            .finish()
-    }
+    pub shops: Option<BTreeMap<String, ShopCredentials>>,
 }
 
 /// One shop login's credentials at a gateway (same meaning as in [`GatewayConfig`]).
-#[derive(Default, Clone, serde::Deserialize)]
+#[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShopCredentials {
-    pub api_key: Option<String>,
+    pub api_key: Option<SecretString>,
+    pub api_key_file: Option<PathBuf>,
     pub api_key_id: Option<String>,
-    pub secret_api_key: Option<String>,
-    pub api_password: Option<String>,
+    pub secret_api_key: Option<SecretString>,
+    pub secret_api_key_file: Option<PathBuf>,
+    pub api_password: Option<SecretString>,
+    pub api_password_file: Option<PathBuf>,
 }
 
-impl std::fmt::Debug for ShopCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[REDACTED]")
-    }
-}
-
-/// The credentials panvault adds for one request.
+/// The credentials panvault adds for one request (borrowed: no copy of a secret).
 #[derive(Clone, Copy, Default)]
 struct Creds<'a> {
     api_key: Option<&'a str>,
@@ -100,23 +91,115 @@ struct Creds<'a> {
     api_password: Option<&'a str>,
 }
 
+/// One secret read from its `*_file`: the first line, without its newline (as the passphrase
+/// file). The file must be owner-only when it is a regular file (as key files); a pipe such as
+/// `/dev/fd/3` is read as is. Errors name the configuration key.
+fn read_credential_file(key: &str, path: &Path) -> Result<SecretString, Error> {
+    let bad = |why: String| Error::Config(format!("{key} {}: {why}", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if meta.is_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(bad(format!(
+                "has mode {mode:04o}, open to group or others; it must be 0600 or 0400 \
+                 (chmod 0600 {})",
+                path.display()
+            )));
+        }
+    }
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?);
+    let first = text.lines().next().unwrap_or_default();
+    if first.is_empty() {
+        return Err(bad("its first line is empty".into()));
+    }
+    Ok(SecretString::new(first.to_string()))
+}
+
+/// Fills `value` from `file` (then cleared); both given is refused, naming `key` and `key_file`.
+fn resolve_secret(
+    prefix: &str,
+    name: &str,
+    value: &mut Option<SecretString>,
+    file: &mut Option<PathBuf>,
+) -> Result<(), Error> {
+    let Some(path) = file.take() else {
+        return Ok(());
+    };
+    if value.is_some() {
+        return Err(Error::Config(format!(
+            "{prefix}.{name} and {prefix}.{name}_file are both given: keep one"
+        )));
+    }
+    *value = Some(read_credential_file(
+        &format!("{prefix}.{name}_file"),
+        &path,
+    )?);
+    Ok(())
+}
+
+impl ShopCredentials {
+    fn resolve(&mut self, prefix: &str) -> Result<(), Error> {
+        resolve_secret(prefix, "api_key", &mut self.api_key, &mut self.api_key_file)?;
+        resolve_secret(
+            prefix,
+            "secret_api_key",
+            &mut self.secret_api_key,
+            &mut self.secret_api_key_file,
+        )?;
+        resolve_secret(
+            prefix,
+            "api_password",
+            &mut self.api_password,
+            &mut self.api_password_file,
+        )
+    }
+}
+
 impl GatewayConfig {
     /// The shop login's own credentials if configured, else the gateway's.
     fn creds(&self, shop: Option<&str>) -> Creds<'_> {
         if let Some(c) = shop.and_then(|s| self.shops.as_ref()?.get(s)) {
             return Creds {
-                api_key: c.api_key.as_deref(),
+                api_key: c.api_key.as_ref().map(SecretString::expose),
                 api_key_id: c.api_key_id.as_deref(),
-                secret_api_key: c.secret_api_key.as_deref(),
-                api_password: c.api_password.as_deref(),
+                secret_api_key: c.secret_api_key.as_ref().map(SecretString::expose),
+                api_password: c.api_password.as_ref().map(SecretString::expose),
             };
         }
         Creds {
-            api_key: self.api_key.as_deref(),
+            api_key: self.api_key.as_ref().map(SecretString::expose),
             api_key_id: self.api_key_id.as_deref(),
-            secret_api_key: self.secret_api_key.as_deref(),
-            api_password: self.api_password.as_deref(),
+            secret_api_key: self.secret_api_key.as_ref().map(SecretString::expose),
+            api_password: self.api_password.as_ref().map(SecretString::expose),
         }
+    }
+
+    /// Reads every `*_file` credential (the gateway's and each shop's) into its value.
+    fn resolve_files(&mut self, g: Gateway) -> Result<(), Error> {
+        let prefix = format!("gateways.{}", g.name());
+        resolve_secret(
+            &prefix,
+            "api_key",
+            &mut self.api_key,
+            &mut self.api_key_file,
+        )?;
+        resolve_secret(
+            &prefix,
+            "secret_api_key",
+            &mut self.secret_api_key,
+            &mut self.secret_api_key_file,
+        )?;
+        resolve_secret(
+            &prefix,
+            "api_password",
+            &mut self.api_password,
+            &mut self.api_password_file,
+        )?;
+        for (login, shop) in self.shops.iter_mut().flatten() {
+            shop.resolve(&format!("{prefix}.shops.{login}"))?;
+        }
+        Ok(())
     }
 }
 
@@ -185,7 +268,8 @@ impl Proxy {
     pub fn new(cfg: &GatewaysConfig, env: impl Fn(&str) -> Option<String>) -> Result<Proxy, Error> {
         let mut targets = HashMap::new();
         for g in Gateway::ALL {
-            let c = cfg.get(g).cloned().unwrap_or_default();
+            let mut c = cfg.get(g).cloned().unwrap_or_default();
+            c.resolve_files(g)?;
             let raw = env(g.url_env())
                 .filter(|v| !v.is_empty())
                 .or_else(|| c.base_url.clone())
@@ -916,6 +1000,13 @@ fn add_gateway_headers(
             h.insert(name, v);
         }
     };
+    // A credential header: marked sensitive (never in reqwest's `Debug`, not HPACK-indexed).
+    let set_secret = |h: &mut reqwest::header::HeaderMap, name: &'static str, value: &str| {
+        if let Ok(mut v) = V::from_str(value) {
+            v.set_sensitive(true);
+            h.insert(name, v);
+        }
+    };
     match g {
         Gateway::Nexi => {
             if !h.contains_key(nexi::CORRELATION_ID_HEADER) {
@@ -924,7 +1015,7 @@ fn add_gateway_headers(
             if let Some(k) = cfg.api_key
                 && !h.contains_key(nexi::API_KEY_HEADER)
             {
-                set(h, "x-api-key", k);
+                set_secret(h, "x-api-key", k);
             }
         }
         Gateway::Axerve => {
@@ -932,7 +1023,7 @@ fn add_gateway_headers(
                 && !h.contains_key(AUTHORIZATION)
                 && url.path().contains("/api/")
             {
-                set(h, "authorization", &format!("apikey {k}"));
+                set_secret(h, "authorization", &Zeroizing::new(format!("apikey {k}")));
             }
         }
         Gateway::Mpgs => {
@@ -943,9 +1034,13 @@ fn add_gateway_headers(
                 if let Some(i) = segs.iter().position(|s| *s == "merchant")
                     && let Some(mid) = segs.get(i + 1)
                 {
-                    let basic =
-                        data_encoding::BASE64.encode(format!("merchant.{mid}:{pw}").as_bytes());
-                    set(h, "authorization", &format!("Basic {basic}"));
+                    let user_pw = Zeroizing::new(format!("merchant.{mid}:{pw}"));
+                    let basic = Zeroizing::new(data_encoding::BASE64.encode(user_pw.as_bytes()));
+                    set_secret(
+                        h,
+                        "authorization",
+                        &Zeroizing::new(format!("Basic {}", basic.as_str())),
+                    );
                 }
             }
         }
@@ -982,7 +1077,7 @@ fn add_gateway_headers(
                     &gcs_refs,
                     &path_q,
                 );
-                set(
+                set_secret(
                     h,
                     "authorization",
                     &worldline::authorization(id, secret, &sts),
@@ -1038,6 +1133,101 @@ mod tests {
             target_url(&base, "@evil.example/x", "")
                 .is_some_and(|u| u.host_str() == Some("gw.example"))
         );
+    }
+
+    fn gateways(toml: &str) -> GatewaysConfig {
+        toml::from_str(toml).unwrap()
+    }
+
+    fn config_error(cfg: &GatewaysConfig) -> String {
+        match Proxy::new(cfg, |_| None) {
+            Err(Error::Config(m)) => m,
+            Err(e) => panic!("not a config error: {e}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn credentials_debug_as_redacted() {
+        let cfg = gateways(
+            "[worldline]\napi_key_id = \"kid\"\nsecret_api_key = \"wl-secret-1\"\n\
+             [mpgs]\napi_password = \"mpgs-secret-2\"\n\
+             [nexi.shops.\"9000001\"]\napi_key = \"nexi-secret-3\"\n",
+        );
+        let shown = format!("{cfg:?}");
+        for secret in ["wl-secret-1", "mpgs-secret-2", "nexi-secret-3"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("[REDACTED]") && shown.contains("kid"),
+            "{shown}"
+        );
+        let shop = &cfg.nexi.as_ref().unwrap().shops.as_ref().unwrap()["9000001"];
+        assert_eq!(
+            format!("{:?}", shop.api_key.as_ref().unwrap()),
+            "[REDACTED]"
+        );
+        assert!(!format!("{shop:?}").contains("nexi-secret-3"));
+    }
+
+    #[test]
+    fn credential_files_are_read_or_refused_naming_the_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str, mode: u32| {
+            let p = d.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p.display().to_string()
+        };
+        let pw = file("pw", "mpgs-secret\nsecond line\n", 0o600);
+        let shop = file("shop", "nexi-secret", 0o400);
+        let mut cfg = gateways(&format!(
+            "[mpgs]\napi_password_file = \"{pw}\"\n\
+             [nexi.shops.\"9000001\"]\napi_key_file = \"{shop}\"\n"
+        ));
+        let mut mpgs = cfg.mpgs.clone().unwrap();
+        mpgs.resolve_files(Gateway::Mpgs).unwrap();
+        assert_eq!(mpgs.creds(None).api_password, Some("mpgs-secret"));
+        assert!(mpgs.api_password_file.is_none());
+        let mut nexi = cfg.nexi.clone().unwrap();
+        nexi.resolve_files(Gateway::Nexi).unwrap();
+        assert_eq!(nexi.creds(Some("9000001")).api_key, Some("nexi-secret"));
+        assert!(Proxy::new(&cfg, |_| None).is_ok());
+
+        // Both forms of one credential: refused, naming both keys.
+        cfg.mpgs.as_mut().unwrap().api_password = Some(SecretString::new("inline".into()));
+        let e = config_error(&cfg);
+        assert!(
+            e.contains("gateways.mpgs.api_password and gateways.mpgs.api_password_file"),
+            "{e}"
+        );
+        assert!(!e.contains("inline") && !e.contains("mpgs-secret"), "{e}");
+
+        // Unreadable, open to others, empty: refused, naming the key and the file.
+        let open = file("open", "worldline-secret\n", 0o640);
+        let empty = file("empty", "\n", 0o600);
+        for (path, why) in [
+            ("/nonexistent/secret".to_string(), "No such file"),
+            (open.clone(), "mode 0640"),
+            (empty, "first line is empty"),
+        ] {
+            let cfg = gateways(&format!(
+                "[worldline.shops.\"9000001\"]\napi_key_id = \"kid\"\n\
+                 secret_api_key_file = \"{path}\"\n"
+            ));
+            let e = config_error(&cfg);
+            assert!(
+                e.contains(&format!(
+                    "gateways.worldline.shops.9000001.secret_api_key_file {path}"
+                )) && e.contains(why),
+                "{e}"
+            );
+            assert!(!e.contains("worldline-secret"), "{e}");
+        }
+        // A secret file still pairs with its id.
+        let cfg = gateways(&format!("[worldline]\nsecret_api_key_file = \"{pw}\"\n"));
+        assert!(config_error(&cfg).contains("go together"));
     }
 
     #[test]
