@@ -33,32 +33,10 @@ struct Sandbox {
 
 impl Sandbox {
     fn start() -> Sandbox {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
-            .args(["sandbox", "--listen", "127.0.0.1:0"])
-            .env("PANVAULT_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut base = None;
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let line = line.unwrap();
-            if let Some(rest) = line.split("http://").nth(1)
-                && base.is_none()
-            {
-                base = Some(format!(
-                    "http://{}",
-                    rest.split_whitespace().next().unwrap()
-                ));
-            }
-            if line.starts_with("request log:") {
-                break;
-            }
-        }
+        let (child, base) = common::start_sandbox();
         Sandbox {
             child,
-            base: base.unwrap(),
+            base,
             http: Client::new(),
         }
     }

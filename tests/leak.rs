@@ -14,9 +14,8 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::{serve, stop};
@@ -188,33 +187,8 @@ struct Sandbox {
 
 impl Sandbox {
     fn start() -> Sandbox {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
-            .args(["sandbox", "--listen", "127.0.0.1:0"])
-            .env("PANVAULT_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut base = None;
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let line = line.unwrap();
-            if let Some(rest) = line.split("http://").nth(1)
-                && base.is_none()
-            {
-                base = Some(format!(
-                    "http://{}",
-                    rest.split_whitespace().next().unwrap()
-                ));
-            }
-            if line.starts_with("request log:") {
-                break;
-            }
-        }
-        Sandbox {
-            child,
-            base: base.unwrap(),
-        }
+        let (child, base) = common::start_sandbox();
+        Sandbox { child, base }
     }
 }
 

@@ -81,3 +81,32 @@ pub fn stop(mut child: Child) {
     );
     assert!(child.wait().unwrap().success());
 }
+
+/// `panvault sandbox` on a free loopback port: its child and base URL (`http://127.0.0.1:N`),
+/// once it has printed where its request log is.
+pub fn start_sandbox() -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["sandbox", "--listen", "127.0.0.1:0"])
+        .env("PANVAULT_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut base = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("http://").nth(1)
+            && base.is_none()
+        {
+            base = Some(format!(
+                "http://{}",
+                rest.split_whitespace().next().unwrap()
+            ));
+        }
+        if line.starts_with("request log:") {
+            break;
+        }
+    }
+    (child, base.unwrap())
+}
