@@ -2245,3 +2245,112 @@ fn credential_and_its_file_both_given_stop_serve_naming_the_key() {
     let err = serve_refused_with("[gateways.mpgs]\napi_passwd = \"not-a-real-password\"\n");
     assert!(err.contains("api_passwd = [REDACTED]"), "{err}");
 }
+
+/// `merchants = [...]` on a gateway: its gateway-wide credentials go only to the listed groups'
+/// shops; another group's charge leaves without them (the gateway then refuses it).
+#[test]
+fn gateway_wide_credentials_go_only_to_listed_merchants() {
+    let sandbox = Sandbox::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["init", "--dev", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let admin = serde_json::from_slice::<Value>(&out.stdout).unwrap()["admin_api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cfg = dir.path().join("panvault.toml");
+    let write_cfg = |merchants: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[gateways.mpgs]\nbase_url = \"{}/mpgs\"\napi_password = \"sandbox-api-password\"\n{merchants}",
+                sandbox.base
+            ),
+        )
+        .unwrap();
+    };
+    write_cfg("");
+    let args = [OsStr::new("--config"), cfg.as_os_str()];
+    // Two groups, each with a shop key; then only the first is listed.
+    let (child, base, c, _) = serve(&data, &args);
+    let mut ids = Vec::new();
+    let mut keys = Vec::new();
+    for (prefix, shop) in [("LSTA", "9200001"), ("LSTB", "9200002")] {
+        let (s, m) = send(bearer(
+            c.post(format!("{base}/v1/merchants"))
+                .json(&json!({"name": prefix, "prefix": prefix})),
+            &admin,
+        ));
+        assert_eq!(s, StatusCode::CREATED, "{m}");
+        let id = m["merchant_id"].as_str().unwrap().to_string();
+        let (s, _) = send(bearer(
+            c.post(format!("{base}/v1/merchants/{id}/shops"))
+                .json(&json!({"shop_login": shop})),
+            &admin,
+        ));
+        assert_eq!(s, StatusCode::CREATED);
+        keys.push(key(&c, &base, &admin, shop, &["tokenize", "charge"]));
+        ids.push(id);
+    }
+    let listed = &ids[0];
+    stop(child);
+    write_cfg(&format!("merchants = [\"{listed}\"]\n"));
+    let (child, base, c, _) = serve(&data, &args);
+    let pay = |key: &str, order: &str| {
+        let (s, t) = send(bearer(
+            c.post(format!("{base}/v1/tokens"))
+                .json(&json!({"pan": "5555555555554444", "expiry_month": 1, "expiry_year": 2039})),
+            key,
+        ));
+        assert!(s.is_success(), "{t}");
+        let token = t["token"].as_str().unwrap();
+        let body = format!(
+            r#"{{"apiOperation":"PAY","order":{{"amount":"1.00","currency":"EUR"}},"sourceOfFunds":{{"token":"{token}"}},"transaction":{{"source":"MOTO"}}}}"#
+        );
+        let r = bearer(
+            c.put(format!(
+                "{base}/v1/proxy/mpgs/api/rest/version/100/merchant/TESTMERCHANT01/order/{order}/transaction/1"
+            ))
+            .header("Content-Type", "application/json")
+            .body(body),
+            key,
+        )
+        .send()
+        .unwrap();
+        let status = r.status();
+        let text = r.text().unwrap();
+        assert!(!text.contains("5555555555554444"), "a PAN in the answer");
+        (status, sandbox.last())
+    };
+    let (s, got) = pay(&keys[0], "ORD-L1");
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(
+        got["headers"]["authorization"].as_str().unwrap(),
+        format!(
+            "Basic {}",
+            data_encoding::BASE64.encode(b"merchant.TESTMERCHANT01:sandbox-api-password")
+        )
+    );
+    let (s, got) = pay(&keys[1], "ORD-L2");
+    // Messages name the path and headers only: the body holds the card the sandbox received.
+    assert!(
+        got["path"].as_str().unwrap().contains("ORD-L2"),
+        "{}",
+        got["path"]
+    );
+    assert!(
+        got["headers"]["authorization"].is_null(),
+        "{}",
+        got["headers"]
+    );
+    assert!(
+        !s.is_success(),
+        "the gateway refuses a request without credentials: {s}"
+    );
+    stop(child);
+}

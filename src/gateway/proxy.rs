@@ -63,6 +63,11 @@ pub struct GatewayConfig {
     /// MPGS API password: Basic `merchant.<merchantId from the path>:<password>`.
     pub api_password: Option<SecretString>,
     pub api_password_file: Option<PathBuf>,
+    /// The merchant groups (`mer_...`) whose shops may use the gateway-wide credentials above.
+    /// Unset, every group's may (one merchant per vault). A shop of another group gets only its
+    /// own `shops` entry, or nothing: panvault then adds no credential and the merchant's own
+    /// headers, if any, pass as sent.
+    pub merchants: Option<Vec<String>>,
     /// Credentials per shop login (`[gateways.<name>.shops."<shop login>"]`), used for the
     /// requests of that shop's keys instead of the ones above, so the merchant stack never holds
     /// them (contract 6).
@@ -157,8 +162,9 @@ impl ShopCredentials {
 }
 
 impl GatewayConfig {
-    /// The shop login's own credentials if configured, else the gateway's.
-    fn creds(&self, shop: Option<&str>) -> Creds<'_> {
+    /// The shop login's own credentials if configured, else the gateway's (when `merchant` may
+    /// use them), else none.
+    fn creds(&self, shop: Option<&str>, merchant: Option<&str>) -> Creds<'_> {
         if let Some(c) = shop.and_then(|s| self.shops.as_ref()?.get(s)) {
             return Creds {
                 api_key: c.api_key.as_ref().map(SecretString::expose),
@@ -166,6 +172,11 @@ impl GatewayConfig {
                 secret_api_key: c.secret_api_key.as_ref().map(SecretString::expose),
                 api_password: c.api_password.as_ref().map(SecretString::expose),
             };
+        }
+        if let Some(allowed) = &self.merchants
+            && !merchant.is_some_and(|m| allowed.iter().any(|a| a == m))
+        {
+            return Creds::default();
         }
         Creds {
             api_key: self.api_key.as_ref().map(SecretString::expose),
@@ -681,7 +692,9 @@ pub(crate) async fn handle(
         ));
     }
     drop(body);
-    let creds = target.cfg.creds(p.shop_login.as_deref());
+    let creds = target
+        .cfg
+        .creds(p.shop_login.as_deref(), p.merchant_id.as_deref());
     // Axerve SOAP takes its apikey in the body.
     if gateway == Gateway::Axerve
         && let Some(k) = creds.api_key
@@ -1148,6 +1161,34 @@ mod tests {
     }
 
     #[test]
+    fn gateway_wide_credentials_serve_only_the_listed_merchants() {
+        let cfg = gateways(
+            "[mpgs]\napi_password = \"wide\"\nmerchants = [\"mer_a\"]\n\
+             [mpgs.shops.\"9100002\"]\napi_password = \"own\"\n\
+             [nexi]\napi_key = \"any\"\n",
+        );
+        let mpgs = cfg.mpgs.unwrap();
+        assert_eq!(mpgs.creds(None, Some("mer_a")).api_password, Some("wide"));
+        assert_eq!(
+            mpgs.creds(Some("9100001"), Some("mer_a")).api_password,
+            Some("wide")
+        );
+        // Another group: nothing of the gateway-wide ones, but its shop's own still.
+        assert_eq!(
+            mpgs.creds(Some("9100001"), Some("mer_b")).api_password,
+            None
+        );
+        assert_eq!(mpgs.creds(None, None).api_password, None);
+        assert_eq!(
+            mpgs.creds(Some("9100002"), Some("mer_b")).api_password,
+            Some("own")
+        );
+        // Unset: one merchant per vault, every group uses them.
+        let nexi = cfg.nexi.unwrap();
+        assert_eq!(nexi.creds(None, Some("mer_b")).api_key, Some("any"));
+    }
+
+    #[test]
     fn credentials_debug_as_redacted() {
         let cfg = gateways(
             "[worldline]\napi_key_id = \"kid\"\nsecret_api_key = \"wl-secret-1\"\n\
@@ -1188,11 +1229,14 @@ mod tests {
         ));
         let mut mpgs = cfg.mpgs.clone().unwrap();
         mpgs.resolve_files(Gateway::Mpgs).unwrap();
-        assert_eq!(mpgs.creds(None).api_password, Some("mpgs-secret"));
+        assert_eq!(mpgs.creds(None, None).api_password, Some("mpgs-secret"));
         assert!(mpgs.api_password_file.is_none());
         let mut nexi = cfg.nexi.clone().unwrap();
         nexi.resolve_files(Gateway::Nexi).unwrap();
-        assert_eq!(nexi.creds(Some("9000001")).api_key, Some("nexi-secret"));
+        assert_eq!(
+            nexi.creds(Some("9000001"), None).api_key,
+            Some("nexi-secret")
+        );
         assert!(Proxy::new(&cfg, |_| None).is_ok());
 
         // Both forms of one credential: refused, naming both keys.
