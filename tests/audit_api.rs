@@ -18,16 +18,7 @@ const PAN: &str = "4111111111111111";
 fn the_audit_trail_pages_in_order_and_its_reading_is_audited() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
-        .args(["init", "--dev", "--json", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let admin = serde_json::from_slice::<Value>(&out.stdout).unwrap()["admin_api_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let admin = common::init_dev(&data);
     let (child, base, c, _) = serve(&data, &[]);
     let auth = |b: RequestBuilder, k: &str| b.header("Authorization", format!("Bearer {k}"));
     let (s, m) =

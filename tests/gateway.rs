@@ -131,16 +131,7 @@ impl Env {
         let sandbox = Sandbox::start();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
-            .args(["init", "--dev", "--json", "--data"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let admin = serde_json::from_slice::<Value>(&out.stdout).unwrap()["admin_api_key"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let admin = common::init_dev(&data);
         let sb = &sandbox.base;
         let axerve = axerve_url.map_or_else(|| format!("{sb}/axerve"), str::to_string);
         // `key = "value"`, or the value in its own file (first line; the rest is ignored).
@@ -2253,16 +2244,7 @@ fn gateway_wide_credentials_go_only_to_listed_merchants() {
     let sandbox = Sandbox::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
-        .args(["init", "--dev", "--json", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let admin = serde_json::from_slice::<Value>(&out.stdout).unwrap()["admin_api_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let admin = common::init_dev(&data);
     let cfg = dir.path().join("panvault.toml");
     let write_cfg = |merchants: &str| {
         std::fs::write(

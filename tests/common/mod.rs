@@ -110,3 +110,17 @@ pub fn start_sandbox() -> (Child, String) {
     }
     (child, base.unwrap())
 }
+
+/// `panvault init --dev --json` in `data`: the admin API key it printed once.
+pub fn init_dev(data: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["init", "--dev", "--json", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["admin_api_key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
