@@ -1,19 +1,18 @@
 //! The vault operations: tokenize, read, reveal, delete, merchants (contract 3-4).
 //!
-//! Write path (DESIGN "Write path"), three threads in a pipeline:
+//! Write path (DESIGN "Write path"):
 //!
 //! 1. the caller validates, encrypts, fingerprints and makes its store lookups on its own
 //!    thread, then queues a closure for the writer;
-//! 2. the single **writer** takes everything waiting (up to `max_batch`; while a sync is in
-//!    flight it lets more callers join, without a timer), runs each closure against one batch
-//!    (later closures see earlier writes of the same batch and only confirm the caller's
-//!    lookups, see `Store::reget`), chains the audit entries, and writes the batch to the
-//!    journal (`Store::write`): visible, not yet durable;
-//! 3. the **syncer** `fdatasync`s the journal (`Store::sync`) and only then answers the callers
-//!    of every batch that sync covered.
+//! 2. the single **writer** thread takes everything waiting (up to `max_batch`), runs each
+//!    closure against one batch (later closures see earlier writes of the same batch and only
+//!    confirm the caller's lookups, see `Store::reget`), chains the audit entries, and writes
+//!    the batch to the journal (`Store::write`): visible, not yet durable;
+//! 3. the writer then `fdatasync`s the journal (`Store::sync`) and only then answers the
+//!    batch's callers. Callers that arrive meanwhile wait in the queue: the next batch.
 //!
 //! Alone, a write waits for no timer; under load one sync carries many writes. Reads go
-//! straight to the store and never wait for either thread.
+//! straight to the store and never wait for the writer.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -852,31 +851,19 @@ impl Vault {
 
         let stats = Arc::new(WriterStats::default());
         let (tx, rx) = mpsc::channel::<Box<dyn Work>>(opts.queue_depth.max(1));
-        let (synced_tx, synced_rx) = std::sync::mpsc::sync_channel::<Written>(1024);
-        let syncing = Arc::new(Syncing::default());
-        let syncer = {
-            let (store, syncing, stats) = (store.clone(), syncing.clone(), stats.clone());
-            std::thread::Builder::new()
-                .name("panvault-syncer".into())
-                .spawn(move || syncer_loop(store.as_ref(), synced_rx, &syncing, &stats))
-                .map_err(|e| Error::io("syncer thread", e))?
-        };
         let writer = {
             let store = store.clone();
             let stats = stats.clone();
             let max_batch = opts.max_batch.max(1);
+            // A runtime of its own for the queue and the timer; the thread blocks in the store.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|e| Error::io("writer runtime", e))?;
             std::thread::Builder::new()
                 .name("panvault-writer".into())
                 .spawn(move || {
-                    writer_loop(
-                        store.as_ref(),
-                        rx,
-                        chain,
-                        max_batch,
-                        &stats,
-                        synced_tx,
-                        &syncing,
-                    )
+                    rt.block_on(writer_loop(store.as_ref(), rx, chain, max_batch, &stats));
                 })
                 .map_err(|e| Error::io("writer thread", e))?
         };
@@ -895,7 +882,7 @@ impl Vault {
             },
             opts,
             queue: Mutex::new(Some(tx)),
-            threads: Mutex::new(vec![writer, syncer]),
+            threads: Mutex::new(vec![writer]),
             stats,
             merchants: RwLock::new(HashMap::new()),
             api_keys: RwLock::new(api_keys),
@@ -956,7 +943,7 @@ impl Vault {
     /// Stops taking writes, lets the writer finish what is queued, and waits for it.
     pub fn shutdown(&self) {
         drop(lock(&self.inner.queue).take());
-        // The writer ends when its queue is closed, then the syncer when the writer is gone.
+        // The writer ends when its queue is closed and what was queued is durable.
         for h in lock(&self.inner.threads).drain(..) {
             let _ = h.join();
         }
@@ -977,6 +964,19 @@ impl Vault {
         R: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<R> + Send + 'static,
     {
+        self.enqueue_job(f, None).await
+    }
+
+    /// Queues `f` for the writer; `written` hears when its batch is in the journal.
+    async fn enqueue_job<R, F>(
+        &self,
+        f: F,
+        written: Option<oneshot::Sender<()>>,
+    ) -> Result<oneshot::Receiver<Result<R>>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<R> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let sender = lock(&self.inner.queue).clone().ok_or(Error::ShuttingDown)?;
         sender
@@ -984,6 +984,7 @@ impl Vault {
                 f: Some(f),
                 out: None,
                 reply,
+                written,
             }))
             .await
             .map_err(|_| Error::ShuttingDown)?;
@@ -2091,23 +2092,51 @@ impl Vault {
     /// Decrypts a token's card. Always audited, durably, before the card is returned.
     pub async fn reveal(&self, ctx: &Ctx, merchant_id: &str, token: &str) -> Result<Revealed> {
         let result = self.reveal_inner(merchant_id, token);
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(Error::TokenNotFound) => "not_found",
-            Err(_) => "error",
-        };
-        let ev = ctx.event(
-            "reveal",
-            Some(merchant_id),
-            token::is_well_formed_token(token).then_some(token),
-            outcome,
-        );
+        let ev = reveal_event(ctx, merchant_id, token, &result);
         self.write(move |tx| {
             tx.audit(ev);
             Ok(())
         })
         .await?;
         result
+    }
+
+    /// [`Vault::reveal`] for the gateway proxy: the card comes back as soon as its audit entry
+    /// is written to the journal (in the OS page cache, so it outlives this process), and the
+    /// entry's `fdatasync` runs while the charge travels to the gateway. The proxy answers the
+    /// merchant only after [`Durable::wait`]. A failed reveal is answered once its entry is
+    /// durable, as by [`Vault::reveal`].
+    pub async fn reveal_for_charge(
+        &self,
+        ctx: &Ctx,
+        merchant_id: &str,
+        token: &str,
+    ) -> Result<(Revealed, Durable)> {
+        let result = self.reveal_inner(merchant_id, token);
+        let ev = reveal_event(ctx, merchant_id, token, &result);
+        let (written, is_written) = oneshot::channel();
+        let durable = Durable(
+            self.enqueue_job(
+                move |tx| {
+                    tx.audit(ev);
+                    Ok(())
+                },
+                Some(written),
+            )
+            .await?,
+        );
+        if is_written.await.is_err() {
+            // The batch was not written: the answer says why.
+            durable.wait().await?;
+            return Err(Error::ShuttingDown);
+        }
+        match result {
+            Ok(card) => Ok((card, durable)),
+            Err(e) => {
+                durable.wait().await?;
+                Err(e)
+            }
+        }
     }
 
     fn reveal_inner(&self, merchant_id: &str, token: &str) -> Result<Revealed> {
@@ -2338,6 +2367,30 @@ impl Vault {
     }
 }
 
+/// A write already in the journal; [`Durable::wait`] resolves once it is on disk.
+pub struct Durable(oneshot::Receiver<Result<()>>);
+
+impl Durable {
+    pub async fn wait(self) -> Result<()> {
+        self.0.await.map_err(|_| Error::ShuttingDown)?
+    }
+}
+
+/// The audit event of a reveal: the token only if it is well formed (never a PAN sent as one).
+fn reveal_event(ctx: &Ctx, merchant_id: &str, token: &str, result: &Result<Revealed>) -> Event {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(Error::TokenNotFound) => "not_found",
+        Err(_) => "error",
+    };
+    ctx.event(
+        "reveal",
+        Some(merchant_id),
+        token::is_well_formed_token(token).then_some(token),
+        outcome,
+    )
+}
+
 fn info(token: &str, rec: &Record) -> TokenInfo {
     let hidden = (rec.pan_len as usize).saturating_sub(10);
     TokenInfo {
@@ -2450,12 +2503,15 @@ trait Work: Send {
     fn finish(self: Box<Self>, committed: &Result<()>);
     /// Nobody waits for the answer (a charge's outcome entry, a request that went away).
     fn unwaited(&self) -> bool;
+    /// The batch is in the journal (not yet synced); tells a caller who asked.
+    fn written(&mut self);
 }
 
 struct Job<F, R> {
     f: Option<F>,
     out: Option<Result<R>>,
     reply: oneshot::Sender<Result<R>>,
+    written: Option<oneshot::Sender<()>>,
 }
 
 impl<F, R> Work for Job<F, R>
@@ -2485,78 +2541,51 @@ where
     fn unwaited(&self) -> bool {
         self.reply.is_closed()
     }
+
+    fn written(&mut self) {
+        if let Some(w) = self.written.take() {
+            let _ = w.send(());
+        }
+    }
 }
 
-/// How long the syncer holds a batch nobody waits for, so that the next write shares its
+/// How long the writer holds a batch nobody waits for, so that the next write shares its
 /// `fdatasync` instead of queueing behind it. Bounds how late such an entry becomes durable.
 const UNWAITED_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// Whether the syncer is in an `fdatasync`, for the writer to wait on.
-#[derive(Default)]
-struct Syncing {
-    busy: std::sync::Mutex<bool>,
-    done: std::sync::Condvar,
-}
-
-impl Syncing {
-    fn set(&self, busy: bool) {
-        *self
-            .busy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = busy;
-        if !busy {
-            self.done.notify_all();
-        }
-    }
-
-    /// Waits until no sync is running; true if it had to wait.
-    fn wait_idle(&self) -> bool {
-        let mut busy = self
-            .busy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let waited = *busy;
-        while *busy {
-            busy = self
-                .done
-                .wait(busy)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        waited
-    }
-}
-
-/// Batches handed from the writer to the syncer: the store ticket and the callers to answer.
-type Written = (u64, Vec<Box<dyn Work>>);
-
-/// The single writer: takes everything waiting, runs the closures against one batch, chains
-/// their audit entries, writes the batch (visible, not yet durable) and hands the callers to
-/// the syncer. It then starts on the next batch while the syncer waits for the disk.
-fn writer_loop(
+/// The single writer: takes everything waiting (up to `max_batch`), runs the closures
+/// against one batch, chains their audit entries, writes the batch to the journal (visible),
+/// `fdatasync`s it (durable) and only then answers every caller in it. Callers that arrive
+/// during the sync wait in the queue and form the next batch, so under load one sync carries
+/// many writes without a timer, and a busy writer never sleeps between batches: one thread
+/// and no hand-off per batch (a separate writer and syncer cost two more thread wake-ups per
+/// batch, which on this 2-core VM was more than the overlap they bought; BENCHMARKS.md).
+async fn writer_loop(
     store: &dyn Store,
     mut rx: mpsc::Receiver<Box<dyn Work>>,
     mut chain: Chain,
     max_batch: usize,
     stats: &WriterStats,
-    synced: std::sync::mpsc::SyncSender<Written>,
-    syncing: &Syncing,
 ) {
-    while let Some(first) = rx.blocking_recv() {
+    let take = |jobs: &mut Vec<Box<dyn Work>>, rx: &mut mpsc::Receiver<Box<dyn Work>>| {
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+    };
+    while let Some(first) = rx.recv().await {
         let mut jobs: Vec<Box<dyn Work>> = Vec::with_capacity(64);
         jobs.push(first);
-        let take = |jobs: &mut Vec<Box<dyn Work>>, rx: &mut mpsc::Receiver<Box<dyn Work>>| {
-            while jobs.len() < max_batch {
-                match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
-                }
-            }
-        };
         take(&mut jobs, &mut rx);
-        // While the syncer is in an fdatasync, this batch cannot become durable before it
-        // ends anyway: sleep until it ends (one wake-up per sync, no timer) and let more
-        // callers join the batch meanwhile (fewer journal writes and hand-offs).
-        if jobs.len() < max_batch && syncing.wait_idle() {
+        // A batch nobody waits for (at one connection: the outcome entry of the charge just
+        // answered) would otherwise take a sync that the next request's write must queue
+        // behind; held a moment, it shares that write's sync instead.
+        if jobs.iter().all(|j| j.unwaited())
+            && let Ok(Some(j)) = tokio::time::timeout(UNWAITED_SYNC_DELAY, rx.recv()).await
+        {
+            jobs.push(j);
             take(&mut jobs, &mut rx);
         }
         // Every key's last state in this batch: later writes of one key replace earlier ones.
@@ -2587,60 +2616,23 @@ fn writer_loop(
         if chained && let Some(head) = chain.signed_head() {
             overlay.insert(Table::Meta, audit::HEAD_KEY.to_vec(), Some(head));
         }
-        let ticket = result.and_then(|()| store.write(overlay.into_batch()));
+        let written = result.and_then(|()| store.write(overlay.into_batch()));
         stats.record(jobs.len());
-        match ticket {
-            Ok(t) => {
-                if let Err(std::sync::mpsc::SendError((_, jobs))) = synced.send((t, jobs)) {
-                    let gone = Err(Error::ShuttingDown);
-                    jobs.into_iter().for_each(|j| j.finish(&gone));
-                }
+        let committed = match written {
+            Ok(ticket) => {
+                jobs.iter_mut().for_each(|j| j.written());
+                stats.syncs.fetch_add(1, Ordering::Relaxed);
+                store.sync(ticket)
             }
             Err(e) => {
                 // Nothing of this batch was written: the chain head goes back to what is.
                 if let Ok(c) = chain.reload(store) {
                     chain = c;
                 }
-                let failed = Err(e);
-                jobs.into_iter().for_each(|j| j.finish(&failed));
+                Err(e)
             }
-        }
-    }
-}
-
-/// Answers callers once their batch is durable. One sync covers every batch written while the
-/// previous sync ran, so under load each sync acknowledges several batches.
-fn syncer_loop(
-    store: &dyn Store,
-    rx: std::sync::mpsc::Receiver<Written>,
-    syncing: &Syncing,
-    stats: &WriterStats,
-) {
-    fn merge(into: &mut Written, (t, more): Written) {
-        into.0 = into.0.max(t);
-        into.1.extend(more);
-    }
-    while let Ok(mut batch) = rx.recv() {
-        while let Ok(w) = rx.try_recv() {
-            merge(&mut batch, w);
-        }
-        // A batch nobody waits for (at one connection: the outcome entry of the charge just
-        // answered) would otherwise start a sync that the next request's write must queue
-        // behind; held a moment, it shares that write's sync instead.
-        if batch.1.iter().all(|j| j.unwaited())
-            && let Ok(w) = rx.recv_timeout(UNWAITED_SYNC_DELAY)
-        {
-            merge(&mut batch, w);
-            while let Ok(w) = rx.try_recv() {
-                merge(&mut batch, w);
-            }
-        }
-        let (ticket, jobs) = batch;
-        syncing.set(true);
-        let result = store.sync(ticket);
-        syncing.set(false);
-        stats.syncs.fetch_add(1, Ordering::Relaxed);
-        jobs.into_iter().for_each(|j| j.finish(&result));
+        };
+        jobs.into_iter().for_each(|j| j.finish(&committed));
     }
 }
 
@@ -2693,7 +2685,7 @@ mod tests {
                 "nexi: HTTP 200".into(),
             )
             .await;
-            // The next request comes a moment later, once the entry has reached the syncer.
+            // The next request comes a moment later, once the entry has reached the writer.
             std::thread::sleep(Duration::from_micros(300));
             v.write(|tx| {
                 tx.audit(Ctx::system().event("reveal", None, None, "ok"));
@@ -3213,6 +3205,48 @@ mod tests {
             Ok(())
         })
         .unwrap();
+        v.shutdown();
+    }
+
+    /// The proxy's reveal: the card comes back once its audit entry is in the journal (already
+    /// readable), and `Durable::wait` resolves once the entry is synced.
+    #[tokio::test]
+    async fn a_charge_reveal_is_audited_before_the_card_comes_back() {
+        let (_d, v) = new_vault(Backend::Redb);
+        let ctx = Ctx::system();
+        let a = v.create_merchant(&ctx, "A", None).await.unwrap();
+        let t = v
+            .tokenize(
+                &ctx,
+                &a.merchant_id,
+                &req("4111111111111111", 12, 2039, None),
+            )
+            .await
+            .unwrap()
+            .info
+            .token;
+        let reveals = |v: &Vault| {
+            let mut n = Vec::new();
+            audit::for_each_since(v.inner.store.as_ref(), 1, |e| {
+                if e.action == "reveal" {
+                    n.push((e.token.clone(), e.outcome.clone()));
+                }
+                Ok(())
+            })
+            .unwrap();
+            n
+        };
+        let (card, durable) = v.reveal_for_charge(&ctx, &a.merchant_id, &t).await.unwrap();
+        assert_eq!(card.pan.digits(), "4111111111111111");
+        assert_eq!(reveals(&v), [(Some(t.clone()), "ok".to_string())]);
+        durable.wait().await.unwrap();
+        let missing = "41XYZW0000001111";
+        assert!(matches!(
+            v.reveal_for_charge(&ctx, &a.merchant_id, missing).await,
+            Err(Error::TokenNotFound)
+        ));
+        assert_eq!(reveals(&v).len(), 2);
+        assert_eq!(reveals(&v)[1].1, "not_found");
         v.shutdown();
     }
 

@@ -593,6 +593,8 @@ pub(crate) async fn handle(
     let mut new_token_agreement: Option<crate::vault::Agreement> = None;
     // The panvault token this charge uses, for its audit entry (never a raw card).
     let mut charged: Option<Zeroizing<String>> = None;
+    // The card's use, audited: written before the card leaves, synced while it travels.
+    let mut durable: Option<crate::vault::Durable> = None;
     if let Some(found) = found {
         // May be a raw card (request-token flow): zeroized like the body it came from.
         let value = Zeroizing::new(found.value.trim().to_string());
@@ -622,7 +624,8 @@ pub(crate) async fn handle(
                     "X-Panvault-Request-Token needs a card number where the gateway takes one, not a token",
                 ));
             }
-            let card = vault.reveal(&ctx, &merchant, &value).await?;
+            let (card, use_audited) = vault.reveal_for_charge(&ctx, &merchant, &value).await?;
+            durable = Some(use_audited);
             // A temporary token serves exactly one charge: its CVV comes out with it, and it is
             // gone once every local check has passed (just before the request leaves).
             let cvv = if temporary {
@@ -772,6 +775,17 @@ pub(crate) async fn handle(
         Ok((status, headers, bytes))
     }
     .await;
+    // Nothing goes back to the merchant before the card's use is on disk. If that sync failed
+    // the gateway has still acted on the charge, so its answer goes back (a retry could charge
+    // twice); the store refuses every later write and `/readyz` fails.
+    if let Some(d) = durable
+        && let Err(e) = d.wait().await
+    {
+        tracing::error!(
+            code = e.code(),
+            "the audit entry of a charge's card use did not become durable"
+        );
+    }
     let (status, answer_headers, bytes) = match received {
         Ok(r) => r,
         Err(p) => {
@@ -787,8 +801,8 @@ pub(crate) async fn handle(
             return Err(p);
         }
     };
-    // The charge's outcome, audited (the card's use was audited durably, as a reveal, before
-    // it left).
+    // The charge's outcome, audited (the card's use was audited as a reveal before it left,
+    // and is durable by now).
     let outcome = match gateway.outcome(status, &bytes) {
         super::Outcome::Approved => "approved",
         super::Outcome::Declined => "declined",

@@ -81,7 +81,7 @@ pub(super) struct Journaled {
     apply_entries: usize,
     /// Second handles on the journal files, so a sync runs while the next record is written.
     sync_files: [File; 2],
-    /// The file the writer writes to ([`Log::cur`]), for the syncer.
+    /// The file the writer writes to ([`Log::cur`]), for [`Store::sync`].
     current: AtomicUsize,
     sync_lock: Mutex<()>,
     /// Highest sequence number whose record was fully written (not necessarily synced).
@@ -402,7 +402,7 @@ impl Journaled {
             }
         }
         log.switches += 1;
-        // All of the full file is durable before the syncer moves to the next one.
+        // All of the full file is durable before syncs move to the next one.
         log.files[log.cur]
             .sync_data()
             .map_err(|e| Error::store("journal sync", e))?;
@@ -1014,8 +1014,8 @@ mod tests {
         }
         fn apply_unsynced(&self, e: &mut dyn Iterator<Item = Entry<'_>>, s: u64) -> Result<()> {
             if self.fail_next.swap(false, Ordering::SeqCst) {
-                // Late enough that the batch was acknowledged first (the syncer does not wait
-                // for the engine).
+                // Late enough that the batch was acknowledged first (a sync does not wait for
+                // the engine).
                 std::thread::sleep(std::time::Duration::from_millis(300));
                 return Err(Error::store("apply", "injected: no space left on device"));
             }
