@@ -740,6 +740,23 @@ fn axerve_soap(r: &Req<'_>) -> HttpResponse {
             &format!("Invalid card number: cardNumber {p}"),
         );
     }
+    // Test trigger, as Nexi's `echo-card` order: shopTransactionId `echo-card` quotes the card
+    // inside the XML answer, plain and dotted in groups, to prove the proxy masks it there.
+    if shop_tx == "echo-card" {
+        let dotted: Vec<String> = pan
+            .as_bytes()
+            .chunks(4)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        return pagam_ko(
+            &shop_tx,
+            "1119",
+            &format!(
+                "Invalid card number: cardNumber {pan} (read as {})",
+                dotted.join(".")
+            ),
+        );
+    }
     if !get("expiryMonth").is_some_and(|m| month_ok(&m)) {
         return pagam_ko(&shop_tx, "1124", "Invalid expiry month");
     }

@@ -2336,3 +2336,137 @@ fn gateway_wide_credentials_go_only_to_listed_merchants() {
     );
     stop(child);
 }
+
+/// `X-Panvault-Request-Token` on the two gateways the tests above do not use it with: a raw
+/// card to Axerve SOAP (`cardNumber`, `expiryMonth`/`expiryYear`) and to Worldline
+/// (`card.cardNumber`, `expiryDate` MMYY) comes back as a new token once approved, its expiry
+/// read in each gateway's format. The card reaches the gateway untouched and never comes back.
+#[test]
+fn request_token_on_axerve_and_worldline() {
+    let env = Env::start(None);
+    let soap = |shop_tx: &str| {
+        format!(
+            r#"<?xml version="1.0" encoding="utf-8"?>
+<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">
+  <soap:Body>
+    <callPagamS2S xmlns="https://ecomms2s.sella.it/">
+      <shopLogin>GESPAY65987</shopLogin>
+      <uicCode>242</uicCode>
+      <amount>9.90</amount>
+      <shopTransactionId>{shop_tx}</shopTransactionId>
+      <cardNumber>4111111111111111</cardNumber>
+      <expiryMonth>05</expiryMonth>
+      <expiryYear>31</expiryYear>
+    </callPagamS2S>
+  </soap:Body>
+</soap:Envelope>"#
+        )
+    };
+    let h = [
+        ("Content-Type", "text/xml; charset=utf-8"),
+        ("SOAPAction", "\"https://ecomms2s.sella.it/callPagamS2S\""),
+        ("X-Panvault-Request-Token", "MASKEDPAN"),
+    ];
+    let (s, hd, a) = env.proxy_full(
+        "POST",
+        "axerve/gestpay/gestpayws/WSs2s.asmx",
+        &h,
+        &soap("RT-AX-1"),
+    );
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert!(a.contains("<TransactionResult>OK</TransactionResult>"));
+    assert!(!a.contains("4111111111111111"));
+    let sent = env.sandbox.last()["body"].as_str().unwrap().to_string();
+    assert!(sent.contains("<cardNumber>4111111111111111</cardNumber>"));
+    let token = hd["x-panvault-token"].to_str().unwrap().to_string();
+    assert!(
+        token.starts_with("41GWAY") && token.ends_with("1111"),
+        "{token}"
+    );
+    assert_eq!(hd["x-panvault-token-expiry-month"], "5");
+    assert_eq!(hd["x-panvault-token-expiry-year"], "2031");
+    assert_eq!(agreements(&env, &token), json!([]));
+
+    let wl = |card: &str| {
+        format!(
+            r#"{{"cardPaymentMethodSpecificInput":{{"card":{{"cardNumber":"{card}","expiryDate":"0434","cardholderName":"Wile E. Coyote"}},"paymentProductId":2,"authorizationMode":"SALE"}},"order":{{"amountOfMoney":{{"amount":1250,"currencyCode":"EUR"}}}}}}"#
+        )
+    };
+    let h = [
+        ("Content-Type", "application/json"),
+        ("X-Panvault-Request-Token", "MASKEDPAN"),
+    ];
+    let (s, hd, a) = env.proxy_full(
+        "POST",
+        "worldline/v2/1234/payments",
+        &h,
+        &wl("378282246310005"),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert!(!a.contains("378282246310005"));
+    assert_eq!(
+        env.sandbox.last()["body"].as_str().unwrap(),
+        wl("378282246310005"),
+        "the raw card went through untouched"
+    );
+    let amex = hd["x-panvault-token"].to_str().unwrap().to_string();
+    assert!(
+        amex.starts_with("37GWAY") && amex.ends_with("0005") && amex.len() == 16,
+        "{amex}"
+    );
+    assert_eq!(hd["x-panvault-token-expiry-month"], "4");
+    assert_eq!(hd["x-panvault-token-expiry-year"], "2034");
+    // The new token pays on Worldline in place of the card.
+    let (s, a) = env.proxy(
+        "POST",
+        "worldline/v2/1234/payments",
+        &[("Content-Type", "application/json")],
+        &wl(&amex),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(
+        env.sandbox.last()["body"].as_str().unwrap(),
+        wl("378282246310005")
+    );
+    env.stop();
+}
+
+/// A gateway answer in XML that quotes the card (the sandbox's Axerve `echo-card`
+/// shopTransactionId): the SOAP answer comes back with the card masked inside the element
+/// text, plain and dotted in groups.
+#[test]
+fn card_quoted_inside_an_xml_answer_is_masked() {
+    let env = Env::start(None);
+    let token = env.token("4111111111111111", 5, 2031);
+    let envelope = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:g="https://ecomms2s.sella.it/">
+  <s:Body>
+    <g:callPagamS2S>
+      <g:shopLogin>GESPAY65987</g:shopLogin>
+      <g:uicCode>242</g:uicCode>
+      <g:amount>1.00</g:amount>
+      <g:shopTransactionId>echo-card</g:shopTransactionId>
+      <g:cardNumber>{token}</g:cardNumber>
+    </g:callPagamS2S>
+  </s:Body>
+</s:Envelope>"#
+    );
+    let h = [
+        ("Content-Type", "text/xml; charset=utf-8"),
+        ("SOAPAction", "\"https://ecomms2s.sella.it/callPagamS2S\""),
+    ];
+    let (s, a) = env.proxy("POST", "axerve/gestpay/gestpayws/WSs2s.asmx", &h, &envelope);
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert!(
+        a.contains(
+            "<ErrorDescription>Invalid card number: cardNumber 411111******1111 (read as 4111.11**.****.1111)</ErrorDescription>"
+        ),
+        "{a}"
+    );
+    assert!(!a.contains("4111111111111111") && !a.contains("4111.1111.1111.1111"));
+    // The sandbox did get the card, in the element where the token stood.
+    let sent = env.sandbox.last()["body"].as_str().unwrap().to_string();
+    assert!(sent.contains("<g:cardNumber>4111111111111111</g:cardNumber>"));
+    env.stop();
+}
