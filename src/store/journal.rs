@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use sha2::{Digest, Sha256};
 
+use super::filter::{self, KeyFilter};
 use super::{Backend, Engine, Entry, Op, Stamped, Store, Table, WriteBatch};
 use crate::{Error, Result};
 
@@ -88,6 +89,9 @@ pub(super) struct Journaled {
     written: AtomicU64,
     /// Highest sequence number known durable (journal synced, or engine checkpointed).
     durable: AtomicU64,
+    /// Every key ever put in the tokens and fingerprints tables (see `filter.rs`). A key goes
+    /// in under the pending lock before it is visible, and is looked up under it.
+    filter: KeyFilter,
 }
 
 /// What the writer and the applier thread share.
@@ -331,6 +335,11 @@ impl Journaled {
         if replayed {
             engine.checkpoint()?;
         }
+        let filter =
+            KeyFilter::for_keys(engine.count(Table::Tokens)? + engine.count(Table::Fingerprints)?);
+        for table in Table::ALL.into_iter().filter(|t| filter::covers(*t)) {
+            for_each_key(engine.as_ref(), table, |k| filter.insert(table, k))?;
+        }
         let sync_files = [
             files[0].try_clone().map_err(io)?,
             files[1].try_clone().map_err(io)?,
@@ -375,6 +384,7 @@ impl Journaled {
             sync_lock: Mutex::new(()),
             written: AtomicU64::new(seq),
             durable: AtomicU64::new(seq),
+            filter,
         })
     }
 
@@ -575,7 +585,33 @@ impl Journaled {
     }
 }
 
+/// Calls `f` with every key of `table` in the engine, a page at a time.
+fn for_each_key(engine: &dyn Engine, table: Table, mut f: impl FnMut(&[u8])) -> Result<()> {
+    const PAGE: usize = 4096;
+    let mut start = Vec::new();
+    loop {
+        let page = engine.scan(table, &start, PAGE)?;
+        for (k, _) in &page {
+            f(k);
+        }
+        match page.last() {
+            Some((last, _)) if page.len() == PAGE => {
+                // The smallest key after `last`.
+                start.clone_from(last);
+                start.push(0);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
 impl Journaled {
+    /// True if `key` was never put in `table` (a covered table whose filter says no); call
+    /// it with the pending lock held, after looking in `pending`.
+    fn never_written(&self, table: Table, key: &[u8]) -> bool {
+        filter::covers(table) && !self.filter.may_contain(table, key)
+    }
+
     fn pending(&self) -> std::sync::RwLockReadGuard<'_, Pending> {
         self.shared
             .pending
@@ -595,6 +631,9 @@ impl Store for Journaled {
             if let Some(v) = pending.newest(table, key) {
                 return Ok(v.clone());
             }
+            if self.never_written(table, key) {
+                return Ok(None);
+            }
         }
         self.shared.engine.get(table, key)
     }
@@ -605,6 +644,12 @@ impl Store for Journaled {
             if let Some(v) = pending.newest(table, key) {
                 return Ok(Stamped {
                     value: v.clone(),
+                    epoch: Some(pending.epoch),
+                });
+            }
+            if self.never_written(table, key) {
+                return Ok(Stamped {
+                    value: None,
                     epoch: Some(pending.epoch),
                 });
             }
@@ -699,7 +744,12 @@ impl Store for Journaled {
             let active = &mut pending.active;
             for op in batch.into_ops() {
                 let (table, key, value) = match op {
-                    Op::Put { table, key, value } => (table, key, Some(value)),
+                    Op::Put { table, key, value } => {
+                        if filter::covers(table) {
+                            self.filter.insert(table, &key);
+                        }
+                        (table, key, Some(value))
+                    }
                     Op::Delete { table, key } => (table, key, None),
                 };
                 if active.tables[table.index()].insert(key, value).is_none() {
@@ -821,6 +871,43 @@ mod tests {
             bad[flip] ^= 0x40;
             bytes.extend_from_slice(&bad);
             assert_eq!(decode(&bytes).len(), 1, "flip at {flip}");
+        }
+    }
+
+    /// The key filter of a reopened store is rebuilt from the engine, page by page: every key
+    /// written before is found, through both lookups, and an unseen key is not.
+    #[test]
+    fn key_filter_is_rebuilt_at_open() {
+        for backend in [Backend::Redb, Backend::Sled] {
+            let dir = tempfile::tempdir().unwrap();
+            let key = |i: u32| format!("41XYZW{i:06}1111").into_bytes();
+            {
+                let s = super::super::open(backend, dir.path()).unwrap();
+                let mut b = WriteBatch::new();
+                for i in 0..5000 {
+                    b.put(Table::Tokens, key(i), b"record".to_vec());
+                    b.put(Table::Fingerprints, i.to_be_bytes().to_vec(), key(i));
+                }
+                s.commit(&b).unwrap();
+            }
+            let s = super::super::open(backend, dir.path()).unwrap();
+            for i in 0..5000 {
+                assert_eq!(s.get(Table::Tokens, &key(i)).unwrap().unwrap(), b"record");
+                let st = s
+                    .get_stamped(Table::Fingerprints, &i.to_be_bytes())
+                    .unwrap();
+                assert_eq!(st.value.unwrap(), key(i), "{backend} {i}");
+            }
+            assert_eq!(s.get(Table::Tokens, &key(5000)).unwrap(), None);
+            assert_eq!(
+                s.get_stamped(Table::Tokens, &key(5001)).unwrap().value,
+                None
+            );
+            // Written after open: found at once.
+            let mut b = WriteBatch::new();
+            b.put(Table::Tokens, key(5000), b"new".to_vec());
+            s.commit(&b).unwrap();
+            assert_eq!(s.get(Table::Tokens, &key(5000)).unwrap().unwrap(), b"new");
         }
     }
 

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use crate::{Error, Result};
 
+mod filter;
 mod journal;
 mod redb_backend;
 mod sled_backend;
