@@ -27,7 +27,7 @@ use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
 
-use crate::gateway::{Gateway, axerve, worldline};
+use crate::gateway::{Gateway, axerve};
 use crate::pan::luhn_valid;
 
 /// The sandbox's Worldline API key id and secret: a request signed with them verifies.
@@ -833,6 +833,71 @@ fn worldline_error(
     }))
 }
 
+/// What a `GCS v1HMAC` signature covers (SPEC 3.2). The sandbox checks signatures the way the
+/// gateway does with this code of its own, written from the spec apart from the signer in
+/// `gateway/worldline.rs`, so that a mistake in one cannot hide in the other.
+struct V1Hmac<'a> {
+    method: &'a str,
+    content_type: &'a str,
+    date: &'a str,
+    /// Every request header; only the `X-GCS-*` ones are signed.
+    headers: &'a [(&'a str, &'a str)],
+    path_and_query: &'a str,
+}
+
+impl V1Hmac<'_> {
+    fn string_to_sign(&self) -> String {
+        let method = self.method.to_ascii_uppercase();
+        let body_method = ["POST", "PUT", "DELETE"].contains(&method.as_str());
+        let mut gcs: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value))
+            .filter(|(name, _)| name.starts_with("x-gcs"))
+            .map(|(name, value)| {
+                // A line break and the whitespace after it become one space.
+                let unfolded = value
+                    .split('\n')
+                    .map(|line| line.trim_end_matches('\r'))
+                    .enumerate()
+                    .map(|(i, line)| if i == 0 { line } else { line.trim_start() })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (name, unfolded.trim().to_string())
+            })
+            .collect();
+        // Sorted by name.
+        gcs.sort();
+        let gcs: String = gcs.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
+        format!(
+            "{method}\n{}\n{}\n{gcs}{}\n",
+            if body_method { self.content_type } else { "" },
+            self.date,
+            self.path_and_query
+        )
+    }
+
+    /// True if `authorization` is `GCS v1HMAC:<key_id>:<Base64 HMAC-SHA256>` over this request
+    /// under `secret` (compared in constant time).
+    fn verify(&self, key_id: &str, secret: &str, authorization: &str) -> bool {
+        use hmac::{Hmac, Mac};
+        let Some((id, sig)) = authorization
+            .strip_prefix("GCS v1HMAC:")
+            .and_then(|rest| rest.split_once(':'))
+        else {
+            return false;
+        };
+        let Ok(sig) = data_encoding::BASE64.decode(sig.as_bytes()) else {
+            return false;
+        };
+        let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+            return false;
+        };
+        mac.update(self.string_to_sign().as_bytes());
+        id == key_id && mac.verify_slice(&sig).is_ok()
+    }
+}
+
 fn worldline_sim(r: &Req<'_>, full_path: &str, query: &str, sb: &Sandbox) -> HttpResponse {
     // The cardholder's 3-D Secure page (a browser: no API signature): the challenge passes, the
     // payment is authorized and the browser goes back to the merchant's returnUrl.
@@ -880,7 +945,6 @@ fn worldline_sim(r: &Req<'_>, full_path: &str, query: &str, sb: &Sandbox) -> Htt
     let gcs: Vec<(&str, &str)> = r
         .headers
         .iter()
-        .filter(|(k, _)| k.starts_with("x-gcs"))
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let path_q = if query.is_empty() {
@@ -888,18 +952,14 @@ fn worldline_sim(r: &Req<'_>, full_path: &str, query: &str, sb: &Sandbox) -> Htt
     } else {
         format!("{full_path}?{query}")
     };
-    let sts = worldline::string_to_sign(
-        r.method,
-        r.header("content-type").unwrap_or_default(),
+    let signed = V1Hmac {
+        method: r.method,
+        content_type: r.header("content-type").unwrap_or_default(),
         date,
-        &gcs,
-        &path_q,
-    );
-    let expected = worldline::authorization(WORLDLINE_API_KEY_ID, WORLDLINE_SECRET_API_KEY, &sts);
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(
-        auth.as_bytes(),
-        expected.as_bytes(),
-    )) {
+        headers: &gcs,
+        path_and_query: &path_q,
+    };
+    if !signed.verify(WORLDLINE_API_KEY_ID, WORLDLINE_SECRET_API_KEY, auth) {
         return auth_refused();
     }
     let parts: Vec<&str> = r.path.trim_end_matches('/').split('/').collect();
@@ -1351,4 +1411,74 @@ pub fn print_demo_lines(curl: &str, shop: &str, base: &str, prefix: &str, sandbo
     println!(
         "{curl} -H 'Authorization: Bearer {shop}' -H 'Content-Type: application/json' -d '{{\"order\":{{\"orderId\":\"demo-0001\",\"amount\":\"1000\",\"currency\":\"EUR\",\"customerInfo\":{{\"cardHolderName\":\"John Smith\"}}}},\"card\":{{\"pan\":\"{prefix}DEMO_AMEX_0005\"}},\"captureType\":\"EXPLICIT\"}}' {base}/v1/proxy/nexi/orders/moto"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The sandbox's own `GCS v1HMAC` check accepts every vector of
+    /// fixtures/worldline/00_signing.json, and refuses each one altered.
+    #[test]
+    fn v1hmac_check_accepts_the_sdk_vectors_and_nothing_else() {
+        let f: Value = serde_json::from_str(include_str!(
+            "../tests/fixtures/gateways/worldline/00_signing.json"
+        ))
+        .unwrap();
+        let vectors: Vec<&Value> = f["sdk_test_vectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(f["computed_here_not_from_sdk"].as_array().unwrap())
+            .collect();
+        assert!(vectors.len() >= 3);
+        for v in vectors {
+            let headers: Vec<(String, String)> = v["gcsHeaders"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .chain([("content-length", "2")])
+                .collect();
+            let key_id = v["apiKeyId"].as_str().unwrap_or("K");
+            let auth = match v["expectedAuthorization"].as_str() {
+                Some(a) => a.to_string(),
+                None => format!(
+                    "GCS v1HMAC:{key_id}:{}",
+                    v["expectedSignature"]
+                        .as_str()
+                        .or(v["signature"].as_str())
+                        .unwrap()
+                ),
+            };
+            let signed = V1Hmac {
+                method: v["method"].as_str().unwrap(),
+                content_type: v["contentType"].as_str().unwrap(),
+                date: v["date"].as_str().unwrap(),
+                headers: &h,
+                path_and_query: v["path"].as_str().unwrap(),
+            };
+            let secret = v["secretApiKey"].as_str().unwrap();
+            assert!(signed.verify(key_id, secret, &auth), "{v}");
+            assert!(!signed.verify("other", secret, &auth));
+            assert!(!signed.verify(key_id, "other secret", &auth));
+            let moved = V1Hmac {
+                path_and_query: "/v2/1/tokens/123456780",
+                ..signed
+            };
+            assert!(!moved.verify(key_id, secret, &auth));
+            let late = V1Hmac {
+                date: "Fri, 06 Jun 2014 13:39:44 GMT",
+                ..signed
+            };
+            assert!(!late.verify(key_id, secret, &auth));
+        }
+    }
 }

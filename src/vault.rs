@@ -964,14 +964,16 @@ impl Vault {
         R: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<R> + Send + 'static,
     {
-        self.enqueue_job(f, None).await
+        self.enqueue_job(f, None, false).await
     }
 
-    /// Queues `f` for the writer; `written` hears when its batch is in the journal.
+    /// Queues `f` for the writer; `written` hears when its batch is in the journal. A
+    /// `detached` write is one whose caller will not wait for its answer (see `Work::unwaited`).
     async fn enqueue_job<R, F>(
         &self,
         f: F,
         written: Option<oneshot::Sender<()>>,
+        detached: bool,
     ) -> Result<oneshot::Receiver<Result<R>>>
     where
         R: Send + 'static,
@@ -985,6 +987,7 @@ impl Vault {
                 out: None,
                 reply,
                 written,
+                detached,
             }))
             .await
             .map_err(|_| Error::ShuttingDown)?;
@@ -2021,10 +2024,14 @@ impl Vault {
         let mut ev = ctx.event("charge", Some(merchant_id), token, outcome);
         ev.detail = Some(detail);
         let queued = self
-            .enqueue(move |tx| {
-                tx.audit(ev);
-                Ok(())
-            })
+            .enqueue_job(
+                move |tx| {
+                    tx.audit(ev);
+                    Ok(())
+                },
+                None,
+                true,
+            )
             .await;
         if let Err(e) = queued {
             tracing::warn!(code = e.code(), "a charge's audit entry was not queued");
@@ -2122,6 +2129,7 @@ impl Vault {
                     Ok(())
                 },
                 Some(written),
+                false,
             )
             .await?,
         );
@@ -2512,6 +2520,8 @@ struct Job<F, R> {
     out: Option<Result<R>>,
     reply: oneshot::Sender<Result<R>>,
     written: Option<oneshot::Sender<()>>,
+    /// Queued by a caller that will not wait (known before its receiver is dropped).
+    detached: bool,
 }
 
 impl<F, R> Work for Job<F, R>
@@ -2539,7 +2549,7 @@ where
     }
 
     fn unwaited(&self) -> bool {
-        self.reply.is_closed()
+        self.detached || self.reply.is_closed()
     }
 
     fn written(&mut self) {
