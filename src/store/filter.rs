@@ -19,6 +19,8 @@ const PROBES: u64 = 4;
 const BITS_PER_KEY: usize = 10;
 /// Keys it has room for at least: 1M keys (2 MiB once rounded up).
 const MIN_KEYS: usize = 1 << 20;
+/// Its largest size in bits.
+const MAX_BITS: usize = 1 << 33;
 
 /// Which tables the filter covers.
 pub(super) fn covers(table: Table) -> bool {
@@ -40,7 +42,11 @@ impl KeyFilter {
             .saturating_mul(2)
             .max(MIN_KEYS)
             .saturating_mul(BITS_PER_KEY);
-        let bits = want.checked_next_power_of_two().unwrap_or(1 << 40).max(64);
+        // At most 2^33 bits (1 GiB, room for 800M keys); beyond that it answers "maybe" more.
+        let bits = want
+            .checked_next_power_of_two()
+            .unwrap_or(MAX_BITS)
+            .min(MAX_BITS);
         KeyFilter {
             words: (0..bits / 64).map(|_| AtomicU64::new(0)).collect(),
             mask: bits as u64 - 1,
