@@ -320,6 +320,60 @@ pub(crate) mod testing {
     pub fn value(body: &[u8]) -> Value {
         serde_json::from_slice(body).unwrap()
     }
+
+    /// One `GCS v1HMAC` test vector of fixtures/worldline/00_signing.json.
+    pub struct V1HmacVector {
+        pub method: String,
+        pub content_type: String,
+        pub date: String,
+        pub headers: Vec<(String, String)>,
+        pub path: String,
+        pub key_id: Option<String>,
+        pub secret: String,
+        /// The whole `Authorization` value, where the vector gives it.
+        pub authorization: Option<String>,
+        /// Otherwise the Base64 signature alone.
+        pub signature: Option<String>,
+    }
+
+    impl V1HmacVector {
+        /// The `X-GCS-*` headers as the signer and the sandbox take them.
+        pub fn header_refs(&self) -> Vec<(&str, &str)> {
+            self.headers
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect()
+        }
+    }
+
+    /// Every vector of fixtures/worldline/00_signing.json: the SDK's and the ones computed there.
+    pub fn v1hmac_vectors() -> Vec<V1HmacVector> {
+        let f: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/gateways/worldline/00_signing.json"
+        ))
+        .unwrap();
+        let s = |v: &Value| v.as_str().map(str::to_string);
+        f["sdk_test_vectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(f["computed_here_not_from_sdk"].as_array().unwrap())
+            .map(|v| V1HmacVector {
+                method: s(&v["method"]).unwrap(),
+                content_type: s(&v["contentType"]).unwrap(),
+                date: s(&v["date"]).unwrap(),
+                headers: v["gcsHeaders"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), s(v).unwrap())).collect())
+                    .unwrap_or_default(),
+                path: s(&v["path"]).unwrap(),
+                key_id: s(&v["apiKeyId"]),
+                secret: s(&v["secretApiKey"]).unwrap(),
+                authorization: s(&v["expectedAuthorization"]),
+                signature: s(&v["expectedSignature"]).or(s(&v["signature"])),
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
