@@ -475,6 +475,36 @@ pub(crate) async fn handle(
     Unsealed(vault): Unsealed,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
+    // Nothing goes back to the merchant before the audit entry of a revealed card's use is on
+    // disk (contract 7): not the gateway's answer, and not a refusal made after the reveal (a
+    // swap error, a temporary token another charge used up first).
+    let mut durable = None;
+    let answer = charge(req, vault, payload, &mut durable).await;
+    if let Some(d) = durable {
+        wait_durable(d).await;
+    }
+    answer
+}
+
+/// Waits for the card use's audit entry. If that sync failed the gateway may still have acted
+/// on the charge, so its answer goes back (a retry could charge twice); the store refuses
+/// every later write and `/readyz` fails.
+async fn wait_durable(d: crate::vault::Durable) {
+    if let Err(e) = d.wait().await {
+        tracing::error!(
+            code = e.code(),
+            "the audit entry of a charge's card use did not become durable"
+        );
+    }
+}
+
+/// [`handle`], with the pending sync of the card's use left in `durable` for its caller.
+async fn charge(
+    req: HttpRequest,
+    vault: Vault,
+    payload: web::Payload,
+    durable: &mut Option<crate::vault::Durable>,
+) -> Result<HttpResponse, Problem> {
     // panvault's key: X-Panvault-Authorization, else Authorization.
     let own_header = req.headers().contains_key(PANVAULT_AUTH_HEADER);
     let key_header = if own_header {
@@ -593,8 +623,6 @@ pub(crate) async fn handle(
     let mut new_token_agreement: Option<crate::vault::Agreement> = None;
     // The panvault token this charge uses, for its audit entry (never a raw card).
     let mut charged: Option<Zeroizing<String>> = None;
-    // The card's use, audited: written before the card leaves, synced while it travels.
-    let mut durable: Option<crate::vault::Durable> = None;
     if let Some(found) = found {
         // May be a raw card (request-token flow): zeroized like the body it came from.
         let value = Zeroizing::new(found.value.trim().to_string());
@@ -625,7 +653,8 @@ pub(crate) async fn handle(
                 ));
             }
             let (card, use_audited) = vault.reveal_for_charge(&ctx, &merchant, &value).await?;
-            durable = Some(use_audited);
+            // The card's use, audited: written before the card leaves, synced while it travels.
+            *durable = Some(use_audited);
             // A temporary token serves exactly one charge: its CVV comes out with it, and it is
             // gone once every local check has passed (just before the request leaves).
             let cvv = if temporary {
@@ -775,16 +804,9 @@ pub(crate) async fn handle(
         Ok((status, headers, bytes))
     }
     .await;
-    // Nothing goes back to the merchant before the card's use is on disk. If that sync failed
-    // the gateway has still acted on the charge, so its answer goes back (a retry could charge
-    // twice); the store refuses every later write and `/readyz` fails.
-    if let Some(d) = durable
-        && let Err(e) = d.wait().await
-    {
-        tracing::error!(
-            code = e.code(),
-            "the audit entry of a charge's card use did not become durable"
-        );
+    // The card's use is on disk before the outcome's entry and before anything goes back.
+    if let Some(d) = durable.take() {
+        wait_durable(d).await;
     }
     let (status, answer_headers, bytes) = match received {
         Ok(r) => r,
