@@ -193,7 +193,7 @@ impl Entry {
     /// The stored form: postcard (compact binary; `audit export` writes JSON). The hash does
     /// not depend on it: it covers [`Entry::canonical_bytes`].
     pub fn encode(&self) -> Result<Vec<u8>> {
-        postcard::to_stdvec(self).map_err(|_| Error::Corrupt {
+        postcard::to_stdvec(self).map_err(|_| Error::Encode {
             what: "audit entry",
         })
     }

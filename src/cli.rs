@@ -333,15 +333,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 KeysCommand::Rotate(_) => actix_web::rt::System::new()
                     .block_on(vault.rotate_kek(&ctx))
                     .and_then(|r| {
-                        serde_json::to_string(&r).map_err(|_| Error::Corrupt { what: "report" })
+                        serde_json::to_string(&r).map_err(|_| Error::Encode { what: "report" })
                     }),
                 KeysCommand::Reencrypt(_) => actix_web::rt::System::new()
                     .block_on(reencrypt(&vault, &ctx))
                     .and_then(|r| {
-                        serde_json::to_string(&r).map_err(|_| Error::Corrupt { what: "report" })
+                        serde_json::to_string(&r).map_err(|_| Error::Encode { what: "report" })
                     }),
                 KeysCommand::Status(_) => vault.key_status().and_then(|r| {
-                    serde_json::to_string_pretty(&r).map_err(|_| Error::Corrupt { what: "report" })
+                    serde_json::to_string_pretty(&r).map_err(|_| Error::Encode { what: "report" })
                 }),
             };
             vault.shutdown();
@@ -351,7 +351,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Evidence(a) => {
             let vault = open_stopped(&a)?;
             let report = crate::evidence::report(&vault, Vec::new()).and_then(|r| {
-                serde_json::to_string_pretty(&r).map_err(|_| Error::Corrupt { what: "report" })
+                serde_json::to_string_pretty(&r).map_err(|_| Error::Encode { what: "report" })
             });
             vault.shutdown();
             println!("{}", report?);
@@ -369,7 +369,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 let report = actix_web::rt::System::new()
                     .block_on(vault.audit_prune(&ctx, a.retention_days, a.exported_through))
                     .and_then(|r| {
-                        serde_json::to_string(&r).map_err(|_| Error::Corrupt { what: "report" })
+                        serde_json::to_string(&r).map_err(|_| Error::Encode { what: "report" })
                     });
                 vault.shutdown();
                 println!("{}", report?);
@@ -395,7 +395,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn write_line(out: &mut impl Write, v: &impl serde::Serialize) -> Result<()> {
-    serde_json::to_writer(&mut *out, v).map_err(|_| Error::Corrupt {
+    serde_json::to_writer(&mut *out, v).map_err(|_| Error::Encode {
         what: "audit entry",
     })?;
     out.write_all(b"\n").map_err(|e| Error::io("stdout", e))
@@ -447,7 +447,7 @@ fn audit_verify(a: VerifyArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::to_string(&v).map_err(|_| Error::Corrupt { what: "report" })?
+            serde_json::to_string(&v).map_err(|_| Error::Encode { what: "report" })?
         );
         return Ok(());
     }

@@ -149,7 +149,7 @@ fn seal(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> Result<Sealed> {
                 aad,
             },
         )
-        .map_err(|_| Error::Decrypt { what: "seal" })?;
+        .map_err(|_| Error::Encrypt { what: "seal" })?;
     Ok(Sealed { nonce, ciphertext })
 }
 

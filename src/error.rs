@@ -90,6 +90,15 @@ pub enum Error {
     /// A stored value could not be decoded (corruption or version mismatch).
     #[error("corrupt {what} in store")]
     Corrupt { what: &'static str },
+    /// A value could not be encoded for storage or output (a bug, never bad input).
+    #[error("could not encode {what}")]
+    Encode { what: &'static str },
+    /// Authenticated encryption failed (a bug or a broken cipher, never bad input).
+    #[error("encryption failed for {what}")]
+    Encrypt { what: &'static str },
+    /// Every random candidate tried was taken: no free `what` (token, merchant prefix) found.
+    #[error("no free {what} found")]
+    Exhausted { what: &'static str },
     /// The audit chain does not verify; `seq` is the first bad entry.
     #[error("audit chain broken at entry {seq}: {reason}")]
     AuditBroken { seq: u64, reason: &'static str },
@@ -141,6 +150,9 @@ impl Error {
             Error::NotInitialized(_) => "not_initialized",
             Error::Store { .. } => "store_error",
             Error::Corrupt { .. } => "corrupt_data",
+            Error::Encode { .. } => "encode_failed",
+            Error::Encrypt { .. } => "encrypt_failed",
+            Error::Exhausted { .. } => "exhausted",
             Error::AuditBroken { .. } => "audit_broken",
             Error::ShuttingDown => "shutting_down",
             Error::Io { .. } => "io_error",

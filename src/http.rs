@@ -981,7 +981,7 @@ fn valid_request_id(v: &HeaderValue) -> Option<String> {
     let ok = (1..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        && !crate::gateway::mask::holds_pan(s.replace(['_', '.', ':'], "-").as_bytes(), &[]);
+        && !crate::mask::holds_pan(s.replace(['_', '.', ':'], "-").as_bytes(), &[]);
     ok.then(|| s.to_string())
 }
 

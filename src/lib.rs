@@ -15,6 +15,7 @@ pub mod harden;
 pub mod hsm;
 pub mod http;
 pub mod keys;
+pub mod mask;
 pub mod openapi;
 pub mod pan;
 pub mod sandbox;

@@ -375,7 +375,7 @@ struct Record {
 const VALUE_VERSION: u8 = 1;
 
 pub(crate) fn encode<T: Serialize>(v: &T, what: &'static str) -> Result<Vec<u8>> {
-    postcard::to_extend(v, vec![VALUE_VERSION]).map_err(|_| Error::Corrupt { what })
+    postcard::to_extend(v, vec![VALUE_VERSION]).map_err(|_| Error::Encode { what })
 }
 
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static str) -> Result<T> {
@@ -749,7 +749,7 @@ impl Vault {
         };
         keys::write_private(
             &vault_file(dir),
-            &serde_json::to_vec_pretty(&vf).map_err(|_| Error::Corrupt { what: "vault.json" })?,
+            &serde_json::to_vec_pretty(&vf).map_err(|_| Error::Encode { what: "vault.json" })?,
         )?;
         Ok(Initialized {
             admin_api_key_id: record.id,
@@ -1666,7 +1666,9 @@ impl Vault {
                     tx.audit(ctx.event("merchant_create", Some(&merchant_id), None, "ok"));
                     return Ok(Some(m));
                 }
-                Err(Error::Config("no free merchant prefix left".into()))
+                Err(Error::Exhausted {
+                    what: "merchant prefix",
+                })
             })
             .await?
             .ok_or(Error::PrefixTaken)?;
@@ -1734,7 +1736,9 @@ impl Vault {
                 Attempt::Collision => continue,
             }
         }
-        Err(Error::Config("could not find a free random token".into()))
+        Err(Error::Exhausted {
+            what: "random token",
+        })
     }
 
     /// Tokenizes up to 1000 cards; one bad item does not fail the others. All items go to the
@@ -1799,7 +1803,9 @@ impl Vault {
                 Attempt::Collision => continue,
             }
         }
-        Err(Error::Config("could not find a free random token".into()))
+        Err(Error::Exhausted {
+            what: "random token",
+        })
     }
 
     /// Everything a tokenize can do before the writer: token choice, encryption, fingerprint.

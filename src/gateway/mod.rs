@@ -16,7 +16,7 @@
 
 pub mod axerve;
 pub(crate) mod json;
-pub mod mask;
+pub use crate::mask;
 pub mod mpgs;
 pub mod nexi;
 pub mod proxy;

@@ -1,6 +1,7 @@
-//! Card numbers out of gateway answers (contract 6, issue 5 item 3): whatever the format (JSON,
-//! SOAP XML, HTML, free-text error strings), a card number keeps at most its first 6 and last 4
-//! digits; the digits between become `*` so lengths and structure stay as they were.
+//! Card numbers found in free text: masked in gateway answers (whatever the format: JSON, SOAP
+//! XML, HTML, free-text error strings), refused in names that must never hold one. A masked card
+//! number keeps at most its first 6 and last 4 digits; the digits between become `*` so lengths
+//! and structure stay as they were.
 //!
 //! What counts as a card number: the PANs this request put on the wire (at any length), and any
 //! other run of 13 to 19 digits (single spaces or dashes between digit groups allowed) that passes
