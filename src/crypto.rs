@@ -178,82 +178,88 @@ pub struct Sealed {
     pub ciphertext: Vec<u8>,
 }
 
-/// A key-encryption key of one version: in this process (`dev`, `file`) or inside an HSM
-/// (`pkcs11`). The in-process key's expanded AES key schedule is zeroized on drop.
-pub struct Kek {
-    version: u32,
-    key: KekKey,
+/// The seam between the key hierarchy and wherever a KEK lives: wraps and unwraps other keys
+/// under one KEK version, bound to associated data from [`wrap_aad`]. Implemented by the
+/// in-process [`SoftwareKek`] and by an HSM-held key ([`crate::hsm::KekHandle`]); a new key
+/// source (a cloud KMS, another HSM API) is one more implementation. An implementation refuses
+/// a blob made for other associated data, under another key, or altered, with
+/// [`Error::Decrypt`]; it never puts key material in an error or in `Debug`.
+pub trait KeyWrap: Send + Sync + std::fmt::Debug {
+    /// Wraps `key`, bound to `aad`.
+    fn wrap(&self, aad: &[u8], key: &SecretKey) -> Result<Sealed>;
+    /// Reverses [`KeyWrap::wrap`] made with the same `aad`.
+    fn unwrap(&self, aad: &[u8], sealed: &Sealed) -> Result<SecretKey>;
 }
 
-enum KekKey {
-    /// AES-256-GCM in process, the associated data from [`wrap_aad`]. Boxed: the expanded key
-    /// schedule is large, and a KEK is used only to wrap and unwrap keys.
-    Local(Box<Aes256Gcm>),
-    /// RFC 3394 key wrap inside the HSM, bound to the same associated data (see [`crate::hsm`]).
-    /// A [`Sealed`] made by it has an all-zero nonce and the 56-byte wrap as ciphertext.
-    Hsm(crate::hsm::KekHandle),
+/// A KEK held in this process (`dev`, `file`, `shamir` key sources): AES-256-GCM with a random
+/// nonce. The expanded AES key schedule is boxed (it is large) and zeroized on drop.
+pub struct SoftwareKek(Box<Aes256Gcm>);
+
+impl SoftwareKek {
+    /// The KEK made from `key`.
+    pub fn new(key: &SecretKey) -> Self {
+        SoftwareKek(Box::new(Aes256Gcm::new(key.expose().into())))
+    }
+}
+
+impl std::fmt::Debug for SoftwareKek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl KeyWrap for SoftwareKek {
+    fn wrap(&self, aad: &[u8], key: &SecretKey) -> Result<Sealed> {
+        seal(&self.0, aad, key.expose())
+    }
+
+    fn unwrap(&self, aad: &[u8], sealed: &Sealed) -> Result<SecretKey> {
+        let plain = open(&self.0, aad, sealed, "wrapped key")?;
+        SecretKey::from_slice(&plain)
+    }
+}
+
+/// A key-encryption key of one version, wherever it lives ([`KeyWrap`]). It binds every wrap
+/// to the wrapped key's name, id and this KEK's version ([`wrap_aad`]).
+pub struct Kek {
+    version: u32,
+    key: Box<dyn KeyWrap>,
 }
 
 impl Kek {
+    /// A KEK version held in this process.
     pub fn new(version: u32, key: &SecretKey) -> Self {
-        Kek {
-            version,
-            key: KekKey::Local(Box::new(Aes256Gcm::new(key.expose().into()))),
-        }
+        Kek::with(version, Box::new(SoftwareKek::new(key)))
     }
 
-    /// A KEK version that lives in an HSM.
-    pub fn hsm(version: u32, handle: crate::hsm::KekHandle) -> Self {
-        Kek {
-            version,
-            key: KekKey::Hsm(handle),
-        }
+    /// A KEK version held elsewhere (an HSM): `key` does the wrapping.
+    pub fn with(version: u32, key: Box<dyn KeyWrap>) -> Self {
+        Kek { version, key }
     }
 
+    /// This KEK's version.
     pub fn version(&self) -> u32 {
         self.version
     }
 
     /// Wraps a key under this KEK; `name`/`id` say which key it is.
     pub fn wrap(&self, name: &str, id: u32, key: &SecretKey) -> Result<Sealed> {
-        let aad = wrap_aad(name, id, self.version);
-        match &self.key {
-            KekKey::Local(cipher) => seal(cipher, &aad, key.expose()),
-            KekKey::Hsm(h) => Ok(Sealed {
-                nonce: [0u8; NONCE_LEN],
-                ciphertext: h.wrap(&aad, key)?,
-            }),
-        }
+        self.key.wrap(&wrap_aad(name, id, self.version), key)
     }
 
     /// Unwraps a key wrapped by [`Kek::wrap`] with the same `name`, `id` and KEK version.
     pub fn unwrap_key(&self, name: &str, id: u32, sealed: &Sealed) -> Result<SecretKey> {
-        let aad = wrap_aad(name, id, self.version);
-        match &self.key {
-            KekKey::Local(cipher) => {
-                let plain = open(cipher, &aad, sealed, "wrapped key")?;
-                SecretKey::from_slice(&plain)
-            }
-            KekKey::Hsm(h) => {
-                if sealed.nonce != [0u8; NONCE_LEN] {
-                    return Err(Error::Decrypt {
-                        what: "wrapped key",
-                    });
-                }
-                h.unwrap(&aad, &sealed.ciphertext)
-            }
-        }
+        self.key.unwrap(&wrap_aad(name, id, self.version), sealed)
     }
 }
 
 impl std::fmt::Debug for Kek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.key {
-            KekKey::Local(_) => {
-                write!(f, "Kek {{ version: {}, key: [REDACTED] }}", self.version)
-            }
-            KekKey::Hsm(h) => write!(f, "Kek {{ version: {}, hsm: {h:?} }}", self.version),
-        }
+        write!(
+            f,
+            "Kek {{ version: {}, key: {:?} }}",
+            self.version, self.key
+        )
     }
 }
 

@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::crypto::{KEY_LEN, SecretKey, SecretString};
+use crate::crypto::{KEY_LEN, KeyWrap, NONCE_LEN, Sealed, SecretKey, SecretString};
 use crate::{Error, Result};
 
 /// Label prefix of the KEK objects in the token: version N is `panvault-kek-vN`.
@@ -317,7 +317,7 @@ impl KekHandle {
     }
 
     /// RFC 3394-wraps `key ‖ tag(aad)` under this KEK: [`WRAPPED_LEN`] bytes.
-    pub fn wrap(&self, aad: &[u8], key: &SecretKey) -> Result<Vec<u8>> {
+    fn wrap_bytes(&self, aad: &[u8], key: &SecretKey) -> Result<Vec<u8>> {
         let mut value = Zeroizing::new(Vec::with_capacity(KEY_LEN + TAG_LEN));
         value.extend_from_slice(key.expose());
         value.extend_from_slice(&context_tag(aad));
@@ -348,9 +348,9 @@ impl KekHandle {
         Ok(wrapped)
     }
 
-    /// Reverses [`KekHandle::wrap`]; refuses a blob made for other associated data, under
+    /// Reverses [`KekHandle::wrap_bytes`]; refuses a blob made for other associated data, under
     /// another KEK, or altered ([`Error::Decrypt`], like the software KEK).
-    pub fn unwrap(&self, aad: &[u8], wrapped: &[u8]) -> Result<SecretKey> {
+    fn unwrap_bytes(&self, aad: &[u8], wrapped: &[u8]) -> Result<SecretKey> {
         let refused = Error::Decrypt {
             what: "wrapped key",
         };
@@ -400,6 +400,26 @@ impl KekHandle {
             return Err(refused);
         }
         SecretKey::from_slice(key)
+    }
+}
+
+/// The HSM's RFC 3394 wrap as the vault's key-wrapping seam. A [`Sealed`] made here has an
+/// all-zero nonce and the [`WRAPPED_LEN`]-byte wrap as ciphertext; any other nonce is refused.
+impl KeyWrap for KekHandle {
+    fn wrap(&self, aad: &[u8], key: &SecretKey) -> Result<Sealed> {
+        Ok(Sealed {
+            nonce: [0u8; NONCE_LEN],
+            ciphertext: self.wrap_bytes(aad, key)?,
+        })
+    }
+
+    fn unwrap(&self, aad: &[u8], sealed: &Sealed) -> Result<SecretKey> {
+        if sealed.nonce != [0u8; NONCE_LEN] {
+            return Err(Error::Decrypt {
+                what: "wrapped key",
+            });
+        }
+        self.unwrap_bytes(aad, &sealed.ciphertext)
     }
 }
 
@@ -523,7 +543,7 @@ mod tests {
             );
         }
 
-        let kek = Kek::hsm(1, handle);
+        let kek = Kek::with(1, Box::new(handle));
         let dek = SecretKey::random();
         let sealed = kek.wrap("dek", 7, &dek).unwrap();
         assert_eq!(sealed.ciphertext.len(), WRAPPED_LEN);
@@ -538,7 +558,7 @@ mod tests {
                 Err(Error::Decrypt { .. })
             ));
         }
-        let other_version = Kek::hsm(2, token.find_kek(1).unwrap());
+        let other_version = Kek::with(2, Box::new(token.find_kek(1).unwrap()));
         assert!(other_version.unwrap_key("dek", 7, &sealed).is_err());
         let mut tampered = sealed.clone();
         tampered.ciphertext[3] ^= 1;

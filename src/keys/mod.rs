@@ -354,7 +354,7 @@ fn create_pkcs11(
     )?;
     Ok(Keyring {
         source: KeySource::Pkcs11,
-        keks: vec![Kek::hsm(1, kek)],
+        keks: vec![Kek::with(1, Box::new(kek))],
         sealer: None,
         token: Some(token),
     })
@@ -489,7 +489,7 @@ pub fn load(data_dir: &Path, unlock: &Unlock) -> Result<Keyring> {
                 if k.hsm_label.as_deref() != Some(kek.label()) {
                     return Err(Error::KeyUnlock("key file is malformed"));
                 }
-                keks.push(Kek::hsm(k.version, kek));
+                keks.push(Kek::with(k.version, Box::new(kek)));
             }
             token = Some(t);
         }
@@ -544,7 +544,7 @@ pub fn add_version_with_shares(
             hsm_label: Some(kek.label().to_string()),
         });
         write_file(data_dir, &file)?;
-        keyring.keks.push(Kek::hsm(version, kek));
+        keyring.keks.push(Kek::with(version, Box::new(kek)));
         return Ok((version, Vec::new()));
     }
     let mut new_shares = Vec::new();
