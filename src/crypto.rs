@@ -19,74 +19,16 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use sha2::Sha256;
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::Zeroizing;
 
+pub use crate::secret::{SecretKey, SecretString};
 use crate::{Error, Result};
 
-/// Length of every symmetric key in the hierarchy.
-pub const KEY_LEN: usize = 32;
+pub use crate::secret::KEY_LEN;
 /// AES-GCM nonce length.
 pub const NONCE_LEN: usize = 12;
 /// Version byte of every associated-data layout below; bump it to change a layout.
 pub const FORMAT_VERSION: u8 = 1;
-
-/// A 256-bit secret key. Zeroized on drop; prints as `[REDACTED]`.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct SecretKey([u8; KEY_LEN]);
-
-impl SecretKey {
-    /// A fresh key from the OS CSPRNG.
-    pub fn random() -> Self {
-        let mut k = SecretKey([0u8; KEY_LEN]);
-        OsRng.fill_bytes(&mut k.0);
-        k
-    }
-
-    /// Takes a key from a slice of exactly 32 bytes.
-    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
-        let arr: [u8; KEY_LEN] = bytes
-            .try_into()
-            .map_err(|_| Error::KeyUnlock("key has the wrong length"))?;
-        Ok(SecretKey(arr))
-    }
-
-    /// The raw key bytes: for handing to a primitive, never for printing.
-    pub fn expose(&self) -> &[u8; KEY_LEN] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for SecretKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[REDACTED]")
-    }
-}
-
-/// A secret string (passphrase, API key). Zeroized on drop; prints as `[REDACTED]`.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct SecretString(String);
-
-impl SecretString {
-    pub fn new(s: String) -> Self {
-        SecretString(s)
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[REDACTED]")
-    }
-}
-
-/// From a configuration string (gateway credentials): the parsed `String` moves in, no copy.
-impl<'de> serde::Deserialize<'de> for SecretString {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        String::deserialize(d).map(SecretString)
-    }
-}
 
 /// Builds unambiguous associated data: a domain label, the format version, then each field
 /// length-prefixed (u16 big-endian), so no two field lists encode to the same bytes.
@@ -414,10 +356,10 @@ pub fn derive_passphrase_key(
     )
     .map_err(|_| Error::KeyUnlock("bad argon2 parameters"))?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
-    let mut out = SecretKey([0u8; KEY_LEN]);
-    a.hash_password_into(passphrase.expose().as_bytes(), salt, &mut out.0)
-        .map_err(|_| Error::KeyUnlock("argon2 failed"))?;
-    Ok(out)
+    SecretKey::fill_with(|out| {
+        a.hash_password_into(passphrase.expose().as_bytes(), salt, out)
+            .map_err(|_| Error::KeyUnlock("argon2 failed"))
+    })
 }
 
 /// Seals a KEK under a passphrase-derived key (AES-256-GCM, AAD names the KEK version).

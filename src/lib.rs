@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod pan;
 pub mod sandbox;
 pub mod seal;
+pub mod secret;
 pub mod store;
 pub mod tls;
 pub mod token;
