@@ -202,10 +202,10 @@ impl WriteBatch {
 /// win) and returns Ok only once the batch is durable on disk (fsync'd). Reads never block on a
 /// commit in progress. An empty batch is a no-op.
 ///
-/// `commit` is `write` then `sync`. The vault's writer calls the two halves from two threads so
-/// that the next batch is prepared and written while the previous one is being synced: a write
-/// is visible to readers as soon as `write` returns, up to one sync before it is durable, and
-/// nothing is acknowledged to a caller before `sync` covered it (see `vault.rs`).
+/// `commit` is `write` then `sync`. The vault's single writer thread calls the two halves in
+/// turn, and writes that arrive during a sync form its next batch: a write is visible to readers
+/// as soon as `write` returns, up to one sync before it is durable, and nothing is acknowledged
+/// to a caller before `sync` covered it (the writer in `vault`).
 ///
 /// Each read method sees one consistent state of the store (a `scan` never shows part of a
 /// batch); two separate calls may see different states.
