@@ -38,7 +38,7 @@ static RESULTS: Mutex<Vec<HardeningCheck>> = Mutex::new(Vec::new());
 
 /// The checks of this process's start, in the order they ran (empty before `serve`/`demo`).
 pub fn checks() -> Vec<HardeningCheck> {
-    RESULTS.lock().map(|r| r.clone()).unwrap_or_default()
+    crate::sync::lock(&RESULTS).clone()
 }
 
 fn record(check: HardeningCheck) {
@@ -47,10 +47,9 @@ fn record(check: HardeningCheck) {
     } else {
         tracing::warn!(check = check.name, "hardening: {}", check.detail);
     }
-    if let Ok(mut r) = RESULTS.lock() {
-        r.retain(|c| c.name != check.name);
-        r.push(check);
-    }
+    let mut r = crate::sync::lock(&RESULTS);
+    r.retain(|c| c.name != check.name);
+    r.push(check);
 }
 
 fn check(name: &'static str, ok: bool, detail: String) -> HardeningCheck {

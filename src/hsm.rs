@@ -26,7 +26,7 @@
 //! return value only (no secret material) and mapped to typed [`Error`]s.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as P11Error, RvError};
@@ -77,7 +77,7 @@ fn hsm(what: &'static str) -> impl FnOnce(P11Error) -> Error {
 static MODULES: Mutex<Vec<(PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
 
 fn module(path: &Path) -> Result<Pkcs11> {
-    let mut loaded = MODULES.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut loaded = crate::sync::lock(&MODULES);
     if let Some((_, p)) = loaded.iter().find(|(p, _)| p == path) {
         return Ok(p.clone());
     }
@@ -170,7 +170,7 @@ impl Token {
     }
 
     fn session(&self) -> std::sync::MutexGuard<'_, Session> {
-        self.session.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.session)
     }
 
     fn find_by_label(session: &Session, label: &str) -> Result<Vec<ObjectHandle>> {

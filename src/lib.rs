@@ -22,6 +22,7 @@ pub mod sandbox;
 pub mod seal;
 pub mod secret;
 pub mod store;
+mod sync;
 pub mod tls;
 pub mod token;
 pub mod vault;

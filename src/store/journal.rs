@@ -34,7 +34,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use sha2::{Digest, Sha256};
 
@@ -457,10 +457,7 @@ fn applier_loop(
         let result = shared.engine.apply_unsynced(&mut tables.entries(), seq);
         if result.is_ok() {
             // One step under the lock: a reader sees the entries in `frozen` or a new epoch.
-            let mut pending = shared
-                .pending
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut pending = crate::sync::write(&shared.pending);
             pending.frozen = None;
             pending.epoch += 1;
         }
@@ -529,11 +526,7 @@ impl Journaled {
         // replace it, and never move the engine's journal number past it.
         self.check_failed()?;
         let frozen = {
-            let mut pending = self
-                .shared
-                .pending
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut pending = crate::sync::write(&self.shared.pending);
             if pending.active.entries == 0 {
                 return Ok(());
             }
@@ -566,7 +559,7 @@ impl Journaled {
 
     /// Brings the engine up to date, for the multi-key reads (rare: audit pages, open).
     fn settle(&self) -> Result<()> {
-        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut log = crate::sync::lock(&self.log);
         self.drain(&mut log)
     }
 
@@ -613,10 +606,7 @@ impl Journaled {
     }
 
     fn pending(&self) -> std::sync::RwLockReadGuard<'_, Pending> {
-        self.shared
-            .pending
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::read(&self.shared.pending)
     }
 }
 
@@ -705,7 +695,7 @@ impl Store for Journaled {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<u64> {
-        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut log = crate::sync::lock(&self.log);
         self.check_failed()?;
         if batch.is_empty() {
             return Ok(log.seq);
@@ -736,11 +726,7 @@ impl Store for Journaled {
         self.written.store(seq, Ordering::SeqCst);
         let full = {
             // All of the batch becomes visible at once.
-            let mut pending = self
-                .shared
-                .pending
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut pending = crate::sync::write(&self.shared.pending);
             let active = &mut pending.active;
             for op in batch.into_ops() {
                 let (table, key, value) = match op {
@@ -790,10 +776,7 @@ impl Store for Journaled {
         if self.durable.load(Ordering::SeqCst) >= ticket {
             return Ok(());
         }
-        let _one_at_a_time = self
-            .sync_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _one_at_a_time = crate::sync::lock(&self.sync_lock);
         // Someone else's sync may have covered us while we waited.
         if self.durable.load(Ordering::SeqCst) >= ticket {
             return Ok(());
@@ -815,7 +798,7 @@ impl Store for Journaled {
 
 impl Drop for Journaled {
     fn drop(&mut self) {
-        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut log = crate::sync::lock(&self.log);
         if !self.shared.failed.load(Ordering::SeqCst) && log.checkpointed < log.seq {
             // Best effort: a failure here leaves a journal that the next open replays.
             let _ = self.checkpoint_now(&mut log);

@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 use redb::{
     Builder, Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -115,10 +115,7 @@ impl RedbStore {
     /// for a key that commit changed (see `journal.rs`).
     fn snapshot(&self) -> Result<Arc<Snapshot>> {
         let generation = self.generation.load(Ordering::Acquire);
-        if let Some(s) = self
-            .snapshot
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+        if let Some(s) = crate::sync::read(&self.snapshot)
             .as_ref()
             .filter(|s| s.generation == generation)
         {
@@ -134,10 +131,7 @@ impl RedbStore {
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::store("open_table", e))?;
         let s = Arc::new(Snapshot { generation, tables });
-        *self
-            .snapshot
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(s.clone());
+        *crate::sync::write(&self.snapshot) = Some(s.clone());
         Ok(s)
     }
 

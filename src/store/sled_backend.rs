@@ -30,7 +30,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::RwLock;
 
 use sled::{Batch, Db, IVec};
 
@@ -107,9 +107,7 @@ impl SledStore {
 
     fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         // The lock guards no data, so a poisoned lock is still a good lock.
-        self.visibility
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+        crate::sync::read(&self.visibility)
     }
 
     /// `fsync` every blob file and the blob directory (sled writes them unsynced).
@@ -205,10 +203,7 @@ impl Engine for SledStore {
             }
         }
         b.insert(journal_key(), &journal_seq.to_be_bytes());
-        let _w = self
-            .visibility
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _w = crate::sync::write(&self.visibility);
         self.db
             .apply_batch(b)
             .map_err(|e| Error::store("commit", e))
