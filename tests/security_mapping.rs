@@ -159,7 +159,7 @@ fn the_resolver_refuses_what_does_not_exist() {
     for good in [
         "tests/cli.rs::tamper_cut_tail_is_detected",
         "audit::tests",
-        "gateway::mask::tests",
+        "mask::tests",
         "vault::tests::audit_prune_leaves_a_signed_anchor_and_a_chain_that_verifies",
         "deploy/OPERATIONS.md",
     ] {
