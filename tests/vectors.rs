@@ -15,10 +15,16 @@
 //! - `keyring.json` of the `dev`, `file` and `shamir` sources (files written by `keys::create`,
 //!   under `tests/fixtures/vectors/`): [`keyrings_of_every_software_source_unlock`]; the
 //!   `pkcs11` keyring's JSON is pinned in `src/keys/mod.rs` (its KEK lives in an HSM);
-//! - the journal record: `src/store/journal.rs` (`mod vectors`, its encoder is private);
-//! - the token `Record`, the DEK record and everything else in a store: the fixture vaults under
+//! - the journal record: `src/store/journal.rs` (`mod vectors`, its encoder is private), and
+//!   real journal files that must replay ([`fixture_vault_redb_journal_v1`]);
+//! - the token `Record` (private in `src/vault.rs`), the wrapped-key record, merchants, the
+//!   engines' table names and tags, and everything else in a store: the fixture vaults under
 //!   `tests/fixtures/vault-v1/` ([`fixture_vault_redb_v1`], [`fixture_vault_sled_v1`]), made by
-//!   [`make_fixture_vaults`] (how to run it: `tests/fixtures/vault-v1/MAKE.md`).
+//!   [`make_fixture_vaults`] (how to run it: `tests/fixtures/vault-v1/MAKE.md`). Their raw
+//!   values must equal the committed bytes, decode field for field into mirror structs here
+//!   (whose postcard encoding gives back exactly those bytes), open under the keyring, and
+//!   reveal through `Vault::reveal`; a record written by today's encoder must have the same
+//!   layout.
 //!
 //! No card number is ever printed: cards are compared with `assert!`, never `assert_eq!`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -740,7 +746,29 @@ fn check_fixture(name: &str) {
         s(&manifest["key_source"])
     );
 
-    // The stopped vault, through the store alone.
+    // The engine's own file, read with the engine's crate: table names (redb) or tags (sled),
+    // and the journal's sequence number beside them.
+    let only_journal = manifest["engine_lacks_writes_after_open"]
+        .as_bool()
+        .unwrap();
+    for t in manifest["tokens"].as_array().unwrap() {
+        let held = engine_get(
+            &dir,
+            s(&manifest["backend"]),
+            "tokens",
+            3,
+            s(&t["token"]).as_bytes(),
+        );
+        if only_journal {
+            assert_eq!(held, None, "the snapshot's engine already holds a token");
+        } else {
+            assert_eq!(hex::encode(held.unwrap()), s(&t["stored"]));
+        }
+    }
+    let seq = engine_get(&dir, s(&manifest["backend"]), "journal", 0, b"journal_seq").unwrap();
+    assert_eq!(seq.len(), 8, "journal_seq is a u64, big-endian");
+
+    // The stopped vault, through the store alone (which replays what the engine lacks).
     {
         let st = open_store(&dir).unwrap();
         let ring = keys::load(&dir, &unlock).unwrap();
@@ -901,6 +929,19 @@ fn check_fixture(name: &str) {
                 t["agreements"]
             );
             assert_eq!(serde_json::to_value(info.token_kind).unwrap(), t["kind"]);
+            assert_eq!(serde_json::to_value(info.brand).unwrap(), t["brand"]);
+            let pan = s(&t["pan"]);
+            assert!(info.bin == pan[..6] && info.last4 == pan[pan.len() - 4..]);
+            assert_eq!(
+                (
+                    u64::from(info.token_expiry_month),
+                    u64::from(info.token_expiry_year)
+                ),
+                (
+                    t["expiry_month"].as_u64().unwrap(),
+                    t["expiry_year"].as_u64().unwrap()
+                )
+            );
         }
         for t in manifest["deleted"].as_array().unwrap() {
             let r = vault
@@ -916,14 +957,80 @@ fn check_fixture(name: &str) {
             .unwrap();
         assert!(!again.created);
         assert_eq!(again.info.token, s(&manifest["tokens"][0]["token"]));
+        // The deleted card gets a new token, whose record today's encoder writes in the same
+        // layout, under this process's new DEK (wrapped in the same layout too).
+        let gone = &manifest["deleted"][0];
+        let card = fixture_cards()[3].1.clone();
+        let fresh = vault
+            .tokenize(&ctx, s(&gone["merchant_id"]), &tokenize_req(&card))
+            .await
+            .unwrap();
+        assert!(fresh.created);
+        assert_ne!(fresh.info.token, s(&gone["token"]));
+        let raw = vault
+            .store()
+            .get(Table::Tokens, fresh.info.token.as_bytes())
+            .unwrap()
+            .unwrap();
+        let rec: RecordV1 = postcard_v1(&raw);
+        assert_eq!(rec.merchant_id, s(&gone["merchant_id"]));
+        assert_eq!(
+            (rec.bin.as_str(), rec.last4.as_str(), rec.pan_len),
+            ("401288", "1881", 16)
+        );
+        let raw_dek = vault
+            .store()
+            .get(Table::Deks, &rec.dek_id.to_be_bytes())
+            .unwrap()
+            .unwrap();
+        let dek: WrappedKeyV1 = postcard_v1(&raw_dek);
+        assert_eq!(Some(&dek.kek_version), vault.kek_versions().last());
+        let card = vault
+            .reveal(&ctx, s(&gone["merchant_id"]), &fresh.info.token)
+            .await
+            .unwrap();
+        assert!(
+            card.pan.digits() == card_pan(3),
+            "the new token's card differs"
+        );
         vault.verify_audit().unwrap();
         vault.shutdown();
     });
 }
 
+/// A value straight from the engine: redb table `table`, or sled key `tag ‖ key`.
+fn engine_get(dir: &Path, backend: &str, table: &str, tag: u8, key: &[u8]) -> Option<Vec<u8>> {
+    match backend {
+        "redb" => {
+            use redb::ReadableDatabase;
+            let db = redb::Database::open(dir.join("panvault.redb")).unwrap();
+            let tx = db.begin_read().unwrap();
+            let def = redb::TableDefinition::<&[u8], &[u8]>::new(table);
+            let t = tx.open_table(def).unwrap();
+            redb::ReadableTable::get(&t, key)
+                .unwrap()
+                .map(|v| v.value().to_vec())
+        }
+        "sled" => {
+            let db = sled::open(dir.join("sled")).unwrap();
+            db.get([&[tag][..], key].concat())
+                .unwrap()
+                .map(|v| v.to_vec())
+        }
+        other => panic!("no backend {other}"),
+    }
+}
+
 #[test]
 fn fixture_vault_redb_v1() {
     check_fixture("redb");
+}
+
+/// The redb vault as a crash left it: everything after `init` is in the journal only, so the
+/// journal records written by today's code must replay.
+#[test]
+fn fixture_vault_redb_journal_v1() {
+    check_fixture("redb-journal");
 }
 
 #[test]
@@ -975,9 +1082,17 @@ fn fixture_cards() -> Vec<(usize, Value)> {
     ]
 }
 
+fn card_pan(i: usize) -> String {
+    s(&fixture_cards()[i].1["pan"]).to_string()
+}
+
 /// Makes one fixture vault with the library (as `panvault init` and the HTTP API would) in
 /// `out/<name>/data`, and its `manifest.json`: what went in, and the raw bytes it left.
-async fn make_fixture(out: &Path, backend: Backend, source: KeySource) {
+///
+/// With `snapshot`, the data dir is also copied to `out/<snapshot>/data` while the vault is
+/// still open, after its last write was answered: a crash-consistent copy (as after SIGKILL)
+/// whose engine holds only what `init` wrote, every later write being in the journal alone.
+async fn make_fixture(out: &Path, backend: Backend, source: KeySource, snapshot: Option<&str>) {
     let root = out.join(backend.as_str());
     let dir = root.join("data");
     let passphrase = "vectors fixture passphrase v1";
@@ -1042,6 +1157,9 @@ async fn make_fixture(out: &Path, backend: Backend, source: KeySource) {
         .await
         .unwrap();
     let kek_versions = vault.kek_versions();
+    if let Some(name) = snapshot {
+        copy_dir(&dir, &out.join(name).join("data"));
+    }
     vault.shutdown();
     drop(vault);
 
@@ -1089,12 +1207,19 @@ async fn make_fixture(out: &Path, backend: Backend, source: KeySource) {
         manifest["passphrase"] = json!(passphrase);
     }
     drop(st);
-    manifest["zero_tails"] = strip_zero_tails(&root, &dir);
-    std::fs::write(
-        root.join("manifest.json"),
-        serde_json::to_vec_pretty(&manifest).unwrap(),
-    )
-    .unwrap();
+    for (name, only_journal) in [(backend.as_str(), false)]
+        .into_iter()
+        .chain(snapshot.map(|n| (n, true)))
+    {
+        let root = out.join(name);
+        manifest["engine_lacks_writes_after_open"] = json!(only_journal);
+        manifest["zero_tails"] = strip_zero_tails(&root, &root.join("data"));
+        std::fs::write(
+            root.join("manifest.json"),
+            serde_json::to_vec_pretty(&manifest).unwrap(),
+        )
+        .unwrap();
+    }
 }
 
 /// Writes the fixture vaults into `$PANVAULT_VECTORS_OUT/{redb,sled}/` (see
@@ -1106,7 +1231,7 @@ fn make_fixture_vaults() {
     let out = PathBuf::from(std::env::var("PANVAULT_VECTORS_OUT").unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        make_fixture(&out, Backend::Redb, KeySource::File).await;
-        make_fixture(&out, Backend::Sled, KeySource::Dev).await;
+        make_fixture(&out, Backend::Redb, KeySource::File, Some("redb-journal")).await;
+        make_fixture(&out, Backend::Sled, KeySource::Dev, None).await;
     });
 }
