@@ -322,6 +322,36 @@ fn audit_entry_chain_hash_and_signed_head() {
     assert_eq!((parsed.seq, parsed.hash.as_str()), (1000, cp.hash.as_str()));
     let anchor = SignedHead::anchor(&mac, 1000, &cp.hash).unwrap();
     assert_eq!(String::from_utf8(anchor).unwrap(), ANCHOR);
+    // The MACs from the primitive: HMAC-SHA256(key, "panvault-audit-v1" 0 what 0 seq(u64 BE) 0
+    // hash 0), for the head, the checkpoint (in its detail) and the anchor.
+    let hmac = |what: &[u8], seq: u64, hash: &str| {
+        use hmac::Mac;
+        let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&[0x0a; 32]).unwrap();
+        for part in [
+            b"panvault-audit-v1".as_slice(),
+            what,
+            &seq.to_be_bytes(),
+            &unhex(hash),
+        ] {
+            m.update(part);
+            m.update(&[0]);
+        }
+        hex::encode(m.finalize().into_bytes())
+    };
+    assert_eq!(parsed.mac, hmac(b"head", 1000, &cp.hash));
+    let before = Entry::decode(&stored[998].1).unwrap();
+    assert_eq!(
+        cp.detail.as_deref(),
+        Some(
+            format!(
+                "covers seq 999; mac={}",
+                hmac(b"checkpoint", 999, &before.hash)
+            )
+            .as_str()
+        )
+    );
+    let anchor = SignedHead::decode(ANCHOR.as_bytes()).unwrap();
+    assert_eq!(anchor.mac, hmac(b"anchor", 1000, &cp.hash));
 
     // The committed entries verify, MACs included, with this key only.
     let mut v = audit::Verifier::from_genesis(Some(&mac));
@@ -744,6 +774,25 @@ fn check_fixture(name: &str) {
     assert_eq!(
         keys::source_of(&dir).unwrap().as_str(),
         s(&manifest["key_source"])
+    );
+    // vault.json: pretty JSON, these four fields in this order.
+    let text = std::fs::read_to_string(dir.join("vault.json")).unwrap();
+    let vf: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(vf.as_object().unwrap().len(), 4);
+    let at = |f: &str| text.find(&format!("\n  \"{f}\": ")).unwrap();
+    assert!(at("format") < at("backend") && at("backend") < at("key_source"));
+    assert!(at("key_source") < at("created_at"));
+    assert_eq!(
+        (
+            vf["format"].as_u64(),
+            vf["backend"].as_str(),
+            vf["key_source"].as_str()
+        ),
+        (
+            Some(1),
+            manifest["backend"].as_str(),
+            manifest["key_source"].as_str()
+        )
     );
 
     // The engine's own file, read with the engine's crate: table names (redb) or tags (sled),
