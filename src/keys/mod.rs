@@ -840,3 +840,96 @@ mod tests {
         assert!(matches!(r, Err(Error::Config(_))));
     }
 }
+
+/// `keyring.json` byte for byte: the files under `tests/fixtures/vectors/keyring/` (written by
+/// `keys::create`, see `tests/vectors.rs`, which also unlocks them) and the `file` keyring of
+/// the redb fixture vault parse and serialize back to exactly their bytes.
+#[cfg(test)]
+mod vectors {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    const FILES: [&[u8]; 5] = [
+        include_bytes!("../../tests/fixtures/vectors/keyring/dev.json"),
+        include_bytes!("../../tests/fixtures/vectors/keyring/file.json"),
+        include_bytes!("../../tests/fixtures/vectors/keyring/shamir.json"),
+        include_bytes!("../../tests/fixtures/vectors/keyring/pkcs11.json"),
+        include_bytes!("../../tests/fixtures/vault-v1/redb/data/keys/keyring.json"),
+    ];
+
+    #[test]
+    fn keyring_files_round_trip_byte_exact() {
+        for bytes in FILES {
+            let file: KeyringFile = serde_json::from_slice(bytes).unwrap();
+            assert_eq!(
+                serde_json::to_vec_pretty(&file).unwrap(),
+                bytes,
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    /// A `pkcs11` keyring as `create_pkcs11` writes it (its KEK is made inside an HSM, so the
+    /// committed file is this value, not a run of `create`).
+    #[test]
+    fn pkcs11_keyring_is_pinned() {
+        let file = KeyringFile {
+            format: 1,
+            source: KeySource::Pkcs11,
+            kdf: None,
+            shamir: None,
+            pkcs11: Some(Pkcs11Config {
+                module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+                token: "panvault-vectors".into(),
+            }),
+            keks: vec![KekFile {
+                version: 1,
+                created_at: "2026-12-04T12:00:00Z".into(),
+                key: None,
+                sealed: None,
+                hsm_label: Some(hsm::kek_label(1)),
+            }],
+        };
+        assert_eq!(serde_json::to_vec_pretty(&file).unwrap(), FILES[3]);
+    }
+
+    /// The `dev` keyring: every field fixed, written exactly as `create` writes it.
+    #[test]
+    fn dev_keyring_is_pinned() {
+        let file = KeyringFile {
+            format: 1,
+            source: KeySource::Dev,
+            kdf: None,
+            shamir: None,
+            pkcs11: None,
+            keks: vec![KekFile {
+                version: 1,
+                created_at: "2026-12-04T15:44:32Z".into(),
+                key: Some(
+                    "27e43ab899ac0cb8fc8ca2c84e179925eb0f80835938590f2d28c18a595ef160".into(),
+                ),
+                sealed: None,
+                hsm_label: None,
+            }],
+        };
+        assert_eq!(serde_json::to_vec_pretty(&file).unwrap(), FILES[0]);
+        // And the `file` keyring's sealed KEK and argon2id section, field by field.
+        let f: KeyringFile = serde_json::from_slice(FILES[1]).unwrap();
+        let kdf = f.kdf.unwrap();
+        assert_eq!(
+            (kdf.alg.as_str(), kdf.params, kdf.salt.len()),
+            (
+                "argon2id",
+                KdfParams {
+                    m_cost_kib: 1024,
+                    t_cost: 1,
+                    p_cost: 1
+                },
+                32
+            )
+        );
+        let sealed = f.keks[0].sealed.as_ref().unwrap().to_sealed().unwrap();
+        assert_eq!(sealed.ciphertext.len(), 48);
+    }
+}

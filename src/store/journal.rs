@@ -1135,3 +1135,49 @@ mod tests {
         assert_eq!(s.count(Table::Tokens).unwrap(), APPLY_ENTRIES as u64);
     }
 }
+
+/// Fixed-byte vectors of the journal record (see `tests/vectors.rs` for the other formats): a
+/// future build must write and read exactly these bytes.
+#[cfg(test)]
+mod vectors {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn vector_batch() -> WriteBatch {
+        let mut b = WriteBatch::new();
+        b.put(Table::Tokens, b"41VECTABCDEF1111".to_vec(), vec![1, 2, 3]);
+        b.delete(Table::Fingerprints, vec![0xaa; 4]);
+        b.put(Table::Audit, 1u64.to_be_bytes().to_vec(), b"entry".to_vec());
+        b
+    }
+
+    /// `PVJ1` ‖ seq (u64 LE) ‖ payload length (u32 LE) ‖ ops ‖ SHA-256(all before)[..16]; an op
+    /// is kind (1 put, 2 delete) ‖ table index ‖ key length (u32 LE) ‖ key [‖ value length ‖
+    /// value].
+    const RECORD: &str = "50564a3107000000000000003e0000000102100000003431564543544142434445463131313103000000010203020304000000aaaaaaaa010508000000000000000000000105000000656e7472792f01788abe02612397b5cb01a892f4d9";
+
+    #[test]
+    fn journal_record_is_pinned() {
+        let bytes = encode(7, &vector_batch());
+        assert_eq!(hex::encode(&bytes), RECORD);
+        let mut by_hand = b"PVJ1\x07\0\0\0\0\0\0\0".to_vec();
+        by_hand.extend_from_slice(&(bytes.len() as u32 - 32).to_le_bytes());
+        by_hand.extend_from_slice(b"\x01\x02\x10\0\0\x0041VECTABCDEF1111\x03\0\0\0\x01\x02\x03");
+        by_hand.extend_from_slice(b"\x02\x03\x04\0\0\0\xaa\xaa\xaa\xaa");
+        by_hand.extend_from_slice(b"\x01\x05\x08\0\0\0\0\0\0\0\0\0\0\x01\x05\0\0\0entry");
+        let digest = Sha256::digest(&by_hand);
+        by_hand.extend_from_slice(&digest[..16]);
+        assert_eq!(bytes, by_hand);
+
+        let recs = decode(&hex::decode(RECORD).unwrap());
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].0, 7);
+        assert_eq!(
+            format!("{:?}", recs[0].1.ops()),
+            format!("{:?}", vector_batch().ops())
+        );
+        assert_eq!(decode_seq(&7u64.to_be_bytes()).unwrap(), 7);
+        assert_eq!((MAGIC, SEQ_KEY), (b"PVJ1", b"journal_seq".as_slice()));
+        assert_eq!(FILE_NAMES, ["journal.log", "journal-1.log"]);
+    }
+}
