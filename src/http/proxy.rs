@@ -111,3 +111,63 @@ impl From<ChargeError> for Problem {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::Error;
+    use crate::gateway::GatewayError;
+
+    #[test]
+    fn refusals_keep_their_code_status_and_detail() {
+        let p = Problem::from(ChargeError::Unreadable(GatewayError::Field {
+            field: "card.pan",
+            reason: "must be a string",
+        }));
+        assert_eq!(
+            (p.status, p.code, p.detail.as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "field `card.pan` must be a string"
+            )
+        );
+        let p = Problem::from(ChargeError::BodyTooLarge);
+        assert_eq!(
+            (p.status, p.code),
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+        );
+        // The library's errors go through the edge's one mapping.
+        let p = Problem::from(ChargeError::Vault(Error::TokenNotFound));
+        assert_eq!(
+            (p.status, p.code),
+            (StatusCode::NOT_FOUND, "token_not_found")
+        );
+    }
+
+    #[test]
+    fn panvaults_headers_are_set_after_the_gateways() {
+        let r = response(ChargeAnswer {
+            status: 201,
+            headers: vec![
+                ("content-type".into(), b"application/json".to_vec()),
+                ("set-cookie".into(), b"a=1".to_vec()),
+                ("set-cookie".into(), b"b=2".to_vec()),
+                ("bad name".into(), b"dropped".to_vec()),
+            ],
+            panvault_headers: vec![
+                ("X-Panvault-Agreement-Error", "first".into()),
+                ("X-Panvault-Agreement-Error", "second".into()),
+                ("X-Panvault-Token", "4111AAAA".into()),
+            ],
+            body: b"{}".to_vec(),
+        });
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let h = r.headers();
+        assert_eq!(h.get_all("set-cookie").count(), 2);
+        assert!(h.get("bad name").is_none());
+        assert_eq!(h.get("x-panvault-agreement-error").unwrap(), "second");
+        assert_eq!(h.get("x-panvault-token").unwrap(), "4111AAAA");
+    }
+}

@@ -735,3 +735,44 @@ impl Forwarded<'_> {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panvaults_key_comes_from_its_own_header_first() {
+        let gateway_auth: &[u8] = b"Basic bWVyY2hhbnQ6cHc=";
+        let both = [
+            ("authorization", gateway_auth),
+            (PANVAULT_AUTH_HEADER, b"Bearer  pvk_own ".as_slice()),
+        ];
+        assert_eq!(panvault_key(&both).as_str(), "pvk_own");
+        let plain = [("authorization", b"Bearer pvk_plain".as_slice())];
+        assert_eq!(panvault_key(&plain).as_str(), "pvk_plain");
+        // The gateway's own Authorization is not panvault's key.
+        assert_eq!(
+            panvault_key(&[("authorization", gateway_auth)]).as_str(),
+            ""
+        );
+        // Its own header present but not Bearer: no key (Authorization is not looked at).
+        let odd = [
+            (PANVAULT_AUTH_HEADER, b"pvk_x".as_slice()),
+            ("authorization", b"Bearer pvk_plain".as_slice()),
+        ];
+        assert_eq!(panvault_key(&odd).as_str(), "");
+        assert_eq!(panvault_key(&[]).as_str(), "");
+    }
+
+    #[test]
+    fn header_text_is_visible_ascii_and_tabs() {
+        assert_eq!(header_str(b"Bearer\tpvk_1 ~"), Some("Bearer\tpvk_1 ~"));
+        assert_eq!(header_str(b"caf\xc3\xa9"), None);
+        assert_eq!(header_str(b"a\x7fb"), None);
+        assert_eq!(header_str(b"a\nb"), None);
+        let h = [("x-a", b"1".as_slice()), ("x-a", b"2".as_slice())];
+        assert_eq!(header(&h, "x-a"), Some(b"1".as_slice()));
+        assert_eq!(header(&h, "x-b"), None);
+    }
+}

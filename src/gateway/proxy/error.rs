@@ -73,7 +73,13 @@ pub enum ChargeError {
         "this token stored its card at {} for another type of series than {kind}",
         .gateway.name()
     )]
-    SeriesMismatch { gateway: Gateway, kind: String },
+    SeriesMismatch {
+        /// Where the charge goes.
+        gateway: Gateway,
+        /// The series type the request names: one of the fixed words the gateway modules
+        /// read it as (`RECURRING`, `INSTALLMENT`, `UNSCHEDULED`), never the value as sent.
+        kind: String,
+    },
     /// `X-Panvault-Request-Token` on a charge that carries a token.
     #[error(
         "X-Panvault-Request-Token needs a card number where the gateway takes one, not a token"
@@ -88,10 +94,18 @@ pub enum ChargeError {
         .gateway.name(),
         .timeout.as_secs_f64()
     )]
-    Timeout { gateway: Gateway, timeout: Duration },
+    Timeout {
+        /// The gateway that did not answer.
+        gateway: Gateway,
+        /// Its configured timeout.
+        timeout: Duration,
+    },
     /// The gateway could not be reached (or the connection broke while reading).
     #[error("{} could not be reached", .gateway.name())]
-    Unreachable { gateway: Gateway },
+    Unreachable {
+        /// The gateway that could not be reached.
+        gateway: Gateway,
+    },
     /// The answer is over [`ANSWER_LIMIT`](super::ANSWER_LIMIT).
     #[error("the gateway's answer is too large")]
     AnswerTooLarge,
@@ -175,5 +189,204 @@ impl ChargeError {
                 | ChargeError::Unreachable { .. }
                 | ChargeError::AnswerTooLarge
         )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// Each refusal's code, status and message, as the proxy answered them before they were
+    /// variants (the answers' bytes depend on them).
+    #[test]
+    fn codes_statuses_and_messages_are_pinned() {
+        let field = || GatewayError::Field {
+            field: "card.pan",
+            reason: "must be a string",
+        };
+        let cases: Vec<(ChargeError, &str, u16, String)> = vec![
+            (
+                ChargeError::UnknownGateway,
+                "unknown_gateway",
+                404,
+                "gateway must be nexi, axerve, worldline or mpgs".into(),
+            ),
+            (
+                ChargeError::GatewayNotPlain,
+                "invalid_path",
+                400,
+                "the gateway name must be written plainly in the path".into(),
+            ),
+            (
+                ChargeError::InvalidPath("why"),
+                "invalid_path",
+                400,
+                "why".into(),
+            ),
+            (
+                ChargeError::OutsideBase,
+                "invalid_path",
+                400,
+                "the gateway path does not stay under the gateway's base URL".into(),
+            ),
+            (
+                ChargeError::ProxyUnavailable,
+                "proxy_unavailable",
+                503,
+                "the gateway proxy is not configured".into(),
+            ),
+            (
+                ChargeError::GatewayUnconfigured,
+                "proxy_unavailable",
+                503,
+                "the gateway is not configured".into(),
+            ),
+            (
+                ChargeError::MethodNotAllowed,
+                "method_not_allowed",
+                405,
+                "the gateway proxy takes GET, POST, PUT, PATCH and DELETE".into(),
+            ),
+            (
+                ChargeError::UnsupportedMethod,
+                "method_not_allowed",
+                405,
+                "unsupported method".into(),
+            ),
+            (
+                ChargeError::BodyUnreadable,
+                "malformed_request",
+                400,
+                "the body could not be read".into(),
+            ),
+            (
+                ChargeError::BodyTooLarge,
+                "payload_too_large",
+                413,
+                "proxied bodies are limited to 65536 bytes".into(),
+            ),
+            (
+                ChargeError::DuplicateKey(GatewayError::Malformed("JSON")),
+                "malformed_request",
+                400,
+                "the request body is not valid JSON".into(),
+            ),
+            (
+                ChargeError::Unreadable(GatewayError::Malformed("JSON")),
+                "malformed_request",
+                400,
+                "the request body is not valid JSON".into(),
+            ),
+            (
+                ChargeError::Unreadable(field()),
+                "invalid_field",
+                422,
+                "field `card.pan` must be a string".into(),
+            ),
+            (
+                ChargeError::Unrewritable(GatewayError::Malformed("JSON")),
+                "malformed_request",
+                422,
+                "the request body is not valid JSON".into(),
+            ),
+            (
+                ChargeError::ApiKeyNotAdded(field()),
+                "invalid_field",
+                400,
+                "field `card.pan` must be a string".into(),
+            ),
+            (
+                ChargeError::AgreementNotNamed,
+                "agreement_required",
+                422,
+                "a merchant-initiated transaction needs agreement.id of an agreement this token \
+                 established"
+                    .into(),
+            ),
+            (
+                ChargeError::AgreementUnknown,
+                "agreement_required",
+                422,
+                "this token never established that agreement in a cardholder-initiated transaction"
+                    .into(),
+            ),
+            (
+                ChargeError::AgreementMismatch,
+                "agreement_mismatch",
+                422,
+                "the agreement's type differs from the one this token established".into(),
+            ),
+            (
+                ChargeError::RequestTokenOnToken,
+                "invalid_field",
+                422,
+                "X-Panvault-Request-Token needs a card number where the gateway takes one, not a \
+                 token"
+                    .into(),
+            ),
+            (
+                ChargeError::RequestTokenWithoutCard,
+                "invalid_field",
+                422,
+                "X-Panvault-Request-Token needs a card number where the gateway takes one".into(),
+            ),
+            (
+                ChargeError::Timeout {
+                    gateway: Gateway::Nexi,
+                    timeout: Duration::from_millis(1500),
+                },
+                "gateway_timeout",
+                504,
+                "nexi did not answer within 1.5 s".into(),
+            ),
+            (
+                ChargeError::Unreachable {
+                    gateway: Gateway::Mpgs,
+                },
+                "gateway_unreachable",
+                502,
+                "mpgs could not be reached".into(),
+            ),
+            (
+                ChargeError::AnswerTooLarge,
+                "gateway_unreachable",
+                502,
+                "the gateway's answer is too large".into(),
+            ),
+            (
+                ChargeError::AnswerOpaque,
+                "gateway_unreachable",
+                502,
+                "the gateway's answer is encoded in a way the proxy cannot check for card numbers"
+                    .into(),
+            ),
+        ];
+        for (e, code, status, message) in cases {
+            assert_eq!(
+                (e.code(), e.status(), e.to_string()),
+                (code, Some(status), message),
+                "{e:?}"
+            );
+        }
+        let e = ChargeError::from(Error::TokenNotFound);
+        assert_eq!((e.code(), e.status()), ("token_not_found", None));
+    }
+
+    #[test]
+    fn only_what_the_gateway_did_is_a_gateway_failure() {
+        let gateway = Gateway::Worldline;
+        assert!(ChargeError::Unreachable { gateway }.is_gateway_failure());
+        assert!(ChargeError::AnswerTooLarge.is_gateway_failure());
+        assert!(
+            ChargeError::Timeout {
+                gateway,
+                timeout: Duration::from_secs(1)
+            }
+            .is_gateway_failure()
+        );
+        assert!(!ChargeError::AnswerOpaque.is_gateway_failure());
+        assert!(!ChargeError::Vault(Error::TokenNotFound).is_gateway_failure());
+        assert!(!ChargeError::UnsupportedMethod.is_gateway_failure());
     }
 }
