@@ -18,6 +18,9 @@ use crate::crypto::SecretString;
 use crate::seal::{Gate, UnsealInput};
 use crate::vault::{Ctx, TokenInfo, TokenUpdate, TokenizeRequest, Tokenized, Vault};
 
+#[path = "http/proxy.rs"]
+pub mod proxy;
+
 /// Request bodies over this are 413 (contract 2); batch bodies get [`BATCH_BODY_LIMIT`].
 pub const BODY_LIMIT: usize = 64 * 1024;
 pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -1013,7 +1016,7 @@ const PROXY_METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
 /// The routes, shared by `serve` and the tests. One resource per path: the router tries each
 /// dynamic pattern (a regex) in turn, so `/v1/tokens/batch` comes before `/v1/tokens/{token}`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use crate::gateway::proxy::handle as proxy;
+    use crate::http::proxy::handle as proxy;
     cfg.service(resource("/healthz", "GET").route(web::get().to(healthz)))
         .service(resource("/readyz", "GET").route(web::get().to(readyz)))
         .service(resource("/metrics", "GET").route(web::get().to(metrics)))

@@ -243,7 +243,36 @@ pub fn authorization(api_key_id: &str, secret_api_key: &str, string_to_sign: &st
 
 /// An RFC 1123 `Date` header value for now (`Fri, 06 Jun 2014 13:39:43 GMT`).
 pub fn http_date() -> String {
-    actix_web::http::header::HttpDate::from(std::time::SystemTime::now()).to_string()
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    imf_fixdate(now)
+}
+
+/// `secs` since the Unix epoch as an IMF-fixdate (RFC 9110 5.6.7), always GMT.
+fn imf_fixdate(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // The civil date of a day count (H. Hinnant's `civil_from_days`, for days >= 0).
+    let z = days + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
+        DAYS[usize::try_from(days % 7).unwrap_or_default()],
+        MONTHS[usize::try_from(month - 1).unwrap_or_default()],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn json_text(body: &[u8]) -> Option<&str> {
@@ -306,6 +335,9 @@ mod tests {
         );
         assert_eq!(s, "GET\n\nD\nx-gcs-a:1\nx-gcs-b:2\n/p?q=1\n");
         assert!(http_date().ends_with(" GMT"));
+        assert_eq!(imf_fixdate(1_402_061_983), "Fri, 06 Jun 2014 13:39:43 GMT");
+        assert_eq!(imf_fixdate(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(imf_fixdate(0), "Thu, 01 Jan 1970 00:00:00 GMT");
     }
 
     #[test]

@@ -1,0 +1,173 @@
+//! `ANY /v1/proxy/{gateway}/{path}` on the HTTPS edge: a thin adapter around the gateway proxy's
+//! charge. It authenticates panvault's key (scope `charge`), hands the request over as a
+//! framework-free [`ChargeRequest`], and turns the [`ChargeAnswer`] or [`ChargeError`] into the
+//! HTTP answer. No rule of the proxy lives here.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::access::Scope;
+use crate::gateway::proxy::{
+    ChargeAnswer, ChargeError, ChargeRequest, Proxy, charge, panvault_key,
+};
+use crate::http::{Problem, Unsealed, principal_from, request_ctx};
+
+/// `ANY /v1/proxy/{gateway}/{path}`.
+pub(crate) async fn handle(
+    req: HttpRequest,
+    Unsealed(vault): Unsealed,
+    payload: web::Payload,
+) -> Result<HttpResponse, Problem> {
+    let headers: Vec<(&str, &[u8])> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect();
+    let raw_key = panvault_key(&headers);
+    let principal = principal_from(&req, &vault, Scope::Charge, &raw_key).await?;
+    let ctx = request_ctx(&req, Some(&principal));
+    let request = ChargeRequest {
+        principal,
+        ctx,
+        gateway: req.match_info().get("gateway").unwrap_or_default(),
+        path: req.uri().path(),
+        query: req.query_string(),
+        method: req.method().as_str(),
+        headers,
+        body: payload,
+    };
+    let proxy = req.app_data::<web::Data<Proxy>>().map(|p| p.get_ref());
+    match charge(proxy, vault, request).await {
+        Ok(answer) => Ok(response(answer)),
+        Err(e) => {
+            let problem = Problem::from(e);
+            tracing::debug!(code = problem.code(), "a proxied charge was refused");
+            Err(problem)
+        }
+    }
+}
+
+/// The gateway's answer (masked) with panvault's own headers set after its own.
+fn response(answer: ChargeAnswer) -> HttpResponse {
+    let ChargeAnswer {
+        status,
+        headers,
+        panvault_headers,
+        body,
+    } = answer;
+    let mut r =
+        HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY));
+    for (name, value) in &headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            r.append_header((k, v));
+        }
+    }
+    for (name, value) in panvault_headers {
+        r.insert_header((name, value));
+    }
+    r.body(body)
+}
+
+/// The proxy's refusals as problem answers: its own with their code and status, the library's
+/// through the edge's one mapping of [`crate::Error`].
+impl From<ChargeError> for Problem {
+    fn from(e: ChargeError) -> Self {
+        match e {
+            ChargeError::Vault(e) => Problem::from(e),
+            e @ (ChargeError::UnknownGateway
+            | ChargeError::GatewayNotPlain
+            | ChargeError::InvalidPath(_)
+            | ChargeError::OutsideBase
+            | ChargeError::ProxyUnavailable
+            | ChargeError::GatewayUnconfigured
+            | ChargeError::MethodNotAllowed
+            | ChargeError::UnsupportedMethod
+            | ChargeError::BodyUnreadable
+            | ChargeError::BodyTooLarge
+            | ChargeError::DuplicateKey(_)
+            | ChargeError::Unreadable(_)
+            | ChargeError::Unrewritable(_)
+            | ChargeError::ApiKeyNotAdded(_)
+            | ChargeError::AgreementNotNamed
+            | ChargeError::AgreementUnknown
+            | ChargeError::AgreementMismatch
+            | ChargeError::SeriesMismatch { .. }
+            | ChargeError::RequestTokenOnToken
+            | ChargeError::RequestTokenWithoutCard
+            | ChargeError::Timeout { .. }
+            | ChargeError::Unreachable { .. }
+            | ChargeError::AnswerTooLarge
+            | ChargeError::AnswerOpaque) => {
+                let status = e
+                    .status()
+                    .and_then(|s| StatusCode::from_u16(s).ok())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                Problem::new(status, e.code(), e.to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::Error;
+    use crate::gateway::GatewayError;
+
+    #[test]
+    fn refusals_keep_their_code_status_and_detail() {
+        let p = Problem::from(ChargeError::Unreadable(GatewayError::Field {
+            field: "card.pan",
+            reason: "must be a string",
+        }));
+        assert_eq!(
+            (p.status, p.code, p.detail.as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "field `card.pan` must be a string"
+            )
+        );
+        let p = Problem::from(ChargeError::BodyTooLarge);
+        assert_eq!(
+            (p.status, p.code),
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+        );
+        // The library's errors go through the edge's one mapping.
+        let p = Problem::from(ChargeError::Vault(Error::TokenNotFound));
+        assert_eq!(
+            (p.status, p.code),
+            (StatusCode::NOT_FOUND, "token_not_found")
+        );
+    }
+
+    #[test]
+    fn panvaults_headers_are_set_after_the_gateways() {
+        let r = response(ChargeAnswer {
+            status: 201,
+            headers: vec![
+                ("content-type".into(), b"application/json".to_vec()),
+                ("set-cookie".into(), b"a=1".to_vec()),
+                ("set-cookie".into(), b"b=2".to_vec()),
+                ("bad name".into(), b"dropped".to_vec()),
+            ],
+            panvault_headers: vec![
+                ("X-Panvault-Agreement-Error", "first".into()),
+                ("X-Panvault-Agreement-Error", "second".into()),
+                ("X-Panvault-Token", "4111AAAA".into()),
+            ],
+            body: b"{}".to_vec(),
+        });
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let h = r.headers();
+        assert_eq!(h.get_all("set-cookie").count(), 2);
+        assert!(h.get("bad name").is_none());
+        assert_eq!(h.get("x-panvault-agreement-error").unwrap(), "second");
+        assert_eq!(h.get("x-panvault-token").unwrap(), "4111AAAA");
+    }
+}
