@@ -21,6 +21,7 @@ pub mod pan;
 pub mod sandbox;
 pub mod seal;
 pub mod store;
+mod sync;
 pub mod tls;
 pub mod token;
 pub mod vault;
