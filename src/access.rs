@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::crypto::{self, MacKey, SecretString};
 use crate::store::{Store, Table};
-use crate::vault::{self, Ctx, Vault};
+use crate::vault::{self, Ctx, Outcome, Vault};
 use crate::{Error, Result};
 
 /// A permission an API key can carry.
@@ -285,22 +285,14 @@ impl Vault {
     /// Records a failed authentication in the audit log (contract 7).
     pub async fn audit_auth_failure(&self, ctx: &Ctx) -> Result<()> {
         let ev = ctx.event("authenticate", None, None, "denied");
-        self.write(move |tx| {
-            tx.audit(ev);
-            Ok(())
-        })
-        .await
+        self.audit_only(ev).await
     }
 
     /// Records a reveal refused by the rate limit (contract 4: every reveal call is audited).
     pub async fn audit_rate_limited(&self, ctx: &Ctx, token: &str) -> Result<()> {
         let token = crate::token::is_well_formed_token(token).then(|| token.to_string());
         let ev = ctx.event("reveal", None, token.as_deref(), "rate_limited");
-        self.write(move |tx| {
-            tx.audit(ev);
-            Ok(())
-        })
-        .await
+        self.audit_only(ev).await
     }
 
     /// Creates an API key for a shop login (which must be in a merchant group) or an admin key.
@@ -331,16 +323,17 @@ impl Vault {
             if let Some(shop) = &stored.shop_login
                 && tx.get(Table::Shops, shop.as_bytes())?.is_none()
             {
-                return Ok(Err(Error::InvalidField {
+                return Ok(Outcome::Refuse(Error::InvalidField {
                     field: "shop_login",
                     reason: "the shop login is in no merchant group",
                 }));
             }
             tx.put(Table::ApiKeys, stored.id.as_bytes(), value);
             tx.audit(ctx.event("api_key_create", None, Some(&stored.id), "ok"));
-            Ok(Ok(()))
+            Ok(Outcome::Commit(()))
         })
-        .await??;
+        .await?
+        .into_result()?;
         vault::write_lock(&self.inner.api_keys).insert(record.id.clone(), record.clone());
         Ok(NewApiKey {
             api_key_id: record.id,
@@ -379,13 +372,14 @@ impl Vault {
         self.write(move |tx| {
             if tx.get(Table::Shops, shop.as_bytes())?.is_some() {
                 tx.audit(ctx.event("shop_add", Some(&m), None, "shop_taken"));
-                return Ok(Err(Error::ShopTaken));
+                return Ok(Outcome::Refuse(Error::ShopTaken));
             }
             tx.put(Table::Shops, shop.as_bytes(), m.as_bytes());
             tx.audit(ctx.event("shop_add", Some(&m), None, "ok"));
-            Ok(Ok(()))
+            Ok(Outcome::Commit(()))
         })
         .await?
+        .into_result()
     }
 
     /// Removes a shop login from its group. The group's tokens stay; the shop's keys lose
@@ -394,13 +388,14 @@ impl Vault {
         let (m, shop, ctx) = (merchant_id.to_string(), shop_login.to_string(), ctx.clone());
         self.write(move |tx| {
             if tx.get(Table::Shops, shop.as_bytes())?.as_deref() != Some(m.as_bytes()) {
-                return Ok(Err(Error::ShopNotFound));
+                return Ok(Outcome::Refuse(Error::ShopNotFound));
             }
             tx.delete(Table::Shops, shop.as_bytes());
             tx.audit(ctx.event("shop_remove", Some(&m), None, "ok"));
-            Ok(Ok(()))
+            Ok(Outcome::Commit(()))
         })
         .await?
+        .into_result()
     }
 }
 

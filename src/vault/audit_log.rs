@@ -2,6 +2,7 @@
 //! verification of the live chain, pruning behind a signed anchor, and a charge's outcome entry.
 
 use super::types::{AuditPage, Pruned};
+use super::writer::audit_entry;
 use super::{Ctx, Vault, now_unix, rfc3339};
 use crate::audit;
 use crate::store::Table;
@@ -17,11 +18,7 @@ impl Vault {
     pub async fn audit_page(&self, ctx: &Ctx, since: u64, limit: usize) -> Result<AuditPage> {
         let mut ev = ctx.event("audit_read", None, None, "ok");
         ev.detail = Some(format!("since {since}, limit {limit}"));
-        self.write(move |tx| {
-            tx.audit(ev);
-            Ok(())
-        })
-        .await?;
+        self.audit_only(ev).await?;
         // The head first: every entry up to it is in the store by the time of the scan.
         let head = audit::SignedHead::load(self.inner.store.as_ref())?;
         let rows = self
@@ -131,11 +128,7 @@ impl Vault {
             ev.detail = Some(format!(
                 "nothing to delete (before {cutoff}, exported through {exported_through})"
             ));
-            self.write(move |tx| {
-                tx.audit(ev);
-                Ok(())
-            })
-            .await?;
+            self.audit_only(ev).await?;
         }
         Ok(Pruned {
             deleted: next - first,
@@ -168,16 +161,7 @@ impl Vault {
     ) {
         let mut ev = ctx.event("charge", Some(merchant_id), token, outcome);
         ev.detail = Some(detail);
-        let queued = self
-            .enqueue_job(
-                move |tx| {
-                    tx.audit(ev);
-                    Ok(())
-                },
-                None,
-                true,
-            )
-            .await;
+        let queued = self.enqueue_job(audit_entry(ev), None, true).await;
         if let Err(e) = queued {
             tracing::warn!(code = e.code(), "a charge's audit entry was not queued");
         }

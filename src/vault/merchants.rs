@@ -2,6 +2,7 @@
 
 use super::record::{decode, encode, prefix_key};
 use super::types::Merchant;
+use super::writer::Outcome;
 use super::{Ctx, Vault};
 use crate::access;
 use crate::crypto;
@@ -43,7 +44,7 @@ impl Vault {
                     if tx.get(Table::Meta, &prefix_key(&p))?.is_some() {
                         if asked.is_some() {
                             tx.audit(ctx.event("merchant_create", None, None, "prefix_taken"));
-                            return Ok(None);
+                            return Ok(Outcome::Refuse(Error::PrefixTaken));
                         }
                         continue;
                     }
@@ -59,14 +60,14 @@ impl Vault {
                         encode(&m, "merchant")?,
                     );
                     tx.audit(ctx.event("merchant_create", Some(&merchant_id), None, "ok"));
-                    return Ok(Some(m));
+                    return Ok(Outcome::Commit(m));
                 }
                 Err(Error::Exhausted {
                     what: "merchant prefix",
                 })
             })
             .await?
-            .ok_or(Error::PrefixTaken)?;
+            .into_result()?;
         write_lock(&self.inner.merchants).insert(m.merchant_id.clone(), m.clone());
         Ok(m)
     }

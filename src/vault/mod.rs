@@ -73,6 +73,7 @@ pub use types::{
     Tokenized,
 };
 pub use validate::{MAX_NAME_LEN, TEMP_TTL_DEFAULT, TEMP_TTL_MAX};
+pub(crate) use writer::Outcome;
 pub use writer::{Durable, Tx, WriterStats};
 
 /// Tunables of an open vault.

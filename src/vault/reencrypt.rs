@@ -183,11 +183,7 @@ impl Vault {
         ev.detail = Some(format!(
             "records under dek < {below} move to the current dek"
         ));
-        self.write(move |tx| {
-            tx.audit(ev);
-            Ok(())
-        })
-        .await
+        self.audit_only(ev).await
     }
 
     /// Audits the end of a re-encryption job: `ok` or `failed`, and what it did.
@@ -202,11 +198,7 @@ impl Vault {
             "scanned {} moved {} destroyed dek {:?}",
             job.scanned, job.moved, job.destroyed
         ));
-        self.write(move |tx| {
-            tx.audit(ev);
-            Ok(())
-        })
-        .await
+        self.audit_only(ev).await
     }
 
     /// Deletes every DEK that no record uses and that is not current.

@@ -118,11 +118,7 @@ impl Vault {
         let destroyed = keys::destroy_older(&dir, &mut write_lock(&keys.keyring), new)?;
         let mut ev = ctx.event("kek_destroy", None, None, "ok");
         ev.detail = Some(format!("destroyed kek v{}", versions(&destroyed)));
-        self.write(move |tx| {
-            tx.audit(ev);
-            Ok(())
-        })
-        .await?;
+        self.audit_only(ev).await?;
         Ok(Rotation {
             kek_version: new,
             destroyed,

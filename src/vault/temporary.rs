@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::types::{Merchant, Revealed, TokenInfo, Tokenized};
+use super::types::{Merchant, Revealed, Shown, TokenInfo, Tokenized};
 use super::validate::Card;
-use super::{Ctx, Vault, now_unix, rfc3339};
+use super::{Ctx, Vault, now_unix};
 use crate::pan::{Cvv, Expiry, Pan};
 use crate::sync::lock;
 use crate::token::{self, TokenKind};
@@ -40,30 +40,20 @@ impl Vault {
         };
         let token = token::temporary_token(&mut rand::rngs::OsRng);
         let created_at = now_unix();
-        let info = TokenInfo {
-            token: token.clone(),
-            token_kind: TokenKind::Temporary,
-            token_expiry_month: card.expiry.month,
-            token_expiry_year: card.expiry.year,
-            brand: card.pan.brand(),
-            bin: card.pan.bin().to_string(),
-            last4: card.pan.last4().to_string(),
-            masked_pan: card.pan.masked(),
-            expired: card.expiry.is_expired(),
-            created_at: rfc3339(created_at),
-            agreements: Vec::new(),
-        };
+        let info = TokenInfo::new(
+            &token,
+            TokenKind::Temporary,
+            Shown::of(&card.pan, card.expiry),
+            created_at,
+            Vec::new(),
+        );
         let ev = ctx.event(
             "tokenize_temporary",
             Some(&merchant.merchant_id),
             Some(&token),
             "created",
         );
-        self.write(move |tx| {
-            tx.audit(ev);
-            Ok(())
-        })
-        .await?;
+        self.audit_only(ev).await?;
         let mut temps = self.temps();
         let now = Instant::now();
         temps.0.insert(
@@ -103,19 +93,13 @@ impl Vault {
             .0
             .get(token)
             .filter(|t| t.merchant_id == merchant_id && t.expires > Instant::now())?;
-        Some(TokenInfo {
-            token: token.to_string(),
-            token_kind: TokenKind::Temporary,
-            token_expiry_month: t.expiry.month,
-            token_expiry_year: t.expiry.year,
-            brand: t.pan.brand(),
-            bin: t.pan.bin().to_string(),
-            last4: t.pan.last4().to_string(),
-            masked_pan: t.pan.masked(),
-            expired: t.expiry.is_expired(),
-            created_at: rfc3339(t.created_at),
-            agreements: Vec::new(),
-        })
+        Some(TokenInfo::new(
+            token,
+            TokenKind::Temporary,
+            Shown::of(&t.pan, t.expiry),
+            t.created_at,
+            Vec::new(),
+        ))
     }
 
     /// The CVV a temporary token carries, leaving the token in place (see `take_temporary`).

@@ -5,11 +5,11 @@ use zeroize::Zeroizing;
 
 use super::record::{Record, decode, encode, plaintext};
 use super::types::{
-    Agreement, Merchant, Revealed, TokenInfo, TokenUpdate, TokenizeRequest, Tokenized,
+    Agreement, Merchant, Revealed, Shown, TokenInfo, TokenUpdate, TokenizeRequest, Tokenized,
 };
 use super::validate::{Card, validate};
-use super::writer::{Durable, Tx};
-use super::{Ctx, Vault, now_unix, rfc3339};
+use super::writer::{Durable, Outcome, Tx, audit_entry};
+use super::{Ctx, Vault, now_unix};
 use crate::audit::Event;
 use crate::pan::{Expiry, Pan};
 use crate::store::Table;
@@ -60,17 +60,7 @@ impl Vault {
         if card.temporary.is_some() {
             return self.tokenize_temporary(ctx, &merchant, card).await;
         }
-        for _ in 0..TOKEN_ATTEMPTS {
-            let job = self.prepare(ctx, &merchant, &card).await?;
-            match self.write(job).await? {
-                Attempt::Done(t) => return Ok(t),
-                Attempt::Conflict => return Err(Error::TokenConflict),
-                Attempt::Collision => continue,
-            }
-        }
-        Err(Error::Exhausted {
-            what: "random token",
-        })
+        self.tokenize_stored(ctx, &merchant, &card).await
     }
 
     /// Tokenizes up to 1000 cards; one bad item does not fail the others. All items go to the
@@ -112,7 +102,7 @@ impl Vault {
                 Pending::Queued(rx, card) => match rx.await.map_err(|_| Error::ShuttingDown)? {
                     Ok(Attempt::Done(t)) => Ok(t),
                     Ok(Attempt::Conflict) => Err(Error::TokenConflict),
-                    Ok(Attempt::Collision) => self.retry_tokenize(ctx, &merchant, &card).await,
+                    Ok(Attempt::Collision) => self.tokenize_stored(ctx, &merchant, &card).await,
                     Err(e) => Err(e),
                 },
             });
@@ -121,7 +111,9 @@ impl Vault {
         Ok(out)
     }
 
-    async fn retry_tokenize(
+    /// Tokenizes a validated card into a stored token, with a fresh random token after each
+    /// collision, at most [`TOKEN_ATTEMPTS`] times.
+    async fn tokenize_stored(
         &self,
         ctx: &Ctx,
         merchant: &Merchant,
@@ -283,11 +275,7 @@ impl Vault {
     pub async fn reveal(&self, ctx: &Ctx, merchant_id: &str, token: &str) -> Result<Revealed> {
         let result = self.reveal_inner(merchant_id, token);
         let ev = reveal_event(ctx, merchant_id, token, &result);
-        self.write(move |tx| {
-            tx.audit(ev);
-            Ok(())
-        })
-        .await?;
+        self.audit_only(ev).await?;
         result
     }
 
@@ -306,15 +294,8 @@ impl Vault {
         let ev = reveal_event(ctx, merchant_id, token, &result);
         let (written, is_written) = oneshot::channel();
         let durable = Durable(
-            self.enqueue_job(
-                move |tx| {
-                    tx.audit(ev);
-                    Ok(())
-                },
-                Some(written),
-                false,
-            )
-            .await?,
+            self.enqueue_job(audit_entry(ev), Some(written), false)
+                .await?,
         );
         if is_written.await.is_err() {
             // The batch was not written: the answer says why.
@@ -389,20 +370,21 @@ impl Vault {
         let (m, t, ctx) = (merchant_id.to_string(), token.to_string(), ctx.clone());
         self.write(move |tx| {
             let Some(bytes) = tx.get(Table::Tokens, t.as_bytes())? else {
-                return Ok(Err(Error::TokenNotFound));
+                return Ok(Outcome::Refuse(Error::TokenNotFound));
             };
             let mut rec: Record = decode(&bytes, "token record")?;
             if rec.merchant_id != m {
-                return Ok(Err(Error::TokenNotFound));
+                return Ok(Outcome::Refuse(Error::TokenNotFound));
             }
             if !rec.agreements.iter().any(|a| a.id == agreement.id) {
                 rec.agreements.push(agreement);
                 tx.put(Table::Tokens, t.as_bytes(), encode(&rec, "token record")?);
                 tx.audit(ctx.event("agreement", Some(&m), Some(&t), "ok"));
             }
-            Ok(Ok(info(&t, &rec)))
+            Ok(Outcome::Commit(info(&t, &rec)))
         })
         .await?
+        .into_result()
     }
 
     /// Updates a token (contract 4, PATCH): the expiry of any token; the card itself only
@@ -464,28 +446,29 @@ impl Vault {
         self.write(move |tx| {
             let Some(bytes) = tx.get(Table::Tokens, t.as_bytes())? else {
                 tx.audit(ctx.event("update", Some(&m), Some(&t), "not_found"));
-                return Ok(Err(Error::TokenNotFound));
+                return Ok(Outcome::Refuse(Error::TokenNotFound));
             };
             let mut rec: Record = decode(&bytes, "token record")?;
             if rec.merchant_id != m {
                 tx.audit(ctx.event("update", Some(&m), Some(&t), "not_found"));
-                return Ok(Err(Error::TokenNotFound));
+                return Ok(Outcome::Refuse(Error::TokenNotFound));
             }
             rec.expiry = expiry;
             if let Some((bin, last4, pan_len, brand, fingerprint, dek, sealed)) = card {
                 let dek_id = dek.id();
                 if rec.kind != TokenKind::Custom && rec.fingerprint != fingerprint {
                     tx.audit(ctx.event("update", Some(&m), Some(&t), "conflict"));
-                    return Ok(Err(Error::TokenConflict));
+                    return Ok(Outcome::Refuse(Error::TokenConflict));
                 }
                 (rec.bin, rec.last4, rec.pan_len, rec.brand) = (bin, last4, pan_len, brand);
                 (rec.fingerprint, rec.dek_id, rec.sealed) = (fingerprint, dek_id, sealed);
             }
             tx.put(Table::Tokens, t.as_bytes(), encode(&rec, "token record")?);
             tx.audit(ctx.event("update", Some(&m), Some(&t), "ok"));
-            Ok(Ok(info(&t, &rec)))
+            Ok(Outcome::Commit(info(&t, &rec)))
         })
         .await?
+        .into_result()
     }
 
     /// Deletes a token: its record (and so its ciphertext) and index entries go in one commit.
@@ -508,11 +491,7 @@ impl Vault {
                 token::is_well_formed_token(token).then_some(token),
                 if removed { "ok" } else { "not_found" },
             );
-            self.write(move |tx| {
-                tx.audit(ev);
-                Ok(())
-            })
-            .await?;
+            self.audit_only(ev).await?;
             return if removed {
                 Ok(())
             } else {
@@ -537,12 +516,12 @@ impl Vault {
                         well_formed.then_some(&*token),
                         "not_found",
                     ));
-                    return Ok(Err(Error::TokenNotFound));
+                    return Ok(Outcome::Refuse(Error::TokenNotFound));
                 }
             };
             if rec.merchant_id != m {
                 tx.audit(ctx.event("delete", Some(&m), Some(&token), "not_found"));
-                return Ok(Err(Error::TokenNotFound));
+                return Ok(Outcome::Refuse(Error::TokenNotFound));
             }
             tx.delete(Table::Tokens, token.as_bytes());
             if rec.kind == TokenKind::Masked
@@ -552,9 +531,10 @@ impl Vault {
                 tx.delete(Table::Fingerprints, rec.fingerprint);
             }
             tx.audit(ctx.event("delete", Some(&m), Some(&token), "ok"));
-            Ok(Ok(()))
+            Ok(Outcome::Commit(()))
         })
         .await?
+        .into_result()
     }
 }
 
@@ -573,29 +553,36 @@ fn reveal_event(ctx: &Ctx, merchant_id: &str, token: &str, result: &Result<Revea
     )
 }
 
+/// A stored token's metadata.
 fn info(token: &str, rec: &Record) -> TokenInfo {
-    let hidden = (rec.pan_len as usize).saturating_sub(10);
-    TokenInfo {
-        token: token.to_string(),
-        token_kind: rec.kind,
-        token_expiry_month: rec.expiry.month,
-        token_expiry_year: rec.expiry.year,
+    let shown = Shown {
+        bin: &rec.bin,
+        last4: &rec.last4,
+        pan_len: rec.pan_len as usize,
         brand: rec.brand,
-        bin: rec.bin.clone(),
-        last4: rec.last4.clone(),
-        masked_pan: format!("{}{}{}", rec.bin, "*".repeat(hidden), rec.last4),
-        expired: rec.expiry.is_expired(),
-        created_at: rfc3339(rec.created_at),
-        agreements: rec.agreements.clone(),
-    }
+        expiry: rec.expiry,
+    };
+    TokenInfo::new(
+        token,
+        rec.kind,
+        shown,
+        rec.created_at,
+        rec.agreements.clone(),
+    )
 }
 
+/// What one tokenize closure did on the writer.
 enum Attempt {
+    /// The token, new or existing: written (if new or changed) and audited.
     Done(Tokenized),
+    /// The fresh random token was taken meanwhile: nothing written, the caller tries another.
     Collision,
+    /// The token is another card's or another merchant's: the refusal is audited, the call
+    /// answers `TokenConflict`.
     Conflict,
 }
 
+/// A batch item between its validation and its answer.
 enum Pending {
     Failed(Error),
     Temporary(Card),
@@ -781,7 +768,9 @@ mod tests {
             assert_eq!(t0.info.token, t2.info.token);
             assert!(matches!(out[3], Err(Error::InvalidExpiry { .. })));
             assert_eq!(out[4].as_ref().unwrap().info.brand, Brand::Amex);
-            let too_many = vec![req("4111111111111111", 1, 2030, None); 1001];
+            let too_many: Vec<_> = (0..1001)
+                .map(|_| req("4111111111111111", 1, 2030, None))
+                .collect();
             assert!(matches!(
                 v.tokenize_batch(&ctx, &a.merchant_id, &too_many).await,
                 Err(Error::BatchTooLarge { got: 1001, .. })

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::rfc3339;
 use crate::audit;
 use crate::crypto::SecretString;
 use crate::pan::{Brand, Expiry, Pan};
@@ -186,6 +187,56 @@ pub struct TokenInfo {
     pub expired: bool,
     pub created_at: String,
     pub agreements: Vec<Agreement>,
+}
+
+impl TokenInfo {
+    /// A token's metadata, stored or temporary: the one place it is built. The masked PAN is
+    /// the BIN, one `*` per hidden digit and the last 4, as long as the PAN.
+    pub(super) fn new(
+        token: &str,
+        kind: TokenKind,
+        card: Shown<'_>,
+        created_at: u64,
+        agreements: Vec<Agreement>,
+    ) -> TokenInfo {
+        let hidden = card.pan_len.saturating_sub(10);
+        TokenInfo {
+            token: token.to_string(),
+            token_kind: kind,
+            token_expiry_month: card.expiry.month,
+            token_expiry_year: card.expiry.year,
+            brand: card.brand,
+            bin: card.bin.to_string(),
+            last4: card.last4.to_string(),
+            masked_pan: format!("{}{}{}", card.bin, "*".repeat(hidden), card.last4),
+            expired: card.expiry.is_expired(),
+            created_at: rfc3339(created_at),
+            agreements,
+        }
+    }
+}
+
+/// What a token's metadata shows of its card, in clear as PCI DSS 3.4.1 allows: BIN, last 4,
+/// length, brand, expiry.
+pub(super) struct Shown<'a> {
+    pub(super) bin: &'a str,
+    pub(super) last4: &'a str,
+    pub(super) pan_len: usize,
+    pub(super) brand: Brand,
+    pub(super) expiry: Expiry,
+}
+
+impl<'a> Shown<'a> {
+    /// What a token shows of `pan` with `expiry`.
+    pub(super) fn of(pan: &'a Pan, expiry: Expiry) -> Self {
+        Shown {
+            bin: pan.bin(),
+            last4: pan.last4(),
+            pan_len: pan.len(),
+            brand: pan.brand(),
+            expiry,
+        }
+    }
 }
 
 /// The answer of a tokenize: `created` is false when an existing token was returned.

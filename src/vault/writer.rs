@@ -49,6 +49,12 @@ impl Vault {
         rx.await.map_err(|_| Error::ShuttingDown)?
     }
 
+    /// Writes one audit entry, and nothing else, in the next group commit; answers once that
+    /// commit is durable.
+    pub(crate) async fn audit_only(&self, ev: Event) -> Result<()> {
+        self.write(audit_entry(ev)).await
+    }
+
     pub(super) async fn enqueue<R, F>(&self, f: F) -> Result<oneshot::Receiver<Result<R>>>
     where
         R: Send + 'static,
@@ -82,6 +88,36 @@ impl Vault {
             .await
             .map_err(|_| Error::ShuttingDown)?;
         Ok(rx)
+    }
+}
+
+/// The writer closure of [`Vault::audit_only`]: appends `ev` to the audit chain, writes nothing
+/// else.
+pub(super) fn audit_entry(ev: Event) -> impl FnOnce(&mut Tx<'_>) -> Result<()> + Send + 'static {
+    move |tx| {
+        tx.audit(ev);
+        Ok(())
+    }
+}
+
+/// What a writer closure decided, once it ran to its end: [`Vault::write`] answers `R` or the
+/// refusal. The closure's own `Err` is the third case: the writer drops everything the closure
+/// wrote and audited (none of it is committed) and answers with that error.
+pub(crate) enum Outcome<R> {
+    /// Commit the closure's writes and audit entries; the caller gets `R` once they are durable.
+    Commit(R),
+    /// Commit what the closure wrote (the audit entry of the refusal, where there is one) and,
+    /// once that is durable, refuse the call with this error.
+    Refuse(Error),
+}
+
+impl<R> Outcome<R> {
+    /// The caller's answer.
+    pub(crate) fn into_result(self) -> Result<R> {
+        match self {
+            Outcome::Commit(r) => Ok(r),
+            Outcome::Refuse(e) => Err(e),
+        }
     }
 }
 
