@@ -49,22 +49,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use crate::access;
-use crate::audit::{self, Chain, Event};
+use crate::audit::{self, Chain};
 use crate::crypto::{Dek, DekPolicy, KdfParams, MacKey, SecretKey, SecretString};
 use crate::keys::{self, KeySource, Keyring, Unlock};
 use crate::store::{self, Backend, Store, Table, WriteBatch};
 use crate::sync::lock;
-pub(crate) use crate::sync::{read as read_lock, write as write_lock};
 use crate::{Error, Result};
 
 use record::{
-    API_KEY_MAC_KEY, AUDIT_MAC_KEY, DekRecord, FINGERPRINT_KEY, VaultFile, load_meta_key,
-    wrap_meta_key,
+    API_KEY_MAC_KEY, AUDIT_MAC_KEY, DekRecord, FINGERPRINT_KEY, VaultFile, decode, encode,
+    load_meta_key, wrap_meta_key,
 };
 use temporary::TempCard;
 use writer::{Work, writer_loop};
 
-pub(crate) use record::{decode, encode};
+pub use crate::audit::Ctx;
 pub use reencrypt::{REENCRYPT_BATCH, REENCRYPT_PAUSE};
 pub use tokens::MAX_BATCH_ITEMS;
 pub use types::{
@@ -73,7 +72,6 @@ pub use types::{
     Tokenized,
 };
 pub use validate::{MAX_NAME_LEN, TEMP_TTL_DEFAULT, TEMP_TTL_MAX};
-pub(crate) use writer::Outcome;
 pub use writer::{Durable, Tx, WriterStats};
 
 /// Tunables of an open vault.
@@ -132,43 +130,6 @@ fn crash_point(point: &str) {
     }
 }
 
-/// Who is calling, for the audit log.
-#[derive(Clone, Debug, Default)]
-pub struct Ctx {
-    /// API key id, or `cli`/`system`.
-    pub actor: String,
-    pub client: Option<String>,
-    pub request_id: Option<String>,
-}
-
-impl Ctx {
-    pub fn system() -> Self {
-        Ctx {
-            actor: "system".into(),
-            ..Ctx::default()
-        }
-    }
-
-    pub(crate) fn event(
-        &self,
-        action: &'static str,
-        merchant: Option<&str>,
-        token: Option<&str>,
-        outcome: &'static str,
-    ) -> Event {
-        Event {
-            actor: self.actor.clone(),
-            merchant: merchant.map(str::to_string),
-            action,
-            token: token.map(str::to_string),
-            outcome,
-            request_id: self.request_id.clone(),
-            client: self.client.clone(),
-            detail: None,
-        }
-    }
-}
-
 pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -184,11 +145,11 @@ fn vault_file(dir: &Path) -> PathBuf {
     dir.join("vault.json")
 }
 
-pub(crate) struct Keys {
+struct Keys {
     /// Written only by a KEK rotation.
     keyring: RwLock<Keyring>,
     fingerprint: MacKey,
-    pub(crate) api_key_mac: MacKey,
+    api_key_mac: MacKey,
     audit_mac: Arc<MacKey>,
     deks: RwLock<HashMap<u32, Arc<Dek>>>,
     current: RwLock<Arc<Dek>>,
@@ -196,17 +157,17 @@ pub(crate) struct Keys {
     rollover: tokio::sync::Mutex<()>,
 }
 
-pub(crate) struct Inner {
+struct Inner {
     dir: PathBuf,
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) keys: Keys,
+    store: Arc<dyn Store>,
+    keys: Keys,
     opts: Options,
     queue: Mutex<Option<mpsc::Sender<Box<dyn Work>>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stats: Arc<WriterStats>,
     merchants: RwLock<HashMap<String, Merchant>>,
     /// Every live API key by id; revocation removes it here in the same step as in the store.
-    pub(crate) api_keys: RwLock<HashMap<String, access::ApiKeyRecord>>,
+    api_keys: access::KeyCache,
     tokens_created: [AtomicU64; 3],
     temps: Mutex<(HashMap<String, TempCard>, Instant)>,
     /// The background re-encryption job's progress (`GET /v1/sys/keys`).
@@ -216,7 +177,7 @@ pub(crate) struct Inner {
 /// An open, unsealed vault. Cheap to clone; all clones share one writer.
 #[derive(Clone)]
 pub struct Vault {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -295,6 +256,7 @@ impl Vault {
             None,
             access::ADMIN_SCOPES.to_vec(),
             Some("initial admin key".into()),
+            now_unix(),
         )?;
         batch.put(
             Table::ApiKeys,
@@ -423,7 +385,7 @@ impl Vault {
                 "dev key source: the KEK is stored unprotected; never use this outside testing"
             );
         }
-        let api_keys = access::load_api_keys(store.as_ref())?;
+        let api_keys = api_keys::load(store.as_ref())?;
         let first = Arc::new(Dek::new(first_id, &first_key));
         deks.insert(first_id, first.clone());
 
@@ -463,7 +425,7 @@ impl Vault {
             threads: Mutex::new(vec![writer]),
             stats,
             merchants: RwLock::new(HashMap::new()),
-            api_keys: RwLock::new(api_keys),
+            api_keys: access::KeyCache::new(api_keys),
             tokens_created: Default::default(),
             temps: Mutex::new((HashMap::new(), Instant::now())),
             reencryption: Mutex::new(None),
