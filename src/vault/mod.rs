@@ -20,7 +20,8 @@
 //! - `record`: the stored forms (token `Record`, wrapped keys, `meta` keys, `vault.json`);
 //! - `validate`: a tokenize request becomes a validated card;
 //! - `writer`: the single writer, its jobs, batch overlay and group commit;
-//! - `tokens`: tokenize, batch, get, reveal, update, delete;
+//! - `tokens`: tokenize, batch, update, delete;
+//! - `reveal`: get and reveal a token (audited), and the gateway proxy's reveal;
 //! - `temporary`: temporary tokens, held in memory only;
 //! - `merchants`: merchant groups and their prefixes;
 //! - `api_keys`: API keys and shop logins of an open vault;
@@ -33,6 +34,7 @@ mod audit_log;
 mod merchants;
 mod record;
 mod reencrypt;
+mod reveal;
 mod rotation;
 mod temporary;
 mod tokens;
