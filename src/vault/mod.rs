@@ -132,7 +132,8 @@ fn crash_point(point: &str) {
     }
 }
 
-pub(crate) fn now_unix() -> u64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -35,11 +35,13 @@ pub(super) struct Record {
 /// Version byte in front of every postcard-encoded value.
 const VALUE_VERSION: u8 = 1;
 
-pub(crate) fn encode<T: Serialize>(v: &T, what: &'static str) -> Result<Vec<u8>> {
+/// `v` in postcard, behind the version byte; `what` names it in the error.
+pub(super) fn encode<T: Serialize>(v: &T, what: &'static str) -> Result<Vec<u8>> {
     postcard::to_extend(v, vec![VALUE_VERSION]).map_err(|_| Error::Encode { what })
 }
 
-pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static str) -> Result<T> {
+/// The value `encode` made; `Corrupt { what }` for another version byte or bad postcard.
+pub(super) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static str) -> Result<T> {
     match bytes.split_first() {
         Some((&VALUE_VERSION, rest)) => {
             postcard::from_bytes(rest).map_err(|_| Error::Corrupt { what })
