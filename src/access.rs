@@ -11,12 +11,15 @@
 //! `read`, `reveal`, `charge` and acts for the merchant group its shop login is in at the time
 //! of each request (a shop login removed from its group loses access to the group's tokens).
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::audit::Ctx;
 use crate::crypto::{self, MacKey, SecretString};
-use crate::store::{Store, Table};
-use crate::vault::{self, Ctx, Vault};
+use crate::sync::{read, write};
 use crate::{Error, Result};
 
 /// A permission an API key can carry.
@@ -185,12 +188,14 @@ fn key_mac(mac: &MacKey, id: &str, secret: &[u8]) -> [u8; 32] {
     mac.tag(&[b"api-key", id.as_bytes(), secret])
 }
 
-/// Makes a new key: its stored record and the secret to show once.
+/// Makes a new key, created at `created_at` (Unix seconds): its stored record and the secret
+/// to show once.
 pub(crate) fn new_api_key(
     mac: &MacKey,
     shop_login: Option<String>,
     mut scopes: Vec<Scope>,
     label: Option<String>,
+    created_at: u64,
 ) -> Result<(ApiKeyRecord, SecretString)> {
     scopes.sort_unstable();
     scopes.dedup();
@@ -225,7 +230,7 @@ pub(crate) fn new_api_key(
         scopes,
         shop_login,
         label,
-        created_at: vault::now_unix(),
+        created_at,
     };
     let key = SecretString::new(format!("{KEY_PREFIX}{id}_{}", encoded.as_str()));
     Ok((record, key))
@@ -239,351 +244,38 @@ fn parse_key(raw: &str) -> Option<(&str, &str)> {
     (id_ok && secret.len() == 43).then_some((id, secret))
 }
 
-/// Every stored key, for the cache at open.
-pub(crate) fn load_api_keys(
-    store: &dyn Store,
-) -> Result<std::collections::HashMap<String, ApiKeyRecord>> {
-    let mut out = std::collections::HashMap::new();
-    crate::store::for_each(store, Table::ApiKeys, &[], |_, v| {
-        let rec: ApiKeyRecord = vault::decode(v, "api key")?;
-        out.insert(rec.id.clone(), rec);
-        Ok(())
-    })?;
-    Ok(out)
-}
+/// The live API keys by id, in memory. Revocation removes a key here in the same step as in
+/// the store, so it stops working at once.
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache(RwLock<HashMap<String, ApiKeyRecord>>);
 
-impl Vault {
-    /// Checks a presented key; the answer for a missing, malformed, unknown or revoked key is
-    /// the same `Unauthorized`.
-    pub fn authenticate(&self, raw: &str) -> Result<Principal> {
+impl KeyCache {
+    pub(crate) fn new(keys: HashMap<String, ApiKeyRecord>) -> Self {
+        KeyCache(RwLock::new(keys))
+    }
+
+    /// The record of a presented key whose MAC, under `mac`, matches; the answer for a missing,
+    /// malformed, unknown or revoked key is the same `Unauthorized`.
+    pub(crate) fn check(&self, mac: &MacKey, raw: &str) -> Result<ApiKeyRecord> {
         let (id, secret) = parse_key(raw).ok_or(Error::Unauthorized)?;
-        let rec = vault::read_lock(&self.inner.api_keys)
-            .get(id)
-            .cloned()
-            .ok_or(Error::Unauthorized)?;
-        let presented = key_mac(&self.inner.keys.api_key_mac, id, secret.as_bytes());
+        let rec = read(&self.0).get(id).cloned().ok_or(Error::Unauthorized)?;
+        let presented = key_mac(mac, id, secret.as_bytes());
         if !bool::from(presented.ct_eq(&rec.mac)) {
             return Err(Error::Unauthorized);
         }
-        let merchant_id = match &rec.shop_login {
-            None => None,
-            Some(shop) => self
-                .inner
-                .store
-                .get(Table::Shops, shop.as_bytes())?
-                .map(|m| String::from_utf8(m).map_err(|_| Error::Corrupt { what: "shop" }))
-                .transpose()?,
-        };
-        Ok(Principal {
-            key_id: rec.id,
-            scopes: rec.scopes,
-            shop_login: rec.shop_login,
-            merchant_id,
-        })
+        Ok(rec)
     }
 
-    /// Records a failed authentication in the audit log (contract 7).
-    pub async fn audit_auth_failure(&self, ctx: &Ctx) -> Result<()> {
-        let ev = ctx.event("authenticate", None, None, "denied");
-        self.write(move |tx| {
-            tx.audit(ev);
-            Ok(())
-        })
-        .await
+    pub(crate) fn insert(&self, record: ApiKeyRecord) {
+        write(&self.0).insert(record.id.clone(), record);
     }
 
-    /// Records a reveal refused by the rate limit (contract 4: every reveal call is audited).
-    pub async fn audit_rate_limited(&self, ctx: &Ctx, token: &str) -> Result<()> {
-        let token = crate::token::is_well_formed_token(token).then(|| token.to_string());
-        let ev = ctx.event("reveal", None, token.as_deref(), "rate_limited");
-        self.write(move |tx| {
-            tx.audit(ev);
-            Ok(())
-        })
-        .await
+    pub(crate) fn remove(&self, id: &str) -> Option<ApiKeyRecord> {
+        write(&self.0).remove(id)
     }
 
-    /// Creates an API key for a shop login (which must be in a merchant group) or an admin key.
-    pub async fn create_api_key(&self, ctx: &Ctx, req: ApiKeyRequest) -> Result<NewApiKey> {
-        let shop_login = match (req.shop_login, req.admin) {
-            (Some(s), false) => {
-                validate_shop_login(&s)?;
-                Some(s)
-            }
-            (None, true) => None,
-            _ => {
-                return Err(Error::InvalidField {
-                    field: "shop_login",
-                    reason: "give either shop_login or admin: true",
-                });
-            }
-        };
-        let (record, secret) = new_api_key(
-            &self.inner.keys.api_key_mac,
-            shop_login,
-            req.scopes,
-            req.label,
-        )?;
-        let value = vault::encode(&record, "api key")?;
-        let ctx = ctx.clone();
-        let stored = record.clone();
-        self.write(move |tx| {
-            if let Some(shop) = &stored.shop_login
-                && tx.get(Table::Shops, shop.as_bytes())?.is_none()
-            {
-                return Ok(Err(Error::InvalidField {
-                    field: "shop_login",
-                    reason: "the shop login is in no merchant group",
-                }));
-            }
-            tx.put(Table::ApiKeys, stored.id.as_bytes(), value);
-            tx.audit(ctx.event("api_key_create", None, Some(&stored.id), "ok"));
-            Ok(Ok(()))
-        })
-        .await??;
-        vault::write_lock(&self.inner.api_keys).insert(record.id.clone(), record.clone());
-        Ok(NewApiKey {
-            api_key_id: record.id,
-            api_key: secret,
-            scopes: record.scopes,
-        })
-    }
-
-    /// Revokes a key: it stops working before this returns.
-    pub async fn revoke_api_key(&self, ctx: &Ctx, api_key_id: &str) -> Result<()> {
-        // Out of the cache first: no request authenticates with it from here on. If the
-        // revocation cannot be made durable, the key goes back and the caller gets the error.
-        let Some(record) = vault::write_lock(&self.inner.api_keys).remove(api_key_id) else {
-            return Err(Error::ApiKeyNotFound);
-        };
-        let id = api_key_id.to_string();
-        let ctx = ctx.clone();
-        let result = self
-            .write(move |tx| {
-                tx.delete(Table::ApiKeys, id.as_bytes());
-                tx.audit(ctx.event("api_key_revoke", None, Some(&id), "ok"));
-                Ok(())
-            })
-            .await;
-        if result.is_err() {
-            vault::write_lock(&self.inner.api_keys).insert(record.id.clone(), record);
-        }
-        result
-    }
-
-    /// Adds a shop login to a merchant group; refused if it is in any group already.
-    pub async fn add_shop(&self, ctx: &Ctx, merchant_id: &str, shop_login: &str) -> Result<()> {
-        validate_shop_login(shop_login)?;
-        self.merchant(merchant_id)?;
-        let (m, shop, ctx) = (merchant_id.to_string(), shop_login.to_string(), ctx.clone());
-        self.write(move |tx| {
-            if tx.get(Table::Shops, shop.as_bytes())?.is_some() {
-                tx.audit(ctx.event("shop_add", Some(&m), None, "shop_taken"));
-                return Ok(Err(Error::ShopTaken));
-            }
-            tx.put(Table::Shops, shop.as_bytes(), m.as_bytes());
-            tx.audit(ctx.event("shop_add", Some(&m), None, "ok"));
-            Ok(Ok(()))
-        })
-        .await?
-    }
-
-    /// Removes a shop login from its group. The group's tokens stay; the shop's keys lose
-    /// access to them.
-    pub async fn remove_shop(&self, ctx: &Ctx, merchant_id: &str, shop_login: &str) -> Result<()> {
-        let (m, shop, ctx) = (merchant_id.to_string(), shop_login.to_string(), ctx.clone());
-        self.write(move |tx| {
-            if tx.get(Table::Shops, shop.as_bytes())?.as_deref() != Some(m.as_bytes()) {
-                return Ok(Err(Error::ShopNotFound));
-            }
-            tx.delete(Table::Shops, shop.as_bytes());
-            tx.audit(ctx.event("shop_remove", Some(&m), None, "ok"));
-            Ok(Ok(()))
-        })
-        .await?
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::*;
-    use crate::keys::Unlock;
-    use crate::store::Backend;
-    use crate::vault::{InitOptions, Options, TokenizeRequest};
-
-    fn vault() -> (tempfile::TempDir, Vault, SecretString) {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("v");
-        let init = Vault::init(&dir, InitOptions::dev(Backend::Redb)).unwrap();
-        let v = Vault::open(&dir, &Unlock::Dev, Options::default()).unwrap();
-        (d, v, init.admin_api_key)
-    }
-
-    #[tokio::test]
-    async fn keys_authenticate_carry_scopes_and_revoke_at_once() {
-        let (_d, v, admin) = vault();
-        let p = v.authenticate(admin.expose()).unwrap();
-        assert_eq!(p.scopes, ADMIN_SCOPES.to_vec());
-        assert_eq!(p.merchant_id, None);
-        let ctx = p.ctx(None, None);
-        let m = v.create_merchant(&ctx, "Shop", Some("XYZW")).await.unwrap();
-        v.add_shop(&ctx, &m.merchant_id, "9000001").await.unwrap();
-        assert!(matches!(
-            v.add_shop(&ctx, &m.merchant_id, "9000001").await,
-            Err(Error::ShopTaken)
-        ));
-        let k = v
-            .create_api_key(
-                &ctx,
-                ApiKeyRequest {
-                    shop_login: Some("9000001".into()),
-                    scopes: vec![Scope::Tokenize, Scope::Read],
-                    ..ApiKeyRequest::default()
-                },
-            )
-            .await
-            .unwrap();
-        let shop = v.authenticate(k.api_key.expose()).unwrap();
-        assert_eq!(shop.merchant().unwrap(), m.merchant_id);
-        shop.require(Scope::Tokenize).unwrap();
-        assert!(matches!(
-            shop.require(Scope::Reveal),
-            Err(Error::Forbidden { .. })
-        ));
-        // A wrong secret with the right id, a garbage key, an empty one: all the same error.
-        let mut wrong = k.api_key.expose().to_string();
-        let last = wrong.pop().unwrap();
-        wrong.push(if last == 'A' { 'B' } else { 'A' });
-        for bad in [
-            wrong.as_str(),
-            "pvk_",
-            "",
-            "Bearer x",
-            "pvk_0123456789abcdef_short",
-        ] {
-            assert!(
-                matches!(v.authenticate(bad), Err(Error::Unauthorized)),
-                "{bad}"
-            );
-        }
-        // Tokens belong to the group: removing the shop cuts the key off, the token stays.
-        let req = TokenizeRequest {
-            pan: "4111111111111111".to_string().into(),
-            expiry_month: 12,
-            expiry_year: 2030,
-            ..TokenizeRequest::default()
-        };
-        let t = v
-            .tokenize(&ctx, &m.merchant_id, &req)
-            .await
-            .unwrap()
-            .info
-            .token;
-        v.remove_shop(&ctx, &m.merchant_id, "9000001")
-            .await
-            .unwrap();
-        assert!(matches!(
-            v.authenticate(k.api_key.expose()).unwrap().merchant(),
-            Err(Error::Forbidden { .. })
-        ));
-        assert!(v.get(&m.merchant_id, &t).is_ok());
-        v.add_shop(&ctx, &m.merchant_id, "9000001").await.unwrap();
-        assert!(
-            v.authenticate(k.api_key.expose())
-                .unwrap()
-                .merchant()
-                .is_ok()
-        );
-        // Revoked: refused at once, and after a restart.
-        v.revoke_api_key(&ctx, &k.api_key_id).await.unwrap();
-        assert!(matches!(
-            v.authenticate(k.api_key.expose()),
-            Err(Error::Unauthorized)
-        ));
-        assert!(matches!(
-            v.revoke_api_key(&ctx, &k.api_key_id).await,
-            Err(Error::ApiKeyNotFound)
-        ));
-        let dir = v.dir().to_path_buf();
-        v.shutdown();
-        drop(v);
-        let v = Vault::open(&dir, &Unlock::Dev, Options::default()).unwrap();
-        assert!(matches!(
-            v.authenticate(k.api_key.expose()),
-            Err(Error::Unauthorized)
-        ));
-        assert!(v.authenticate(admin.expose()).is_ok());
-        v.shutdown();
-    }
-
-    #[tokio::test]
-    async fn scope_rules_and_store_holds_no_usable_key() {
-        let (_d, v, admin) = vault();
-        let ctx = v.authenticate(admin.expose()).unwrap().ctx(None, None);
-        let bad = [
-            ApiKeyRequest {
-                admin: true,
-                scopes: vec![Scope::Tokenize],
-                ..Default::default()
-            },
-            ApiKeyRequest {
-                shop_login: Some("1".into()),
-                scopes: vec![Scope::Admin],
-                ..Default::default()
-            },
-            ApiKeyRequest {
-                admin: true,
-                scopes: vec![],
-                ..Default::default()
-            },
-            ApiKeyRequest {
-                shop_login: Some("1".into()),
-                admin: true,
-                scopes: vec![Scope::Read],
-                ..Default::default()
-            },
-            ApiKeyRequest {
-                shop_login: Some("not in a group".into()),
-                scopes: vec![Scope::Read],
-                ..Default::default()
-            },
-            ApiKeyRequest {
-                shop_login: Some("nogroup".into()),
-                scopes: vec![Scope::Read],
-                ..Default::default()
-            },
-        ];
-        for req in bad {
-            let r = v.create_api_key(&ctx, req.clone()).await;
-            assert!(matches!(r, Err(Error::InvalidField { .. })), "{req:?}");
-        }
-        let k = v
-            .create_api_key(
-                &ctx,
-                ApiKeyRequest {
-                    admin: true,
-                    scopes: vec![Scope::Audit],
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert!(
-            k.api_key
-                .expose()
-                .starts_with(&format!("pvk_{}_", k.api_key_id))
-        );
-        // The stored record holds neither the secret nor anything that authenticates.
-        let stored = v
-            .inner
-            .store
-            .get(Table::ApiKeys, k.api_key_id.as_bytes())
-            .unwrap()
-            .unwrap();
-        let secret = k.api_key.expose().rsplit('_').next().unwrap();
-        assert!(!stored.windows(secret.len()).any(|w| w == secret.as_bytes()));
-        assert_eq!(format!("{:?}", k.api_key), "[REDACTED]");
-        v.shutdown();
+    /// Every live key.
+    pub(crate) fn records(&self) -> Vec<ApiKeyRecord> {
+        read(&self.0).values().cloned().collect()
     }
 }

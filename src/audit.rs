@@ -655,6 +655,43 @@ pub fn for_each_since(
     })
 }
 
+/// Who is calling, for the audit log.
+#[derive(Clone, Debug, Default)]
+pub struct Ctx {
+    /// API key id, or `cli`/`system`.
+    pub actor: String,
+    pub client: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Ctx {
+    pub fn system() -> Self {
+        Ctx {
+            actor: "system".into(),
+            ..Ctx::default()
+        }
+    }
+
+    pub(crate) fn event(
+        &self,
+        action: &'static str,
+        merchant: Option<&str>,
+        token: Option<&str>,
+        outcome: &'static str,
+    ) -> Event {
+        Event {
+            actor: self.actor.clone(),
+            merchant: merchant.map(str::to_string),
+            action,
+            token: token.map(str::to_string),
+            outcome,
+            request_id: self.request_id.clone(),
+            client: self.client.clone(),
+            detail: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

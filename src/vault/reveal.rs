@@ -1,0 +1,227 @@
+//! Reading a stored or temporary token: its metadata (not audited: no card data) and its card
+//! (always audited, durably, before the card is returned; for the gateway proxy, the card comes
+//! back once its entry is in the journal and the answer waits for the sync).
+
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
+
+use super::record::{Record, decode};
+use super::tokens::info;
+use super::types::{Revealed, TokenInfo};
+use super::writer::{Durable, audit_entry};
+use super::{Ctx, Vault};
+use crate::audit::Event;
+use crate::pan::Pan;
+use crate::store::Table;
+use crate::token;
+use crate::{Error, Result};
+
+impl Vault {
+    fn record(&self, merchant_id: &str, token: &str) -> Result<Record> {
+        if !token::is_well_formed_token(token) {
+            return Err(Error::TokenNotFound);
+        }
+        let bytes = self
+            .inner
+            .store
+            .get(Table::Tokens, token.as_bytes())?
+            .ok_or(Error::TokenNotFound)?;
+        let rec: Record = decode(&bytes, "token record")?;
+        if rec.merchant_id != merchant_id {
+            // Another group's token answers exactly like a missing one.
+            return Err(Error::TokenNotFound);
+        }
+        Ok(rec)
+    }
+
+    /// A token's metadata (never the PAN). Not audited: it touches no card data.
+    pub fn get(&self, merchant_id: &str, token: &str) -> Result<TokenInfo> {
+        if let Some(i) = self.temp_info(merchant_id, token) {
+            return Ok(i);
+        }
+        Ok(info(token, &self.record(merchant_id, token)?))
+    }
+
+    /// Decrypts a token's card. Always audited, durably, before the card is returned.
+    pub async fn reveal(&self, ctx: &Ctx, merchant_id: &str, token: &str) -> Result<Revealed> {
+        let result = self.reveal_inner(merchant_id, token);
+        let ev = reveal_event(ctx, merchant_id, token, &result);
+        self.audit_only(ev).await?;
+        result
+    }
+
+    /// [`Vault::reveal`] for the gateway proxy: the card comes back as soon as its audit entry
+    /// is written to the journal (in the OS page cache, so it outlives this process), and the
+    /// entry's `fdatasync` runs while the charge travels to the gateway. The proxy answers the
+    /// merchant only after [`Durable::wait`]. A failed reveal is answered once its entry is
+    /// durable, as by [`Vault::reveal`].
+    pub async fn reveal_for_charge(
+        &self,
+        ctx: &Ctx,
+        merchant_id: &str,
+        token: &str,
+    ) -> Result<(Revealed, Durable)> {
+        let result = self.reveal_inner(merchant_id, token);
+        let ev = reveal_event(ctx, merchant_id, token, &result);
+        let (written, is_written) = oneshot::channel();
+        let durable = Durable(
+            self.enqueue_job(audit_entry(ev), Some(written), false)
+                .await?,
+        );
+        if is_written.await.is_err() {
+            // The batch was not written: the answer says why.
+            durable.wait().await?;
+            return Err(Error::ShuttingDown);
+        }
+        match result {
+            Ok(card) => Ok((card, durable)),
+            Err(e) => {
+                durable.wait().await?;
+                Err(e)
+            }
+        }
+    }
+
+    fn reveal_inner(&self, merchant_id: &str, token: &str) -> Result<Revealed> {
+        {
+            let temps = self.temps();
+            if let Some(t) = temps
+                .0
+                .get(token)
+                .filter(|t| t.merchant_id == merchant_id && t.expires > Instant::now())
+            {
+                return Ok(Revealed {
+                    pan: t.pan.clone(),
+                    expiry: t.expiry,
+                    cardholder_name: t.name.clone(),
+                });
+            }
+        }
+        let rec = self.record(merchant_id, token)?;
+        let plain = self
+            .dek(rec.dek_id)?
+            .open_record(merchant_id, token, &rec.sealed)?;
+        let split = plain.iter().position(|&b| b == 0).ok_or(Error::Corrupt {
+            what: "card record",
+        })?;
+        let (pan, name) = plain.split_at(split);
+        let pan = Pan::parse(std::str::from_utf8(pan).map_err(|_| Error::Corrupt {
+            what: "card record",
+        })?)?;
+        let name = &name[1..];
+        let cardholder_name = if name.is_empty() {
+            None
+        } else {
+            Some(Zeroizing::new(String::from_utf8(name.to_vec()).map_err(
+                |_| Error::Corrupt {
+                    what: "card record",
+                },
+            )?))
+        };
+        Ok(Revealed {
+            pan,
+            expiry: rec.expiry,
+            cardholder_name,
+        })
+    }
+}
+
+/// The audit event of a reveal: the token only if it is well formed (never a PAN sent as one).
+fn reveal_event(ctx: &Ctx, merchant_id: &str, token: &str, result: &Result<Revealed>) -> Event {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(Error::TokenNotFound) => "not_found",
+        Err(_) => "error",
+    };
+    ctx.event(
+        "reveal",
+        Some(merchant_id),
+        token::is_well_formed_token(token).then_some(token),
+        outcome,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::audit;
+    use crate::store::Backend;
+    use crate::vault::tests::{new_vault, req};
+
+    #[tokio::test]
+    async fn a_pan_sent_as_a_token_is_never_audited() {
+        let (_d, v) = new_vault(Backend::Redb);
+        let ctx = Ctx::system();
+        let a = v.create_merchant(&ctx, "A", None).await.unwrap();
+        for pan in [
+            "4111111111111111",
+            "4111-1111-1111-1111",
+            "tmp_4111111111111111",
+        ] {
+            assert!(matches!(
+                v.reveal(&ctx, &a.merchant_id, pan).await,
+                Err(Error::TokenNotFound)
+            ));
+            assert!(matches!(
+                v.delete(&ctx, &a.merchant_id, pan).await,
+                Err(Error::TokenNotFound)
+            ));
+        }
+        audit::for_each_since(v.inner.store.as_ref(), 1, |e| {
+            // The two hashes are random hex and may hold "4111" by chance: not card data.
+            let mut e = e.clone();
+            e.hash.clear();
+            e.prev_hash.clear();
+            let bytes = serde_json::to_string(&e).unwrap();
+            assert!(!bytes.contains("4111"), "{bytes}");
+            Ok(())
+        })
+        .unwrap();
+        v.shutdown();
+    }
+
+    /// The proxy's reveal: the card comes back once its audit entry is in the journal (already
+    /// readable), and `Durable::wait` resolves once the entry is synced.
+    #[tokio::test]
+    async fn a_charge_reveal_is_audited_before_the_card_comes_back() {
+        let (_d, v) = new_vault(Backend::Redb);
+        let ctx = Ctx::system();
+        let a = v.create_merchant(&ctx, "A", None).await.unwrap();
+        let t = v
+            .tokenize(
+                &ctx,
+                &a.merchant_id,
+                &req("4111111111111111", 12, 2039, None),
+            )
+            .await
+            .unwrap()
+            .info
+            .token;
+        let reveals = |v: &Vault| {
+            let mut n = Vec::new();
+            audit::for_each_since(v.inner.store.as_ref(), 1, |e| {
+                if e.action == "reveal" {
+                    n.push((e.token.clone(), e.outcome.clone()));
+                }
+                Ok(())
+            })
+            .unwrap();
+            n
+        };
+        let (card, durable) = v.reveal_for_charge(&ctx, &a.merchant_id, &t).await.unwrap();
+        assert_eq!(card.pan.digits(), "4111111111111111");
+        assert_eq!(reveals(&v), [(Some(t.clone()), "ok".to_string())]);
+        durable.wait().await.unwrap();
+        let missing = "41XYZW0000001111";
+        assert!(matches!(
+            v.reveal_for_charge(&ctx, &a.merchant_id, missing).await,
+            Err(Error::TokenNotFound)
+        ));
+        assert_eq!(reveals(&v).len(), 2);
+        assert_eq!(reveals(&v)[1].1, "not_found");
+        v.shutdown();
+    }
+}

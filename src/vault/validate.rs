@@ -1,0 +1,83 @@
+//! Validation of a tokenize request: a `TokenizeRequest` as it arrives becomes a `Card` (a
+//! parsed PAN, expiry, name and token request) or a typed error naming the field.
+
+use zeroize::Zeroizing;
+
+use super::types::TokenizeRequest;
+use crate::pan::{Cvv, Expiry, Pan};
+use crate::token::TokenRequest;
+use crate::{Error, Result};
+
+/// Default and maximum lifetime of a temporary token (contract 4).
+pub const TEMP_TTL_DEFAULT: u64 = 900;
+pub const TEMP_TTL_MAX: u64 = 3600;
+/// Longest cardholder name accepted.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// A validated card.
+pub(super) struct Card {
+    pub(super) pan: Pan,
+    pub(super) expiry: Expiry,
+    pub(super) name: Option<Zeroizing<String>>,
+    pub(super) request: TokenRequest,
+    pub(super) temporary: Option<(Option<Cvv>, u64)>,
+}
+
+pub(super) fn validate(req: &TokenizeRequest) -> Result<Card> {
+    let pan = Pan::parse(&req.pan)?;
+    let expiry = Expiry::new(req.expiry_month, req.expiry_year)?;
+    let request = TokenRequest::parse(req.request_token.as_deref())?;
+    let name = match &req.cardholder_name {
+        None => None,
+        Some(n) => {
+            if n.chars().count() > MAX_NAME_LEN {
+                return Err(Error::InvalidField {
+                    field: "cardholder_name",
+                    reason: "at most 128 characters",
+                });
+            }
+            if n.chars().any(char::is_control) {
+                return Err(Error::InvalidField {
+                    field: "cardholder_name",
+                    reason: "control characters are not allowed",
+                });
+            }
+            Some(n.clone())
+        }
+    };
+    let temporary = if req.temporary {
+        let cvv = req.cvv.as_deref().map(|c| Cvv::parse(c)).transpose()?;
+        let ttl = match req.ttl_seconds {
+            None => TEMP_TTL_DEFAULT,
+            Some(t) if (1..=TEMP_TTL_MAX as i64).contains(&t) => t as u64,
+            Some(_) => {
+                return Err(Error::InvalidField {
+                    field: "ttl_seconds",
+                    reason: "must be 1 to 3600",
+                });
+            }
+        };
+        Some((cvv, ttl))
+    } else {
+        if req.cvv.is_some() {
+            return Err(Error::InvalidField {
+                field: "cvv",
+                reason: "a CVV is only accepted on a temporary token and is never stored",
+            });
+        }
+        if req.ttl_seconds.is_some() {
+            return Err(Error::InvalidField {
+                field: "ttl_seconds",
+                reason: "only for temporary tokens",
+            });
+        }
+        None
+    };
+    Ok(Card {
+        pan,
+        expiry,
+        name,
+        request,
+        temporary,
+    })
+}
