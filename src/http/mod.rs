@@ -18,105 +18,13 @@ use crate::crypto::SecretString;
 use crate::seal::{Gate, UnsealInput};
 use crate::vault::{Ctx, TokenInfo, TokenUpdate, TokenizeRequest, Tokenized, Vault};
 
+mod problem;
+
+pub use problem::Problem;
+
 /// Request bodies over this are 413 (contract 2); batch bodies get [`BATCH_BODY_LIMIT`].
 pub const BODY_LIMIT: usize = 64 * 1024;
 pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
-
-/// An error answer: a problem+json body with a stable `code`.
-#[derive(Debug)]
-pub struct Problem {
-    status: StatusCode,
-    code: &'static str,
-    detail: String,
-}
-
-impl Problem {
-    pub(crate) fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Problem {
-            status,
-            code,
-            detail: detail.into(),
-        }
-    }
-
-    /// The stable `code` of the answer.
-    pub(crate) fn code(&self) -> &'static str {
-        self.code
-    }
-
-    fn body(&self) -> Value {
-        json!({
-            "type": format!("urn:panvault:problem:{}", self.code),
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-            "code": self.code,
-        })
-    }
-
-    fn response(&self) -> HttpResponse {
-        let mut r = HttpResponse::build(self.status);
-        r.content_type("application/problem+json");
-        if self.status == StatusCode::UNAUTHORIZED {
-            r.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
-        }
-        r.body(self.body().to_string())
-    }
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status, self.code)
-    }
-}
-
-impl actix_web::ResponseError for Problem {
-    fn status_code(&self) -> StatusCode {
-        self.status
-    }
-    fn error_response(&self) -> HttpResponse {
-        self.response()
-    }
-}
-
-/// The one mapping from library errors to HTTP answers.
-impl From<Error> for Problem {
-    fn from(e: Error) -> Self {
-        let status = match &e {
-            Error::InvalidPan { .. }
-            | Error::LuhnCheckFailed
-            | Error::InvalidExpiry { .. }
-            | Error::InvalidCvv
-            | Error::InvalidCustomToken { .. }
-            | Error::InvalidPrefix
-            | Error::InvalidField { .. }
-            | Error::BatchTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::TokenConflict | Error::PrefixTaken | Error::ShopTaken => StatusCode::CONFLICT,
-            Error::TokenNotFound
-            | Error::MerchantNotFound
-            | Error::ShopNotFound
-            | Error::ApiKeyNotFound => StatusCode::NOT_FOUND,
-            Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            // An unseal attempt with a wrong passphrase or share.
-            Error::KeyUnlock(_) | Error::ShareRefused(_) | Error::NotEnoughShares { .. } => {
-                StatusCode::BAD_REQUEST
-            }
-            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Error::Sealed | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            // Library errors carry no card data; the details stay in the server log.
-            tracing::error!(code = e.code(), error = %e, "request failed");
-            return Problem::new(
-                status,
-                "internal_error",
-                "internal error; see the server log",
-            );
-        }
-        Problem::new(status, e.code(), e.to_string())
-    }
-}
 
 type Answer = Result<HttpResponse, Problem>;
 
