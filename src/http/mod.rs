@@ -9,242 +9,33 @@ use std::net::SocketAddr;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use crate::Error;
-use crate::access::{ApiKeyRequest, Principal, Scope};
+use crate::access::{ApiKeyRequest, Scope};
 use crate::crypto::SecretString;
 use crate::seal::{Gate, UnsealInput};
-use crate::vault::{Ctx, TokenInfo, TokenUpdate, TokenizeRequest, Tokenized, Vault};
+use crate::vault::{TokenInfo, TokenUpdate, TokenizeRequest, Tokenized};
 
+mod body;
+mod extract;
+mod limit;
+mod metrics;
 mod problem;
 
+// The OpenAPI tests check the documented tokenize schema against these fields.
+#[cfg(test)]
+pub(crate) use body::TOKENIZE_FIELDS;
+pub use body::{BATCH_BODY_LIMIT, BODY_LIMIT};
+use body::{expiry_field, field_error, json_body, only_fields, opt_str, tokenize_request};
+use extract::{RequestId, principal, valid_request_id};
+pub(crate) use extract::{Unsealed, principal_from, request_ctx};
+pub use limit::RevealLimit;
+pub use metrics::Metrics;
 pub use problem::Problem;
 
-/// Request bodies over this are 413 (contract 2); batch bodies get [`BATCH_BODY_LIMIT`].
-pub const BODY_LIMIT: usize = 64 * 1024;
-pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
-
 type Answer = Result<HttpResponse, Problem>;
-
-fn field_error(field: &'static str, reason: &'static str) -> Problem {
-    Problem::from(Error::InvalidField { field, reason })
-}
-
-/// The request id this request answers with (set by the middleware).
-#[derive(Clone)]
-struct RequestId(String);
-
-pub(crate) fn request_ctx(req: &HttpRequest, principal: Option<&Principal>) -> Ctx {
-    Ctx {
-        actor: principal.map_or_else(|| "anonymous".to_string(), |p| p.key_id.clone()),
-        client: req.peer_addr().map(|a| a.ip().to_string()),
-        request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
-    }
-}
-
-/// Authenticates the bearer key and checks `scope`; failures are audited.
-async fn principal(req: &HttpRequest, vault: &Vault, scope: Scope) -> Result<Principal, Problem> {
-    let raw = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    principal_from(req, vault, scope, raw.trim()).await
-}
-
-/// Authenticates the API key `raw` (from whichever header the endpoint reads) and checks `scope`;
-/// failures are audited.
-pub(crate) async fn principal_from(
-    req: &HttpRequest,
-    vault: &Vault,
-    scope: Scope,
-    raw: &str,
-) -> Result<Principal, Problem> {
-    match vault.authenticate(raw) {
-        Ok(p) => {
-            if let Err(e) = p.require(scope) {
-                let _ = vault.audit_auth_failure(&request_ctx(req, Some(&p))).await;
-                return Err(e.into());
-            }
-            Ok(p)
-        }
-        Err(e) => {
-            let _ = vault.audit_auth_failure(&request_ctx(req, None)).await;
-            Err(e.into())
-        }
-    }
-}
-
-/// Reads a JSON object body: 415 for another content type, 413 over `limit`, 400 if it is not
-/// JSON, 422 if it is not an object.
-async fn json_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Map<String, Value>, Problem> {
-    use futures_util::StreamExt;
-    let is_json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send Content-Type: application/json",
-        ));
-    }
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("request bodies are limited to {limit} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let mut body = Zeroizing::new(Vec::with_capacity(declared.unwrap_or(1024).min(limit)));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_request",
-                "the body could not be read",
-            )
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            "the body must be a JSON object",
-        )),
-        Err(_) => Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_request",
-            "the body is not valid JSON",
-        )),
-    }
-}
-
-/// Refuses fields outside `known`, naming the first one (its value is never echoed, nor a name
-/// with 12 or more digits in it: a card number sent as a field name).
-fn only_fields(map: &Map<String, Value>, known: &[&str]) -> Result<(), Problem> {
-    match map.keys().find(|k| !known.contains(&k.as_str())) {
-        None => Ok(()),
-        Some(k) if k.bytes().filter(u8::is_ascii_digit).count() >= crate::pan::MIN_PAN_DIGITS => {
-            Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                "unknown field (its name holds a card-like number and is not repeated)",
-            ))
-        }
-        Some(k) => Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            format!("unknown field `{}`", k.chars().take(64).collect::<String>()),
-        )),
-    }
-}
-
-fn opt_str(map: &Map<String, Value>, field: &'static str) -> Result<Option<String>, Problem> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(field_error(field, "must be a string")),
-    }
-}
-
-fn opt_int(map: &Map<String, Value>, field: &'static str) -> Result<Option<i64>, Problem> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| field_error(field, "must be an integer")),
-        Some(_) => Err(field_error(field, "must be an integer")),
-    }
-}
-
-/// `expiry_month` / `expiry_year`: required JSON integers (range checked by the vault).
-fn expiry_field(map: &Map<String, Value>, field: &'static str) -> Result<i64, Error> {
-    match map.get(field) {
-        Some(Value::Number(n)) => n.as_i64().ok_or(Error::InvalidExpiry {
-            reason: "must be integers",
-        }),
-        _ => Err(Error::InvalidExpiry {
-            reason: "expiry_month and expiry_year are required integers",
-        }),
-    }
-}
-
-pub(crate) const TOKENIZE_FIELDS: [&str; 8] = [
-    "pan",
-    "expiry_month",
-    "expiry_year",
-    "request_token",
-    "cardholder_name",
-    "temporary",
-    "cvv",
-    "ttl_seconds",
-];
-
-/// A tokenize body, field by field. Wrong-typed card fields map to their own codes.
-fn tokenize_request(map: &Map<String, Value>) -> Result<TokenizeRequest, Problem> {
-    only_fields(map, &TOKENIZE_FIELDS)?;
-    let pan = match map.get("pan") {
-        Some(Value::String(s)) => Zeroizing::new(s.clone()),
-        Some(_) => {
-            return Err(Error::InvalidPan {
-                reason: "must be a JSON string",
-            }
-            .into());
-        }
-        None => {
-            return Err(Error::InvalidPan {
-                reason: "is required",
-            }
-            .into());
-        }
-    };
-    let expiry = |f: &'static str| expiry_field(map, f);
-    let temporary = match map.get("temporary") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(field_error("temporary", "must be true or false")),
-    };
-    let cvv = match map.get("cvv") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(Zeroizing::new(s.clone())),
-        Some(_) => return Err(Error::InvalidCvv.into()),
-    };
-    Ok(TokenizeRequest {
-        pan,
-        expiry_month: expiry("expiry_month")?,
-        expiry_year: expiry("expiry_year")?,
-        request_token: opt_str(map, "request_token")?,
-        cardholder_name: opt_str(map, "cardholder_name")?.map(Zeroizing::new),
-        temporary,
-        cvv,
-        ttl_seconds: opt_int(map, "ttl_seconds")?,
-    })
-}
 
 fn token_json(info: &TokenInfo, with_agreements: bool) -> Value {
     let mut v = serde_json::to_value(info).unwrap_or(Value::Null);
@@ -392,48 +183,6 @@ async fn delete_token(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Reveals allowed per API key: a token bucket (contract 4: default 10/s, burst 20).
-pub struct RevealLimit {
-    per_second: f64,
-    burst: f64,
-    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
-}
-
-impl RevealLimit {
-    pub fn new(per_second: f64, burst: f64) -> Self {
-        RevealLimit {
-            per_second,
-            burst,
-            buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }
-    }
-
-    /// Takes one reveal from `key`'s bucket; `false` when it is empty.
-    fn take(&self, key: &str) -> bool {
-        let now = std::time::Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (tokens, at) = buckets.entry(key.to_string()).or_insert((self.burst, now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-impl Default for RevealLimit {
-    fn default() -> Self {
-        RevealLimit::new(10.0, 20.0)
-    }
-}
-
 async fn reveal_token(
     req: HttpRequest,
     Unsealed(vault): Unsealed,
@@ -575,21 +324,6 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// The open vault, for a data endpoint; 503 `sealed` while the vault is sealed.
-pub(crate) struct Unsealed(pub(crate) Vault);
-
-impl actix_web::FromRequest for Unsealed {
-    type Error = Problem;
-    type Future = std::future::Ready<Result<Self, Problem>>;
-
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        std::future::ready(match req.app_data::<web::Data<Gate>>() {
-            Some(gate) => gate.vault().map(Unsealed).map_err(Problem::from),
-            None => Err(Error::Sealed.into()),
-        })
-    }
-}
-
 async fn seal_status(gate: web::Data<Gate>) -> HttpResponse {
     HttpResponse::Ok().json(gate.status())
 }
@@ -711,160 +445,6 @@ async fn readyz(gate: web::Data<Gate>) -> HttpResponse {
     }
 }
 
-/// Latency histogram bounds, seconds.
-const LATENCY_BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
-
-/// Request counts and latencies by route and status, for `/metrics` (Prometheus text format).
-/// Labels are route patterns (`/v1/tokens/{token}`), never a token or any request data.
-#[derive(Default)]
-pub struct Metrics {
-    by_route: std::sync::Mutex<std::collections::BTreeMap<String, RouteStats>>,
-}
-
-#[derive(Default)]
-struct RouteStats {
-    by_status: std::collections::BTreeMap<u16, u64>,
-    buckets: [u64; LATENCY_BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
-
-impl Metrics {
-    fn observe(&self, route: &str, status: u16, seconds: f64) {
-        let mut m = self
-            .by_route
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let r = m.entry(route.to_string()).or_default();
-        *r.by_status.entry(status).or_default() += 1;
-        for (b, bound) in r.buckets.iter_mut().zip(LATENCY_BUCKETS) {
-            if seconds <= bound {
-                *b += 1;
-            }
-        }
-        r.count += 1;
-        r.sum += seconds;
-    }
-
-    fn render(&self, vault: Option<&Vault>) -> String {
-        use std::fmt::Write;
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut out = String::new();
-        let m = self
-            .by_route
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        out.push_str("# TYPE panvault_http_requests_total counter\n");
-        for (route, r) in m.iter() {
-            for (status, n) in &r.by_status {
-                let _ = writeln!(
-                    out,
-                    "panvault_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-                );
-            }
-        }
-        out.push_str("# TYPE panvault_http_request_duration_seconds histogram\n");
-        for (route, r) in m.iter() {
-            for (n, bound) in r.buckets.iter().zip(LATENCY_BUCKETS) {
-                let _ = writeln!(
-                    out,
-                    "panvault_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "panvault_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                r.count
-            );
-            let _ = writeln!(
-                out,
-                "panvault_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                r.sum
-            );
-            let _ = writeln!(
-                out,
-                "panvault_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                r.count
-            );
-        }
-        out.push_str("# TYPE panvault_sealed gauge\n");
-        let _ = writeln!(out, "panvault_sealed {}", u8::from(vault.is_none()));
-        let Some(vault) = vault else { return out };
-        let st = vault.writer_stats();
-        out.push_str("# TYPE panvault_group_commit_writes_total counter\n");
-        let _ = writeln!(
-            out,
-            "panvault_group_commit_writes_total {}",
-            st.writes.load(Relaxed)
-        );
-        out.push_str("# TYPE panvault_group_commit_batches_total counter\n");
-        let _ = writeln!(
-            out,
-            "panvault_group_commit_batches_total {}",
-            st.commits.load(Relaxed)
-        );
-        out.push_str("# TYPE panvault_group_commit_syncs_total counter\n");
-        let _ = writeln!(
-            out,
-            "panvault_group_commit_syncs_total {}",
-            st.syncs.load(Relaxed)
-        );
-        out.push_str("# TYPE panvault_group_commit_batch_size histogram\n");
-        let mut cumulative = 0;
-        for (i, n) in st.batch_hist.iter().enumerate() {
-            cumulative += n.load(Relaxed);
-            let le = if i == st.batch_hist.len() - 1 {
-                "+Inf".to_string()
-            } else {
-                (1u64 << i).to_string()
-            };
-            let _ = writeln!(
-                out,
-                "panvault_group_commit_batch_size_bucket{{le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "panvault_group_commit_batch_size_sum {}",
-            st.writes.load(Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "panvault_group_commit_batch_size_count {}",
-            st.commits.load(Relaxed)
-        );
-        out.push_str("# TYPE panvault_tokens_created_total counter\n");
-        for (kind, n) in vault.tokens_created() {
-            let _ = writeln!(out, "panvault_tokens_created_total{{kind=\"{kind}\"}} {n}");
-        }
-        // The re-encryption job of this process (cheap to scrape, unlike GET /v1/sys/keys,
-        // which counts records).
-        if let Some(job) = vault.reencryption() {
-            out.push_str(
-                "# TYPE panvault_reencrypt_running gauge
-",
-            );
-            let _ = writeln!(out, "panvault_reencrypt_running {}", u8::from(job.running));
-            for (name, v) in [("scanned", job.scanned), ("moved", job.moved)] {
-                let _ = writeln!(out, "# TYPE panvault_reencrypt_{name}_total counter");
-                let _ = writeln!(out, "panvault_reencrypt_{name}_total {v}");
-            }
-            out.push_str(
-                "# TYPE panvault_reencrypt_elapsed_seconds gauge
-",
-            );
-            let _ = writeln!(
-                out,
-                "panvault_reencrypt_elapsed_seconds {:.3}",
-                job.elapsed_ms as f64 / 1000.0
-            );
-        }
-        out
-    }
-}
-
 async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -879,18 +459,6 @@ async fn openapi() -> HttpResponse {
 
 async fn not_found() -> HttpResponse {
     Problem::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").response()
-}
-
-/// An incoming `X-Request-Id` to echo and audit, if it is one: 1 to 128 characters from
-/// `A-Z a-z 0-9 - _ . :`, and no card number in it (a client's mistake that would otherwise be
-/// echoed and written to the audit trail in clear; such an id is replaced like an invalid one).
-fn valid_request_id(v: &HeaderValue) -> Option<String> {
-    let s = v.to_str().ok()?;
-    let ok = (1..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        && !crate::mask::holds_pan(s.replace(['_', '.', ':'], "-").as_bytes(), &[]);
-    ok.then(|| s.to_string())
 }
 
 /// 405 `method_not_allowed` for a method the path does not take, with `Allow` (RFC 9110).
