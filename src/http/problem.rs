@@ -68,6 +68,9 @@ impl actix_web::ResponseError for Problem {
     }
 }
 
+/// What a handler answers: its response, or a problem.
+pub(super) type Answer = Result<HttpResponse, Problem>;
+
 /// The one mapping from library errors to HTTP answers. Every variant is named: a new one is a
 /// compile error here until it is given its status.
 impl From<Error> for Problem {
