@@ -122,3 +122,47 @@ impl From<Error> for Problem {
         Problem::new(status, e.code(), e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn server_failures_answer_a_generic_500() {
+        for e in [
+            Error::Encode { what: "report" },
+            Error::Encrypt { what: "record" },
+            Error::Exhausted { what: "token" },
+            Error::store("put", "disk full"),
+            Error::Config("bad".into()),
+        ] {
+            let p = Problem::from(e);
+            assert_eq!(p.status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(p.code(), "internal_error");
+            assert_eq!(p.body()["detail"], "internal error; see the server log");
+        }
+    }
+
+    #[test]
+    fn request_failures_answer_their_own_code() {
+        for (e, status) in [
+            (Error::LuhnCheckFailed, StatusCode::UNPROCESSABLE_ENTITY),
+            (Error::ShopTaken, StatusCode::CONFLICT),
+            (Error::ApiKeyNotFound, StatusCode::NOT_FOUND),
+            (Error::Unauthorized, StatusCode::UNAUTHORIZED),
+            (Error::KeyUnlock("wrong"), StatusCode::BAD_REQUEST),
+            (Error::Forbidden { reason: "scope" }, StatusCode::FORBIDDEN),
+            (Error::ShuttingDown, StatusCode::SERVICE_UNAVAILABLE),
+        ] {
+            let code = e.code();
+            let detail = e.to_string();
+            let p = Problem::from(e);
+            assert_eq!((p.status, p.code()), (status, code));
+            assert_eq!(p.body()["detail"], detail.as_str());
+        }
+        let r = Problem::from(Error::Unauthorized).response();
+        assert_eq!(r.headers().get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+    }
+}
