@@ -450,7 +450,7 @@ fn problem_response(
 type Shared = Vec<(&'static str, &'static str, Value)>;
 
 /// The answers shared by every operation of a kind: those behind an API key, and those that
-/// take a JSON body (`json_body` in src/http.rs).
+/// take a JSON body (`json_body` in src/http/body.rs).
 fn shared_responses() -> (Shared, Shared) {
     let mut unauthorized = problem_response(
         "unauthorized: no API key, or not a valid live one (audited)",

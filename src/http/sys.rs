@@ -1,0 +1,72 @@
+//! The system endpoints: liveness and readiness, metrics, the OpenAPI document, and the seal
+//! state (status, unseal, seal).
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Value, json};
+
+use super::body::{field_error, json_body, only_fields};
+use super::extract::{Unsealed, principal, request_ctx};
+use super::problem::Answer;
+use super::{BODY_LIMIT, Metrics, Problem};
+use crate::access::Scope;
+use crate::crypto::SecretString;
+use crate::seal::{Gate, UnsealInput};
+
+pub(super) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+pub(super) async fn seal_status(gate: web::Data<Gate>) -> HttpResponse {
+    HttpResponse::Ok().json(gate.status())
+}
+
+/// `POST /v1/sys/unseal` (no auth; audited): `{"passphrase"}` (file keys) or `{"share"}`.
+pub(super) async fn unseal(req: HttpRequest, gate: web::Data<Gate>, body: web::Payload) -> Answer {
+    let map = json_body(&req, body, BODY_LIMIT).await?;
+    only_fields(&map, &["passphrase", "share"])?;
+    let input = match (map.get("passphrase"), map.get("share")) {
+        (Some(Value::String(p)), None) => UnsealInput::Passphrase(SecretString::new(p.clone())),
+        (Some(_), None) => return Err(field_error("passphrase", "must be a JSON string")),
+        (None, Some(Value::String(s))) => UnsealInput::Share(SecretString::new(s.clone())),
+        (None, Some(_)) => return Err(field_error("share", "must be a JSON string")),
+        _ => {
+            return Err(field_error(
+                "passphrase",
+                "give exactly one of passphrase or share",
+            ));
+        }
+    };
+    let status = gate.unseal(&request_ctx(&req, None), input).await?;
+    Ok(HttpResponse::Ok().json(status))
+}
+
+/// `POST /v1/sys/seal` (scope `keys`).
+pub(super) async fn seal(
+    req: HttpRequest,
+    gate: web::Data<Gate>,
+    Unsealed(vault): Unsealed,
+) -> Answer {
+    let p = principal(&req, &vault, Scope::Keys).await?;
+    drop(vault);
+    let status = gate.seal(&request_ctx(&req, Some(&p))).await?;
+    Ok(HttpResponse::Ok().json(status))
+}
+
+pub(super) async fn readyz(gate: web::Data<Gate>) -> HttpResponse {
+    match gate.vault().and_then(|v| v.ready()) {
+        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
+        Err(e) => Problem::from(e).response(),
+    }
+}
+
+pub(super) async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics.render(gate.vault().ok().as_ref()))
+}
+
+pub(super) async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(crate::openapi::document())
+}
