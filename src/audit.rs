@@ -130,7 +130,8 @@ pub struct Event {
     /// How it ended, one snake_case word per action: `ok`, `created`, `existing`,
     /// `not_found`, `denied`, ...
     pub outcome: &'static str,
-    /// The caller's request id, if the call came over HTTP with one.
+    /// The HTTP request's id (the caller's `X-Request-Id`, or one the server drew); `None`
+    /// outside HTTP.
     pub request_id: Option<String>,
     /// The caller's IP address, if the call came over HTTP.
     pub client: Option<String>,

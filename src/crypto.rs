@@ -294,7 +294,7 @@ impl std::fmt::Debug for Dek {
 /// - The card fingerprint is `HMAC(fingerprint key, merchant ‖ 0 ‖ PAN)`: keyed and per
 ///   merchant, so the same card in two merchants gives unlinkable values and a copy of the store
 ///   without the KEK cannot test guesses.
-/// - API keys are stored as `HMAC(api key MAC key, "api-key" ‖ 0 ‖ key id ‖ 0 ‖ secret)`: a copy
+/// - API keys are stored as `HMAC(api key MAC key, "api-key" ‖ 0 ‖ key id ‖ 0 ‖ secret ‖ 0)`: a copy
 ///   of the store yields no usable key, and checking one costs a MAC, not argon2.
 #[derive(Clone)]
 pub struct MacKey(Hmac<Sha256>);

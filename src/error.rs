@@ -137,10 +137,10 @@ pub enum Error {
         /// The kind of value whose encryption failed.
         what: &'static str,
     },
-    /// Every random candidate tried was taken: no free `what` (token, merchant prefix) found.
+    /// Every random candidate tried was taken: no free `what` (random token, merchant prefix).
     #[error("no free {what} found")]
     Exhausted {
-        /// What was being drawn at random (`token`, `merchant prefix`).
+        /// What was being drawn at random (`random token`, `merchant prefix`).
         what: &'static str,
     },
     /// The audit chain does not verify; `seq` is the first bad entry.

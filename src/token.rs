@@ -25,7 +25,8 @@ pub const MASKEDPAN: &str = "MASKEDPAN";
 pub const FORCED: &str = ":FORCED:";
 /// Longest custom value: prefix (4) + value (21) fits Axerve's 25-character `tokenValue`.
 pub const MAX_CUSTOM_LEN: usize = 21;
-/// Shortest run of consecutive digits forbidden in a custom value (a PAN has at least 12).
+/// Shortest run of digits forbidden in a custom value (a PAN has at least 12); `_` and `-`
+/// do not break a run.
 pub const FORBIDDEN_DIGIT_RUN: usize = 12;
 /// Length of every standard token.
 pub const MASKED_TOKEN_LEN: usize = 16;
@@ -146,11 +147,12 @@ impl TokenRequest {
     }
 }
 
-/// Validates a custom token value (contract section 4), else [`Error::InvalidCustomToken`]:
+/// Validates a custom token value, else [`Error::InvalidCustomToken`]:
 /// - 1 to 21 characters (so prefix + value fits Axerve's 25-character `tokenValue`);
 /// - only `A-Z a-z 0-9 _ -`;
 /// - not exactly `MASKEDPAN` (case-sensitive, as tokens are: `maskedpan` is an ordinary value);
-/// - no run of 12 or more consecutive ASCII digits, so a bare card number never hides in it.
+/// - no run of 12 or more ASCII digits, `_` and `-` not breaking a run, so a card number never
+///   hides in it, bare or with separators.
 pub fn validate_custom_value(v: &str) -> Result<()> {
     let fail = |reason| Err(Error::InvalidCustomToken { reason });
     if v.is_empty() {

@@ -39,7 +39,7 @@ pub enum Gateway {
 }
 
 impl Gateway {
-    /// Every gateway, in the order the configuration and the docs list them.
+    /// Every gateway the proxy serves; [`Gateway::parse`] looks names up here.
     pub const ALL: [Gateway; 4] = [
         Gateway::Nexi,
         Gateway::Axerve,
@@ -228,7 +228,7 @@ pub struct StoredCredential {
     /// The agreement (id, type) the charge establishes or runs under. Where the gateway has no
     /// agreement id, the id is [`Gateway::agreement_marker`] followed by the type.
     pub agreement: Option<(String, String)>,
-    /// A merchant-initiated transaction.
+    /// The charge is merchant-initiated (MIT): it must run under an agreement its token holds.
     pub merchant_initiated: bool,
     /// MPGS `storedOnFile`: whether the merchant gave it. `None` where the gateway has no such
     /// field (panvault fills it in only where it exists).

@@ -30,7 +30,8 @@ mod sled_backend;
 /// The tables of the vault. The names (redb) and tags (sled) are part of the on-disk format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Table {
-    /// Vault-wide values under fixed names: format version, wrapped keys, the audit head.
+    /// Vault-wide values under fixed names: the wrapped MAC keys, the audit head and anchor,
+    /// the re-encryption cursor, and each merchant prefix with its merchant id.
     Meta,
     /// Merchant groups by merchant id.
     Merchants,
