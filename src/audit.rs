@@ -1,4 +1,4 @@
-//! The audit chain (contract 7, DESIGN "Data at rest").
+//! The audit chain: the tamper-evident record of every operation on the vault.
 //!
 //! Every operation appends one [`Entry`] in the same store commit as the data change it
 //! describes. Entries are hash-chained: `hash = SHA-256(prev_hash ‖ canonical(entry))`, where
@@ -51,12 +51,16 @@ pub fn check_retention(days: u64) -> Result<()> {
 /// The last entry's seq and hash, and their MAC (hex): proof of where the chain ends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedHead {
+    /// Sequence number of the last entry (of the last pruned entry, for an anchor).
     pub seq: u64,
+    /// That entry's chain hash, 64 hex digits.
     pub hash: String,
+    /// HMAC-SHA-256 over `seq` and `hash` under the audit MAC key, 64 hex digits.
     pub mac: String,
 }
 
 impl SignedHead {
+    /// Reads a head or anchor as stored in `meta` (JSON), else [`Error::Corrupt`].
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         serde_json::from_slice(bytes).map_err(|_| Error::Corrupt {
             what: "signed audit head",
@@ -115,12 +119,21 @@ pub const GENESIS: [u8; 32] = [0u8; 32];
 /// What an operation wants recorded; the writer adds `seq`, `time` and the chain hashes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Event {
+    /// Who acted: an API key id, or `cli` / `system`.
     pub actor: String,
+    /// The merchant group the operation touched, if any.
     pub merchant: Option<String>,
+    /// The operation, snake_case (`tokenize`, `kek_rotate`, ...).
     pub action: &'static str,
+    /// The token the operation was about, if any; never a PAN.
     pub token: Option<String>,
+    /// How it ended, one snake_case word per action: `ok`, `created`, `existing`,
+    /// `not_found`, `denied`, ...
     pub outcome: &'static str,
+    /// The HTTP request's id (the caller's `X-Request-Id`, or one the server drew); `None`
+    /// outside HTTP.
     pub request_id: Option<String>,
+    /// The caller's IP address, if the call came over HTTP.
     pub client: Option<String>,
     /// What else an auditor needs, never secret: e.g. the KEK versions of a rotation.
     pub detail: Option<String>,
@@ -129,17 +142,29 @@ pub struct Event {
 /// One stored audit entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
+    /// Position in the chain, from 1, without gaps.
     pub seq: u64,
+    /// When the writer appended it: RFC 3339 UTC, to the second.
     pub time: String,
+    /// [`Event::actor`].
     pub actor: String,
+    /// [`Event::merchant`].
     pub merchant: Option<String>,
+    /// [`Event::action`].
     pub action: String,
+    /// [`Event::token`].
     pub token: Option<String>,
+    /// [`Event::outcome`].
     pub outcome: String,
+    /// [`Event::request_id`].
     pub request_id: Option<String>,
+    /// [`Event::client`].
     pub client: Option<String>,
+    /// [`Event::detail`]; for a checkpoint entry, `covers seq N; mac=HEX`: the MAC of entry N.
     pub detail: Option<String>,
+    /// The previous entry's `hash` (hex of [`GENESIS`] for entry 1).
     pub prev_hash: String,
+    /// SHA-256 of `prev_hash` and [`Entry::canonical_bytes`], 64 hex digits.
     pub hash: String,
 }
 
@@ -198,6 +223,7 @@ impl Entry {
         })
     }
 
+    /// Reads the stored form back; trailing bytes or a bad encoding are [`Error::Corrupt`].
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         match postcard::take_from_bytes::<Self>(bytes) {
             Ok((entry, [])) => Ok(entry),
@@ -343,10 +369,13 @@ impl Chain {
 /// The result of a successful verification.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Verified {
+    /// How many entries were checked.
     pub entries: u64,
     /// The first entry checked (1 for a store; where an export starts for an export).
     pub first_seq: u64,
+    /// The last entry checked (0 for an empty chain).
     pub last_seq: u64,
+    /// That entry's hash (hex of [`GENESIS`] for an empty chain).
     pub last_hash: String,
     /// Checkpoint entries met (their MACs checked when `macs_verified`).
     pub checkpoints: u64,
@@ -424,6 +453,8 @@ impl<'k> Verifier<'k> {
         }
     }
 
+    /// Checks the next entry: its seq and link to the one before, its hash, and with the key
+    /// a checkpoint's MAC; the first failure is [`Error::AuditBroken`] naming its seq.
     pub fn feed(&mut self, e: &Entry) -> Result<()> {
         // Sequence numbers run from 1; none can be 0 or the last u64 (no successor).
         if e.seq == 0 || e.seq == u64::MAX {
@@ -501,6 +532,7 @@ impl<'k> Verifier<'k> {
         Ok(())
     }
 
+    /// What was verified; call it once every entry (and the head, if any) was fed.
     pub fn finish(self) -> Verified {
         let (last_seq, last_hash) = self.last();
         Verified {
@@ -616,7 +648,12 @@ pub fn verify(store: &dyn Store, mac: Option<&MacKey>, live: bool) -> Result<Ver
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ExportLine {
-    Head { signed_head: SignedHead },
+    /// The signed head, written as `{"signed_head": {...}}` after the entries it covers.
+    Head {
+        /// The head as stored in `meta`.
+        signed_head: SignedHead,
+    },
+    /// An entry, written as the JSON object of its fields.
     Entry(Box<Entry>),
 }
 

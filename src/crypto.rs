@@ -1,4 +1,5 @@
-//! Envelope encryption (contract 5, DESIGN "Data at rest").
+//! Envelope encryption: the key hierarchy, the AEAD calls and the associated data that binds
+//! every ciphertext to its place.
 //!
 //! ```text
 //! KEK (versioned; from a key source)  ──wraps──►  DEK (AES-256, random)  ──encrypts──►  card data
@@ -7,7 +8,7 @@
 //!
 //! Every AES-256-GCM call carries associated data that names what the ciphertext is and where it
 //! belongs, so a ciphertext copied to another record, DEK slot or KEK version fails to decrypt.
-//! Nonces are 96 bits from the OS CSPRNG; a DEK is retired long before the 2^32 random-nonce
+//! Nonces are 96 bits from an OS-seeded CSPRNG; a DEK is retired long before the 2^32 random-nonce
 //! bound (see [`DekPolicy`]). Primitives are RustCrypto's `aes-gcm`, `hmac`, `sha2`, `argon2`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,7 +117,9 @@ fn open(
 /// A nonce and the AES-GCM ciphertext with its tag.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sealed {
+    /// The 96-bit nonce, fresh from the CSPRNG for this one encryption.
     pub nonce: [u8; NONCE_LEN],
+    /// The ciphertext followed by its 16-byte GCM tag.
     pub ciphertext: Vec<u8>,
 }
 
@@ -205,11 +208,14 @@ impl std::fmt::Debug for Kek {
     }
 }
 
-/// When a DEK stops taking new encryptions (contract 5). Random 96-bit nonces stay far below
-/// the 2^-32 collision bound at 2^24 messages per key.
+/// When a DEK stops taking new encryptions (a new DEK takes over; the old one still decrypts).
+/// Random 96-bit nonces stay far below the 2^-32 collision bound at 2^24 messages per key.
 #[derive(Clone, Copy, Debug)]
 pub struct DekPolicy {
+    /// Encryptions one DEK may take in this process (default 2^24).
     pub max_uses: u64,
+    /// How long after it was loaded a DEK may take new encryptions (default 24 hours); also
+    /// the cryptoperiod the key status reports DEKs against.
     pub max_age: Duration,
 }
 
@@ -231,6 +237,7 @@ pub struct Dek {
 }
 
 impl Dek {
+    /// A DEK ready to use: `id` is its slot in the store, which every record AAD names.
     pub fn new(id: u32, key: &SecretKey) -> Self {
         Dek {
             id,
@@ -240,6 +247,7 @@ impl Dek {
         }
     }
 
+    /// The DEK's slot number, stored beside each record it encrypts.
     pub fn id(&self) -> u32 {
         self.id
     }
@@ -286,12 +294,14 @@ impl std::fmt::Debug for Dek {
 /// - The card fingerprint is `HMAC(fingerprint key, merchant ‖ 0 ‖ PAN)`: keyed and per
 ///   merchant, so the same card in two merchants gives unlinkable values and a copy of the store
 ///   without the KEK cannot test guesses.
-/// - API keys are stored as `HMAC(api key MAC key, "api-key" ‖ 0 ‖ key id ‖ 0 ‖ secret)`: a copy
+/// - API keys are stored as `HMAC(api key MAC key, "api-key" ‖ 0 ‖ key id ‖ 0 ‖ secret ‖ 0)`: a copy
 ///   of the store yields no usable key, and checking one costs a MAC, not argon2.
 #[derive(Clone)]
 pub struct MacKey(Hmac<Sha256>);
 
 impl MacKey {
+    /// Keys an HMAC-SHA256 state with `key`; refused ([`Error::KeyUnlock`]) only if HMAC
+    /// rejects the key's length.
     pub fn new(key: &SecretKey) -> Result<Self> {
         <Hmac<Sha256> as Mac>::new_from_slice(key.expose())
             .map(MacKey)
@@ -308,6 +318,8 @@ impl MacKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// The card fingerprint, `HMAC(merchant_id ‖ 0 ‖ pan_digits)`: finds the existing token
+    /// of a card within one merchant group. `pan_digits` are the bare digits, no separators.
     pub fn fingerprint(&self, merchant_id: &str, pan_digits: &str) -> [u8; 32] {
         let mut mac = self.0.clone();
         mac.update(merchant_id.as_bytes());
@@ -327,8 +339,11 @@ impl std::fmt::Debug for MacKey {
 /// option (64 MiB, 3 passes, 4 lanes), 32-byte output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KdfParams {
+    /// Memory cost in KiB.
     pub m_cost_kib: u32,
+    /// Number of passes over the memory.
     pub t_cost: u32,
+    /// Degree of parallelism (lanes).
     pub p_cost: u32,
 }
 

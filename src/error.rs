@@ -9,26 +9,37 @@ use thiserror::Error;
 pub enum Error {
     /// The card number is not 12-19 ASCII digits (separators aside).
     #[error("invalid pan: {reason}")]
-    InvalidPan { reason: &'static str },
+    InvalidPan {
+        /// Which rule the input broke, in words that never quote the input.
+        reason: &'static str,
+    },
     /// The card number has the right shape but fails the Luhn check.
     #[error("pan fails the Luhn check")]
     LuhnCheckFailed,
     /// Expiry month/year out of range.
     #[error("invalid expiry: {reason}")]
-    InvalidExpiry { reason: &'static str },
+    InvalidExpiry {
+        /// Which bound the month or year broke.
+        reason: &'static str,
+    },
     /// CVV is not 3 or 4 ASCII digits.
     #[error("invalid cvv: must be 3 or 4 digits")]
     InvalidCvv,
-    /// A requested custom token breaks one of the contract's rules.
+    /// A requested custom token breaks one of the custom-token rules (see [`crate::token`]).
     #[error("invalid custom token: {reason}")]
-    InvalidCustomToken { reason: &'static str },
+    InvalidCustomToken {
+        /// Which custom-token rule the value broke, never the value itself.
+        reason: &'static str,
+    },
     /// A merchant prefix is not four letters A-Z.
     #[error("invalid merchant prefix: must be four letters A-Z")]
     InvalidPrefix,
     /// Some other request field is out of range.
     #[error("invalid field `{field}`: {reason}")]
     InvalidField {
+        /// The field's name as the request or command line spells it (`ttl_seconds`, `limit`).
         field: &'static str,
+        /// What is wrong with its value, never the value itself.
         reason: &'static str,
     },
     /// The custom token exists for another card, or a masked token was asked for another PAN.
@@ -48,7 +59,10 @@ pub enum Error {
     Unauthorized,
     /// The API key lacks the scope, or its shop login is in no merchant group.
     #[error("forbidden: {reason}")]
-    Forbidden { reason: &'static str },
+    Forbidden {
+        /// Why the call was refused, in words that name no secret.
+        reason: &'static str,
+    },
     /// The shop login already belongs to a merchant group.
     #[error("shop login already belongs to a merchant group")]
     ShopTaken,
@@ -58,9 +72,14 @@ pub enum Error {
     /// No such API key.
     #[error("API key not found")]
     ApiKeyNotFound,
-    /// Batch larger than the contract allows.
+    /// A batch request holds more items than one request may.
     #[error("batch holds {got} items, at most {max} allowed")]
-    BatchTooLarge { got: usize, max: usize },
+    BatchTooLarge {
+        /// How many items the request held.
+        got: usize,
+        /// The most one batch may hold.
+        max: usize,
+    },
     /// Key material is not available (vault sealed).
     #[error("vault is sealed")]
     Sealed,
@@ -74,10 +93,18 @@ pub enum Error {
     ShareRefused(String),
     /// Fewer distinct valid custodian shares than the keyring's threshold.
     #[error("not enough shares: {have} distinct valid shares given, {need} needed")]
-    NotEnoughShares { have: usize, need: usize },
+    NotEnoughShares {
+        /// Distinct shares that passed the check.
+        have: usize,
+        /// The keyring's threshold M.
+        need: usize,
+    },
     /// Authenticated decryption failed: the ciphertext, its associated data or its key is wrong.
     #[error("decryption failed for {what}")]
-    Decrypt { what: &'static str },
+    Decrypt {
+        /// The kind of ciphertext that failed, such as `wrapped key`.
+        what: &'static str,
+    },
     /// A vault already exists where `init` was asked to create one.
     #[error("a vault already exists in {0}")]
     AlreadyInitialized(String),
@@ -86,29 +113,53 @@ pub enum Error {
     NotInitialized(String),
     /// The storage backend failed; `op` names what was attempted.
     #[error("store error during {op}: {detail}")]
-    Store { op: &'static str, detail: String },
+    Store {
+        /// The store operation that failed (`open`, `commit`, `scan`...).
+        op: &'static str,
+        /// The engine's error, as text.
+        detail: String,
+    },
     /// A stored value could not be decoded (corruption or version mismatch).
     #[error("corrupt {what} in store")]
-    Corrupt { what: &'static str },
+    Corrupt {
+        /// The kind of stored value that would not decode.
+        what: &'static str,
+    },
     /// A value could not be encoded for storage or output (a bug, never bad input).
     #[error("could not encode {what}")]
-    Encode { what: &'static str },
+    Encode {
+        /// The kind of value that would not encode.
+        what: &'static str,
+    },
     /// Authenticated encryption failed (a bug or a broken cipher, never bad input).
     #[error("encryption failed for {what}")]
-    Encrypt { what: &'static str },
-    /// Every random candidate tried was taken: no free `what` (token, merchant prefix) found.
+    Encrypt {
+        /// The kind of value whose encryption failed.
+        what: &'static str,
+    },
+    /// Every random candidate tried was taken: no free `what` (random token, merchant prefix).
     #[error("no free {what} found")]
-    Exhausted { what: &'static str },
+    Exhausted {
+        /// What was being drawn at random (`random token`, `merchant prefix`).
+        what: &'static str,
+    },
     /// The audit chain does not verify; `seq` is the first bad entry.
     #[error("audit chain broken at entry {seq}: {reason}")]
-    AuditBroken { seq: u64, reason: &'static str },
+    AuditBroken {
+        /// Sequence number of the first entry that does not verify.
+        seq: u64,
+        /// Which check failed (link, hash, MAC, head).
+        reason: &'static str,
+    },
     /// The single writer is gone (shutdown in progress).
     #[error("vault is shutting down")]
     ShuttingDown,
     /// Filesystem error outside the store (key files, config).
     #[error("{what}: {source}")]
     Io {
+        /// The path or object the operation was on.
         what: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -121,7 +172,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// The stable machine-readable code of this error (contract section 2).
+    /// The stable machine-readable code of this error: the `code` member of every HTTP problem
+    /// answer, listed for API clients in CONTRACT.md section 2. Never changes for a variant.
     pub fn code(&self) -> &'static str {
         match self {
             Error::InvalidPan { .. } => "invalid_pan",

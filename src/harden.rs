@@ -1,4 +1,5 @@
-//! Process hardening when `serve` and `demo` start (issue 6, item 2).
+//! Process hardening when `serve` and `demo` start: no core dumps, no swap, and refusal of key
+//! and data files that others can read.
 //!
 //! - Core dumps off: `RLIMIT_CORE` 0 (soft and hard), and after the secrets are read the process
 //!   is made not dumpable (`PR_SET_DUMPABLE` 0: no core, no ptrace by the same user, `/proc/PID`

@@ -4,17 +4,17 @@
 //!
 //! # Wrapping: RFC 3394 over (key ‖ context tag)
 //!
-//! The issue asks for plain AES key wrap (RFC 3394, `CKM_AES_KEY_WRAP`): it is the most portable
-//! wrapping mechanism across HSMs, and SoftHSM offers it for `C_WrapKey`/`C_UnwrapKey` only (not
-//! for `C_Encrypt`). RFC 3394 has no associated data, and cryptoki 0.12 gives no way to pass the
-//! alternative initial value. The software KEK binds every wrapped key to its name, id and KEK
+//! Plain AES key wrap (RFC 3394, `CKM_AES_KEY_WRAP`) is the most portable wrapping mechanism
+//! across HSMs, and SoftHSM offers it for `C_WrapKey`/`C_UnwrapKey` only (not for `C_Encrypt`).
+//! RFC 3394 has no associated data, and cryptoki 0.12 gives no way to pass the alternative
+//! initial value. The software KEK binds every wrapped key to its name, id and KEK
 //! version with AES-GCM associated data ([`crate::crypto::wrap_aad`]); we keep that property by
 //! wrapping, instead of the bare 32-byte key, the 48-byte value `key ‖ SHA-256(wrap_aad)[..16]`
 //! (imported as a short-lived generic-secret session object). RFC 3394's integrity check covers
 //! every block, so a wrapped key copied to another slot (another name, id or KEK version)
 //! unwraps to a value whose tag does not match and is refused, exactly like a GCM tag failure.
 //! We did not use AES-GCM inside the HSM (also possible in SoftHSM): some HSMs in FIPS mode refuse
-//! a caller-chosen IV, and the issue asks for key wrap.
+//! a caller-chosen IV, and key wrap is the more portable of the two.
 //!
 //! The unwrapped value has to reach this process (the DEKs encrypt records in-process with
 //! `aes-gcm`), so `C_UnwrapKey` creates a non-sensitive, extractable *session* object whose

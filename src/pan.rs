@@ -1,6 +1,6 @@
 //! Card data: the primary account number ([`Pan`]), its [`Brand`], its [`Expiry`] and the [`Cvv`].
 //!
-//! Rules come from CONTRACT.md section 4 ("Validation of a card"):
+//! The validation rules, each refusal named by its error code:
 //! - a PAN is 12 to 19 ASCII digits; single spaces or dashes *between* digit groups are accepted
 //!   and removed, anything else is `invalid_pan`; the Luhn check must pass (`luhn_check_failed`);
 //! - the expiry month is 1-12 and the year 2000-2099 (`invalid_expiry`); a card is valid through
@@ -36,7 +36,7 @@ const REDACTED: &str = "[REDACTED]";
 pub struct Pan(Zeroizing<String>);
 
 impl Pan {
-    /// Parses and validates a card number (contract section 4).
+    /// Parses and validates a card number.
     ///
     /// Accepts 12 to 19 ASCII digits, optionally split into groups by single spaces or single
     /// dashes (`"4111 1111 1111 1111"`, `"378282-246310005"`). Rejects with
@@ -218,14 +218,23 @@ pub fn luhn_check_digit(body: &str) -> Option<u8> {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Brand {
+    /// Visa: IIN 4.
     Visa,
+    /// Mastercard: IIN 51-55 and 2221-2720.
     Mastercard,
+    /// American Express: IIN 34, 37.
     Amex,
+    /// Discover: IIN 6011, 622126-622925, 644-649, 65.
     Discover,
+    /// JCB: IIN 3528-3589.
     Jcb,
+    /// Diners Club: IIN 300-305, 3095, 36, 38-39.
     Diners,
+    /// Maestro: IIN 50, 56-58, 6304, 6390, 67.
     Maestro,
+    /// UnionPay: IIN 62 (outside Discover's range), 81.
     Unionpay,
+    /// No known range matched; the card is still accepted.
     Unknown,
 }
 
@@ -303,10 +312,13 @@ impl fmt::Display for Brand {
     }
 }
 
-/// A card's expiry month (contract section 4): month 1-12, four-digit year 2000-2099.
+/// A card's expiry month: month 1-12, four-digit year 2000-2099. The card is valid through the
+/// last day of that month (UTC). Build it with [`Expiry::new`], which checks both ranges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Expiry {
+    /// Month of the year, 1-12.
     pub month: u8,
+    /// Four-digit year, 2000-2099.
     pub year: u16,
 }
 

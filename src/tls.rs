@@ -17,7 +17,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use crate::keys;
 use crate::{Error, Result};
 
-/// The TLS directory of a data dir.
+/// `DATA/tls`: the CA certificate, and the server certificate and key `serve` uses.
 pub fn tls_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("tls")
 }
@@ -31,7 +31,8 @@ fn tls_err(e: impl std::fmt::Display) -> Error {
     Error::Config(format!("tls: {e}"))
 }
 
-/// Writes a fresh local CA and a server certificate signed by it.
+/// Writes a fresh local CA and a server certificate signed by it (files replaced, mode 0600),
+/// and returns the CA certificate's path for the operator; the CA's private key is dropped.
 pub fn generate(data_dir: &Path) -> Result<PathBuf> {
     let dir = tls_dir(data_dir);
     keys::create_private_dir(&dir)?;

@@ -1,4 +1,5 @@
-//! Token formats (CONTRACT.md section 4, "Token formats", after Axerve's rules in seed 002).
+//! Token formats: how standard, custom and temporary tokens are built, and which requested
+//! values a merchant may use. The standard and custom formats follow Axerve's token rules.
 //!
 //! - **Standard** (`MASKEDPAN`): 16 characters = first 2 PAN digits + the merchant's 4-letter
 //!   prefix + 6 random characters from `A-Z0-9` + last 4 PAN digits, for every PAN length 12-19.
@@ -24,7 +25,8 @@ pub const MASKEDPAN: &str = "MASKEDPAN";
 pub const FORCED: &str = ":FORCED:";
 /// Longest custom value: prefix (4) + value (21) fits Axerve's 25-character `tokenValue`.
 pub const MAX_CUSTOM_LEN: usize = 21;
-/// Shortest run of consecutive digits forbidden in a custom value (a PAN has at least 12).
+/// Shortest run of digits forbidden in a custom value (a PAN has at least 12); `_` and `-`
+/// do not break a run.
 pub const FORBIDDEN_DIGIT_RUN: usize = 12;
 /// Length of every standard token.
 pub const MASKED_TOKEN_LEN: usize = 16;
@@ -90,8 +92,12 @@ impl From<MerchantPrefix> for String {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum TokenKind {
+    /// A standard token: PAN's first 2 digits, the prefix, 6 random characters, last 4 digits.
     Masked,
+    /// The merchant's prefix followed by a value the merchant chose.
     Custom,
+    /// A `tmp_` token for one charge: held in memory only, gone once used or past its time to
+    /// live.
     Temporary,
 }
 
@@ -107,8 +113,10 @@ pub enum RequestedToken {
 /// A parsed `request_token`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRequest {
-    /// `:FORCED:` was given (meaningful only on a proxied charge, contract section 6).
+    /// `:FORCED:` was given. Meaningful only on a proxied charge: the card is tokenized whatever
+    /// the gateway answers, not only on an approval.
     pub forced: bool,
+    /// The token asked for, with `:FORCED:` stripped.
     pub token: RequestedToken,
 }
 
@@ -139,11 +147,12 @@ impl TokenRequest {
     }
 }
 
-/// Validates a custom token value (contract section 4), else [`Error::InvalidCustomToken`]:
+/// Validates a custom token value, else [`Error::InvalidCustomToken`]:
 /// - 1 to 21 characters (so prefix + value fits Axerve's 25-character `tokenValue`);
 /// - only `A-Z a-z 0-9 _ -`;
 /// - not exactly `MASKEDPAN` (case-sensitive, as tokens are: `maskedpan` is an ordinary value);
-/// - no run of 12 or more consecutive ASCII digits, so a bare card number never hides in it.
+/// - no run of 12 or more ASCII digits, `_` and `-` not breaking a run, so a card number never
+///   hides in it, bare or with separators.
 pub fn validate_custom_value(v: &str) -> Result<()> {
     let fail = |reason| Err(Error::InvalidCustomToken { reason });
     if v.is_empty() {
@@ -158,8 +167,8 @@ pub fn validate_custom_value(v: &str) -> Result<()> {
     if v == MASKEDPAN {
         return fail("must not be MASKEDPAN");
     }
-    // Stricter than the contract's letter, true to its intent ("a card number can never hide
-    // in it"): `_` and `-` do not break a run, so `4111-1111-1111-1111` is refused too.
+    // Stricter than the rule's letter ("no run of 12 or more digits"), true to its intent (a
+    // card number can never hide in it): `_` and `-` do not break a run, so `4111-1111-1111-1111` is refused too.
     if has_digit_run(v) {
         return fail("must not contain 12 or more digits in a row (separators do not count)");
     }
@@ -201,7 +210,7 @@ pub fn masked_token<R: RngCore + CryptoRng>(
 
 /// A custom token: the prefix followed by `value`, which the caller has checked with
 /// [`validate_custom_value`] (e.g. through [`TokenRequest::parse`]).
-/// Seed 002: prefix `XYZW`, value `JOHN_SMITH_5533` → `XYZWJOHN_SMITH_5533`.
+/// For example prefix `XYZW` and value `JOHN_SMITH_5533` give `XYZWJOHN_SMITH_5533`.
 pub fn custom_token(prefix: &MerchantPrefix, value: &str) -> String {
     let mut t = String::with_capacity(4 + value.len());
     t.push_str(prefix.as_str());

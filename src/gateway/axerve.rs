@@ -1,12 +1,13 @@
-//! Axerve Ecommerce Solutions (ex-Gestpay, Banca Sella), SPEC.md section 2.
+//! The Axerve adapter (Axerve Ecommerce Solutions, ex-Gestpay, Banca Sella): where its SOAP and
+//! REST requests carry the card, and how its answers read (SPEC.md section 2).
 //!
 //! **SOAP 1.1 `WSs2s`** (`POST /gestpay/gestpayws/WSs2s.asmx`, `SOAPAction:
 //! "https://ecomms2s.sella.it/callPagamS2S"`, body element in namespace
 //! `https://ecomms2s.sella.it/`; no HTTP auth header: IP whitelist and/or an `<apikey>` element).
 //! `callPagamS2S` takes card data or a token, "exactly one among Credit Card data and Token
 //! value": `cardNumber` with `expiryMonth` (MM) and `expiryYear` (YY) as separate two-character
-//! fields and an optional `cvv`, or `tokenValue`. A panvault token may stand in either (contract
-//! 6); in `tokenValue` it is replaced by `cardNumber`, `expiryMonth` and `expiryYear`, written in
+//! fields and an optional `cvv`, or `tokenValue`. A panvault token may stand in either; in
+//! `tokenValue` it is replaced by `cardNumber`, `expiryMonth` and `expiryYear`, written in
 //! the WSDL's element order (ASMX reads elements in sequence). Envelopes are parsed as XML with
 //! namespaces resolved: clients use any prefix (`soap:`, `soapenv:`, `s:`, a default namespace).
 //!
@@ -15,7 +16,7 @@
 //! `pagam3d.aspx?a=<shopLogin>&b=<VbVRisp>&c=<returnUrl>`, then a second `callPagamS2S` carries
 //! `transKey` and `PARes`.
 //!
-//! Stored credentials (seed 004): `callPagamS2S`'s `transDetails.type` says which use of a stored
+//! Stored credentials: `callPagamS2S`'s `transDetails.type` says which use of a stored
 //! card a payment is: `01F` / `02F` / `03F` the first of a recurring / instalment / unscheduled
 //! series (cardholder-initiated: it stores the card), `01N` / `02N` / `03N` a next one
 //! (merchant-initiated). Axerve has no agreement id: panvault records the series as
@@ -348,7 +349,7 @@ pub fn soap_fields(body: &[u8]) -> Result<Option<SoapFields>, GatewayError> {
 /// `axerve:<TYPE>` (`axerve:RECURRING`, `axerve:INSTALLMENT`, `axerve:UNSCHEDULED`).
 pub const AGREEMENT_MARKER: &str = "axerve:";
 
-/// `callPagamS2S`'s `transDetails.type` (SPEC.md 2.4, seed 004): `01F` / `02F` / `03F`
+/// `callPagamS2S`'s `transDetails.type` (SPEC.md 2.4): `01F` / `02F` / `03F`
 /// cardholder-initiated, storing the card for a RECURRING / INSTALLMENT / UNSCHEDULED series;
 /// `01N` / `02N` / `03N` merchant-initiated under it. Other types (`08` mail order, `09`
 /// telephone order, `EC`, `NPA`) and no `transDetails` establish nothing; an unknown `F`/`N`

@@ -150,6 +150,7 @@ pub(crate) fn has(text: &str, path: &[&str]) -> Result<bool, GatewayError> {
 pub(crate) struct Members(Vec<(String, Zeroizing<String>)>);
 
 impl Members {
+    /// Whether the object has a member named `key`.
     pub(crate) fn has(&self, key: &str) -> bool {
         self.0.iter().any(|(k, _)| k == key)
     }
@@ -174,6 +175,7 @@ impl Members {
         }
     }
 
+    /// Removes every member named `key`; true if there was one.
     pub(crate) fn remove(&mut self, key: &str) -> bool {
         let before = self.0.len();
         self.0.retain(|(k, _)| k != key);

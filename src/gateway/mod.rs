@@ -1,4 +1,5 @@
-//! The gateway proxy's wire knowledge (contract section 6, `../shared/gateways/SPEC.md`).
+//! What the proxy knows of each payment gateway's wire format, as its spec describes it
+//! (`../shared/gateways/SPEC.md`, cited by section in each module).
 //!
 //! One module per gateway, each reading like its spec: where a card number (or a panvault token
 //! standing for one) sits in a request, how that gateway writes the PAN, the expiry and the CVV,
@@ -24,16 +25,21 @@ pub mod worldline;
 
 use zeroize::Zeroizing;
 
-/// The gateways the proxy knows (contract 6: `/v1/proxy/{gateway}/...`).
+/// The gateways the proxy knows, each named in the proxy path `/v1/proxy/{gateway}/...`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Gateway {
+    /// Nexi XPay (NPG REST), see [`nexi`].
     Nexi,
+    /// Axerve, ex-Gestpay (SOAP and REST), see [`axerve`].
     Axerve,
+    /// Worldline Direct / PAYONE v2, see [`worldline`].
     Worldline,
+    /// Mastercard Gateway (MPGS) REST, see [`mpgs`].
     Mpgs,
 }
 
 impl Gateway {
+    /// Every gateway the proxy serves; [`Gateway::parse`] looks names up here.
     pub const ALL: [Gateway; 4] = [
         Gateway::Nexi,
         Gateway::Axerve,
@@ -56,7 +62,8 @@ impl Gateway {
         }
     }
 
-    /// The environment variable that sets this gateway's base URL (contract 6).
+    /// The environment variable that sets this gateway's base URL, overriding the configuration
+    /// file and [`Gateway::default_base_url`].
     pub fn url_env(self) -> &'static str {
         match self {
             Gateway::Nexi => "PANVAULT_GATEWAY_NEXI_URL",
@@ -114,7 +121,7 @@ impl Gateway {
         }
     }
 
-    /// The stored-credential fields of a charge (seed 004), read from the gateway's own fields
+    /// The stored-credential fields of a charge, read from the gateway's own fields
     /// (see each module's `stored_credential`). A body these cannot be read from is an error,
     /// never "no such field": that would let a merchant-initiated charge pass as
     /// cardholder-initiated.
@@ -151,16 +158,21 @@ impl Gateway {
 }
 
 /// Which field of the request held the value: the card-number field, or the gateway's own token
-/// field (where a panvault token may also stand: contract 6).
+/// field (where a panvault token may also stand).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
+    /// The card-number field (`card.pan`, `cardNumber`, ...).
     Number,
+    /// The gateway's own token field (`tokenValue`, `token`, ...); the swap replaces it with
+    /// the card fields.
     Token,
 }
 
 /// The value found where a card goes. Zeroized on drop; `Debug` never prints it.
 pub struct Found {
+    /// Which field held it.
     pub slot: Slot,
+    /// The field's text as sent: a card number or a token, not yet checked.
     pub value: Zeroizing<String>,
 }
 
@@ -172,10 +184,14 @@ impl std::fmt::Debug for Found {
 
 /// The card to write into a request: PAN, expiry and (temporary tokens only) the CVV.
 pub struct CardData<'a> {
+    /// The card number, bare digits.
     pub pan: &'a str,
+    /// Expiry month, 1-12.
     pub month: u8,
     /// Four-digit year.
     pub year: u16,
+    /// The CVV, kept only for a temporary token; `None` leaves the request's own CVV field as
+    /// it is.
     pub cvv: Option<&'a str>,
 }
 
@@ -202,7 +218,7 @@ impl CardData<'_> {
     }
 }
 
-/// What a charge says about stored credentials (seed 004), whatever the gateway's words for it.
+/// What a charge says about stored credentials, whatever the gateway's words for it.
 ///
 /// A cardholder-initiated charge naming an agreement establishes it (recorded on the token once
 /// the gateway approves); a merchant-initiated one must run under an agreement its token
@@ -212,7 +228,7 @@ pub struct StoredCredential {
     /// The agreement (id, type) the charge establishes or runs under. Where the gateway has no
     /// agreement id, the id is [`Gateway::agreement_marker`] followed by the type.
     pub agreement: Option<(String, String)>,
-    /// A merchant-initiated transaction.
+    /// The charge is merchant-initiated (MIT): it must run under an agreement its token holds.
     pub merchant_initiated: bool,
     /// MPGS `storedOnFile`: whether the merchant gave it. `None` where the gateway has no such
     /// field (panvault fills it in only where it exists).
@@ -227,7 +243,9 @@ pub(crate) fn marked_agreement(marker: &str, kind: &str) -> (String, String) {
 /// How a gateway answered a charge, read from its own fields (SPEC.md "success/decline/3DS").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// The gateway authorized (or captured) the payment.
     Approved,
+    /// The gateway or the issuer refused the payment.
     Declined,
     /// The cardholder must be sent to a 3-D Secure challenge first.
     Challenge,
@@ -244,12 +262,15 @@ pub enum GatewayError {
     /// A field where the proxy reads or writes has the wrong shape.
     #[error("field `{field}` {reason}")]
     Field {
+        /// The field's path in the gateway's own words (`card.pan`, `transDetails.type`).
         field: &'static str,
+        /// What is wrong with its shape, never its value.
         reason: &'static str,
     },
 }
 
 impl GatewayError {
+    /// The stable error code the proxy answers with, like [`crate::Error::code`].
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::Malformed(_) => "malformed_request",

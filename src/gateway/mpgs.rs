@@ -1,12 +1,13 @@
-//! Mastercard Gateway (MPGS) REST-JSON, SPEC.md section 4.
+//! The Mastercard Gateway (MPGS) adapter: where its REST-JSON requests carry the card, and how
+//! its answers read (SPEC.md section 4).
 //!
 //! - `PUT /api/rest/version/{N}/merchant/{merchantId}/order/{orderId}/transaction/{transactionId}`
 //!   with `apiOperation` `PAY` / `AUTHORIZE` / `VERIFY` / ...; `GET` of the same URL retrieves.
 //! - Auth: HTTP Basic, user `merchant.<merchantId>`, password the API password. No signing; the
 //!   idempotency is the client-chosen order and transaction ids in the URL.
 //! - Card: `sourceOfFunds.provided.card.{number, expiry.month, expiry.year (two-digit strings),
-//!   securityCode, storedOnFile}`, or `sourceOfFunds.token`. A panvault token may stand in either
-//!   (contract 6); in `token` it is replaced by `provided.card`.
+//!   securityCode, storedOnFile}`, or `sourceOfFunds.token`. A panvault token may stand in
+//!   either; in `token` it is replaced by `provided.card`.
 //! - Stored credentials: `agreement.{id, type}`, `transaction.source` (`MERCHANT` for an MIT),
 //!   `storedOnFile` `TO_BE_STORED` / `STORED`.
 //! - Outcome: `result` `SUCCESS` with `response.gatewayCode` `APPROVED`/`APPROVED_AUTO` approved,
@@ -82,7 +83,7 @@ pub fn swap(
     Ok(Zeroizing::new(out.as_bytes().to_vec()))
 }
 
-/// The stored-credential fields (seed 004, SPEC.md 4.3): `agreement.{id,type}`,
+/// The stored-credential fields (SPEC.md 4.3): `agreement.{id,type}`,
 /// `transaction.source` `MERCHANT` (merchant-initiated) and whether
 /// `sourceOfFunds.provided.card.storedOnFile` is there. A body these cannot be read from is
 /// refused, never taken as "field absent" (which would let a merchant-initiated charge pass as

@@ -1,9 +1,10 @@
-//! Nexi XPay, "Server to Server" (NPG REST API), SPEC.md section 1.
+//! The Nexi XPay adapter ("Server to Server", NPG REST API): where its requests carry the card,
+//! and how its answers read (SPEC.md section 1).
 //!
 //! - Auth: `X-Api-Key`; every call carries a fresh `Correlation-Id` (UUID v4, renewed per call);
 //!   `Idempotency-Key` on captures, refunds and `/orders/mit` (passed through untouched).
 //! - Card: `card.pan` (13-19 digits), `card.expiryDate` **MMYY**, `card.cvv` (3-4, optional).
-//!   A panvault token may stand in `card.pan` (contract 6).
+//!   A panvault token may stand in `card.pan`.
 //! - Flows: `POST /orders/moto`; `/orders/2steps/{init,payment}`; `/orders/3steps/{init,
 //!   validation,payment}` (init and payment carry the card; validation only `operationId` and
 //!   `threeDSAuthResponse`); `/orders/mit` (no card: `contractId`).
@@ -11,7 +12,7 @@
 //!   `DENIED_BY_RISK`/`THREEDS_FAILED`/`FAILED` declined (HTTP 200 either way); an init answer with
 //!   `threeDSAuthUrl` (and `PENDING`) is the 3-D Secure challenge: the browser posts `ThreeDsRequest`,
 //!   `ReturnUrl` and `transactionId` there.
-//! - Stored credentials (seed 004): the cardholder-initiated payment that creates a contract
+//! - Stored credentials: the cardholder-initiated payment that creates a contract
 //!   carries `recurrence{action: CONTRACT_CREATION, contractId, contractType}` (`MIT_UNSCHEDULED`,
 //!   `MIT_SCHEDULED`, `CIT`) next to the card; once Nexi approves it, panvault records the
 //!   contract on the token as an agreement (id `contractId`, type `contractType`). The
@@ -27,8 +28,12 @@ use zeroize::Zeroizing;
 
 use super::{CardData, Found, GatewayError, Outcome, Slot, StoredCredential, json};
 
+/// The header carrying the merchant's Nexi API key; the proxy adds it from the configuration
+/// when the merchant did not send one.
 pub const API_KEY_HEADER: &str = "X-Api-Key";
+/// The header Nexi requires on every call, a fresh UUID v4; the proxy adds one when missing.
 pub const CORRELATION_ID_HEADER: &str = "Correlation-Id";
+/// The header that makes a capture, refund or MIT call idempotent; passed through untouched.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 
 const CARD: &[&str] = &["card"];

@@ -1,13 +1,15 @@
-//! Worldline Direct / PAYONE white-label ("Online Payments" API v2), SPEC.md section 3.
+//! The Worldline adapter (Worldline Direct / PAYONE white-label, "Online Payments" API v2):
+//! where its requests carry the card, how they are signed, and how its answers read (SPEC.md
+//! section 3).
 //!
 //! - `POST /v2/{merchantId}/payments` (CreatePayment), `GET /v2/{merchantId}/payments/{id}`.
 //! - Card: `cardPaymentMethodSpecificInput.card.{cardNumber, expiryDate (MMYY), cvv,
 //!   cardholderName}`, or a stored `cardPaymentMethodSpecificInput.token`. A panvault token may
-//!   stand in either (contract 6); in `token` it is replaced by a `card` object.
+//!   stand in either; in `token` it is replaced by a `card` object.
 //! - Auth: `Authorization: GCS v1HMAC:<apiKeyId>:<base64 HMAC-SHA256(secret, stringToSign)>` with a
 //!   `Date` header; the body is not signed, so a merchant's own signature survives the swap. When
 //!   panvault holds the merchant's API key it signs after the swap ([`authorization`]).
-//! - Stored credentials (seed 004), in `cardPaymentMethodSpecificInput`: a recurring series is
+//! - Stored credentials, in `cardPaymentMethodSpecificInput`: a recurring series is
 //!   `isRecurring: true` with `recurring.recurringPaymentSequenceIndicator` `first` (the
 //!   cardholder-initiated payment that stores the card) or `recurring` (a merchant-initiated one
 //!   under it); an unscheduled card-on-file series is `unscheduledCardOnFileSequenceIndicator`
@@ -90,7 +92,7 @@ pub fn swap(
 /// `worldline:<TYPE>` (`worldline:RECURRING`, `worldline:UNSCHEDULED`).
 pub const AGREEMENT_MARKER: &str = "worldline:";
 
-/// The card-on-file fields of `cardPaymentMethodSpecificInput` (SPEC.md 3.3, seed 004):
+/// The card-on-file fields of `cardPaymentMethodSpecificInput` (SPEC.md 3.3):
 ///
 /// | fields | reads as |
 /// |---|---|

@@ -1,4 +1,5 @@
-//! KEK sources and the keyring file (contract 5; `keys/README.md` describes the hierarchy).
+//! KEK sources and the keyring file: where each KEK version comes from and how it is kept at rest
+//! (`keys/README.md` at the repository root describes the whole key hierarchy).
 //!
 //! The keyring lives at `DATA/keys/keyring.json`, mode 0600, and holds every KEK version:
 //! - `dev`: the KEK in clear. Only with `--dev`; a warning is logged at every start.
@@ -28,9 +29,13 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeySource {
+    /// The KEK in clear in the keyring file; only with `--dev`, never for real cards.
     Dev,
+    /// Each KEK sealed under a key derived from the operator passphrase (argon2id).
     File,
+    /// Each KEK sealed under a custody key that M of N custodian shares rebuild.
     Shamir,
+    /// Each KEK a non-extractable AES key inside an HSM, used through PKCS#11.
     Pkcs11,
 }
 
@@ -50,6 +55,7 @@ impl std::str::FromStr for KeySource {
 }
 
 impl KeySource {
+    /// The name used on the command line and in `keyring.json` (`dev`, `file`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             KeySource::Dev => "dev",
@@ -171,6 +177,7 @@ pub struct Keyring {
 }
 
 impl Keyring {
+    /// The key source recorded in `keyring.json`: how every KEK version here is kept.
     pub fn source(&self) -> KeySource {
         self.source
     }

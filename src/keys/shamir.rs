@@ -247,11 +247,14 @@ impl Verifiers {
 /// Progress of an unseal: `received` distinct valid shares of `threshold` needed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Progress {
+    /// Distinct shares accepted so far.
     pub received: usize,
+    /// Shares needed (M of the keyring's M of N).
     pub threshold: usize,
 }
 
 impl Progress {
+    /// Whether enough shares are in to rebuild the custody key.
     pub fn complete(&self) -> bool {
         self.received >= self.threshold
     }
@@ -259,7 +262,8 @@ impl Progress {
 
 /// Collects custodian shares one at a time (the unseal flow): each share is parsed and
 /// Feldman-checked on arrival; a malformed, wrong or repeated share is refused at once and does
-/// not count. Once `threshold` shares are in, [`ShareCollector::custody_key`] combines them.
+/// not count. Once `threshold` shares are in, [`crate::keys::load`] combines them into the
+/// custody key.
 ///
 /// ```text
 /// let mut c = keys::share_collector(data_dir)?;      // reads the keyring's verifier set
@@ -274,6 +278,8 @@ pub struct ShareCollector {
 }
 
 impl ShareCollector {
+    /// An empty collector that checks each share against `verifiers`, the keyring's published
+    /// Feldman verifier set.
     pub fn new(verifiers: Verifiers) -> Self {
         ShareCollector {
             verifiers,
@@ -282,6 +288,7 @@ impl ShareCollector {
         }
     }
 
+    /// How many shares are in and how many are needed, without adding one.
     pub fn progress(&self) -> Progress {
         Progress {
             received: self.shares.len(),

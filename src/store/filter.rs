@@ -27,6 +27,8 @@ pub(super) fn covers(table: Table) -> bool {
     matches!(table, Table::Tokens | Table::Fingerprints)
 }
 
+/// The filter itself: one bit array for every covered table, set with atomic ORs so it needs
+/// no lock of its own.
 pub(super) struct KeyFilter {
     words: Vec<AtomicU64>,
     /// Bits - 1 (the bit count is a power of 2).
@@ -62,6 +64,7 @@ impl KeyFilter {
         (0..PROBES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) & mask)
     }
 
+    /// Records that `key` was written to `table`; from then on the filter answers "maybe" for it.
     pub(super) fn insert(&self, table: Table, key: &[u8]) {
         for bit in self.bits(table, key) {
             self.words[(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::Relaxed);

@@ -1097,8 +1097,8 @@ mod tests {
     }
 
     /// A failed engine apply must neither lose acknowledged writes nor let later reads or
-    /// writes move the engine past them (review finding): they stay readable, everything after
-    /// is refused, and the next open replays them from the journal.
+    /// writes move the engine past them: they stay readable, everything after is refused, and
+    /// the next open replays them from the journal.
     #[test]
     fn a_failed_apply_loses_no_acknowledged_write() {
         let dir = tempfile::tempdir().unwrap();

@@ -12,8 +12,8 @@
 //! and one `fdatasync` per batch, the engine itself being synced only at checkpoints.
 //!
 //! The vault drives [`Store::commit`] from a single writer thread; readers call the read methods
-//! from any thread. Every backend failure is reported as [`Error::Store`](crate::Error::Store)
-//! naming the operation that failed.
+//! from any thread. Every backend failure is reported as [`crate::Error::Store`] naming the
+//! operation that failed.
 
 use std::fmt;
 use std::path::Path;
@@ -30,13 +30,22 @@ mod sled_backend;
 /// The tables of the vault. The names (redb) and tags (sled) are part of the on-disk format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Table {
+    /// Vault-wide values under fixed names: the wrapped MAC keys, the audit head and anchor,
+    /// the re-encryption cursor, and each merchant prefix with its merchant id.
     Meta,
+    /// Merchant groups by merchant id.
     Merchants,
+    /// Card records by token (ciphertext under a DEK, plus the non-secret token info).
     Tokens,
+    /// Card fingerprint (keyed HMAC of merchant and PAN) to the card's token.
     Fingerprints,
+    /// Wrapped DEKs by DEK id (big-endian `u32`).
     Deks,
+    /// Audit entries by sequence number (big-endian `u64`, so key order is chain order).
     Audit,
+    /// API key records (scopes, MAC of the secret) by key id.
     ApiKeys,
+    /// Shop login to the merchant group it belongs to.
     Shops,
 }
 
@@ -133,12 +142,20 @@ impl FromStr for Backend {
 pub enum Op {
     /// Insert or overwrite `key` in `table`.
     Put {
+        /// The table written to.
         table: Table,
+        /// The key, compared as bytes.
         key: Vec<u8>,
+        /// The whole new value.
         value: Vec<u8>,
     },
     /// Remove `key` from `table` (no error if absent).
-    Delete { table: Table, key: Vec<u8> },
+    Delete {
+        /// The table written to.
+        table: Table,
+        /// The key to remove.
+        key: Vec<u8>,
+    },
 }
 
 /// An ordered list of writes committed atomically by [`Store::commit`].
@@ -261,6 +278,7 @@ pub trait Store: Send + Sync + 'static {
 /// A value read together with the state it was read from (see [`Store::get_stamped`]).
 #[derive(Clone, Debug)]
 pub struct Stamped {
+    /// What `get` answered: the value, or `None` for no such key.
     pub value: Option<Vec<u8>>,
     /// Store-specific marker of the state read; `None`: always read again.
     pub epoch: Option<u64>,

@@ -66,6 +66,7 @@ fn path(dir: &Path) -> PathBuf {
     dir.join(FILE_NAME)
 }
 
+/// Whether `dir` holds a non-empty redb file, i.e. a vault stored with this engine.
 pub(super) fn exists(dir: &Path) -> bool {
     std::fs::metadata(path(dir)).is_ok_and(|m| m.is_file() && m.len() > 0)
 }
@@ -88,6 +89,8 @@ pub(super) struct RedbStore {
 }
 
 impl RedbStore {
+    /// Opens or creates `dir/panvault.redb` with every table, retrying for up to two seconds
+    /// while the file is locked; a crashed file is repaired before this returns.
     pub(super) fn open(dir: &Path) -> Result<Self> {
         let db = super::retry_while_locked(
             || Builder::new().set_cache_size(CACHE_BYTES).create(path(dir)),

@@ -71,6 +71,7 @@ fn sled_dir(dir: &Path) -> PathBuf {
     dir.join(DIR_NAME)
 }
 
+/// Whether `dir` holds a sled database, i.e. a vault stored with this engine.
 pub(super) fn exists(dir: &Path) -> bool {
     sled_dir(dir).join("db").is_file()
 }
@@ -87,6 +88,8 @@ pub(super) struct SledStore {
 }
 
 impl SledStore {
+    /// Opens or creates the sled database in `dir/sled`, retrying for up to two seconds
+    /// while it is locked.
     pub(super) fn open(dir: &Path) -> Result<Self> {
         let path = sled_dir(dir);
         let db = super::retry_while_locked(
