@@ -16,7 +16,6 @@ pub mod hsm;
 pub mod http;
 pub mod keys;
 pub mod mask;
-pub mod openapi;
 pub mod pan;
 pub mod sandbox;
 pub mod seal;

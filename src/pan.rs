@@ -213,9 +213,7 @@ pub fn luhn_check_digit(body: &str) -> Option<u8> {
 }
 
 /// Card brand, detected from the issuer identification number (IIN) prefix.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Brand {
     /// Visa: IIN 4.

@@ -87,9 +87,7 @@ impl From<MerchantPrefix> for String {
 }
 
 /// The kind of a stored or issued token.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenKind {
     /// A standard token: PAN's first 2 digits, the prefix, 6 random characters, last 4 digits.

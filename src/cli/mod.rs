@@ -246,7 +246,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Sandbox(a) => sandbox::run(a),
         Command::Openapi => {
-            println!("{}", crate::openapi::document());
+            println!("{}", crate::http::openapi::document());
             Ok(())
         }
         Command::Keys { command } => keys::run(command),

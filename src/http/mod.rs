@@ -22,8 +22,10 @@ mod body;
 mod extract;
 mod limit;
 mod metrics;
+pub mod openapi;
 mod problem;
 mod proxy;
+mod schemas;
 mod sys;
 mod tokens;
 

@@ -68,5 +68,5 @@ pub(super) async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) 
 pub(super) async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(crate::openapi::document())
+        .body(crate::http::openapi::document())
 }

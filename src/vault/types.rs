@@ -12,7 +12,7 @@ use crate::pan::{Brand, Expiry, Pan};
 use crate::token::{MerchantPrefix, TokenKind};
 
 /// The keys of an open vault (`GET /v1/sys/keys`). Never key material.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize)]
 pub struct KeyStatus {
     pub key_source: &'static str,
     /// KEK versions held (after a rotation, only the newest).
@@ -26,7 +26,7 @@ pub struct KeyStatus {
     pub reencryption: Option<ReencryptJob>,
 }
 
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize)]
 pub struct KekStatus {
     pub version: u32,
     /// `active` (wraps every key) or `retired` (left by a rotation cut short; destroyed by the
@@ -36,7 +36,7 @@ pub struct KekStatus {
     pub age_seconds: u64,
 }
 
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize)]
 pub struct DekStatus {
     pub id: u32,
     pub kek_version: u32,
@@ -50,20 +50,18 @@ pub struct DekStatus {
 }
 
 /// A page of audit entries (`GET /v1/audit`).
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize)]
 pub struct AuditPage {
-    #[schema(value_type = Vec<Object>)]
     pub entries: Vec<audit::Entry>,
     /// The `since` of the next page; null at the end of the chain.
     pub next: Option<u64>,
     /// On the page that ends at the chain's signed head: that head (`seq`, `hash`, `mac`), so a
     /// log system can check with `panvault audit verify` that nothing was cut from the tail.
-    #[schema(value_type = Option<Object>)]
     pub signed_head: Option<audit::SignedHead>,
 }
 
 /// Progress of a background re-encryption job.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ReencryptJob {
     pub running: bool,
     /// Records under a DEK numbered below this one move (the DEK current at the start).
@@ -81,7 +79,7 @@ pub struct ReencryptJob {
 }
 
 /// What one re-encryption step did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReencryptStep {
     /// Tokens looked at.
     pub scanned: u64,
@@ -94,7 +92,7 @@ pub struct ReencryptStep {
 }
 
 /// What a KEK rotation did.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Rotation {
     /// The KEK version now in use.
     pub kek_version: u32,
@@ -107,7 +105,6 @@ pub struct Rotation {
     /// once; the old shares no longer unseal. Hand each to its custodian before the vault next
     /// needs unsealing (if this answer is lost, rotate again while the vault runs).
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "expose_all")]
-    #[schema(value_type = Vec<String>)]
     pub shares: Vec<SecretString>,
 }
 
@@ -166,7 +163,7 @@ impl std::fmt::Debug for TokenUpdate {
 /// A stored-credential agreement made on a token (seed 004; filled by the gateway proxy): MPGS
 /// `agreement.{id,type}`, Nexi `contractId`/`contractType`; Worldline and Axerve, which have no
 /// agreement id, `<gateway>:<TYPE>` with the series' type.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agreement {
     pub id: String,
     #[serde(rename = "type")]
@@ -174,7 +171,7 @@ pub struct Agreement {
 }
 
 /// What a merchant may read about a token: never the PAN.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TokenInfo {
     pub token: String,
     pub token_kind: TokenKind,

@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 document of the HTTP API (`GET /v1/openapi.json`, `panvault openapi`).
 //!
-//! Answers are described by the very types the handlers serialize (`TokenInfo`, `Brand`,
-//! `TokenKind`, `Agreement`, `Scope`); request bodies, which the handlers parse field by field
+//! Answers whose types live in the domain core (`TokenInfo`, `Brand`, `TokenKind`, `Agreement`,
+//! `Scope`, key status, rotation, audit page) are described in `schemas.rs` and checked there
+//! against what those types serialize; request bodies, which the handlers parse field by field
 //! (so that an error never echoes a value), by the schemas below, whose field lists are checked
 //! against the parsers' own lists in the tests. A constraint stands on a request field only where
 //! the server refuses every value outside it, so a client (or schemathesis) that keeps to the
@@ -17,13 +18,11 @@
 use serde_json::{Value, json};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::access::Scope;
-use crate::pan::Brand;
-use crate::seal::SealStatus;
-use crate::token::TokenKind;
-use crate::vault::{
-    Agreement, AuditPage, DekStatus, KekStatus, KeyStatus, ReencryptJob, Rotation, TokenInfo,
+use super::schemas::{
+    Agreement, AuditPage, Brand, DekStatus, KekStatus, KeyStatus, ReencryptJob, Rotation, Scope,
+    TokenInfo, TokenKind,
 };
+use crate::seal::SealStatus;
 
 /// `POST /v1/tokens` and each item of a batch. Unknown fields are refused (422).
 #[derive(ToSchema)]
@@ -596,6 +595,9 @@ pub fn document() -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use crate::access::Scope;
+    use crate::pan::Brand;
+    use crate::token::TokenKind;
 
     fn doc() -> Value {
         serde_json::from_str(&document()).unwrap()
@@ -642,7 +644,7 @@ mod tests {
             .as_object()
             .unwrap();
         let mut documented: Vec<&str> = props.keys().map(String::as_str).collect();
-        let mut parsed = crate::http::TOKENIZE_FIELDS.to_vec();
+        let mut parsed = super::super::TOKENIZE_FIELDS.to_vec();
         documented.sort_unstable();
         parsed.sort_unstable();
         assert_eq!(documented, parsed);
