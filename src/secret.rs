@@ -1,6 +1,7 @@
 //! Secret values: key bytes and secret strings (passphrases, PINs, shares, gateway credentials).
 //! Each is a newtype that is zeroized on drop and prints `[REDACTED]`; the one way to read it is
-//! its `expose` method, at the call that hands it to a primitive. Key material is never `Clone`.
+//! its `expose` method, at the call that hands it to a primitive. None of them is `Clone`: a
+//! secret exists once, and moves.
 
 use rand::RngCore;
 use rand::rngs::OsRng;
@@ -51,7 +52,7 @@ impl std::fmt::Debug for SecretKey {
 }
 
 /// A secret string (passphrase, API key). Zeroized on drop; prints as `[REDACTED]`.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct SecretString(String);
 
 impl SecretString {
@@ -76,5 +77,22 @@ impl std::fmt::Debug for SecretString {
 impl<'de> serde::Deserialize<'de> for SecretString {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         String::deserialize(d).map(SecretString)
+    }
+}
+
+/// Compiles only while neither secret type is `Clone`: with `Clone`, the second blanket impl
+/// below applies too and the call's inferred type parameter becomes ambiguous.
+#[cfg(test)]
+mod never_clone {
+    trait AmbiguousIfClone<A> {
+        fn check() {}
+    }
+    impl<T: ?Sized> AmbiguousIfClone<()> for T {}
+    impl<T: Clone> AmbiguousIfClone<u8> for T {}
+
+    #[test]
+    fn secrets_are_not_clone() {
+        <super::SecretKey as AmbiguousIfClone<_>>::check();
+        <super::SecretString as AmbiguousIfClone<_>>::check();
     }
 }

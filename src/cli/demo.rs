@@ -68,7 +68,7 @@ pub(super) fn run(a: DemoArgs) -> Result<()> {
     let data = a.data.clone();
     // `demo` runs the gateway sandbox too and points the proxy at it.
     let sandbox = crate::sandbox::start_in_background()?;
-    let proxy = crate::gateway::proxy::Proxy::new(&crate::sandbox::demo_gateways(sandbox), |k| {
+    let proxy = crate::gateway::proxy::Proxy::new(crate::sandbox::demo_gateways(sandbox), |k| {
         std::env::var(k).ok()
     })?;
     run_server(

@@ -74,7 +74,7 @@ pub(super) fn run(a: ServeArgs) -> Result<()> {
     crate::harden::at_start(&data, a.config.as_deref())?;
     // After the start checks (core dumps off, memory locked), before not-dumpable: reads the
     // gateway credential files (`*_file`), which may be `/dev/fd/N`.
-    let proxy = crate::gateway::proxy::Proxy::new(&cfg.gateways.unwrap_or_default(), |k| {
+    let proxy = crate::gateway::proxy::Proxy::new(cfg.gateways.unwrap_or_default(), |k| {
         std::env::var(k).ok()
     })?;
     let secret_files = [&passphrase_file, &shares_file, &pin_file];

@@ -68,7 +68,8 @@ pub(super) async fn create_tokens_batch(
         .into());
     }
     // Items that do not even parse get their problem; the rest go to the vault together.
-    let mut parsed = Vec::with_capacity(items.len());
+    let mut indexes = Vec::with_capacity(items.len());
+    let mut reqs: Vec<TokenizeRequest> = Vec::with_capacity(items.len());
     let mut results: Vec<Option<Value>> = vec![None; items.len()];
     for (i, item) in items.iter().enumerate() {
         match item
@@ -76,15 +77,17 @@ pub(super) async fn create_tokens_batch(
             .ok_or_else(|| field_error("items", "every item must be an object"))
             .and_then(tokenize_request)
         {
-            Ok(r) => parsed.push((i, r)),
+            Ok(r) => {
+                indexes.push(i);
+                reqs.push(r);
+            }
             Err(pr) => results[i] = Some(item_problem(i, &pr)),
         }
     }
-    let reqs: Vec<TokenizeRequest> = parsed.iter().map(|(_, r)| r.clone()).collect();
     let out = vault
         .tokenize_batch(&request_ctx(&req, Some(&p)), p.merchant()?, &reqs)
         .await?;
-    for ((i, _), r) in parsed.iter().zip(out) {
+    for (i, r) in indexes.iter().zip(out) {
         results[*i] = Some(match r {
             Ok(t) => {
                 let mut v = token_json(&t.info, false);

@@ -676,6 +676,11 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// A second share value (a test hands the same share twice; secrets are never `Clone`).
+    fn copy(s: &SecretString) -> SecretString {
+        SecretString::new(s.expose().to_owned())
+    }
+
     #[test]
     fn dev_keyring_round_trip_is_private() {
         let d = tempfile::tempdir().unwrap();
@@ -756,7 +761,7 @@ mod tests {
             );
         }
         let pick = |idx: &[usize]| -> Unlock {
-            Unlock::Shares(idx.iter().map(|&i| shares[i].clone()).collect())
+            Unlock::Shares(idx.iter().map(|&i| copy(&shares[i])).collect())
         };
         // Any 3 (and more) unlock and give back the same KEK.
         for idx in [&[0, 1, 2][..], &[4, 2, 0], &[1, 3, 4], &[0, 1, 2, 3, 4]] {
@@ -778,9 +783,9 @@ mod tests {
         let last = bad.pop().unwrap();
         bad.push(if last == '0' { '1' } else { '0' });
         let wrong = Unlock::Shares(vec![
-            shares[0].clone(),
+            copy(&shares[0]),
             SecretString::new(bad),
-            shares[2].clone(),
+            copy(&shares[2]),
         ]);
         match load(d.path(), &wrong) {
             Err(Error::ShareRefused(m)) => {
@@ -816,7 +821,10 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let (_, foreign) = create_shamir(other.path(), 3, 5).unwrap();
         assert!(matches!(
-            load(d.path(), &Unlock::Shares(foreign[..3].to_vec())),
+            load(
+                d.path(),
+                &Unlock::Shares(foreign[..3].iter().map(copy).collect())
+            ),
             Err(Error::ShareRefused(_))
         ));
     }

@@ -92,7 +92,7 @@ pub struct ReencryptStep {
 }
 
 /// What a KEK rotation did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct Rotation {
     /// The KEK version now in use.
     pub kek_version: u32,
@@ -117,7 +117,7 @@ fn expose_all<S: serde::Serializer>(
 }
 
 /// A tokenize request as it arrives (contract 4). Secret fields zeroize on drop.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenizeRequest {
     pub pan: Zeroizing<String>,
@@ -146,7 +146,7 @@ impl std::fmt::Debug for TokenizeRequest {
 }
 
 /// A PATCH of a token (contract 4). Secret fields zeroize on drop.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct TokenUpdate {
     pub expiry_month: i64,
     pub expiry_year: i64,

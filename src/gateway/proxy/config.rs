@@ -15,7 +15,7 @@ use crate::gateway::Gateway;
 /// (`api_key`, `secret_api_key`, `api_password`) are [`SecretString`]s: zeroized on drop, `Debug`
 /// prints `[REDACTED]`. Each may instead be read from a file (`api_key_file`, ...: its first line)
 /// when the proxy starts ([`Proxy::new`](super::Proxy::new)); giving both forms of one is refused.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Where the gateway is (default: its public test environment; env `PANVAULT_GATEWAY_*_URL`).
@@ -45,7 +45,7 @@ pub struct GatewayConfig {
 }
 
 /// One shop login's credentials at a gateway (same meaning as in [`GatewayConfig`]).
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShopCredentials {
     pub api_key: Option<SecretString>,
@@ -185,7 +185,7 @@ impl GatewayConfig {
 }
 
 /// `[gateways]`: one optional table per gateway.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaysConfig {
     pub nexi: Option<GatewayConfig>,
@@ -195,12 +195,13 @@ pub struct GatewaysConfig {
 }
 
 impl GatewaysConfig {
-    pub(super) fn get(&self, g: Gateway) -> Option<&GatewayConfig> {
+    /// Takes `g`'s section out (the credentials move into the proxy: they are never copied).
+    pub(super) fn take(&mut self, g: Gateway) -> Option<GatewayConfig> {
         match g {
-            Gateway::Nexi => self.nexi.as_ref(),
-            Gateway::Axerve => self.axerve.as_ref(),
-            Gateway::Worldline => self.worldline.as_ref(),
-            Gateway::Mpgs => self.mpgs.as_ref(),
+            Gateway::Nexi => self.nexi.take(),
+            Gateway::Axerve => self.axerve.take(),
+            Gateway::Worldline => self.worldline.take(),
+            Gateway::Mpgs => self.mpgs.take(),
         }
     }
 }
@@ -240,7 +241,7 @@ mod tests {
         toml::from_str(toml).unwrap()
     }
 
-    fn config_error(cfg: &GatewaysConfig) -> String {
+    fn config_error(cfg: GatewaysConfig) -> String {
         match Proxy::new(cfg, |_| None) {
             Err(Error::Config(m)) => m,
             Err(e) => panic!("not a config error: {e}"),
@@ -311,25 +312,27 @@ mod tests {
         };
         let pw = file("pw", "mpgs-secret\nsecond line\n", 0o600);
         let shop = file("shop", "nexi-secret", 0o400);
-        let mut cfg = gateways(&format!(
+        let toml = format!(
             "[mpgs]\napi_password_file = \"{pw}\"\n\
              [nexi.shops.\"9000001\"]\napi_key_file = \"{shop}\"\n"
-        ));
-        let mut mpgs = cfg.mpgs.clone().unwrap();
+        );
+        let mut cfg = gateways(&toml);
+        let mut mpgs = cfg.mpgs.take().unwrap();
         mpgs.resolve_files(Gateway::Mpgs).unwrap();
         assert_eq!(mpgs.creds(None, None).api_password, Some("mpgs-secret"));
         assert!(mpgs.api_password_file.is_none());
-        let mut nexi = cfg.nexi.clone().unwrap();
+        let mut nexi = cfg.nexi.take().unwrap();
         nexi.resolve_files(Gateway::Nexi).unwrap();
         assert_eq!(
             nexi.creds(Some("9000001"), None).api_key,
             Some("nexi-secret")
         );
-        assert!(Proxy::new(&cfg, |_| None).is_ok());
+        assert!(Proxy::new(gateways(&toml), |_| None).is_ok());
 
         // Both forms of one credential: refused, naming both keys.
+        let mut cfg = gateways(&toml);
         cfg.mpgs.as_mut().unwrap().api_password = Some(SecretString::new("inline".into()));
-        let e = config_error(&cfg);
+        let e = config_error(cfg);
         assert!(
             e.contains("gateways.mpgs.api_password and gateways.mpgs.api_password_file"),
             "{e}"
@@ -348,7 +351,7 @@ mod tests {
                 "[worldline.shops.\"9000001\"]\napi_key_id = \"kid\"\n\
                  secret_api_key_file = \"{path}\"\n"
             ));
-            let e = config_error(&cfg);
+            let e = config_error(cfg);
             assert!(
                 e.contains(&format!(
                     "gateways.worldline.shops.9000001.secret_api_key_file {path}"
@@ -359,7 +362,7 @@ mod tests {
         }
         // A secret file still pairs with its id.
         let cfg = gateways(&format!("[worldline]\nsecret_api_key_file = \"{pw}\"\n"));
-        assert!(config_error(&cfg).contains("go together"));
+        assert!(config_error(cfg).contains("go together"));
     }
 
     #[test]
@@ -372,13 +375,13 @@ mod tests {
         assert!(check_base_url(Gateway::Mpgs, "ftp://gw.example").is_err());
         assert!(check_base_url(Gateway::Mpgs, "https://u:p@gw.example").is_err());
         assert!(check_base_url(Gateway::Mpgs, "https://gw.example/?q=1").is_err());
-        let p = Proxy::new(&GatewaysConfig::default(), |_| None).unwrap();
+        let p = Proxy::new(GatewaysConfig::default(), |_| None).unwrap();
         assert!(
             p.base_url(Gateway::Nexi)
                 .unwrap()
                 .starts_with("https://xpaysandbox.nexigroup.com/")
         );
-        let p = Proxy::new(&GatewaysConfig::default(), |k| {
+        let p = Proxy::new(GatewaysConfig::default(), |k| {
             (k == "PANVAULT_GATEWAY_MPGS_URL").then(|| "http://127.0.0.1:1/mpgs".to_string())
         })
         .unwrap();

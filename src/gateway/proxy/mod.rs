@@ -63,10 +63,13 @@ pub struct Proxy {
 impl Proxy {
     /// The proxy for `cfg`, the environment (`PANVAULT_GATEWAY_*_URL` override `base_url`) and
     /// the defaults.
-    pub fn new(cfg: &GatewaysConfig, env: impl Fn(&str) -> Option<String>) -> Result<Proxy, Error> {
+    pub fn new(
+        mut cfg: GatewaysConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Proxy, Error> {
         let mut targets = HashMap::new();
         for g in Gateway::ALL {
-            let mut c = cfg.get(g).cloned().unwrap_or_default();
+            let mut c = cfg.take(g).unwrap_or_default();
             c.resolve_files(g)?;
             let raw = env(g.url_env())
                 .filter(|v| !v.is_empty())
