@@ -197,3 +197,55 @@ fn the_checker_sees_references() {
     assert!(g.edges["http"].contains_key("vault"));
     assert!(g.edges["vault"].contains_key("store"));
 }
+
+/// The README's code map, in its order: the first column's module names, row by row.
+fn code_map() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let map = readme
+        .split("### Code map")
+        .nth(1)
+        .expect("README has a Code map section");
+    map.lines()
+        .skip_while(|l| !l.starts_with("| module"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .flat_map(|l| {
+            let first = l.split('|').nth(1).unwrap();
+            first
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_code_map_is_the_layering() {
+    let g = graph();
+    let order = code_map();
+    let rank = |m: &str| order.iter().position(|o| o == m);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut problems = Vec::new();
+    for m in files.iter().map(|f| module_of(&src, f)) {
+        if m != "lib" && m != "main" && rank(&m).is_none() {
+            problems.push(format!("module {m} is not in the README's code map"));
+        }
+    }
+    for (from, tos) in &g.edges {
+        for (to, at) in tos {
+            if let (Some(f), Some(t)) = (rank(from), rank(to))
+                && t > f
+            {
+                problems.push(format!("{from} uses {to}, listed below it ({at})"));
+            }
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

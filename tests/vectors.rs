@@ -17,7 +17,7 @@
 //!   `pkcs11` keyring's JSON is pinned in `src/keys/mod.rs` (its KEK lives in an HSM);
 //! - the journal record: `src/store/journal.rs` (`mod vectors`, its encoder is private), and
 //!   real journal files that must replay ([`fixture_vault_redb_journal_v1`]);
-//! - the token `Record` (private in `src/vault.rs`), the wrapped-key record, merchants, the
+//! - the token `Record` (private in `src/vault/record.rs`), the wrapped-key record, merchants, the
 //!   engines' table names and tags, and everything else in a store: the fixture vaults under
 //!   `tests/fixtures/vault-v1/` ([`fixture_vault_redb_v1`], [`fixture_vault_sled_v1`]), made by
 //!   [`make_fixture_vaults`] (how to run it: `tests/fixtures/vault-v1/MAKE.md`). Their raw
