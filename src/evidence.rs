@@ -1,6 +1,6 @@
-//! The assessor's report (issue 6 item 5): `GET /v1/sys/evidence` (scope `audit`) and
-//! `panvault evidence`. Every figure is computed from the running vault, its store and its
-//! audit chain when asked: nothing in it is a constant but the names of the mechanisms.
+//! The assessor's report: `GET /v1/sys/evidence` (scope `audit`) and `panvault evidence`. Every
+//! figure is computed from the running vault, its store and its audit chain when asked: nothing
+//! in it is a constant but the names of the mechanisms.
 
 use std::collections::BTreeMap;
 
@@ -14,19 +14,26 @@ use crate::{Result, tls};
 /// How many days back "the period" of the reveal counts reaches.
 pub const PERIOD_DAYS: u64 = 90;
 
+/// The assessor's report: how the vault protects cards, measured when asked.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Evidence {
+    /// When the report was computed (RFC 3339, UTC, seconds).
     pub generated_at: String,
+    /// The TLS versions and cipher suites `serve` offers.
     pub tls: TlsEvidence,
     /// KEK versions with state and age, DEKs with their ages against the cryptoperiod, the
     /// re-encryption job.
     #[schema(value_type = Object)]
     pub keys: KeyStatus,
+    /// The state of the audit chain.
     pub audit: AuditEvidence,
     /// Reveals (including cards swapped into proxied charges) per API key over the period.
     pub reveals_by_key: BTreeMap<String, u64>,
+    /// The period of `reveals_by_key`, in days back from `generated_at` ([`PERIOD_DAYS`]).
     pub period_days: u64,
+    /// Every API key, with its scopes and when it was last used.
     pub api_keys: Vec<ApiKeyEvidence>,
+    /// The storage backend and its durability.
     pub store: StoreEvidence,
     /// The start hardening checks of the serving process (empty in `panvault evidence`, which
     /// serves nothing).
@@ -34,17 +41,23 @@ pub struct Evidence {
     pub hardening: Vec<HardeningCheck>,
 }
 
+/// What TLS `serve` accepts.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TlsEvidence {
+    /// Protocol versions (`TLSv1_3`, `TLSv1_2`).
     pub versions: Vec<String>,
+    /// Cipher suites by their IANA names.
     pub suites: Vec<String>,
 }
 
+/// The audit chain, verified when the report is built.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditEvidence {
     /// `ok`, or the code of what `audit verify` found.
     pub chain: String,
+    /// Entries checked (0 when the chain did not verify).
     pub entries: u64,
+    /// Hex hash of the last entry; none when the chain did not verify.
     pub last_hash: Option<String>,
     /// The last entry a verified MAC (signed head or checkpoint) vouches for.
     pub signed_through: Option<u64>,
@@ -52,20 +65,27 @@ pub struct AuditEvidence {
     pub checkpoints: u64,
 }
 
+/// One API key as the report shows it (never its secret).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyEvidence {
+    /// The key's public id.
     pub api_key_id: String,
+    /// The scopes the key was granted.
     pub scopes: Vec<String>,
     /// The shop login of a shop key; none for an admin key.
     pub shop_login: Option<String>,
+    /// When the key was created (RFC 3339).
     pub created_at: String,
     /// The time of the newest audit entry this key made, if any.
     pub last_used: Option<String>,
 }
 
+/// The store under the vault.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StoreEvidence {
+    /// `redb` or `sled`.
     pub backend: String,
+    /// When a write counts as done, in words.
     pub durability: &'static str,
 }
 

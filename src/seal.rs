@@ -1,4 +1,4 @@
-//! Sealed and unsealed (contract 5): a vault whose KEK is not available runs sealed.
+//! The sealed/unsealed gate: a vault whose KEK is not available runs sealed.
 //!
 //! A [`Gate`] holds either nothing (sealed: no key material in memory, the store closed) or the
 //! open [`Vault`]. Every data endpoint asks the gate for the vault and answers 503 `sealed`
@@ -23,6 +23,7 @@ use crate::{Error, Result};
 /// What `GET /v1/sys/seal-status` answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SealStatus {
+    /// `true` while no vault is open: every data endpoint answers 503 `sealed`.
     pub sealed: bool,
     /// Key source of this vault: `dev`, `file`, `shamir` or `pkcs11`.
     pub key_source: &'static str,
@@ -109,6 +110,7 @@ impl Gate {
         }
     }
 
+    /// Whether the vault is sealed, and how far an unseal has come.
     pub fn status(&self) -> SealStatus {
         self.status_of(&self.state())
     }
@@ -126,8 +128,8 @@ impl Gate {
             };
             match (self.source, input) {
                 (KeySource::File, UnsealInput::Passphrase(p)) => Unlock::Passphrase(p),
-                // The contract's unseal body has `passphrase` or `share`: an HSM's user PIN
-                // arrives as the passphrase.
+                // The unseal body has `passphrase` or `share`: an HSM's user PIN arrives as the
+                // passphrase.
                 (KeySource::Pkcs11, UnsealInput::Passphrase(p)) => Unlock::Pin(p),
                 (KeySource::Shamir, UnsealInput::Share(text)) => {
                     let collector = match shares {

@@ -11,9 +11,13 @@ use crate::{Error, Result};
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// Data directory of an initialized vault (`--data`).
     pub data: Option<PathBuf>,
+    /// Address to listen on (`--listen`).
     pub listen: Option<SocketAddr>,
+    /// Plain HTTP (`--plaintext`): refused unless the address is a loopback address.
     pub plaintext: Option<bool>,
+    /// File holding the operator passphrase (`file` keys).
     pub passphrase_file: Option<PathBuf>,
     /// File of custodian shares, one per line (`shamir` keys).
     pub shares_file: Option<PathBuf>,
@@ -22,17 +26,19 @@ pub struct ConfigFile {
     /// PEM file of the CA that client certificates must chain to (mTLS); none: no client
     /// certificates asked for.
     pub client_ca: Option<PathBuf>,
+    /// `[reveal]`: the reveal rate limit per API key.
     pub reveal: Option<RevealConfig>,
-    /// `[gateways.<name>]`: where each gateway is and its credentials (contract 6).
+    /// `[gateways.<name>]`: where each gateway is and its credentials, for the proxy.
     pub gateways: Option<crate::gateway::proxy::GatewaysConfig>,
+    /// `[dek]`: when a data key rolls over.
     pub dek: Option<DekConfig>,
 }
 
-/// When a data key rolls over (contract 5: well before the AES-GCM random-nonce limit).
+/// `[dek]`: when a data key rolls over, well before the AES-GCM random-nonce limit.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DekConfig {
-    /// Encryptions under one DEK (default and most 2^24).
+    /// Encryptions under one DEK (default and maximum 2^24).
     pub max_uses: Option<u64>,
     /// Cryptoperiod of a DEK in seconds (default 86400).
     pub max_age_seconds: Option<u64>,
@@ -50,12 +56,14 @@ impl DekConfig {
     }
 }
 
+/// `[reveal]`: the token bucket that limits reveals per API key. Both keys are required;
+/// `per_second` must be above 0 and `burst` at least 1.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevealConfig {
-    /// Reveals per second per API key (contract default 10).
+    /// Reveals per second per API key (default 10).
     pub per_second: f64,
-    /// Reveals a key may make at once (contract default 20).
+    /// Reveals a key may make at once (default 20).
     pub burst: f64,
 }
 

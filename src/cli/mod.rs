@@ -1,5 +1,5 @@
-//! The command line (contract 1). Each subcommand parses its flags, calls the library, and
-//! prints; errors become one line on stderr and a non-zero exit in `main`.
+//! The command line: each subcommand parses its flags, calls the library, and prints; errors
+//! become one line on stderr and a non-zero exit in `main`.
 //!
 //! This file holds the clap types (every command, its flags and their help text) and the
 //! dispatch; each command family runs in a file of its own:
@@ -40,10 +40,12 @@ pub use unlock::{read_passphrase, read_shares};
 #[derive(Debug, Parser)]
 #[command(name = "panvault", version, about)]
 pub struct Cli {
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands of `panvault`, one per command family.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new vault in DIR: keys, store, audit chain.
@@ -58,6 +60,7 @@ pub enum Command {
     Sandbox(SandboxArgs),
     /// Inspect the audit chain.
     Audit {
+        /// Which audit operation.
         #[command(subcommand)]
         command: AuditCommand,
     },
@@ -65,11 +68,13 @@ pub enum Command {
     Evidence(UnlockArgs),
     /// Key operations on a stopped vault (a running one: `POST /v1/sys/keys/rotate`).
     Keys {
+        /// Which key operation.
         #[command(subcommand)]
         command: KeysCommand,
     },
 }
 
+/// `panvault keys`: key operations on a stopped vault.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// New KEK version; every DEK and meta key re-wrapped under it; older versions destroyed.
@@ -84,8 +89,10 @@ pub enum KeysCommand {
 /// A data dir and what unlocks its keys.
 #[derive(Debug, Args)]
 pub struct UnlockArgs {
+    /// Data directory of an initialized vault.
     #[arg(long, env = "PANVAULT_DATA")]
     pub data: PathBuf,
+    /// What unlocks its keys.
     #[command(flatten)]
     pub keys: KeyFiles,
 }
@@ -104,6 +111,8 @@ pub struct KeyFiles {
     pub pkcs11_pin_file: Option<PathBuf>,
 }
 
+/// `panvault init`: where the new vault goes, its backend and key source, and what the key
+/// source needs.
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Data directory (created with mode 0700; must not hold a vault).
@@ -122,7 +131,7 @@ pub struct InitArgs {
     /// `shamir` keys: how many distinct shares unseal (M, 2..=N).
     #[arg(long, requires = "shares")]
     pub threshold: Option<usize>,
-    /// `shamir` keys: write each share to DIR/share-<id>.txt (mode 0600) instead of printing it.
+    /// `shamir` keys: write each share to `DIR/share-<id>.txt` (mode 0600) instead of printing it.
     #[arg(long, requires = "shares")]
     pub share_dir: Option<PathBuf>,
     /// Unprotected local key file, for trying and testing only.
@@ -145,6 +154,8 @@ pub struct InitArgs {
     pub json: bool,
 }
 
+/// `panvault serve`: each flag overrides its environment variable, which overrides the
+/// configuration file.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// TOML configuration file (see deploy/panvault.toml); environment and flags override it.
@@ -173,6 +184,7 @@ pub struct ServeArgs {
     pub shares_file: Option<PathBuf>,
 }
 
+/// `panvault demo`: where the dev vault lives and where the API listens.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Data directory (a dev vault is created there if it holds none).
@@ -183,6 +195,7 @@ pub struct DemoArgs {
     pub listen: SocketAddr,
 }
 
+/// `panvault sandbox`: where the gateway simulators listen.
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
     /// Loopback address to listen on (plain HTTP; port 0 picks a free one).
@@ -190,6 +203,7 @@ pub struct SandboxArgs {
     pub listen: SocketAddr,
 }
 
+/// `panvault audit`: operations on the audit chain.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Recompute the hash chain of a data dir, or of exported files, and name the first bad
@@ -202,6 +216,7 @@ pub enum AuditCommand {
     /// Write entries as JSON lines to stdout; when the export reaches the end of the chain, a
     /// last line `{"signed_head": {...}}` lets the file be verified on its own.
     Export {
+        /// Data directory of the vault whose entries are exported.
         #[arg(long, env = "PANVAULT_DATA")]
         data: PathBuf,
         /// First sequence number to export.
@@ -210,8 +225,10 @@ pub enum AuditCommand {
     },
 }
 
+/// `panvault audit prune`: the vault, the retention period and how far the export has reached.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
+    /// The stopped vault and what unlocks its keys.
     #[command(flatten)]
     pub unlock: UnlockArgs,
     /// Keep every entry younger than this many days (at least 365: PCI DSS 10.5.1).
@@ -223,11 +240,13 @@ pub struct PruneArgs {
     pub exported_through: u64,
 }
 
+/// `panvault audit verify`: the vault, or exported files and the vault whose keys check them.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The vault: its store is verified, or with FILES, only its keys are used.
     #[arg(long, env = "PANVAULT_DATA")]
     pub data: Option<PathBuf>,
+    /// What unlocks the vault's keys, for the MAC checks.
     #[command(flatten)]
     pub keys: KeyFiles,
     /// Files written by `audit export`, checked in the order given as one run of the chain

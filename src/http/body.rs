@@ -12,8 +12,9 @@ use super::Problem;
 use crate::Error;
 use crate::vault::TokenizeRequest;
 
-/// Request bodies over this are 413 (contract 2); batch bodies get [`BATCH_BODY_LIMIT`].
+/// Request bodies over this many bytes are 413; batch bodies get [`BATCH_BODY_LIMIT`].
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// Largest body of `POST /v1/tokens/batch`, in bytes; over it, 413.
 pub const BATCH_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 pub(super) fn field_error(field: &'static str, reason: &'static str) -> Problem {

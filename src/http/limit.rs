@@ -1,6 +1,7 @@
 //! Rate limits of the HTTPS edge: reveals per API key, as a token bucket.
 
-/// Reveals allowed per API key: a token bucket (contract 4: default 10/s, burst 20).
+/// Reveals allowed per API key: a token bucket per key, refilled at `per_second` up to `burst`
+/// (default 10/s, burst 20). A key's bucket starts full.
 pub struct RevealLimit {
     per_second: f64,
     burst: f64,
@@ -8,6 +9,9 @@ pub struct RevealLimit {
 }
 
 impl RevealLimit {
+    /// A limit of `per_second` reveals per second per key, at most `burst` at once. Taken as
+    /// given: the caller checks `per_second > 0` and `burst >= 1` (a `burst` below 1 lets no
+    /// reveal through).
     pub fn new(per_second: f64, burst: f64) -> Self {
         RevealLimit {
             per_second,

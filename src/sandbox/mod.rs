@@ -1,4 +1,4 @@
-//! `panvault sandbox`: loopback simulators of the four gateways (contract 6, issue 5 item 7).
+//! `panvault sandbox`: loopback simulators of the four gateways the proxy forwards to.
 //!
 //! One plain-HTTP listener on a loopback address serves every gateway under its own prefix:
 //! `/nexi`, `/axerve`, `/worldline`, `/mpgs` are the base URLs to configure. Each simulator checks
@@ -40,17 +40,23 @@ mod mpgs;
 mod nexi;
 mod worldline;
 
-/// The sandbox's Worldline API key id and secret: a request signed with them verifies.
+/// The sandbox's Worldline API key id: a request signed with it and
+/// [`WORLDLINE_SECRET_API_KEY`] verifies.
 pub const WORLDLINE_API_KEY_ID: &str = "SANDBOXKEYID01";
+/// The sandbox's Worldline secret API key, the `GCS v1HMAC` key of [`WORLDLINE_API_KEY_ID`]. A
+/// test value, public on purpose: it protects nothing.
 pub const WORLDLINE_SECRET_API_KEY: &str = "sandbox-only-secret-api-key-0123456789";
-/// Header that delays an answer (milliseconds, at most a minute).
+/// Header that delays an answer (milliseconds, at most a minute), for timeout tests.
 pub const DELAY_HEADER: &str = "x-sandbox-delay-ms";
 
 /// What a published test card does (SPEC.md test-card tables; the suite's four cards too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CardOutcome {
+    /// The payment is authorized.
     Approve,
+    /// The issuer refuses the payment.
     Decline,
+    /// The issuer asks for a 3-D Secure challenge before it decides.
     Challenge,
 }
 
@@ -137,13 +143,17 @@ fn now_rfc3339() -> String {
 /// One request as the sandbox received it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Entry {
+    /// Arrival order, from 1.
     pub seq: u64,
+    /// The gateway whose prefix the request came under (`nexi`, `axerve`, ...).
     pub gateway: String,
+    /// The HTTP method.
     pub method: String,
     /// Path below the gateway's prefix, with the query.
     pub path: String,
     /// Header names in lower case.
     pub headers: BTreeMap<String, String>,
+    /// The body as received (lossy UTF-8); it may hold test card numbers in clear.
     pub body: String,
 }
 

@@ -8,12 +8,11 @@
 //! -> [`ChargeAnswer`] (the outcome audited, the answer masked, the agreement and the token asked
 //! for recorded).
 //!
-//! Nothing goes back to the merchant before the audit entry of a revealed card's use is on disk
-//! (contract 7), and the types make it so: the reveal hands the entry's pending sync to a
-//! `CardUse` that only `Revealed` holds; every step after the reveal fails with `Unsettled`,
-//! which turns into a [`ChargeError`] only through `CardUse::settle`, which waits for the sync;
-//! and `Forwarded`, the only state that leads to a [`ChargeAnswer`], is built from what `settle`
-//! returned.
+//! Nothing goes back to the merchant before the audit entry of a revealed card's use is on disk,
+//! and the types make it so: the reveal hands the entry's pending sync to a `CardUse` that only
+//! `Revealed` holds; every step after the reveal fails with `Unsettled`, which turns into a
+//! [`ChargeError`] only through `CardUse::settle`, which waits for the sync; and `Forwarded`, the
+//! only state that leads to a [`ChargeAnswer`], is built from what `settle` returned.
 
 use futures_util::{Stream, StreamExt};
 use zeroize::Zeroizing;
@@ -312,7 +311,7 @@ impl<'a> Received<'a> {
             // May be a raw card (request-token flow): zeroized like the body it came from.
             let value = Zeroizing::new(found.value.trim().to_string());
             if is_panvault_token(&charge.vault, &value) {
-                // Stored credentials (seed 004): checked before the card is even revealed.
+                // Stored credentials: checked before the card is even revealed.
                 let stored = match charge.stored_credential(&value, &body) {
                     Ok(st) => st,
                     Err(e) => {
@@ -360,8 +359,8 @@ impl<'a> Received<'a> {
 }
 
 /// The token a raw card's charge asks for with `X-Panvault-Request-Token: rt`. A
-/// cardholder-initiated charge that stores the card under an agreement (seed 004, first storing
-/// use) puts the agreement on the new token once approved, and MPGS `storedOnFile` becomes
+/// cardholder-initiated charge that stores the card under an agreement (its first storing use)
+/// puts the agreement on the new token once approved, and MPGS `storedOnFile` becomes
 /// `TO_BE_STORED` in `body` when the merchant left it out.
 fn to_tokenize(
     charge: &Charge<'_>,

@@ -24,14 +24,18 @@ pub struct GatewayConfig {
     pub timeout_seconds: Option<f64>,
     /// Nexi `X-Api-Key`, or Axerve REST `Authorization: apikey ...`, when the merchant sends none.
     pub api_key: Option<SecretString>,
+    /// File whose first line is `api_key`.
     pub api_key_file: Option<PathBuf>,
     /// Worldline API key id (an identifier: it travels in clear in every `Authorization` header)
     /// and secret: panvault signs with v1HMAC when the merchant did not.
     pub api_key_id: Option<String>,
+    /// Worldline secret API key, the v1HMAC signing key of `api_key_id`.
     pub secret_api_key: Option<SecretString>,
+    /// File whose first line is `secret_api_key`.
     pub secret_api_key_file: Option<PathBuf>,
     /// MPGS API password: Basic `merchant.<merchantId from the path>:<password>`.
     pub api_password: Option<SecretString>,
+    /// File whose first line is `api_password`.
     pub api_password_file: Option<PathBuf>,
     /// The merchant groups (`mer_...`) whose shops may use the gateway-wide credentials above.
     /// Unset, every group's may (one merchant per vault). A shop of another group gets only its
@@ -40,7 +44,7 @@ pub struct GatewayConfig {
     pub merchants: Option<Vec<String>>,
     /// Credentials per shop login (`[gateways.<name>.shops."<shop login>"]`), used for the
     /// requests of that shop's keys instead of the ones above, so the merchant stack never holds
-    /// them (contract 6).
+    /// them.
     pub shops: Option<BTreeMap<String, ShopCredentials>>,
 }
 
@@ -48,12 +52,19 @@ pub struct GatewayConfig {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShopCredentials {
+    /// Nexi or Axerve REST API key.
     pub api_key: Option<SecretString>,
+    /// File whose first line is `api_key`.
     pub api_key_file: Option<PathBuf>,
+    /// Worldline API key id.
     pub api_key_id: Option<String>,
+    /// Worldline secret API key.
     pub secret_api_key: Option<SecretString>,
+    /// File whose first line is `secret_api_key`.
     pub secret_api_key_file: Option<PathBuf>,
+    /// MPGS API password.
     pub api_password: Option<SecretString>,
+    /// File whose first line is `api_password`.
     pub api_password_file: Option<PathBuf>,
 }
 
@@ -188,9 +199,13 @@ impl GatewayConfig {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaysConfig {
+    /// `[gateways.nexi]`: Nexi XPay.
     pub nexi: Option<GatewayConfig>,
+    /// `[gateways.axerve]`: Axerve REST and SOAP.
     pub axerve: Option<GatewayConfig>,
+    /// `[gateways.worldline]`: Worldline Direct.
     pub worldline: Option<GatewayConfig>,
+    /// `[gateways.mpgs]`: Mastercard Gateway.
     pub mpgs: Option<GatewayConfig>,
 }
 

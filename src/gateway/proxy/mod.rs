@@ -1,4 +1,4 @@
-//! `ANY /v1/proxy/{gateway}/{path}` (scope `charge`, contract 6): the merchant's own gateway
+//! `ANY /v1/proxy/{gateway}/{path}` (scope `charge`): the merchant's own gateway
 //! request, with a panvault token where the card goes, forwarded to that gateway's configured base
 //! URL with the card swapped in; the gateway's answer comes back with every card number masked.
 //!
@@ -37,12 +37,15 @@ pub use config::{GatewayConfig, GatewaysConfig, ShopCredentials, check_base_url}
 pub use error::ChargeError;
 pub use forward::checked_path;
 
-/// Largest request body the proxy forwards, and largest answer it reads.
+/// Largest request body the proxy forwards (bytes); a larger one is 413 `payload_too_large`,
+/// nothing forwarded.
 pub const REQUEST_LIMIT: usize = 64 * 1024;
+/// Largest gateway answer the proxy reads (bytes); a larger one is 502 `gateway_unreachable`.
 pub const ANSWER_LIMIT: usize = 1024 * 1024;
-/// Default per-gateway timeout (contract 6).
+/// How long the proxy waits for a gateway's answer unless its `timeout_seconds` says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Asks for a token of the raw card on a proxied charge (contract 6).
+/// Asks for a token of the raw card on a proxied charge; its value is a `request_token` as in
+/// tokenize (`MASKEDPAN`, a custom value, either after `:FORCED:`).
 pub const REQUEST_TOKEN_HEADER: &str = "x-panvault-request-token";
 /// Header carrying panvault's own key when `Authorization` belongs to the gateway.
 pub const PANVAULT_AUTH_HEADER: &str = "x-panvault-authorization";

@@ -1,6 +1,7 @@
-//! Stored credentials (seed 004) as the proxy enforces them, whatever the gateway's words for
-//! them (each gateway module reads its own fields into a [`StoredCredential`]): which agreement a
-//! charge runs under or establishes, what it may do with it, and what MPGS `storedOnFile` says.
+//! The stored-credential rules (card on file, merchant-initiated series) as the proxy enforces
+//! them, whatever the gateway's words for them (each gateway module reads its own fields into a
+//! [`StoredCredential`]): which agreement a charge runs under or establishes, what it may do with
+//! it, and what MPGS `storedOnFile` says.
 
 use crate::Error;
 use crate::gateway::{Gateway, StoredCredential};
@@ -17,14 +18,14 @@ pub(super) struct Stored {
     pub(super) record: Option<Agreement>,
 }
 
-/// Seed 004, on every gateway that has the fields (see each module's `stored_credential`): a
-/// merchant-initiated transaction must run under an agreement this token established (else 422
-/// `agreement_required`) of the same type (else 422 `agreement_mismatch`); a cardholder-initiated
-/// one naming an agreement new to the token establishes it (recorded once approved). MPGS names
-/// the agreement (`agreement.id`); Worldline and Axerve name only the series' type, so there the
-/// token's agreements at that gateway (ids `<marker><TYPE>`) are what counts, and one of another
-/// type is a mismatch. MPGS `storedOnFile` is `TO_BE_STORED` on the first use under an agreement
-/// and `STORED` after, unless the merchant gave it.
+/// The stored-credential rules, on every gateway that has the fields (see each module's
+/// `stored_credential`): a merchant-initiated transaction must run under an agreement this token
+/// established (else 422 `agreement_required`) of the same type (else 422 `agreement_mismatch`);
+/// a cardholder-initiated one naming an agreement new to the token establishes it (recorded once
+/// approved). MPGS names the agreement (`agreement.id`); Worldline and Axerve name only the
+/// series' type, so there the token's agreements at that gateway (ids `<marker><TYPE>`) are what
+/// counts, and one of another type is a mismatch. MPGS `storedOnFile` is `TO_BE_STORED` on the
+/// first use under an agreement and `STORED` after, unless the merchant gave it.
 ///
 /// `agreements` reads the token's agreements; it is called only when the charge names an
 /// agreement or is merchant-initiated.
