@@ -23,10 +23,7 @@ impl RevealLimit {
     /// Takes one reveal from `key`'s bucket; `false` when it is empty.
     pub(super) fn take(&self, key: &str) -> bool {
         let now = std::time::Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = crate::sync::lock(&self.buckets);
         let (tokens, at) = buckets.entry(key.to_string()).or_insert((self.burst, now));
         *tokens =
             (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);

@@ -25,10 +25,7 @@ struct RouteStats {
 
 impl Metrics {
     pub(super) fn observe(&self, route: &str, status: u16, seconds: f64) {
-        let mut m = self
-            .by_route
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = crate::sync::lock(&self.by_route);
         let r = m.entry(route.to_string()).or_default();
         *r.by_status.entry(status).or_default() += 1;
         for (b, bound) in r.buckets.iter_mut().zip(LATENCY_BUCKETS) {
@@ -44,10 +41,7 @@ impl Metrics {
         use std::fmt::Write;
         use std::sync::atomic::Ordering::Relaxed;
         let mut out = String::new();
-        let m = self
-            .by_route
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let m = crate::sync::lock(&self.by_route);
         out.push_str("# TYPE panvault_http_requests_total counter\n");
         for (route, r) in m.iter() {
             for (status, n) in &r.by_status {

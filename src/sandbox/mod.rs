@@ -174,18 +174,12 @@ impl Sandbox {
     }
 
     fn record(&self, e: Entry) {
-        self.log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(e);
+        crate::sync::lock(&self.log).push(e);
     }
 
     /// A copy of the request log.
     pub fn entries(&self) -> Vec<Entry> {
-        self.log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        crate::sync::lock(&self.log).clone()
     }
 }
 
@@ -218,10 +212,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, sb: web::Data<Sandbox>) -> H
         return match *req.method() {
             actix_web::http::Method::GET => HttpResponse::Ok().json(sb.entries()),
             actix_web::http::Method::DELETE => {
-                sb.log
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clear();
+                crate::sync::lock(&sb.log).clear();
                 HttpResponse::NoContent().finish()
             }
             _ => HttpResponse::MethodNotAllowed().finish(),

@@ -85,12 +85,7 @@ pub(super) fn simulate(r: &Req<'_>, sb: &Sandbox) -> HttpResponse {
     };
     let key = r.path.to_string();
     if r.method == "GET" {
-        return match sb
-            .transactions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-        {
+        return match crate::sync::lock(&sb.transactions).get(&key) {
             Some(t) => HttpResponse::Ok().json(t),
             None => mpgs_error(
                 StatusCode::NOT_FOUND,
@@ -130,10 +125,7 @@ pub(super) fn simulate(r: &Req<'_>, sb: &Sandbox) -> HttpResponse {
         Err(e) => return e,
     };
     let answer = mpgs_answer(&body, merchant, order_id, txn_id, op, &card);
-    sb.transactions
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(key, answer.clone());
+    crate::sync::lock(&sb.transactions).insert(key, answer.clone());
     HttpResponse::Created().json(answer)
 }
 

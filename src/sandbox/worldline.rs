@@ -104,10 +104,7 @@ pub(super) fn simulate(r: &Req<'_>, full_path: &str, query: &str, sb: &Sandbox) 
     // The cardholder's 3-D Secure page (a browser: no API signature): the challenge passes, the
     // payment is authorized and the browser goes back to the merchant's returnUrl.
     if let Some(id) = r.path.strip_prefix("redirect/3ds/") {
-        let mut payments = sb
-            .payments
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut payments = crate::sync::lock(&sb.payments);
         let Some(p) = payments.get_mut(id) else {
             return HttpResponse::NotFound().finish();
         };
@@ -169,12 +166,7 @@ pub(super) fn simulate(r: &Req<'_>, full_path: &str, query: &str, sb: &Sandbox) 
         ("POST", ["v2", _merchant, "payments"]) => worldline_create(r, sb),
         ("GET", ["v2", _merchant, "payments", id])
         | ("GET", ["v2", _merchant, "payments", id, "details"]) => {
-            match sb
-                .payments
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(*id)
-            {
+            match crate::sync::lock(&sb.payments).get(*id) {
                 Some(p) => {
                     let mut p = p.clone();
                     if let Value::Object(m) = &mut p {
@@ -277,10 +269,7 @@ fn worldline_create(r: &Req<'_>, sb: &Sandbox) -> HttpResponse {
     }
     let mut payment = json!({"id": id, "paymentOutput": output});
     let remember = |p: &Value| {
-        sb.payments
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.clone(), p.clone());
+        crate::sync::lock(&sb.payments).insert(id.clone(), p.clone());
     };
     match card_outcome(pan) {
         CardOutcome::Decline => {
