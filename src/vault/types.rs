@@ -28,6 +28,7 @@ pub struct KeyStatus {
     pub reencryption: Option<ReencryptJob>,
 }
 
+/// One KEK version of the keyring.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct KekStatus {
     /// The KEK version (the newest is the one in use).
@@ -41,6 +42,7 @@ pub struct KekStatus {
     pub age_seconds: u64,
 }
 
+/// One DEK in the store.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DekStatus {
     /// The DEK's number, which every record it encrypts names.
@@ -62,6 +64,7 @@ pub struct DekStatus {
 /// A page of audit entries (`GET /v1/audit`).
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
+    /// The entries, oldest first.
     #[schema(value_type = Vec<Object>)]
     pub entries: Vec<audit::Entry>,
     /// The `since` of the next page; null at the end of the chain.
