@@ -1,4 +1,5 @@
-//! Who may do what (contract 3): scopes, API keys, and the shop logins of a merchant group.
+//! Who may do what: the scopes an API key carries, the API keys themselves (format, stored
+//! MAC, checking a presented key), the principal a request acts as, and the cache of live keys.
 //!
 //! An API key is `pvk_<id>_<secret>`: a 64-bit public id (it names the actor in the audit log)
 //! and a 256-bit secret from the OS CSPRNG. The store keeps only
@@ -26,16 +27,24 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
+    /// Create, update and delete a merchant group's tokens (one card or a batch).
     Tokenize,
+    /// Read a token's metadata (never the card).
     Read,
+    /// Reveal a token's card.
     Reveal,
+    /// Charge a token through the gateway proxy.
     Charge,
+    /// Manage merchant groups, their shop logins and the API keys.
     Admin,
+    /// Rotate the KEK, run the re-encryption job, read the key status, seal the vault.
     Keys,
+    /// Read the audit trail and the evidence report.
     Audit,
 }
 
 impl Scope {
+    /// Every scope, in declaration order.
     pub const ALL: [Scope; 7] = [
         Scope::Tokenize,
         Scope::Read,
@@ -46,6 +55,7 @@ impl Scope {
         Scope::Audit,
     ];
 
+    /// The lowercase name, as serialized (`"tokenize"`, `"read"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Tokenize => "tokenize",
@@ -85,11 +95,14 @@ impl ApiKeyRecord {
     }
 }
 
-/// A new key, shown once.
+/// A new key, shown once: the vault keeps only its MAC.
 #[derive(Debug)]
 pub struct NewApiKey {
+    /// The key's public id (16 hex digits): it names the key in the audit log and in a revoke.
     pub api_key_id: String,
+    /// The whole key, `pvk_<id>_<secret>`, to hand to its holder; it cannot be shown again.
     pub api_key: SecretString,
+    /// The scopes it carries, sorted, without duplicates.
     pub scopes: Vec<Scope>,
 }
 
@@ -97,11 +110,17 @@ pub struct NewApiKey {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyRequest {
+    /// The shop login a shop key acts for (it must be in a merchant group); give either this
+    /// or `admin`.
     #[serde(default)]
     pub shop_login: Option<String>,
+    /// True for an admin key (no shop login).
     #[serde(default)]
     pub admin: bool,
+    /// At least one scope: from [`SHOP_SCOPES`] for a shop key, from [`ADMIN_SCOPES`] for an
+    /// admin key.
     pub scopes: Vec<Scope>,
+    /// A note for operators: at most 128 printable characters, never a card number.
     #[serde(default)]
     pub label: Option<String>,
 }
@@ -109,15 +128,18 @@ pub struct ApiKeyRequest {
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
+    /// The API key's id: the actor of the audit entries this caller causes.
     pub key_id: String,
+    /// The scopes the key carries.
     pub scopes: Vec<Scope>,
+    /// The key's shop login; `None` for admin keys.
     pub shop_login: Option<String>,
     /// The merchant group the key's shop login is in now; `None` for admin keys.
     pub merchant_id: Option<String>,
 }
 
 impl Principal {
-    /// Ok if the key carries `scope`.
+    /// Ok if the key carries `scope`; else [`Error::Forbidden`].
     pub fn require(&self, scope: Scope) -> Result<()> {
         if self.scopes.contains(&scope) {
             Ok(())
@@ -128,7 +150,8 @@ impl Principal {
         }
     }
 
-    /// The merchant group this key acts for.
+    /// The merchant group this key acts for; [`Error::Forbidden`] for an admin key or a shop
+    /// login that is in no group.
     pub fn merchant(&self) -> Result<&str> {
         self.merchant_id.as_deref().ok_or(Error::Forbidden {
             reason: "the API key's shop login is in no merchant group",
@@ -145,8 +168,8 @@ impl Principal {
     }
 }
 
-/// Shop logins: 1 to 32 characters from `A-Z a-z 0-9 _ -` (Axerve's look like `9000001` or
-/// `GESPAY12345`).
+/// Checks a shop login: 1 to 32 characters from `A-Z a-z 0-9 _ -` (Axerve's look like `9000001`
+/// or `GESPAY12345`), not a card number; else [`Error::InvalidField`].
 pub fn validate_shop_login(s: &str) -> Result<()> {
     let ok = (1..=32).contains(&s.len())
         && s.bytes()
@@ -172,6 +195,7 @@ pub(crate) fn refuse_card_number(field: &'static str, s: &str) -> Result<()> {
     Ok(())
 }
 
+/// The stored MAC of a key: `HMAC(mac, "api-key" ‖ id ‖ secret)`, `secret` as the key shows it.
 fn key_mac(mac: &MacKey, id: &str, secret: &[u8]) -> [u8; 32] {
     mac.tag(&[b"api-key", id.as_bytes(), secret])
 }
@@ -238,6 +262,7 @@ fn parse_key(raw: &str) -> Option<(&str, &str)> {
 pub(crate) struct KeyCache(RwLock<HashMap<String, ApiKeyRecord>>);
 
 impl KeyCache {
+    /// A cache holding `keys` (every stored key, read at open).
     pub(crate) fn new(keys: HashMap<String, ApiKeyRecord>) -> Self {
         KeyCache(RwLock::new(keys))
     }
@@ -254,10 +279,12 @@ impl KeyCache {
         Ok(rec)
     }
 
+    /// Adds a key that was just made durable.
     pub(crate) fn insert(&self, record: ApiKeyRecord) {
         write(&self.0).insert(record.id.clone(), record);
     }
 
+    /// Takes a key out: it stops authenticating at once.
     pub(crate) fn remove(&self, id: &str) -> Option<ApiKeyRecord> {
         write(&self.0).remove(id)
     }

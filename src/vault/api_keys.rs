@@ -66,20 +66,22 @@ impl Vault {
         })
     }
 
-    /// Records a failed authentication in the audit log (contract 7).
+    /// Records a failed authentication in the audit log (`authenticate`, `denied`).
     pub async fn audit_auth_failure(&self, ctx: &Ctx) -> Result<()> {
         let ev = ctx.event("authenticate", None, None, "denied");
         self.audit_only(ev).await
     }
 
-    /// Records a reveal refused by the rate limit (contract 4: every reveal call is audited).
+    /// Records a reveal refused by the rate limit: every reveal call is audited, refused ones
+    /// too. The token goes in the entry only if it is well formed (never a card sent as one).
     pub async fn audit_rate_limited(&self, ctx: &Ctx, token: &str) -> Result<()> {
         let token = crate::token::is_well_formed_token(token).then(|| token.to_string());
         let ev = ctx.event("reveal", None, token.as_deref(), "rate_limited");
         self.audit_only(ev).await
     }
 
-    /// Creates an API key for a shop login (which must be in a merchant group) or an admin key.
+    /// Creates an API key for a shop login (which must be in a merchant group) or an admin key;
+    /// `InvalidField` names what the request got wrong (shop login, scopes, label).
     pub async fn create_api_key(&self, ctx: &Ctx, req: ApiKeyRequest) -> Result<NewApiKey> {
         let shop_login = match (req.shop_login, req.admin) {
             (Some(s), false) => {
@@ -127,7 +129,8 @@ impl Vault {
         })
     }
 
-    /// Revokes a key: it stops working before this returns.
+    /// Revokes a key: it stops working before this returns. `ApiKeyNotFound` for an unknown
+    /// id.
     pub async fn revoke_api_key(&self, ctx: &Ctx, api_key_id: &str) -> Result<()> {
         // Out of the cache first: no request authenticates with it from here on. If the
         // revocation cannot be made durable, the key goes back and the caller gets the error.
@@ -149,7 +152,8 @@ impl Vault {
         result
     }
 
-    /// Adds a shop login to a merchant group; refused if it is in any group already.
+    /// Adds a shop login to a merchant group; `ShopTaken` if it is in any group already,
+    /// `MerchantNotFound` for an unknown group.
     pub async fn add_shop(&self, ctx: &Ctx, merchant_id: &str, shop_login: &str) -> Result<()> {
         access::validate_shop_login(shop_login)?;
         self.merchant(merchant_id)?;
@@ -168,7 +172,7 @@ impl Vault {
     }
 
     /// Removes a shop login from its group. The group's tokens stay; the shop's keys lose
-    /// access to them.
+    /// access to them. `ShopNotFound` if the login is not in that group.
     pub async fn remove_shop(&self, ctx: &Ctx, merchant_id: &str, shop_login: &str) -> Result<()> {
         let (m, shop, ctx) = (merchant_id.to_string(), shop_login.to_string(), ctx.clone());
         self.write(move |tx| {

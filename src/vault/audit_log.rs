@@ -12,7 +12,7 @@ use crate::{Error, Result};
 const PRUNE_BATCH: usize = 10_000;
 
 impl Vault {
-    /// A page of the audit chain (contract 7, `GET /v1/audit`): up to `limit` entries from
+    /// A page of the audit chain (`GET /v1/audit`): up to `limit` entries from
     /// `since` on, and the `seq` the next page starts at (none at the end). Reading the audit
     /// trail is itself audited (`audit_read`, PCI DSS 10.2.1.3), durably, before the answer.
     pub async fn audit_page(&self, ctx: &Ctx, since: u64, limit: usize) -> Result<AuditPage> {
@@ -53,8 +53,9 @@ impl Vault {
     }
 
     /// `audit prune`: deletes the oldest audit entries, those older than `retention_days`
-    /// (at least [`audit::MIN_RETENTION_DAYS`]) that the operator has exported
-    /// (`seq <= exported_through`), and leaves a signed anchor where the chain now starts.
+    /// (at least [`audit::MIN_RETENTION_DAYS`], else `Config`) that the operator has exported
+    /// (`seq <= exported_through`), and leaves a signed anchor where the chain now starts. A
+    /// chain that does not verify is not pruned.
     pub async fn audit_prune(
         &self,
         ctx: &Ctx,

@@ -12,7 +12,9 @@ use crate::token::MerchantPrefix;
 use crate::{Error, Result};
 
 impl Vault {
-    /// Creates a merchant with the requested prefix, or a random free one.
+    /// Creates a merchant with the requested prefix, or a random free one. The name, trimmed,
+    /// must be 1 to 128 printable characters and no card number (`InvalidField`); a requested
+    /// prefix that is malformed is `InvalidPrefix`, one in use `PrefixTaken`.
     pub async fn create_merchant(
         &self,
         ctx: &Ctx,
@@ -72,7 +74,8 @@ impl Vault {
         Ok(m)
     }
 
-    /// Looks a merchant up by its prefix.
+    /// Looks a merchant up by its prefix: `None` if no merchant has it, `InvalidPrefix` if it
+    /// is not four uppercase letters.
     pub fn merchant_by_prefix(&self, prefix: &str) -> Result<Option<Merchant>> {
         let prefix = MerchantPrefix::parse(prefix)?;
         match self.inner.store.get(Table::Meta, &prefix_key(&prefix))? {
@@ -86,7 +89,7 @@ impl Vault {
         }
     }
 
-    /// Looks a merchant up by id.
+    /// Looks a merchant up by id; `MerchantNotFound` if there is none.
     pub fn merchant(&self, merchant_id: &str) -> Result<Merchant> {
         if let Some(m) = read_lock(&self.inner.merchants).get(merchant_id) {
             return Ok(m.clone());

@@ -1,6 +1,8 @@
-//! The vault operations: tokenize, read, reveal, delete, merchants (contract 3-4).
+//! The vault: creating one in a data directory, opening and unlocking it, its shared state
+//! (store, keys in memory, caches, the single writer) and shutdown; every operation of an open
+//! vault lives in one of the files below, each an `impl Vault` of its own concern.
 //!
-//! Write path (DESIGN "Write path"):
+//! Write path:
 //!
 //! 1. the caller validates, encrypts, fingerprints and makes its store lookups on its own
 //!    thread, then queues a closure for the writer;
@@ -79,6 +81,7 @@ pub use writer::{Durable, Tx, WriterStats};
 /// Tunables of an open vault.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// When the DEK in use gives way to a new one (uses and age).
     pub dek_policy: DekPolicy,
     /// Most writes in one group commit.
     pub max_batch: usize,
@@ -99,10 +102,13 @@ impl Default for Options {
 /// How `init` sets up a vault.
 #[derive(Debug)]
 pub struct InitOptions {
+    /// The storage engine; a data directory keeps the one it was made with.
     pub backend: Backend,
+    /// Where the KEK comes from.
     pub key_source: KeySource,
     /// The operator secret: passphrase (`file`) or the token's user PIN (`pkcs11`).
     pub passphrase: Option<SecretString>,
+    /// `file` keys: the argon2id parameters that derive the sealing key from the passphrase.
     pub kdf: KdfParams,
     /// `shamir` keys: `(threshold, shares)`.
     pub shamir: Option<(usize, usize)>,
@@ -140,38 +146,50 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// `unix` (seconds) as an RFC 3339 UTC time, to the second.
 fn rfc3339(unix: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
+/// The data directory's `vault.json` (format, backend, key source, creation time).
 fn vault_file(dir: &Path) -> PathBuf {
     dir.join("vault.json")
 }
 
+/// The keys of an open vault, in memory.
 struct Keys {
     /// Written only by a KEK rotation.
     keyring: RwLock<Keyring>,
     fingerprint: MacKey,
     api_key_mac: MacKey,
     audit_mac: Arc<MacKey>,
+    /// Every DEK in the store, by id.
     deks: RwLock<HashMap<u32, Arc<Dek>>>,
+    /// The DEK new records are encrypted under.
     current: RwLock<Arc<Dek>>,
     next_dek_id: AtomicU32,
+    /// Held while a DEK is made current, and by whatever must see no new DEK meanwhile (a KEK
+    /// rotation, the destruction of drained DEKs).
     rollover: tokio::sync::Mutex<()>,
 }
 
+/// What every clone of a [`Vault`] shares.
 struct Inner {
     dir: PathBuf,
     store: Arc<dyn Store>,
     keys: Keys,
     opts: Options,
+    /// The writer's queue; `None` once [`Vault::shutdown`] closed it.
     queue: Mutex<Option<mpsc::Sender<Box<dyn Work>>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stats: Arc<WriterStats>,
+    /// Merchants read so far, by id (a merchant never changes once made).
     merchants: RwLock<HashMap<String, Merchant>>,
     /// Every live API key by id; revocation removes it here in the same step as in the store.
     api_keys: access::KeyCache,
+    /// Tokens created since open: masked, custom, temporary.
     tokens_created: [AtomicU64; 3],
+    /// The temporary tokens' cards by token, and when expired ones were last dropped.
     temps: Mutex<(HashMap<String, TempCard>, Instant)>,
     /// The background re-encryption job's progress (`GET /v1/sys/keys`).
     reencryption: Mutex<Option<ReencryptJob>>,
@@ -191,7 +209,8 @@ impl std::fmt::Debug for Vault {
     }
 }
 
-/// Reads the backend a data dir was created with.
+/// Reads the backend a data dir was created with: `NotInitialized` without `vault.json`,
+/// `Corrupt` if it does not parse.
 pub fn backend_of(dir: &Path) -> Result<Backend> {
     let path = vault_file(dir);
     let bytes =
@@ -219,8 +238,10 @@ pub fn exists(dir: &Path) -> bool {
 }
 
 impl Vault {
-    /// Creates a new vault in `dir`: keyring, store, fingerprint key, audit genesis. Refuses
-    /// to touch a directory that already holds a vault.
+    /// Creates a new vault in `dir`: the keyring, the store with its KEK-wrapped `meta` keys
+    /// (fingerprint, API-key MAC, audit MAC), the first admin API key, the audit chain's first
+    /// entries, then `vault.json`. A directory that already holds a vault is refused with
+    /// `AlreadyInitialized`, untouched.
     pub fn init(dir: &Path, init: InitOptions) -> Result<Initialized> {
         if exists(dir) || store::exists(Backend::Redb, dir) || store::exists(Backend::Sled, dir) {
             return Err(Error::AlreadyInitialized(dir.display().to_string()));
@@ -302,7 +323,8 @@ impl Vault {
     }
 
     /// Opens and unlocks the vault in `dir`, starts its writer, and puts a fresh DEK in use
-    /// (a new process never continues an old DEK's use counter).
+    /// (a new process never continues an old DEK's use counter). Refuses an audit chain that
+    /// does not end at its signed head (cut or extended on disk) rather than sign it.
     pub fn open(dir: &Path, unlock: &Unlock, opts: Options) -> Result<Vault> {
         let backend = backend_of(dir)?;
         let keyring = keys::load(dir, unlock)?;
@@ -438,7 +460,8 @@ impl Vault {
         })
     }
 
-    /// Ok while the vault takes writes (unsealed, writer running); for `/readyz`.
+    /// Ok while the vault takes writes (writer running), `ShuttingDown` after
+    /// [`Vault::shutdown`]; for `/readyz`.
     pub fn ready(&self) -> Result<()> {
         if lock(&self.inner.queue).is_some() {
             Ok(())

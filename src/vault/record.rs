@@ -14,8 +14,8 @@ use crate::store::{Store, Table};
 use crate::token::{MerchantPrefix, TokenKind};
 use crate::{Error, Result};
 
-/// The stored form of a token (DESIGN "Data at rest"). BIN, last 4, brand and expiry are in
-/// clear, as PCI DSS 3.4.1 allows; the PAN and cardholder name only inside `sealed`.
+/// The stored form of a token. BIN, last 4, brand and expiry are in clear, as PCI DSS 3.4.1
+/// allows; the PAN and cardholder name only inside `sealed`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct Record {
     pub(super) merchant_id: String,
@@ -50,6 +50,7 @@ pub(super) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static 
     }
 }
 
+/// A key wrapped by a KEK version: a DEK in the `deks` table, or a key kept in `meta`.
 #[derive(Serialize, Deserialize)]
 pub(super) struct DekRecord {
     pub(super) kek_version: u32,
@@ -57,6 +58,7 @@ pub(super) struct DekRecord {
     pub(super) created_at: u64,
 }
 
+/// `vault.json`: what a data directory holds, read before any key is at hand.
 #[derive(Serialize, Deserialize)]
 pub(super) struct VaultFile {
     pub(super) format: u32,
@@ -65,10 +67,12 @@ pub(super) struct VaultFile {
     pub(super) created_at: String,
 }
 
-/// Keys kept in `meta`, wrapped by the KEK: (meta key, wrap name).
+/// Keys kept in `meta`, wrapped by the KEK, each as (meta key, wrap name). This one keys the
+/// card fingerprints that find a merchant's standard token for a card.
 pub(super) const FINGERPRINT_KEY: (&[u8], &str) = (b"fingerprint_key", "fingerprint");
+/// Keys the MACs the store keeps of API keys.
 pub(super) const API_KEY_MAC_KEY: (&[u8], &str) = (b"api_key_mac_key", "api-key-mac");
-/// Signs the audit chain's head and checkpoints (src/audit.rs).
+/// Signs the audit chain's head, checkpoints and prune anchor (`crate::audit`).
 pub(super) const AUDIT_MAC_KEY: (&[u8], &str) = (b"audit_mac_key", "audit-mac");
 /// Every key kept in `meta`: a KEK rotation re-wraps them all.
 pub(super) const META_KEYS: [(&[u8], &str); 3] = [FINGERPRINT_KEY, API_KEY_MAC_KEY, AUDIT_MAC_KEY];
@@ -106,10 +110,12 @@ pub(super) fn load_meta_key(
     MacKey::new(&key).map(Some)
 }
 
+/// The `meta` key under which a merchant prefix names its merchant: `prefix/<PREFIX>`.
 pub(super) fn prefix_key(prefix: &MerchantPrefix) -> Vec<u8> {
     [b"prefix/".as_slice(), prefix.as_str().as_bytes()].concat()
 }
 
+/// What a record seals: the PAN's digits, a 0 byte, the cardholder name (empty if none).
 pub(super) fn plaintext(pan: &Pan, name: Option<&Zeroizing<String>>) -> Zeroizing<Vec<u8>> {
     let name = name.map(|n| n.as_bytes()).unwrap_or_default();
     let mut p = Zeroizing::new(Vec::with_capacity(pan.len() + 1 + name.len()));

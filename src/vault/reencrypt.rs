@@ -11,10 +11,11 @@ use crate::store::Table;
 use crate::sync::{lock, read as read_lock, write as write_lock};
 use crate::{Error, Result};
 
-/// Tokens per re-encryption step, and the pause after each: at most ~25k tokens looked at per
-/// second, so the job takes a bounded share of the writer and the CPU from live traffic
-/// (BENCHMARKS.md: tokenize keeps >= 0.9x of its throughput while the job runs).
+/// Tokens per re-encryption step. With [`REENCRYPT_PAUSE`] after each step, the job looks at
+/// ~25k tokens a second at most, so it takes a bounded share of the writer and the CPU from
+/// live traffic (BENCHMARKS.md: tokenize keeps >= 0.9x of its throughput while the job runs).
 pub const REENCRYPT_BATCH: usize = 512;
+/// The pause after each re-encryption step.
 pub const REENCRYPT_PAUSE: Duration = Duration::from_millis(20);
 
 /// Where the re-encryption job keeps its place: its `below` (4 bytes, big-endian) and the last
@@ -22,13 +23,14 @@ pub const REENCRYPT_PAUSE: Duration = Duration::from_millis(20);
 pub(super) const REENCRYPT_CURSOR: &[u8] = b"reencrypt_cursor";
 
 impl Vault {
-    /// One step of the re-encryption job (contract 5): re-encrypts, under the current DEK, the
-    /// records among the next `limit` tokens after the stored cursor that a DEK numbered below
-    /// `below` encrypts (the job passes the DEK current when it started, so it ends even when
-    /// DEKs roll over meanwhile), and moves the cursor, in one durable commit. A record changed or deleted since
-    /// it was read is left alone (the change wins). Once a pass reaches the end, every DEK that
-    /// no record uses any more (other than the current one) is destroyed: its wrapped key is
-    /// deleted from the store and dropped from memory (crypto-shredding), and audited.
+    /// One step of the re-encryption job: re-encrypts, under the current DEK, the records
+    /// among the next `limit` tokens after the stored cursor that a DEK numbered below `below`
+    /// encrypts (the job passes the DEK current when it started, so it ends even when DEKs roll
+    /// over meanwhile), and moves the cursor, in one durable commit. A record changed or
+    /// deleted since it was read is left alone (the change wins). Once a pass reaches the end,
+    /// every DEK that no record uses any more (other than the current one) is destroyed: its
+    /// wrapped key is deleted from the store and dropped from memory (crypto-shredding), and
+    /// audited.
     pub async fn reencrypt_step(
         &self,
         ctx: &Ctx,

@@ -19,6 +19,8 @@ use crate::token;
 use crate::{Error, Result};
 
 impl Vault {
+    /// The stored record of `merchant_id`'s `token`; `TokenNotFound` for a malformed, missing
+    /// or another merchant's token (the three answer alike).
     fn record(&self, merchant_id: &str, token: &str) -> Result<Record> {
         if !token::is_well_formed_token(token) {
             return Err(Error::TokenNotFound);
@@ -36,7 +38,8 @@ impl Vault {
         Ok(rec)
     }
 
-    /// A token's metadata (never the PAN). Not audited: it touches no card data.
+    /// A token's metadata (never the PAN), stored or temporary. Not audited: it touches no card
+    /// data. `TokenNotFound` for a malformed, missing, expired or another merchant's token.
     pub fn get(&self, merchant_id: &str, token: &str) -> Result<TokenInfo> {
         if let Some(i) = self.temp_info(merchant_id, token) {
             return Ok(i);
@@ -44,7 +47,8 @@ impl Vault {
         Ok(info(token, &self.record(merchant_id, token)?))
     }
 
-    /// Decrypts a token's card. Always audited, durably, before the card is returned.
+    /// Decrypts a token's card. Always audited, durably, before the card is returned, refusals
+    /// too. `TokenNotFound` as for [`Vault::get`]; a temporary token stays for its charge.
     pub async fn reveal(&self, ctx: &Ctx, merchant_id: &str, token: &str) -> Result<Revealed> {
         let result = self.reveal_inner(merchant_id, token);
         let ev = reveal_event(ctx, merchant_id, token, &result);
@@ -84,6 +88,7 @@ impl Vault {
         }
     }
 
+    /// The card of a live temporary token, else the decrypted stored record: `PAN 0 name`.
     fn reveal_inner(&self, merchant_id: &str, token: &str) -> Result<Revealed> {
         {
             let temps = self.temps();

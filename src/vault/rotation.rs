@@ -17,6 +17,8 @@ use crate::sync::{read as read_lock, write as write_lock};
 use crate::{Error, Result};
 
 impl Vault {
+    /// Makes a DEK under the current KEK, stores it (audited as `dek_create`) and adds it to
+    /// the keys in memory; the caller makes it current.
     async fn new_dek(&self) -> Result<Arc<Dek>> {
         let keys = &self.inner.keys;
         let id = keys.next_dek_id.fetch_add(1, Ordering::Relaxed);
@@ -42,7 +44,7 @@ impl Vault {
         Ok(dek)
     }
 
-    /// Rotates the KEK online (contract 5): a new KEK version goes into the keyring, every DEK
+    /// Rotates the KEK online: a new KEK version goes into the keyring, every DEK
     /// and the `meta` keys are re-wrapped under it in one durable commit, and the older
     /// versions are destroyed. Requests keep being served throughout (DEKs are in memory); no
     /// DEK is created meanwhile. A crash between the steps leaves a keyring holding every
@@ -225,6 +227,7 @@ impl Vault {
         Ok(fresh)
     }
 
+    /// The DEK numbered `id`; `Corrupt` if there is none (a record naming it is damaged).
     pub(super) fn dek(&self, id: u32) -> Result<Arc<Dek>> {
         read_lock(&self.inner.keys.deks)
             .get(&id)

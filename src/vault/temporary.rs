@@ -26,6 +26,8 @@ pub(super) struct TempCard {
 }
 
 impl Vault {
+    /// Makes a temporary token for a validated temporary request, audited (durably) as
+    /// `tokenize_temporary` before the card goes into memory.
     pub(super) async fn tokenize_temporary(
         &self,
         ctx: &Ctx,
@@ -87,6 +89,7 @@ impl Vault {
         temps
     }
 
+    /// A live temporary token's metadata, if `merchant_id` holds it.
     pub(super) fn temp_info(&self, merchant_id: &str, token: &str) -> Option<TokenInfo> {
         let temps = self.temps();
         let t = temps
@@ -102,7 +105,9 @@ impl Vault {
         ))
     }
 
-    /// The CVV a temporary token carries, leaving the token in place (see `take_temporary`).
+    /// The CVV a temporary token carries, leaving the token in place (see
+    /// [`Vault::take_temporary`]). `TokenNotFound` for a missing, expired or another merchant's
+    /// token.
     pub fn peek_temporary_cvv(&self, merchant_id: &str, token: &str) -> Result<Option<Cvv>> {
         match self.temps().0.get(token) {
             Some(t) if t.merchant_id == merchant_id && t.expires > Instant::now() => {
@@ -113,6 +118,7 @@ impl Vault {
     }
 
     /// Takes a temporary token's card and CVV out of memory: it serves exactly one charge.
+    /// `TokenNotFound` for a missing or expired token, or another merchant's (left in place).
     pub fn take_temporary(
         &self,
         merchant_id: &str,

@@ -18,7 +18,7 @@ use crate::store::Table;
 use crate::token::{self, RequestedToken, TokenKind};
 use crate::{Error, Result};
 
-/// Most items in one batch request (contract 4).
+/// Most items in one [`Vault::tokenize_batch`] call; more is `BatchTooLarge`.
 pub const MAX_BATCH_ITEMS: usize = 1000;
 
 /// Attempts at a fresh random masked token before giving up (a collision needs the same
@@ -26,6 +26,7 @@ pub const MAX_BATCH_ITEMS: usize = 1000;
 const TOKEN_ATTEMPTS: usize = 16;
 
 impl Vault {
+    /// Counts a new token for `/metrics` ([`Vault::tokens_created`]).
     fn count_created(&self, t: &Tokenized) {
         if t.created {
             let i = match t.info.token_kind {
@@ -37,7 +38,11 @@ impl Vault {
         }
     }
 
-    /// Tokenizes one card for `merchant_id` (contract 4). `created` tells 201 from 200.
+    /// Tokenizes one card for `merchant_id`: a stored token, or a temporary one if the request
+    /// asks. A card the merchant already has under the requested token comes back with
+    /// `created` false, its stored expiry updated to the request's. Errors: `MerchantNotFound`,
+    /// the failing field's validation error, `TokenConflict` if the requested custom token holds
+    /// another card.
     pub async fn tokenize(
         &self,
         ctx: &Ctx,
@@ -49,6 +54,7 @@ impl Vault {
         Ok(t)
     }
 
+    /// [`Vault::tokenize`] without the `/metrics` count.
     async fn tokenize_one(
         &self,
         ctx: &Ctx,
@@ -63,8 +69,10 @@ impl Vault {
         self.tokenize_stored(ctx, &merchant, &card).await
     }
 
-    /// Tokenizes up to 1000 cards; one bad item does not fail the others. All items go to the
-    /// writer before any answer is awaited, so they share group commits.
+    /// Tokenizes up to [`MAX_BATCH_ITEMS`] cards, one answer per item in order: one bad item
+    /// does not fail the others. All items go to the writer before any answer is awaited, so
+    /// they share group commits. The whole call fails on an unknown merchant, too many items,
+    /// or a failure of the store, the keys or the writer.
     pub async fn tokenize_batch(
         &self,
         ctx: &Ctx,
@@ -247,8 +255,9 @@ impl Vault {
     }
 
     /// Records a stored-credential agreement that a cardholder-initiated charge through the
-    /// gateway proxy established on `token` (seed 004); one already recorded under the same id is
-    /// kept as it was. Audited as `agreement`. Temporary tokens hold no agreements.
+    /// gateway proxy established on `token`; one already recorded under the same id is kept as
+    /// it was. Audited as `agreement`. Temporary tokens hold no agreements: `TokenNotFound`, as
+    /// for a missing or another merchant's token.
     pub async fn add_agreement(
         &self,
         ctx: &Ctx,
@@ -279,9 +288,10 @@ impl Vault {
         .into_result()
     }
 
-    /// Updates a token (contract 4, PATCH): the expiry of any token; the card itself only
-    /// under a custom token (replaced under the same token, agreements kept, seed 004). A new
-    /// card for a standard token is `TokenConflict`: its token is the card's.
+    /// Updates a token (`PATCH`): the expiry of any token; the card itself only under a custom
+    /// token (replaced under the same token, its agreements kept). A different card for a
+    /// standard token, or any card for a temporary one, is `TokenConflict`: a standard token is
+    /// its card's. `TokenNotFound` for a missing or another merchant's token.
     pub async fn update(
         &self,
         ctx: &Ctx,
@@ -363,7 +373,9 @@ impl Vault {
         .into_result()
     }
 
-    /// Deletes a token: its record (and so its ciphertext) and index entries go in one commit.
+    /// Deletes a token: its record (and so its ciphertext) and index entries go in one commit;
+    /// a temporary token's card leaves memory. Audited either way; `TokenNotFound` for a
+    /// missing or another merchant's token.
     pub async fn delete(&self, ctx: &Ctx, merchant_id: &str, token: &str) -> Result<()> {
         if token.starts_with("tmp_") {
             let removed = {
@@ -461,8 +473,11 @@ enum Attempt {
 
 /// A batch item between its validation and its answer.
 enum Pending {
+    /// Refused by validation.
     Failed(Error),
+    /// A temporary token, made once the stored ones are queued.
     Temporary(Card),
+    /// Queued for the writer; the card stays for a retry after a collision.
     Queued(oneshot::Receiver<Result<Attempt>>, Card),
 }
 

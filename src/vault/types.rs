@@ -14,6 +14,7 @@ use crate::token::{MerchantPrefix, TokenKind};
 /// The keys of an open vault (`GET /v1/sys/keys`). Never key material.
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyStatus {
+    /// Where the KEK comes from: `dev`, `file`, `shamir` or `pkcs11`.
     pub key_source: &'static str,
     /// KEK versions held (after a rotation, only the newest).
     pub kek_versions: Vec<u32>,
@@ -21,27 +22,38 @@ pub struct KeyStatus {
     pub dek_cryptoperiod_seconds: u64,
     /// Every KEK version with its state and age.
     pub keks: Vec<KekStatus>,
+    /// Every DEK in the store, with the KEK version wrapping it and the records it encrypts.
     pub deks: Vec<DekStatus>,
     /// The re-encryption job of this process, if one ran or runs.
     pub reencryption: Option<ReencryptJob>,
 }
 
+/// One KEK version of the keyring.
 #[derive(Clone, Debug, Serialize)]
 pub struct KekStatus {
+    /// The KEK version (the newest is the one in use).
     pub version: u32,
     /// `active` (wraps every key) or `retired` (left by a rotation cut short; destroyed by the
     /// next one).
     pub state: &'static str,
+    /// When the version was made (RFC 3339, UTC).
     pub created_at: String,
+    /// Seconds since then.
     pub age_seconds: u64,
 }
 
+/// One DEK in the store.
 #[derive(Clone, Debug, Serialize)]
 pub struct DekStatus {
+    /// The DEK's number, which every record it encrypts names.
     pub id: u32,
+    /// The KEK version that wraps it.
     pub kek_version: u32,
+    /// When it was made (RFC 3339, UTC).
     pub created_at: String,
+    /// Seconds since then.
     pub age_seconds: u64,
+    /// Its age is over the key status's `dek_cryptoperiod_seconds`.
     pub past_cryptoperiod: bool,
     /// The DEK new records are encrypted under.
     pub current: bool,
@@ -52,6 +64,7 @@ pub struct DekStatus {
 /// A page of audit entries (`GET /v1/audit`).
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditPage {
+    /// The entries, oldest first.
     pub entries: Vec<audit::Entry>,
     /// The `since` of the next page; null at the end of the chain.
     pub next: Option<u64>,
@@ -63,14 +76,17 @@ pub struct AuditPage {
 /// Progress of a background re-encryption job.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ReencryptJob {
+    /// The job is still going.
     pub running: bool,
     /// Records under a DEK numbered below this one move (the DEK current at the start).
     pub below: u32,
-    /// Tokens looked at, and records moved to the current DEK, by this job.
+    /// Tokens looked at by this job.
     pub scanned: u64,
+    /// Records this job moved to the current DEK.
     pub moved: u64,
     /// Tokens in the table when the job started (the progress bar's total).
     pub total: u64,
+    /// DEKs this job destroyed once no record used them.
     pub destroyed: Vec<u32>,
     /// Why it stopped early, if it did (the next start resumes from its place).
     pub error: Option<String>,
@@ -100,6 +116,7 @@ pub struct Rotation {
     pub destroyed: Vec<u32>,
     /// DEKs and `meta` keys re-wrapped.
     pub rewrapped: usize,
+    /// How long the rotation took, in milliseconds.
     pub millis: u64,
     /// `shamir` keys only: the new custodian shares (`pvshare1-<id>-<hex>`, 1..=N), shown this
     /// once; the old shares no longer unseal. Hand each to its custodian before the vault next
@@ -116,21 +133,35 @@ fn expose_all<S: serde::Serializer>(
     s.collect_seq(v.iter().map(SecretString::expose))
 }
 
-/// A tokenize request as it arrives (contract 4). Secret fields zeroize on drop.
+/// A tokenize request as it arrives, unchecked: [`Vault::tokenize`](super::Vault::tokenize)
+/// validates every field. Secret fields zeroize on drop; `Debug` prints no card data.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenizeRequest {
+    /// The card number: 12 to 19 digits passing the Luhn check, optionally grouped by single
+    /// spaces or dashes.
     pub pan: Zeroizing<String>,
+    /// The card's expiry month, 1 to 12.
     pub expiry_month: i64,
+    /// The card's expiry year, 2000 to 2099.
     pub expiry_year: i64,
+    /// The token asked for: absent or `MASKEDPAN` for a standard token, else a custom value
+    /// behind the merchant's prefix; a leading `:FORCED:` only matters on a proxied charge.
     #[serde(default)]
     pub request_token: Option<String>,
+    /// At most [`MAX_NAME_LEN`](super::MAX_NAME_LEN) characters, no control characters;
+    /// stored encrypted with the card.
     #[serde(default)]
     pub cardholder_name: Option<Zeroizing<String>>,
+    /// Asks for a temporary token: held in memory only, for one charge.
     #[serde(default)]
     pub temporary: bool,
+    /// 3 or 4 digits, accepted only with `temporary` and never stored.
     #[serde(default)]
     pub cvv: Option<Zeroizing<String>>,
+    /// A temporary token's lifetime in seconds: 1 to
+    /// [`TEMP_TTL_MAX`](super::TEMP_TTL_MAX), default
+    /// [`TEMP_TTL_DEFAULT`](super::TEMP_TTL_DEFAULT); only with `temporary`.
     #[serde(default)]
     pub ttl_seconds: Option<i64>,
 }
@@ -145,12 +176,18 @@ impl std::fmt::Debug for TokenizeRequest {
     }
 }
 
-/// A PATCH of a token (contract 4). Secret fields zeroize on drop.
+/// A change to a token (`PATCH`), for [`Vault::update`](super::Vault::update). Secret fields
+/// zeroize on drop; `Debug` prints `[REDACTED]`.
 #[derive(Default)]
 pub struct TokenUpdate {
+    /// The new expiry month, 1 to 12.
     pub expiry_month: i64,
+    /// The new expiry year, 2000 to 2099.
     pub expiry_year: i64,
+    /// A new card: any card under a custom token, only the same card under a standard one,
+    /// none under a temporary one (else `TokenConflict`).
     pub pan: Option<Zeroizing<String>>,
+    /// The cardholder name stored with the new card (ignored without `pan`).
     pub cardholder_name: Option<Zeroizing<String>>,
 }
 
@@ -160,12 +197,15 @@ impl std::fmt::Debug for TokenUpdate {
     }
 }
 
-/// A stored-credential agreement made on a token (seed 004; filled by the gateway proxy): MPGS
+/// A stored-credential agreement made on a token (recorded by the gateway proxy): MPGS
 /// `agreement.{id,type}`, Nexi `contractId`/`contractType`; Worldline and Axerve, which have no
 /// agreement id, `<gateway>:<TYPE>` with the series' type.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agreement {
+    /// The agreement's id at the gateway, or `<gateway>:<TYPE>` at one without ids.
     pub id: String,
+    /// The agreement's type in the gateway's words; a merchant-initiated charge under the
+    /// agreement must name the same one.
     #[serde(rename = "type")]
     pub kind: String,
 }
@@ -173,16 +213,27 @@ pub struct Agreement {
 /// What a merchant may read about a token: never the PAN.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TokenInfo {
+    /// The token.
     pub token: String,
+    /// Standard, custom or temporary.
     pub token_kind: TokenKind,
+    /// The card's expiry month as last given (1 to 12).
     pub token_expiry_month: u8,
+    /// The card's expiry year as last given.
     pub token_expiry_year: u16,
+    /// The card's brand, from its number.
     pub brand: Brand,
+    /// The card number's first 6 digits.
     pub bin: String,
+    /// The card number's last 4 digits.
     pub last4: String,
+    /// The BIN, one `*` per hidden digit, the last 4.
     pub masked_pan: String,
+    /// The expiry month has ended.
     pub expired: bool,
+    /// When the token was made (RFC 3339, UTC).
     pub created_at: String,
+    /// The stored-credential agreements made on it (none on a temporary token).
     pub agreements: Vec<Agreement>,
 }
 
@@ -239,14 +290,19 @@ impl<'a> Shown<'a> {
 /// The answer of a tokenize: `created` is false when an existing token was returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tokenized {
+    /// A new token was made (HTTP 201); false when an existing one came back (200).
     pub created: bool,
+    /// The token's metadata.
     pub info: TokenInfo,
 }
 
 /// A revealed card. Zeroized on drop; prints as `[REDACTED]`.
 pub struct Revealed {
+    /// The card number.
     pub pan: Pan,
+    /// The expiry stored with the token.
     pub expiry: Expiry,
+    /// The cardholder name, if one was given.
     pub cardholder_name: Option<Zeroizing<String>>,
 }
 
@@ -256,29 +312,36 @@ impl std::fmt::Debug for Revealed {
     }
 }
 
-/// A merchant: a token-sharing group of shop logins (contract 3).
+/// A merchant: a group of shop logins that share one set of tokens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Merchant {
+    /// `mer_` and 16 random lowercase base32 characters.
     pub merchant_id: String,
+    /// The name given at creation: 1 to 128 printable characters.
     pub name: String,
+    /// The four letters in the group's tokens, unique across the vault.
     pub prefix: MerchantPrefix,
 }
 
 /// What `audit prune` did.
 #[derive(Debug, Serialize)]
 pub struct Pruned {
+    /// Entries deleted.
     pub deleted: u64,
     /// The chain's first entry now.
     pub first_kept: u64,
     /// Entries older than this (RFC 3339) were eligible.
     pub cutoff: String,
+    /// The retention period asked for, in days.
     pub retention_days: u64,
 }
 
 /// What `init` hands back once: the first admin API key.
 #[derive(Debug)]
 pub struct Initialized {
+    /// The admin key's id.
     pub admin_api_key_id: String,
+    /// The admin key itself (`pvk_<id>_<secret>`), shown this once.
     pub admin_api_key: SecretString,
     /// `shamir` keys: the custodian shares, 1..=N, which exist nowhere else.
     pub shares: Vec<SecretString>,

@@ -8,10 +8,11 @@ use crate::pan::{Cvv, Expiry, Pan};
 use crate::token::TokenRequest;
 use crate::{Error, Result};
 
-/// Default and maximum lifetime of a temporary token (contract 4).
+/// Lifetime of a temporary token whose request gives no `ttl_seconds`, in seconds.
 pub const TEMP_TTL_DEFAULT: u64 = 900;
+/// Longest lifetime a temporary token may ask for, in seconds.
 pub const TEMP_TTL_MAX: u64 = 3600;
-/// Longest cardholder name accepted.
+/// Longest cardholder name accepted, in characters.
 pub const MAX_NAME_LEN: usize = 128;
 
 /// A validated card.
@@ -20,9 +21,11 @@ pub(super) struct Card {
     pub(super) expiry: Expiry,
     pub(super) name: Option<Zeroizing<String>>,
     pub(super) request: TokenRequest,
+    /// For a temporary token: its CVV, if given, and its lifetime in seconds.
     pub(super) temporary: Option<(Option<Cvv>, u64)>,
 }
 
+/// Checks every field of `req`; the first that fails names itself in the error.
 pub(super) fn validate(req: &TokenizeRequest) -> Result<Card> {
     let pan = Pan::parse(&req.pan)?;
     let expiry = Expiry::new(req.expiry_month, req.expiry_year)?;

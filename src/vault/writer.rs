@@ -16,17 +16,20 @@ use crate::{Error, Result};
 /// Group-commit figures, for benchmarks and `/metrics`.
 #[derive(Debug, Default)]
 pub struct WriterStats {
-    /// Batches the writer wrote to the journal.
+    /// Batches the writer has run (a failed one included).
     pub commits: AtomicU64,
-    /// Journal syncs; each acknowledges every batch written before it began.
+    /// Journal syncs: one per batch written to the journal; its callers are answered after it.
     pub syncs: AtomicU64,
+    /// Writer closures run, over all batches.
     pub writes: AtomicU64,
+    /// Most closures in one batch so far.
     pub largest_batch: AtomicU64,
     /// Batches by size: <=1, <=2, <=4, ... <=512, >512.
     pub batch_hist: [AtomicU64; 11],
 }
 
 impl WriterStats {
+    /// Counts one batch of `n` closures.
     fn record(&self, n: usize) {
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.writes.fetch_add(n as u64, Ordering::Relaxed);
@@ -40,6 +43,9 @@ impl WriterStats {
 
 impl Vault {
     /// Runs `f` on the writer inside the next group commit; answers once that commit is durable.
+    /// If `f` returns `Err`, everything it wrote and audited is dropped and the caller gets that
+    /// error; to commit an audit entry and still refuse the call, `f` returns
+    /// [`Outcome::Refuse`].
     pub(crate) async fn write<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
@@ -55,6 +61,8 @@ impl Vault {
         self.write(audit_entry(ev)).await
     }
 
+    /// Queues `f` for the writer and hands back the receiver of its answer without waiting
+    /// (a batch tokenize queues every item before it awaits any).
     pub(super) async fn enqueue<R, F>(&self, f: F) -> Result<oneshot::Receiver<Result<R>>>
     where
         R: Send + 'static,
@@ -125,6 +133,8 @@ impl<R> Outcome<R> {
 pub struct Durable(pub(super) oneshot::Receiver<Result<()>>);
 
 impl Durable {
+    /// Waits until the write is durable: the store's error if the sync failed, `ShuttingDown`
+    /// if the writer stopped first.
     pub async fn wait(self) -> Result<()> {
         self.0.await.map_err(|_| Error::ShuttingDown)?
     }
@@ -163,7 +173,8 @@ impl Overlay {
     }
 }
 
-/// One writer closure's view: its own writes, then the batch's, then the store.
+/// One writer closure's view: its own writes, then the batch's, then the store. What it puts,
+/// deletes and audits is committed only if the closure returns `Ok`.
 pub struct Tx<'a> {
     store: &'a dyn Store,
     batch: &'a Overlay,
@@ -172,12 +183,14 @@ pub struct Tx<'a> {
 }
 
 impl Tx<'_> {
+    /// The batch's value of a key: `Some(None)` if deleted in it, `None` if not written in it.
     fn in_batch(&self, table: Table, key: &[u8]) -> Option<&Option<Vec<u8>>> {
         self.local
             .get(table, key)
             .or_else(|| self.batch.get(table, key))
     }
 
+    /// A key's value: this closure's or the batch's last write of it, else the store's.
     pub(crate) fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.in_batch(table, key) {
             Some(v) => Ok(v.clone()),
@@ -198,21 +211,26 @@ impl Tx<'_> {
         }
     }
 
+    /// Writes `value` under `key` (replacing any earlier write of it in the batch).
     pub(crate) fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.local.insert(table, key.into(), Some(value.into()));
     }
 
+    /// Deletes `key`.
     pub(crate) fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) {
         self.local.insert(table, key.into(), None);
     }
 
+    /// Appends `ev` to the audit chain with the closure's writes, in the same store write.
     pub(crate) fn audit(&mut self, ev: Event) {
         self.events.push(ev);
     }
 }
 
+/// A queued writer job, whatever its closure's answer type.
 pub(super) trait Work: Send {
-    /// Runs against the batch; returns the closure's writes and audit events if it succeeded.
+    /// Runs the closure against the batch: true if it returned `Ok` (its writes and audit
+    /// entries, left in `tx`, then join the batch), false if it failed or had run already.
     fn apply(&mut self, tx: &mut Tx<'_>) -> bool;
     /// Answers the caller once the batch is durable, or failed.
     fn finish(self: Box<Self>, committed: &Result<()>);
@@ -222,10 +240,14 @@ pub(super) trait Work: Send {
     fn written(&mut self);
 }
 
+/// A writer closure, its answer once run, and where the answer goes.
 struct Job<F, R> {
+    /// `None` once run.
     f: Option<F>,
+    /// The closure's answer, sent once the batch is durable.
     out: Option<Result<R>>,
     reply: oneshot::Sender<Result<R>>,
+    /// Told when the batch is in the journal, before the sync (for [`Vault::reveal_for_charge`]).
     written: Option<oneshot::Sender<()>>,
     /// Queued by a caller that will not wait (known before its receiver is dropped).
     detached: bool,
