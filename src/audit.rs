@@ -697,11 +697,14 @@ pub fn for_each_since(
 pub struct Ctx {
     /// API key id, or `cli`/`system`.
     pub actor: String,
+    /// The caller's address, when the call came over the network.
     pub client: Option<String>,
+    /// The request's `X-Request-Id` (sent or drawn), to find the call in the server log.
     pub request_id: Option<String>,
 }
 
 impl Ctx {
+    /// The vault acting on its own (start-up, background jobs).
     pub fn system() -> Self {
         Ctx {
             actor: "system".into(),

@@ -3,6 +3,7 @@
 //! The library holds every rule; the binary (`src/main.rs`) and the HTTP edge only parse input,
 //! call one operation and map its typed [`Error`].
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod access;
 pub mod audit;

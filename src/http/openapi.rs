@@ -77,6 +77,7 @@ pub struct BatchResult {
     detail: Option<String>,
 }
 
+/// The answer of `POST /v1/tokens/batch`: one result per item, in order.
 #[derive(ToSchema)]
 pub struct BatchAnswer {
     results: Vec<BatchResult>,
@@ -164,6 +165,7 @@ pub struct MerchantBody {
     prefix: Option<String>,
 }
 
+/// A new merchant group: its id, name and four-letter prefix.
 #[derive(ToSchema)]
 pub struct MerchantAnswer {
     merchant_id: String,
@@ -180,6 +182,7 @@ pub struct ShopBody {
     shop_login: String,
 }
 
+/// A shop login added to a merchant group.
 #[derive(ToSchema)]
 pub struct ShopAnswer {
     merchant_id: String,
@@ -203,6 +206,7 @@ pub struct ApiKeyBody {
     label: Option<String>,
 }
 
+/// A new API key: its id, the key itself (shown this once) and its scopes.
 #[derive(ToSchema)]
 pub struct ApiKeyAnswer {
     api_key_id: String,
