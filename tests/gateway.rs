@@ -76,6 +76,8 @@ struct Env {
     shop: String,
     other: String,
     no_charge: String,
+    /// A key of the first shop with `charge` alone.
+    charge_only: String,
     _dir: tempfile::TempDir,
 }
 
@@ -199,6 +201,7 @@ base_url = "{sb}/mpgs"
             &["tokenize", "charge"],
         );
         let no_charge = key(&client, &base, &admin, "9100001", &["tokenize", "read"]);
+        let charge_only = key(&client, &base, &admin, "9100001", &["charge"]);
         Env {
             sandbox,
             vault: Some(child),
@@ -208,6 +211,7 @@ base_url = "{sb}/mpgs"
             shop,
             other,
             no_charge,
+            charge_only,
             _dir: dir,
         }
     }
@@ -1059,6 +1063,27 @@ fn request_token_on_a_proxied_charge() {
         moto("4111111111111111"),
         "the raw card went through untouched"
     );
+
+    // Making a token takes `tokenize`: a key with `charge` alone is refused (403, nothing
+    // forwarded, no token), and still charges a token it was given.
+    let before = env.sandbox.log().len();
+    let charge_only = format!("Bearer {}", env.charge_only);
+    let mut only: Vec<(&str, &str)> = nexi_headers();
+    only.push(("X-Panvault-Authorization", &charge_only));
+    let mut asks = only.clone();
+    asks.push(("X-Panvault-Request-Token", "MASKEDPAN"));
+    let (s, hd, a) = env.proxy_full("POST", "nexi/orders/moto", &asks, &moto("4111111111111111"));
+    assert_eq!(s, StatusCode::FORBIDDEN, "{a}");
+    assert_eq!(answer_json(&a)["code"], "forbidden");
+    assert!(hd.get("x-panvault-token").is_none());
+    assert_eq!(
+        env.sandbox.log().len(),
+        before,
+        "nothing reached the sandbox"
+    );
+    let (s, _, a) = env.proxy_full("POST", "nexi/orders/moto", &only, &moto(&token));
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(env.sandbox.log().len(), before + 1);
 
     // Declined: no token; with :FORCED: a custom token all the same.
     let (s, hd, _) = env.proxy_full("POST", "nexi/orders/moto", &h, &moto("4012888888881881"));

@@ -384,7 +384,7 @@ macro_rules! proxy_operation {
             params(("gateway" = String, Path, description = "nexi, axerve, worldline or mpgs"),
                 ("path" = String, Path, description = "the gateway path below its base URL (may hold slashes)"),
                 ("X-Panvault-Request-Token" = Option<String>, Header, max_length = 29, pattern = "^(:FORCED:)?[A-Za-z0-9_-]{1,21}$",
-                    description = "MASKEDPAN, :FORCED:MASKEDPAN, a custom value or :FORCED:<custom>: tokenize the raw card of this charge (X-Panvault-Token* answer headers)")),
+                    description = "MASKEDPAN, :FORCED:MASKEDPAN, a custom value or :FORCED:<custom>: tokenize the raw card of this charge (X-Panvault-Token* answer headers; the key needs the tokenize scope too, else 403 forbidden)")),
             security(("bearer" = [])),
             responses(
                 (status = "default", description = "the gateway's answer, card numbers masked; X-Panvault-Token* headers when a token was asked for"),

@@ -23,7 +23,7 @@ use super::{
     ChargeError, PANVAULT_AUTH_HEADER, Proxy, REQUEST_LIMIT, REQUEST_TOKEN_HEADER, Target,
 };
 use crate::Error;
-use crate::access::Principal;
+use crate::access::{Principal, Scope};
 use crate::gateway::{CardData, Found, Gateway, Outcome, Slot, axerve, json, mpgs};
 use crate::vault::{Agreement, Ctx, Durable, TokenizeRequest, Vault};
 
@@ -195,6 +195,9 @@ impl<'a> Checked<'a> {
         let request_token = match header(&headers, REQUEST_TOKEN_HEADER) {
             None => None,
             Some(v) => {
+                // Making a token takes the `tokenize` scope, through the proxy as on
+                // `POST /v1/tokens`: `charge` alone only spends tokens.
+                principal.require(Scope::Tokenize)?;
                 let v = header_str(v)
                     .ok_or(Error::InvalidCustomToken {
                         reason: "must be ASCII",
