@@ -509,7 +509,8 @@ fn groups_are_isolated_and_revocation_is_immediate() {
         StatusCode::OK
     );
 
-    // Removing B's shop cuts its key off from B's tokens; B's tokens stay.
+    // Removing B's shop revokes its key; B's tokens stay. Adding the login back (here or to
+    // another group) does not bring the key back: a new key is needed.
     let (_, _, bt) = json_of(
         bearer(c.post(url("/v1/tokens")), &other_key)
             .json(&card(PANS[1]))
@@ -529,8 +530,16 @@ fn groups_are_isolated_and_revocation_is_immediate() {
         bearer(c.get(url(&format!("/v1/tokens/{btoken}"))), &other_key)
             .send()
             .unwrap(),
-        StatusCode::FORBIDDEN,
-        "forbidden",
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let old_id = k["api_key_id"].as_str().unwrap();
+    problem(
+        admin(c.delete(url(&format!("/v1/api-keys/{old_id}"))))
+            .send()
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "api_key_not_found",
     );
     assert_eq!(
         admin(c.post(url(&format!("/v1/merchants/{mid}/shops"))))
@@ -540,8 +549,23 @@ fn groups_are_isolated_and_revocation_is_immediate() {
             .status(),
         StatusCode::CREATED
     );
-    assert_eq!(
+    problem(
         bearer(c.get(url(&format!("/v1/tokens/{btoken}"))), &other_key)
+            .send()
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let (st, _, k) = json_of(
+        admin(c.post(url("/v1/api-keys")))
+            .json(&json!({"shop_login": "7000001", "scopes": ["read"]}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, StatusCode::CREATED);
+    let new_key = k["api_key"].as_str().unwrap().to_string();
+    assert_eq!(
+        bearer(c.get(url(&format!("/v1/tokens/{btoken}"))), &new_key)
             .send()
             .unwrap()
             .status(),
@@ -558,7 +582,7 @@ fn groups_are_isolated_and_revocation_is_immediate() {
         StatusCode::NO_CONTENT
     );
     problem(
-        bearer(c.get(url(&format!("/v1/tokens/{btoken}"))), &other_key)
+        bearer(c.get(url(&format!("/v1/tokens/{btoken}"))), &new_key)
             .send()
             .unwrap(),
         StatusCode::UNAUTHORIZED,

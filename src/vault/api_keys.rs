@@ -171,20 +171,46 @@ impl Vault {
         .into_result()
     }
 
-    /// Removes a shop login from its group. The group's tokens stay; the shop's keys lose
-    /// access to them. `ShopNotFound` if the login is not in that group.
+    /// Removes a shop login from its group and revokes every API key of that login (each
+    /// audited as `api_key_revoke`), in one durable write. The group's tokens stay.
+    /// `ShopNotFound` if the login is not in that group.
     pub async fn remove_shop(&self, ctx: &Ctx, merchant_id: &str, shop_login: &str) -> Result<()> {
+        // The shop's keys end with it (a login moved to another group must not take them
+        // along): out of the cache first, so none authenticates from here on, and back in if
+        // the removal is refused or cannot be made durable.
+        let keys: Vec<_> = self
+            .inner
+            .api_keys
+            .records()
+            .into_iter()
+            .filter(|r| r.shop_login.as_deref() == Some(shop_login))
+            .collect();
+        for r in &keys {
+            self.inner.api_keys.remove(&r.id);
+        }
+        let ids: Vec<String> = keys.iter().map(|r| r.id.clone()).collect();
         let (m, shop, ctx) = (merchant_id.to_string(), shop_login.to_string(), ctx.clone());
-        self.write(move |tx| {
-            if tx.get(Table::Shops, shop.as_bytes())?.as_deref() != Some(m.as_bytes()) {
-                return Ok(Outcome::Refuse(Error::ShopNotFound));
+        let result = self
+            .write(move |tx| {
+                if tx.get(Table::Shops, shop.as_bytes())?.as_deref() != Some(m.as_bytes()) {
+                    return Ok(Outcome::Refuse(Error::ShopNotFound));
+                }
+                tx.delete(Table::Shops, shop.as_bytes());
+                tx.audit(ctx.event("shop_remove", Some(&m), None, "ok"));
+                for id in &ids {
+                    tx.delete(Table::ApiKeys, id.as_bytes());
+                    tx.audit(ctx.event("api_key_revoke", Some(&m), Some(id), "ok"));
+                }
+                Ok(Outcome::Commit(()))
+            })
+            .await
+            .and_then(Outcome::into_result);
+        if result.is_err() {
+            for r in keys {
+                self.inner.api_keys.insert(r);
             }
-            tx.delete(Table::Shops, shop.as_bytes());
-            tx.audit(ctx.event("shop_remove", Some(&m), None, "ok"));
-            Ok(Outcome::Commit(()))
-        })
-        .await?
-        .into_result()
+        }
+        result
     }
 }
 
@@ -266,20 +292,50 @@ mod tests {
             .unwrap()
             .info
             .token;
+        // Removing the shop from another group is refused and leaves its key working.
+        let other = v
+            .create_merchant(&ctx, "Other", Some("OTHR"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            v.remove_shop(&ctx, &other.merchant_id, "9000001").await,
+            Err(Error::ShopNotFound)
+        ));
+        assert!(v.authenticate(k.api_key.expose()).is_ok());
+        // Removed from its group: its keys are revoked, and moving the login to another group
+        // does not bring them back.
         v.remove_shop(&ctx, &m.merchant_id, "9000001")
             .await
             .unwrap();
         assert!(matches!(
-            v.authenticate(k.api_key.expose()).unwrap().merchant(),
-            Err(Error::Forbidden { .. })
+            v.authenticate(k.api_key.expose()),
+            Err(Error::Unauthorized)
         ));
         assert!(v.get(&m.merchant_id, &t).is_ok());
-        v.add_shop(&ctx, &m.merchant_id, "9000001").await.unwrap();
-        assert!(
+        v.add_shop(&ctx, &other.merchant_id, "9000001")
+            .await
+            .unwrap();
+        assert!(matches!(
+            v.authenticate(k.api_key.expose()),
+            Err(Error::Unauthorized)
+        ));
+        let k = v
+            .create_api_key(
+                &ctx,
+                ApiKeyRequest {
+                    shop_login: Some("9000001".into()),
+                    scopes: vec![Scope::Tokenize, Scope::Read],
+                    ..ApiKeyRequest::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
             v.authenticate(k.api_key.expose())
                 .unwrap()
                 .merchant()
-                .is_ok()
+                .unwrap(),
+            other.merchant_id
         );
         // Revoked: refused at once, and after a restart.
         v.revoke_api_key(&ctx, &k.api_key_id).await.unwrap();
