@@ -245,8 +245,8 @@ mod tests {
             v.add_shop(&ctx, &m.merchant_id, "9000001").await,
             Err(Error::ShopTaken)
         ));
-        let k = v
-            .create_api_key(
+        let shop_key = async || {
+            v.create_api_key(
                 &ctx,
                 ApiKeyRequest {
                     shop_login: Some("9000001".into()),
@@ -255,7 +255,9 @@ mod tests {
                 },
             )
             .await
-            .unwrap();
+            .unwrap()
+        };
+        let k = shop_key().await;
         let shop = v.authenticate(k.api_key.expose()).unwrap();
         assert_eq!(shop.merchant().unwrap(), m.merchant_id);
         shop.require(Scope::Tokenize).unwrap();
@@ -319,17 +321,7 @@ mod tests {
             v.authenticate(k.api_key.expose()),
             Err(Error::Unauthorized)
         ));
-        let k = v
-            .create_api_key(
-                &ctx,
-                ApiKeyRequest {
-                    shop_login: Some("9000001".into()),
-                    scopes: vec![Scope::Tokenize, Scope::Read],
-                    ..ApiKeyRequest::default()
-                },
-            )
-            .await
-            .unwrap();
+        let k = shop_key().await;
         assert_eq!(
             v.authenticate(k.api_key.expose())
                 .unwrap()
