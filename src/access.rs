@@ -186,7 +186,7 @@ pub fn validate_shop_login(s: &str) -> Result<()> {
 /// Names, logins and labels are stored and answered in clear: one that holds a card number
 /// is refused (without repeating it), so no card lands outside the encrypted records.
 pub(crate) fn refuse_card_number(field: &'static str, s: &str) -> Result<()> {
-    if crate::mask::holds_pan(s.as_bytes(), &[]) {
+    if crate::pan::holds_card_number(s) {
         return Err(Error::InvalidField {
             field,
             reason: "must not hold a card number",

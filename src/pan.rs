@@ -18,6 +18,9 @@ use zeroize::Zeroizing;
 
 use crate::{Error, Result};
 
+mod detect;
+pub use detect::{has_long_digit_run, holds_card_number};
+
 /// Raw input longer than this is rejected before any other work (the longest accepted PAN, 19
 /// digits with a separator between each pair, is 37 bytes).
 pub const MAX_RAW_PAN_LEN: usize = 64;

@@ -217,13 +217,20 @@ pub fn custom_token(prefix: &MerchantPrefix, value: &str) -> String {
 }
 
 /// A new temporary token: `tmp_` + 20 random bytes in RFC 4648 base32 (`A-Z2-7`, 32 characters,
-/// no padding).
+/// no padding). A draw holding 12 digits in a row (odds about 4 in 10^8) is drawn again, so
+/// every drawn token passes [`is_well_formed_token`].
 pub fn temporary_token<R: RngCore + CryptoRng>(rng: &mut R) -> String {
     let mut bytes = [0u8; 20];
-    rng.fill_bytes(&mut bytes);
     let mut t = String::with_capacity(TEMPORARY_PREFIX.len() + 32);
-    t.push_str(TEMPORARY_PREFIX);
-    data_encoding::BASE32_NOPAD.encode_append(&bytes, &mut t);
+    loop {
+        rng.fill_bytes(&mut bytes);
+        t.clear();
+        t.push_str(TEMPORARY_PREFIX);
+        data_encoding::BASE32_NOPAD.encode_append(&bytes, &mut t);
+        if !has_digit_run(&t) {
+            break;
+        }
+    }
     bytes.zeroize();
     t
 }
@@ -237,25 +244,16 @@ pub fn is_well_formed_token(s: &str) -> bool {
         return body.len() == 32
             && body
                 .bytes()
-                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b));
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+            && !has_digit_run(body);
     }
     (1..=4 + MAX_CUSTOM_LEN).contains(&s.len()) && s.bytes().all(is_token_byte) && !has_digit_run(s)
 }
 
-/// True if `s` holds 12 or more digits in a row, `_` and `-` not breaking the run.
+/// True if `s` holds 12 or more digits in a row, separators not breaking the run (the one
+/// detector of [`crate::pan::has_long_digit_run`]).
 fn has_digit_run(s: &str) -> bool {
-    let mut run = 0usize;
-    for b in s.bytes() {
-        run = match b {
-            b'0'..=b'9' => run + 1,
-            b'_' | b'-' => run,
-            _ => 0,
-        };
-        if run >= FORBIDDEN_DIGIT_RUN {
-            return true;
-        }
-    }
-    false
+    crate::pan::has_long_digit_run(s, FORBIDDEN_DIGIT_RUN)
 }
 
 #[cfg(test)]
@@ -657,6 +655,16 @@ mod tests {
         assert!(is_well_formed_token(&temporary_token(&mut r)));
         assert!(is_well_formed_token("XYZWJOHN_SMITH_5533"));
         assert!(!is_well_formed_token("tmp_short"));
+        // Issue 14 finding 6: a card (only base32 digits 2-7 in a Mastercard test number) inside
+        // a temporary-token shape is not a token either.
+        assert!(!is_well_formed_token(&format!(
+            "tmp_5555555555554444{}",
+            "A".repeat(16)
+        )));
+        assert!(!is_well_formed_token(&format!(
+            "tmp_{}2345234523452345",
+            "A".repeat(16)
+        )));
         assert!(!is_well_formed_token(""));
         assert!(!is_well_formed_token(&"A".repeat(26)));
     }

@@ -1114,3 +1114,112 @@ api_password = "sandbox-api-password"
 fn rel(root: &Path, p: &Path) -> String {
     p.strip_prefix(root).unwrap_or(p).display().to_string()
 }
+
+/// Issue 14 finding 6: a card number behind separators other than one space or dash (doubled
+/// dashes, dots, a no-break or zero-width space), or shaped as a temporary token, was kept in
+/// clear: accepted as a merchant name or shop login, echoed and audited as a request id,
+/// written to the audit log as the token of a lookup. One detector now refuses each of them;
+/// the audit trail is searched afterwards for the card's digits.
+#[test]
+fn a_card_behind_any_separator_is_never_kept_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let admin = common::init_dev(&data);
+    let (child, base, c, _log) = serve(&data, &[]);
+    let vault = Vault(Some(child));
+    let auth = |b: reqwest::blocking::RequestBuilder, key: &str| b.bearer_auth(key);
+    let (st, m) = common::send(
+        auth(c.post(format!("{base}/v1/merchants")), &admin)
+            .json(&json!({"name": "Separators", "prefix": "SEPS"})),
+    );
+    assert_eq!(st, StatusCode::CREATED, "{m}");
+    let mid = m["merchant_id"].as_str().unwrap().to_string();
+    let (st, _) = common::send(
+        auth(c.post(format!("{base}/v1/merchants/{mid}/shops")), &admin)
+            .json(&json!({"shop_login": "9400001"})),
+    );
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, k) = common::send(
+        auth(c.post(format!("{base}/v1/api-keys")), &admin)
+            .json(&json!({"shop_login": "9400001", "scopes": ["tokenize", "read", "reveal"]})),
+    );
+    assert_eq!(st, StatusCode::CREATED);
+    let shop = k["api_key"].as_str().unwrap().to_string();
+
+    let pan = PANS[1];
+    let with = |sep: &str| grouped(pan, sep);
+    for name in [
+        with("--"),
+        with(". "),
+        with("\u{a0}"),
+        with("\u{200b}"),
+        format!("Shop {}", with(" / ")),
+    ] {
+        let (st, p) = common::send(
+            auth(c.post(format!("{base}/v1/merchants")), &admin).json(&json!({"name": name})),
+        );
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+        assert_eq!(p["code"], "invalid_field");
+    }
+    for login in [with("--"), with("_-")] {
+        let (st, p) = common::send(
+            auth(c.post(format!("{base}/v1/merchants/{mid}/shops")), &admin)
+                .json(&json!({"shop_login": login})),
+        );
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+        assert_eq!(p["code"], "invalid_field");
+    }
+    for id in [with("--"), with(".."), with(":-")] {
+        let r = auth(
+            c.post(format!("{base}/v1/tokens/SEPSNOSUCHTOKEN/reveal")),
+            &shop,
+        )
+        .header("X-Request-Id", &id)
+        .send()
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let echoed = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_ne!(echoed, id);
+        assert!(!echoed.contains(&pan[..4]), "a server-drawn id replaces it");
+    }
+    // Temporary-token shaped: `tmp_` and 32 base32 characters, 16 of them the card's digits
+    // (a Mastercard test number holds only 4s and 5s, both base32 digits).
+    let tmp = format!("tmp_{pan}{}", "A".repeat(16));
+    for post in [false, true] {
+        let r = if post {
+            c.post(format!("{base}/v1/tokens/{tmp}/reveal"))
+        } else {
+            c.get(format!("{base}/v1/tokens/{tmp}"))
+        };
+        let (st, p) = common::send(auth(r, &shop));
+        assert_eq!(st, StatusCode::NOT_FOUND, "{p}");
+        assert_eq!(p["code"], "token_not_found");
+    }
+    // A real temporary token still works.
+    let (st, t) = common::send(auth(c.post(format!("{base}/v1/tokens")), &shop).json(
+        &json!({"pan": PANS[0], "expiry_month": 12, "expiry_year": 2031, "temporary": true}),
+    ));
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    let (st, _) = common::send(auth(
+        c.get(format!("{base}/v1/tokens/{}", t["token"].as_str().unwrap())),
+        &shop,
+    ));
+    assert_eq!(st, StatusCode::OK);
+
+    let audit = auth(c.get(format!("{base}/v1/audit?limit=1000")), &admin)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        audit.contains("SEPSNOSUCHTOKEN"),
+        "the audit read holds the reveals"
+    );
+    for needle in [pan.to_string(), with("--"), with(".."), with(":-"), tmp] {
+        assert!(
+            !audit.contains(&needle),
+            "a card form is in the audit trail"
+        );
+    }
+    drop(vault);
+}

@@ -268,6 +268,8 @@ impl Vault {
         if !token::is_well_formed_token(token) || token.starts_with(token::TEMPORARY_PREFIX) {
             return Err(Error::TokenNotFound);
         }
+        crate::access::refuse_card_number("agreement", &agreement.id)?;
+        crate::access::refuse_card_number("agreement", &agreement.kind)?;
         let (m, t, ctx) = (merchant_id.to_string(), token.to_string(), ctx.clone());
         self.write(move |tx| {
             let Some(bytes) = tx.get(Table::Tokens, t.as_bytes())? else {
