@@ -46,7 +46,8 @@ impl Vault {
     }
 
     /// Checks a presented key; the answer for a missing, malformed, unknown or revoked key is
-    /// the same `Unauthorized`.
+    /// the same `Unauthorized`, and so is it for a key whose shop login is now in another
+    /// merchant group than the one the key was issued under.
     pub fn authenticate(&self, raw: &str) -> Result<Principal> {
         let rec = self
             .inner
@@ -56,6 +57,9 @@ impl Vault {
             None => None,
             Some(shop) => self.shop_merchant(shop)?,
         };
+        if merchant_id.is_some() && merchant_id != rec.issued_under {
+            return Err(Error::Unauthorized);
+        }
         Ok(Principal {
             key_id: rec.id,
             scopes: rec.scopes,
@@ -467,6 +471,82 @@ mod tests {
         let secret = k.api_key.expose().rsplit('_').next().unwrap();
         assert!(!stored.windows(secret.len()).any(|w| w == secret.as_bytes()));
         assert_eq!(format!("{:?}", k.api_key), "[REDACTED]");
+        v.shutdown();
+    }
+
+    /// Issue 14 item 8, second half: a key issued for a shop login under merchant A is refused
+    /// once the login is in merchant B, even where nothing revoked it (`remove_shop` revokes;
+    /// here the binding is rewritten behind it, with a valid seal, as an older build's move
+    /// left it), and still after a restart.
+    #[tokio::test]
+    async fn a_key_never_follows_its_shop_login_to_another_merchant() {
+        let (_d, v, admin) = vault();
+        let ctx = v.authenticate(admin.expose()).unwrap().ctx(None, None);
+        let a = v.create_merchant(&ctx, "A", Some("AAAA")).await.unwrap();
+        let b = v.create_merchant(&ctx, "B", Some("BBBB")).await.unwrap();
+        v.add_shop(&ctx, &a.merchant_id, "9000001").await.unwrap();
+        let k = v
+            .create_api_key(
+                &ctx,
+                ApiKeyRequest {
+                    shop_login: Some("9000001".into()),
+                    scopes: vec![Scope::Read, Scope::Reveal],
+                    ..ApiKeyRequest::default()
+                },
+            )
+            .await
+            .unwrap();
+        let p = v.authenticate(k.api_key.expose()).unwrap();
+        assert_eq!(p.merchant().unwrap(), a.merchant_id);
+        // The login moved to B without its keys being revoked.
+        let (sk, sv) = auth_records::seal(
+            &v.auth_record_key().unwrap(),
+            Kind::Shop,
+            b"9000001",
+            b.merchant_id.as_bytes(),
+            None,
+        )
+        .unwrap();
+        let to_b = b.merchant_id.clone();
+        v.write(move |tx| {
+            tx.put(Table::Shops, b"9000001".as_slice(), to_b.as_bytes());
+            tx.put(Table::Meta, sk, sv);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            v.authenticate(k.api_key.expose()),
+            Err(Error::Unauthorized)
+        ));
+        // A key issued for the login now acts for B.
+        let k2 = v
+            .create_api_key(
+                &ctx,
+                ApiKeyRequest {
+                    shop_login: Some("9000001".into()),
+                    scopes: vec![Scope::Read],
+                    ..ApiKeyRequest::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            v.authenticate(k2.api_key.expose())
+                .unwrap()
+                .merchant()
+                .unwrap(),
+            b.merchant_id
+        );
+        let dir = v.dir().to_path_buf();
+        v.shutdown();
+        drop(v);
+        let v = Vault::open(&dir, &Unlock::Dev, Options::default()).unwrap();
+        assert!(matches!(
+            v.authenticate(k.api_key.expose()),
+            Err(Error::Unauthorized)
+        ));
+        assert!(v.authenticate(k2.api_key.expose()).is_ok());
         v.shutdown();
     }
 }
