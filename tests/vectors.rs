@@ -19,9 +19,10 @@
 //!   real journal files that must replay ([`fixture_vault_redb_journal_v1`]);
 //! - the token `Record` (private in `src/vault/record.rs`), the wrapped-key record, merchants, the
 //!   engines' table names and tags, and everything else in a store: the fixture vaults under
-//!   `tests/fixtures/vault-v1/` ([`fixture_vault_redb_v1`], [`fixture_vault_sled_v1`]), made by
-//!   [`make_fixture_vaults`] (how to run it: `tests/fixtures/vault-v1/MAKE.md`). Their raw
-//!   values must equal the committed bytes, decode field for field into mirror structs here
+//!   `tests/fixtures/vault-v1/` ([`fixture_vault_redb_v1`], [`fixture_vault_sled_v1`]) and
+//!   `vault-v2/` (with the authorization records' seals, [`fixture_vault_redb_v2`]; their MAC
+//!   alone: [`auth_record_seal_is_pinned`]), made by [`make_fixture_vaults`] (how to run it:
+//!   `tests/fixtures/vault-v1/MAKE.md`). Their raw values must equal the committed bytes, decode field for field into mirror structs here
 //!   (whose postcard encoding gives back exactly those bytes), open under the keyring, and
 //!   reveal through `Vault::reveal`; a record written by today's encoder must have the same
 //!   layout.
@@ -804,11 +805,11 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap()
 }
 
-/// Opens a copy of `tests/fixtures/vault-v1/<name>` with today's code: the raw store values
+/// Opens a copy of `tests/fixtures/<version>/<name>` with today's code: the raw store values
 /// are the committed ones and decode field for field; the audit chain verifies with its MACs;
 /// the vault opens, and every token reveals the card it was made from.
-fn check_fixture(name: &str) {
-    let root = fixtures().join("vault-v1").join(name);
+fn check_fixture(version: &str, name: &str) {
+    let root = fixtures().join(version).join(name);
     let manifest = read_json(&root.join("manifest.json"));
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
@@ -993,29 +994,52 @@ fn check_fixture(name: &str) {
             ..Ctx::default()
         };
         let v = vault.verify_audit().unwrap();
-        // Opening added two entries: the process's first DEK, and the sealing of the
-        // authorization records a v1 vault holds without MACs (issue 14 item 2), in one write.
-        assert_eq!(
-            v.entries,
-            manifest["audit"]["entries"].as_u64().unwrap() + 2
-        );
-        let mut tail = Vec::new();
-        audit::for_each_since(vault.store(), v.last_seq - 1, |e| {
-            tail.push((e.action.clone(), e.detail.clone()));
-            Ok(())
-        })
-        .unwrap();
-        let records = 1 + 2 * manifest["merchants"].as_array().unwrap().len();
-        assert_eq!(
-            tail,
-            [
-                ("dek_create".to_string(), None),
-                (
-                    "auth_records_migrate".to_string(),
-                    Some(format!("sealed {records} authorization records"))
-                ),
-            ]
-        );
+        let seals = manifest["auth_seals"].as_object();
+        let records = match seals {
+            // v2: the records were sealed when made; the open only checks them and adds one
+            // entry (the process's first DEK). The seals are the bytes the generator left.
+            Some(seals) => {
+                assert_eq!(
+                    v.entries,
+                    manifest["audit"]["entries"].as_u64().unwrap() + 1
+                );
+                for (at, stored) in seals {
+                    let raw = vault.store().get(Table::Meta, at.as_bytes()).unwrap();
+                    assert_eq!(hex::encode(raw.unwrap()), s(stored), "seal {at}");
+                }
+                let k = &manifest["shop_key"];
+                let p = vault.authenticate(s(&k["api_key"])).unwrap();
+                assert_eq!(p.key_id, s(&k["api_key_id"]));
+                assert_eq!(p.merchant_id.as_deref(), Some(s(&k["merchant_id"])));
+                seals.len() - 1
+            }
+            // v1: opening added two entries: the process's first DEK, and the sealing of the
+            // authorization records it holds without MACs (issue 14 item 2), in one write.
+            None => {
+                assert_eq!(
+                    v.entries,
+                    manifest["audit"]["entries"].as_u64().unwrap() + 2
+                );
+                let mut tail = Vec::new();
+                audit::for_each_since(vault.store(), v.last_seq - 1, |e| {
+                    tail.push((e.action.clone(), e.detail.clone()));
+                    Ok(())
+                })
+                .unwrap();
+                let records = 1 + 2 * manifest["merchants"].as_array().unwrap().len();
+                assert_eq!(
+                    tail,
+                    [
+                        ("dek_create".to_string(), None),
+                        (
+                            "auth_records_migrate".to_string(),
+                            Some(format!("sealed {records} authorization records"))
+                        ),
+                    ]
+                );
+                records
+            }
+        };
         check_auth_seals(vault.store(), &dir, &unlock, records);
         assert_eq!(
             serde_json::to_value(vault.kek_versions()).unwrap(),
@@ -1222,19 +1246,36 @@ fn engine_get(dir: &Path, backend: &str, table: &str, tag: u8, key: &[u8]) -> Op
 
 #[test]
 fn fixture_vault_redb_v1() {
-    check_fixture("redb");
+    check_fixture("vault-v1", "redb");
 }
 
 /// The redb vault as a crash left it: everything after `init` is in the journal only, so the
 /// journal records written by today's code must replay.
 #[test]
 fn fixture_vault_redb_journal_v1() {
-    check_fixture("redb-journal");
+    check_fixture("vault-v1", "redb-journal");
 }
 
 #[test]
 fn fixture_vault_sled_v1() {
-    check_fixture("sled");
+    check_fixture("vault-v1", "sled");
+}
+
+/// Vaults whose authorization records carry MACs (issue 14 item 2), with a shop login and its
+/// key: `tests/fixtures/vault-v2/`.
+#[test]
+fn fixture_vault_redb_v2() {
+    check_fixture("vault-v2", "redb");
+}
+
+#[test]
+fn fixture_vault_redb_journal_v2() {
+    check_fixture("vault-v2", "redb-journal");
+}
+
+#[test]
+fn fixture_vault_sled_v2() {
+    check_fixture("vault-v2", "sled");
 }
 
 fn tokenize_req(t: &Value) -> TokenizeRequest {
@@ -1321,6 +1362,23 @@ async fn make_fixture(out: &Path, backend: Backend, source: KeySource, snapshot:
             .await
             .unwrap(),
     ];
+    // A shop login of the first merchant and a key for it (v2: their seals, the key's with the
+    // merchant it was issued under).
+    vault
+        .add_shop(&ctx, &merchants[0].merchant_id, "9000001")
+        .await
+        .unwrap();
+    let shop_key = vault
+        .create_api_key(
+            &ctx,
+            panvault::access::ApiKeyRequest {
+                shop_login: Some("9000001".into()),
+                scopes: vec![panvault::access::Scope::Read],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let mut tokens = Vec::new();
     for (i, (m, mut card)) in fixture_cards().into_iter().enumerate() {
         if i == 5 {
@@ -1386,6 +1444,13 @@ async fn make_fixture(out: &Path, backend: Backend, source: KeySource, snapshot:
         .map(|(_, b)| Entry::decode(b).unwrap().action)
         .collect();
     let head = st.get(Table::Meta, audit::HEAD_KEY).unwrap().unwrap();
+    let auth_seals: serde_json::Map<String, Value> = st
+        .scan(Table::Meta, b"auth_mac", 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(b"auth_mac"))
+        .map(|(k, v)| (String::from_utf8(k).unwrap(), json!(hex::encode(v))))
+        .collect();
     let mut manifest = json!({
         "made_by": format!("panvault {} (tests/vectors.rs make_fixture_vaults)", env!("CARGO_PKG_VERSION")),
         "backend": backend.as_str(),
@@ -1394,6 +1459,12 @@ async fn make_fixture(out: &Path, backend: Backend, source: KeySource, snapshot:
         "tokens": tokens,
         "deleted": [{"merchant_id": deleted["merchant_id"], "token": deleted["token"]}],
         "kek_versions": kek_versions,
+        "shop_key": {
+            "api_key_id": shop_key.api_key_id,
+            "api_key": shop_key.api_key.expose(),
+            "merchant_id": merchants[0]["merchant_id"],
+        },
+        "auth_seals": auth_seals,
         "audit": {
             "entries": v.entries,
             "last_hash": v.last_hash,
