@@ -1159,6 +1159,8 @@ fn serve_refuses(data: &std::path::Path) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
+        .env_remove("PANVAULT_PASSPHRASE_FILE")
+        .env_remove("PANVAULT_SHARES_FILE")
         .env("PANVAULT_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
