@@ -10,7 +10,9 @@
 //!
 //! Scopes: an admin key holds `admin`, `keys`, `audit`; a shop-login key holds `tokenize`,
 //! `read`, `reveal`, `charge` and acts for the merchant group its shop login is in at the time
-//! of each request (a shop login removed from its group loses access to the group's tokens).
+//! of each request, which must be the group the key was issued under (a shop login removed from
+//! its group loses access to the group's tokens, and a key never follows its login to another
+//! group). Every stored key record carries a MAC checked at open (`vault::auth_records`).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -86,6 +88,11 @@ pub(crate) struct ApiKeyRecord {
     pub(crate) shop_login: Option<String>,
     label: Option<String>,
     created_at: u64,
+    /// The merchant group the key's shop login was in when the key was issued (`None` for an
+    /// admin key). Not in the stored bytes: it is kept in the record's MAC seal
+    /// (`vault::auth_records`) and filled in at load.
+    #[serde(skip)]
+    pub(crate) issued_under: Option<String>,
 }
 
 impl ApiKeyRecord {
@@ -243,6 +250,7 @@ pub(crate) fn new_api_key(
         shop_login,
         label,
         created_at,
+        issued_under: None,
     };
     let key = SecretString::new(format!("{KEY_PREFIX}{id}_{}", encoded.as_str()));
     Ok((record, key))

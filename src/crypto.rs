@@ -318,6 +318,14 @@ impl MacKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// A key for another purpose, derived from this one: `HMAC(this key, "derive" ‖ 0 ‖
+    /// purpose ‖ 0)` as a new HMAC key. No tag this key makes for its own use starts with the
+    /// part `derive`, so the derived key is independent of every value it keys.
+    pub fn derive(&self, purpose: &str) -> Result<MacKey> {
+        let bytes = zeroize::Zeroizing::new(self.tag(&[b"derive", purpose.as_bytes()]));
+        MacKey::new(&SecretKey::from_slice(&bytes[..])?)
+    }
+
     /// The card fingerprint, `HMAC(merchant_id ‖ 0 ‖ pan_digits)`: finds the existing token
     /// of a card within one merchant group. `pan_digits` are the bare digits, no separators.
     pub fn fingerprint(&self, merchant_id: &str, pan_digits: &str) -> [u8; 32] {

@@ -151,6 +151,15 @@ pub enum Error {
         /// Which check failed (link, hash, MAC, head).
         reason: &'static str,
     },
+    /// An authorization record (API key, shop login binding, merchant, merchant prefix) fails
+    /// its MAC: it was altered, added or moved on disk. The vault does not open on it.
+    #[error("authorization record broken: {record}: {reason}")]
+    AuthRecordBroken {
+        /// Which record, by kind and key (`api key 0123abcd...`, `shop login 9000001`).
+        record: String,
+        /// Which check failed.
+        reason: &'static str,
+    },
     /// The single writer is gone (shutdown in progress).
     #[error("vault is shutting down")]
     ShuttingDown,
@@ -206,6 +215,7 @@ impl Error {
             Error::Encrypt { .. } => "encrypt_failed",
             Error::Exhausted { .. } => "exhausted",
             Error::AuditBroken { .. } => "audit_broken",
+            Error::AuthRecordBroken { .. } => "auth_record_broken",
             Error::ShuttingDown => "shutting_down",
             Error::Io { .. } => "io_error",
             Error::Config(_) => "invalid_config",

@@ -1113,3 +1113,159 @@ fn an_unlisted_method_is_405_with_the_documented_methods_in_allow() {
     );
     s.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 14 item 2: authorization records carry MACs checked at start.
+// ---------------------------------------------------------------------------------------------
+
+mod common;
+
+/// The stored form of an API key record (`access::ApiKeyRecord`, after the value version
+/// byte), to alter one on disk as an attacker with the data dir would.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredKey {
+    id: String,
+    mac: [u8; 32],
+    scopes: Vec<StoredScope>,
+    shop_login: Option<String>,
+    label: Option<String>,
+    created_at: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+enum StoredScope {
+    Tokenize,
+    Read,
+    Reveal,
+    Charge,
+}
+
+/// Writes straight into the store of a stopped vault.
+fn put_stored(data: &std::path::Path, table: panvault::store::Table, key: &[u8], value: &[u8]) {
+    let store = panvault::vault::open_store(data).unwrap();
+    let mut b = panvault::store::WriteBatch::new();
+    b.put(table, key, value);
+    store.commit(&b).unwrap();
+}
+
+fn get_stored(data: &std::path::Path, table: panvault::store::Table, key: &[u8]) -> Vec<u8> {
+    let store = panvault::vault::open_store(data).unwrap();
+    store.get(table, key).unwrap().unwrap()
+}
+
+/// `serve` on `data` must refuse to start: its one `panvault: ` line on stderr. A serve that
+/// starts listening instead is stopped and the test fails.
+fn serve_refuses(data: &std::path::Path) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env_remove("PANVAULT_PASSPHRASE_FILE")
+        .env_remove("PANVAULT_SHARES_FILE")
+        .env("PANVAULT_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut refusal = None;
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("listening on") {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("serve started on altered authorization records");
+        }
+        if line.starts_with("panvault: ") {
+            refusal = Some(line);
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{status:?}");
+    refusal.expect("a `panvault: ` line naming the refusal")
+}
+
+#[test]
+fn altered_authorization_records_stop_the_vault_and_are_named() {
+    use panvault::store::Table;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let admin_key = common::init_dev(&data);
+    let (child, base, c, _log) = common::serve(&data, &[]);
+    let url = |p: &str| format!("{base}{p}");
+    let admin = |b: RequestBuilder| bearer(b, &admin_key);
+    let mut mids = Vec::new();
+    for prefix in ["AUTA", "AUTB"] {
+        let (st, _, m) = json_of(
+            admin(c.post(url("/v1/merchants")))
+                .json(&json!({"name": prefix, "prefix": prefix}))
+                .send()
+                .unwrap(),
+        );
+        assert_eq!(st, StatusCode::CREATED);
+        mids.push(m["merchant_id"].as_str().unwrap().to_string());
+    }
+    let st = admin(c.post(url(&format!("/v1/merchants/{}/shops", mids[0]))))
+        .json(&json!({"shop_login": "9000001"}))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, _, k) = json_of(
+        admin(c.post(url("/v1/api-keys")))
+            .json(&json!({"shop_login": "9000001", "scopes": ["read"]}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, StatusCode::CREATED);
+    let (key_id, shop_key) = (
+        k["api_key_id"].as_str().unwrap().to_string(),
+        k["api_key"].as_str().unwrap().to_string(),
+    );
+    common::stop(child);
+
+    // A scope added to the key on disk.
+    let key_raw = get_stored(&data, Table::ApiKeys, key_id.as_bytes());
+    let mut rec: StoredKey = postcard::from_bytes(&key_raw[1..]).unwrap();
+    assert_eq!(rec.scopes, [StoredScope::Read]);
+    rec.scopes.push(StoredScope::Reveal);
+    let altered = [vec![1u8], postcard::to_stdvec(&rec).unwrap()].concat();
+    put_stored(&data, Table::ApiKeys, key_id.as_bytes(), &altered);
+    assert_eq!(
+        serve_refuses(&data),
+        format!(
+            "panvault: authorization record broken: api key {key_id}: MAC does not verify (altered on disk)"
+        )
+    );
+    put_stored(&data, Table::ApiKeys, key_id.as_bytes(), &key_raw);
+
+    // The shop login moved to the other merchant on disk.
+    let shop_raw = get_stored(&data, Table::Shops, b"9000001");
+    assert_eq!(shop_raw, mids[0].as_bytes());
+    put_stored(&data, Table::Shops, b"9000001", mids[1].as_bytes());
+    assert_eq!(
+        serve_refuses(&data),
+        "panvault: authorization record broken: shop login 9000001: MAC does not verify (altered on disk)"
+    );
+    put_stored(&data, Table::Shops, b"9000001", &shop_raw);
+
+    // A merchant prefix pointed at the other merchant on disk.
+    put_stored(&data, Table::Meta, b"prefix/AUTA", mids[1].as_bytes());
+    assert_eq!(
+        serve_refuses(&data),
+        "panvault: authorization record broken: merchant prefix index prefix/AUTA: MAC does not verify (altered on disk)"
+    );
+    put_stored(&data, Table::Meta, b"prefix/AUTA", mids[0].as_bytes());
+
+    // Restored: the vault starts and the key has its own scope only.
+    let (child, base, c, _log) = common::serve(&data, &[]);
+    let r = bearer(c.post(format!("{base}/v1/tokens")), &shop_key)
+        .json(&card(PANS[0]))
+        .send()
+        .unwrap();
+    problem(r, StatusCode::FORBIDDEN, "forbidden");
+    let r = bearer(c.get(format!("{base}/v1/tokens/AUTA00000000")), &shop_key)
+        .send()
+        .unwrap();
+    assert_ne!(r.status(), StatusCode::UNAUTHORIZED);
+    common::stop(child);
+}

@@ -19,9 +19,10 @@
 //!   real journal files that must replay ([`fixture_vault_redb_journal_v1`]);
 //! - the token `Record` (private in `src/vault/record.rs`), the wrapped-key record, merchants, the
 //!   engines' table names and tags, and everything else in a store: the fixture vaults under
-//!   `tests/fixtures/vault-v1/` ([`fixture_vault_redb_v1`], [`fixture_vault_sled_v1`]), made by
-//!   [`make_fixture_vaults`] (how to run it: `tests/fixtures/vault-v1/MAKE.md`). Their raw
-//!   values must equal the committed bytes, decode field for field into mirror structs here
+//!   `tests/fixtures/vault-v1/` ([`fixture_vault_redb_v1`], [`fixture_vault_sled_v1`]) and
+//!   `vault-v2/` (with the authorization records' seals, [`fixture_vault_redb_v2`]; their MAC
+//!   alone: [`auth_record_seal_is_pinned`]), made by [`make_fixture_vaults`] (how to run it:
+//!   `tests/fixtures/vault-v1/MAKE.md`). Their raw values must equal the committed bytes, decode field for field into mirror structs here
 //!   (whose postcard encoding gives back exactly those bytes), open under the keyring, and
 //!   reveal through `Vault::reveal`; a record written by today's encoder must have the same
 //!   layout.
@@ -247,6 +248,54 @@ fn fingerprint_and_tag_are_pinned() {
     direct.update(b"api-key\0key_vectors\0secret\0");
     assert_eq!(hex::encode(direct.finalize().into_bytes()), API_KEY_TAG);
 }
+
+/// The authorization-record MAC key derived from an API-key MAC key, the MAC of a shop
+/// login's binding and of an API key issued under a merchant, and the stored seal's bytes
+/// (`vault::auth_records`, issue 14 item 2).
+#[test]
+fn auth_record_seal_is_pinned() {
+    let api = MacKey::new(&key(0x07)).unwrap();
+    let derived = auth_record_key(&[0x07; 32]);
+    assert_eq!(hex::encode(&derived), AUTH_RECORD_KEY);
+    // `MacKey::derive` gives the same key: its tags equal raw HMAC under `derived`.
+    let d = api.derive("auth-record-mac").unwrap();
+    let shop = auth_record_mac(&derived, "shops", b"9000001", b"mer_vectors", "");
+    assert_eq!(hex::encode(&shop), AUTH_SHOP_MAC);
+    let len = 11u64.to_be_bytes();
+    let via = d.tag(&[
+        b"auth-record",
+        b"shops",
+        b"9000001",
+        &len,
+        b"mer_vectors",
+        b"",
+    ]);
+    assert_eq!(hex::encode(via), AUTH_SHOP_MAC);
+    let key_mac = auth_record_mac(
+        &derived,
+        "api_keys",
+        b"0123456789abcdef",
+        b"\x01rec",
+        "mer_a",
+    );
+    assert_eq!(hex::encode(&key_mac), AUTH_KEY_MAC);
+    let stored = [
+        vec![1u8],
+        postcard::to_stdvec(&AuthSealV1 {
+            issued_under: Some("mer_a".into()),
+            mac: key_mac.try_into().unwrap(),
+        })
+        .unwrap(),
+    ]
+    .concat();
+    assert_eq!(hex::encode(&stored), AUTH_KEY_SEAL);
+}
+
+const AUTH_RECORD_KEY: &str = "2c5c8583feedf9a8309beb4951ad4bbde2f06055fd0ec323b6d1e53c6085110c";
+const AUTH_SHOP_MAC: &str = "3eb47e7adfd001c929e938346ff57cffe6e30fba647c7758b1e34813cbeea2dc";
+const AUTH_KEY_MAC: &str = "e158a736d3dddd002f7f42acff156b64b32a9187012de26951a97ecf5c614d47";
+const AUTH_KEY_SEAL: &str =
+    "0101056d65725f61e158a736d3dddd002f7f42acff156b64b32a9187012de26951a97ecf5c614d47";
 
 const FINGERPRINT: &str = "2db3bde4c2a67c5126fa2ef1b5213938d0be12310c5f17faddbeea2a2b5e1b9b";
 const API_KEY_TAG: &str = "7d984533d872418308215f95c13084b1b9c6eca9d279d108b518acb2b1361495";
@@ -756,11 +805,11 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap()
 }
 
-/// Opens a copy of `tests/fixtures/vault-v1/<name>` with today's code: the raw store values
+/// Opens a copy of `tests/fixtures/<version>/<name>` with today's code: the raw store values
 /// are the committed ones and decode field for field; the audit chain verifies with its MACs;
 /// the vault opens, and every token reveals the card it was made from.
-fn check_fixture(name: &str) {
-    let root = fixtures().join("vault-v1").join(name);
+fn check_fixture(version: &str, name: &str) {
+    let root = fixtures().join(version).join(name);
     let manifest = read_json(&root.join("manifest.json"));
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
@@ -945,11 +994,53 @@ fn check_fixture(name: &str) {
             ..Ctx::default()
         };
         let v = vault.verify_audit().unwrap();
-        // Opening added one entry (the process's first DEK).
-        assert_eq!(
-            v.entries,
-            manifest["audit"]["entries"].as_u64().unwrap() + 1
-        );
+        let seals = manifest["auth_seals"].as_object();
+        let records = match seals {
+            // v2: the records were sealed when made; the open only checks them and adds one
+            // entry (the process's first DEK). The seals are the bytes the generator left.
+            Some(seals) => {
+                assert_eq!(
+                    v.entries,
+                    manifest["audit"]["entries"].as_u64().unwrap() + 1
+                );
+                for (at, stored) in seals {
+                    let raw = vault.store().get(Table::Meta, at.as_bytes()).unwrap();
+                    assert_eq!(hex::encode(raw.unwrap()), s(stored), "seal {at}");
+                }
+                let k = &manifest["shop_key"];
+                let p = vault.authenticate(s(&k["api_key"])).unwrap();
+                assert_eq!(p.key_id, s(&k["api_key_id"]));
+                assert_eq!(p.merchant_id.as_deref(), Some(s(&k["merchant_id"])));
+                seals.len() - 1
+            }
+            // v1: opening added two entries: the process's first DEK, and the sealing of the
+            // authorization records it holds without MACs (issue 14 item 2), in one write.
+            None => {
+                assert_eq!(
+                    v.entries,
+                    manifest["audit"]["entries"].as_u64().unwrap() + 2
+                );
+                let mut tail = Vec::new();
+                audit::for_each_since(vault.store(), v.last_seq - 1, |e| {
+                    tail.push((e.action.clone(), e.detail.clone()));
+                    Ok(())
+                })
+                .unwrap();
+                let records = 1 + 2 * manifest["merchants"].as_array().unwrap().len();
+                assert_eq!(
+                    tail,
+                    [
+                        ("dek_create".to_string(), None),
+                        (
+                            "auth_records_migrate".to_string(),
+                            Some(format!("sealed {records} authorization records"))
+                        ),
+                    ]
+                );
+                records
+            }
+        };
+        check_auth_seals(vault.store(), &dir, &unlock, records);
         assert_eq!(
             serde_json::to_value(vault.kek_versions()).unwrap(),
             manifest["kek_versions"]
@@ -1042,9 +1133,92 @@ fn check_fixture(name: &str) {
             card.pan.digits() == card_pan(3),
             "the new token's card differs"
         );
-        vault.verify_audit().unwrap();
+        let entries = vault.verify_audit().unwrap().entries;
+        vault.shutdown();
+        drop(vault);
+        // Sealed once: the next open checks the seals and migrates nothing.
+        let vault = Vault::open(&dir, &unlock, Options::default()).unwrap();
+        assert_eq!(vault.verify_audit().unwrap().entries, entries + 1);
+        check_auth_seals(vault.store(), &dir, &unlock, records);
         vault.shutdown();
     });
+}
+
+/// The stored seal of an authorization record (`vault::auth_records`): after the value
+/// version byte, postcard of the merchant an API key was issued under and the MAC.
+#[derive(Serialize, Deserialize)]
+struct AuthSealV1 {
+    issued_under: Option<String>,
+    mac: [u8; 32],
+}
+
+/// `HMAC(k, "auth-record" ‖ 0 ‖ table ‖ 0 ‖ key ‖ 0 ‖ len(value) u64 BE ‖ 0 ‖ value ‖ 0 ‖
+/// issued under ‖ 0)`, with raw `hmac`.
+fn auth_record_mac(k: &[u8], table: &str, key: &[u8], value: &[u8], under: &str) -> Vec<u8> {
+    use hmac::Mac;
+    let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(k).unwrap();
+    let len = (value.len() as u64).to_be_bytes();
+    for part in [
+        b"auth-record".as_slice(),
+        table.as_bytes(),
+        key,
+        &len,
+        value,
+        under.as_bytes(),
+    ] {
+        m.update(part);
+        m.update(&[0]);
+    }
+    m.finalize().into_bytes().to_vec()
+}
+
+/// The authorization-record MAC key: `HMAC(API-key MAC key, "derive" ‖ 0 ‖ "auth-record-mac"
+/// ‖ 0)`, with raw `hmac`.
+fn auth_record_key(api_key_mac: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(api_key_mac).unwrap();
+    m.update(b"derive\0auth-record-mac\0");
+    m.finalize().into_bytes().to_vec()
+}
+
+/// Every authorization record of the store has its seal, under `meta` key
+/// `auth_mac/<table>/<key>`, whose MAC is re-derived here from the KEK-unwrapped API-key MAC
+/// key with the primitives alone; `records` of them, and the marker.
+fn check_auth_seals(st: &dyn store::Store, dir: &Path, unlock: &Unlock, records: usize) {
+    let ring = keys::load(dir, unlock).unwrap();
+    let raw = st.get(Table::Meta, b"api_key_mac_key").unwrap().unwrap();
+    let w: WrappedKeyV1 = postcard_v1(&raw);
+    let api = ring
+        .get(w.kek_version)
+        .unwrap()
+        .unwrap_key("api-key-mac", 0, &w.wrapped)
+        .unwrap();
+    let k = auth_record_key(api.expose());
+    let mut seen = 0;
+    for table in [Table::ApiKeys, Table::Shops, Table::Merchants, Table::Meta] {
+        for (key, value) in st.scan(table, b"", 10_000).unwrap() {
+            if table == Table::Meta && !key.starts_with(b"prefix/") {
+                continue;
+            }
+            let at = [b"auth_mac/".as_slice(), table.name().as_bytes(), b"/", &key].concat();
+            let seal: AuthSealV1 = postcard_v1(&st.get(Table::Meta, &at).unwrap().unwrap());
+            let under = seal.issued_under.as_deref().unwrap_or("");
+            assert_eq!(
+                seal.mac.to_vec(),
+                auth_record_mac(&k, table.name(), &key, &value, under),
+                "seal of {} {}",
+                table.name(),
+                String::from_utf8_lossy(&key)
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, records);
+    let marker = st.get(Table::Meta, b"auth_mac_sealed").unwrap().unwrap();
+    use hmac::Mac;
+    let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&k).unwrap();
+    m.update(b"auth-records-sealed\0");
+    assert_eq!(marker, m.finalize().into_bytes().to_vec());
 }
 
 /// A value straight from the engine: redb table `table`, or sled key `tag ‖ key`.
@@ -1072,19 +1246,36 @@ fn engine_get(dir: &Path, backend: &str, table: &str, tag: u8, key: &[u8]) -> Op
 
 #[test]
 fn fixture_vault_redb_v1() {
-    check_fixture("redb");
+    check_fixture("vault-v1", "redb");
 }
 
 /// The redb vault as a crash left it: everything after `init` is in the journal only, so the
 /// journal records written by today's code must replay.
 #[test]
 fn fixture_vault_redb_journal_v1() {
-    check_fixture("redb-journal");
+    check_fixture("vault-v1", "redb-journal");
 }
 
 #[test]
 fn fixture_vault_sled_v1() {
-    check_fixture("sled");
+    check_fixture("vault-v1", "sled");
+}
+
+/// Vaults whose authorization records carry MACs (issue 14 item 2), with a shop login and its
+/// key: `tests/fixtures/vault-v2/`.
+#[test]
+fn fixture_vault_redb_v2() {
+    check_fixture("vault-v2", "redb");
+}
+
+#[test]
+fn fixture_vault_redb_journal_v2() {
+    check_fixture("vault-v2", "redb-journal");
+}
+
+#[test]
+fn fixture_vault_sled_v2() {
+    check_fixture("vault-v2", "sled");
 }
 
 fn tokenize_req(t: &Value) -> TokenizeRequest {
@@ -1171,6 +1362,23 @@ async fn make_fixture(out: &Path, backend: Backend, source: KeySource, snapshot:
             .await
             .unwrap(),
     ];
+    // A shop login of the first merchant and a key for it (v2: their seals, the key's with the
+    // merchant it was issued under).
+    vault
+        .add_shop(&ctx, &merchants[0].merchant_id, "9000001")
+        .await
+        .unwrap();
+    let shop_key = vault
+        .create_api_key(
+            &ctx,
+            panvault::access::ApiKeyRequest {
+                shop_login: Some("9000001".into()),
+                scopes: vec![panvault::access::Scope::Read],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let mut tokens = Vec::new();
     for (i, (m, mut card)) in fixture_cards().into_iter().enumerate() {
         if i == 5 {
@@ -1236,6 +1444,13 @@ async fn make_fixture(out: &Path, backend: Backend, source: KeySource, snapshot:
         .map(|(_, b)| Entry::decode(b).unwrap().action)
         .collect();
     let head = st.get(Table::Meta, audit::HEAD_KEY).unwrap().unwrap();
+    let auth_seals: serde_json::Map<String, Value> = st
+        .scan(Table::Meta, b"auth_mac", 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(b"auth_mac"))
+        .map(|(k, v)| (String::from_utf8(k).unwrap(), json!(hex::encode(v))))
+        .collect();
     let mut manifest = json!({
         "made_by": format!("panvault {} (tests/vectors.rs make_fixture_vaults)", env!("CARGO_PKG_VERSION")),
         "backend": backend.as_str(),
@@ -1244,6 +1459,12 @@ async fn make_fixture(out: &Path, backend: Backend, source: KeySource, snapshot:
         "tokens": tokens,
         "deleted": [{"merchant_id": deleted["merchant_id"], "token": deleted["token"]}],
         "kek_versions": kek_versions,
+        "shop_key": {
+            "api_key_id": shop_key.api_key_id,
+            "api_key": shop_key.api_key.expose(),
+            "merchant_id": merchants[0]["merchant_id"],
+        },
+        "auth_seals": auth_seals,
         "audit": {
             "entries": v.entries,
             "last_hash": v.last_hash,

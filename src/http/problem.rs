@@ -106,6 +106,7 @@ impl From<Error> for Problem {
             | Error::Encrypt { .. }
             | Error::Exhausted { .. }
             | Error::AuditBroken { .. }
+            | Error::AuthRecordBroken { .. }
             | Error::Io { .. }
             | Error::Hsm(_)
             | Error::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::auth_records::{self, Kind};
 use super::record::{decode, encode};
 use super::writer::Outcome;
 use super::{Ctx, Vault, now_unix, rfc3339};
@@ -10,11 +11,13 @@ use crate::access::{self, ApiKeyRecord, ApiKeyRequest, NewApiKey, Principal};
 use crate::store::{Store, Table};
 use crate::{Error, Result};
 
-/// Every stored key, for the cache at open.
+/// Every stored key with the merchant it was issued under (from its seal, which the open
+/// checked), for the cache at open.
 pub(super) fn load(store: &dyn Store) -> Result<HashMap<String, ApiKeyRecord>> {
     let mut out = HashMap::new();
     crate::store::for_each(store, Table::ApiKeys, &[], |_, v| {
-        let rec: ApiKeyRecord = decode(v, "api key")?;
+        let mut rec: ApiKeyRecord = decode(v, "api key")?;
+        rec.issued_under = auth_records::issued_under(store, &rec.id)?;
         out.insert(rec.id.clone(), rec);
         Ok(())
     })?;
@@ -43,7 +46,8 @@ impl Vault {
     }
 
     /// Checks a presented key; the answer for a missing, malformed, unknown or revoked key is
-    /// the same `Unauthorized`.
+    /// the same `Unauthorized`, and so is it for a key whose shop login is now in another
+    /// merchant group than the one the key was issued under.
     pub fn authenticate(&self, raw: &str) -> Result<Principal> {
         let rec = self
             .inner
@@ -51,13 +55,11 @@ impl Vault {
             .check(&self.inner.keys.api_key_mac, raw)?;
         let merchant_id = match &rec.shop_login {
             None => None,
-            Some(shop) => self
-                .inner
-                .store
-                .get(Table::Shops, shop.as_bytes())?
-                .map(|m| String::from_utf8(m).map_err(|_| Error::Corrupt { what: "shop" }))
-                .transpose()?,
+            Some(shop) => self.shop_merchant(shop)?,
         };
+        if merchant_id.is_some() && merchant_id != rec.issued_under {
+            return Err(Error::Unauthorized);
+        }
         Ok(Principal {
             key_id: rec.id,
             scopes: rec.scopes,
@@ -96,19 +98,35 @@ impl Vault {
                 });
             }
         };
-        let (record, secret) = access::new_api_key(
+        let (mut record, secret) = access::new_api_key(
             &self.inner.keys.api_key_mac,
             shop_login,
             req.scopes,
             req.label,
             now_unix(),
         )?;
+        // The merchant the key is issued under: its shop login's now (the writer confirms it).
+        record.issued_under = match &record.shop_login {
+            Some(shop) => Some(self.shop_merchant(shop)?.ok_or(Error::InvalidField {
+                field: "shop_login",
+                reason: "the shop login is in no merchant group",
+            })?),
+            None => None,
+        };
         let value = encode(&record, "api key")?;
+        let (seal_key, seal) = auth_records::seal(
+            &self.auth_record_key()?,
+            Kind::ApiKey,
+            record.id.as_bytes(),
+            &value,
+            record.issued_under.as_deref(),
+        )?;
         let ctx = ctx.clone();
         let stored = record.clone();
         self.write(move |tx| {
             if let Some(shop) = &stored.shop_login
-                && tx.get(Table::Shops, shop.as_bytes())?.is_none()
+                && tx.get(Table::Shops, shop.as_bytes())?.as_deref()
+                    != stored.issued_under.as_deref().map(str::as_bytes)
             {
                 return Ok(Outcome::Refuse(Error::InvalidField {
                     field: "shop_login",
@@ -116,6 +134,7 @@ impl Vault {
                 }));
             }
             tx.put(Table::ApiKeys, stored.id.as_bytes(), value);
+            tx.put(Table::Meta, seal_key, seal);
             tx.audit(ctx.event("api_key_create", None, Some(&stored.id), "ok"));
             Ok(Outcome::Commit(()))
         })
@@ -142,6 +161,10 @@ impl Vault {
         let result = self
             .write(move |tx| {
                 tx.delete(Table::ApiKeys, id.as_bytes());
+                tx.delete(
+                    Table::Meta,
+                    auth_records::seal_key(Kind::ApiKey, id.as_bytes()),
+                );
                 tx.audit(ctx.event("api_key_revoke", None, Some(&id), "ok"));
                 Ok(())
             })
@@ -157,6 +180,13 @@ impl Vault {
     pub async fn add_shop(&self, ctx: &Ctx, merchant_id: &str, shop_login: &str) -> Result<()> {
         access::validate_shop_login(shop_login)?;
         self.merchant(merchant_id)?;
+        let (seal_key, seal) = auth_records::seal(
+            &self.auth_record_key()?,
+            Kind::Shop,
+            shop_login.as_bytes(),
+            merchant_id.as_bytes(),
+            None,
+        )?;
         let (m, shop, ctx) = (merchant_id.to_string(), shop_login.to_string(), ctx.clone());
         self.write(move |tx| {
             if tx.get(Table::Shops, shop.as_bytes())?.is_some() {
@@ -164,6 +194,7 @@ impl Vault {
                 return Ok(Outcome::Refuse(Error::ShopTaken));
             }
             tx.put(Table::Shops, shop.as_bytes(), m.as_bytes());
+            tx.put(Table::Meta, seal_key, seal);
             tx.audit(ctx.event("shop_add", Some(&m), None, "ok"));
             Ok(Outcome::Commit(()))
         })
@@ -196,9 +227,17 @@ impl Vault {
                     return Ok(Outcome::Refuse(Error::ShopNotFound));
                 }
                 tx.delete(Table::Shops, shop.as_bytes());
+                tx.delete(
+                    Table::Meta,
+                    auth_records::seal_key(Kind::Shop, shop.as_bytes()),
+                );
                 tx.audit(ctx.event("shop_remove", Some(&m), None, "ok"));
                 for id in &ids {
                     tx.delete(Table::ApiKeys, id.as_bytes());
+                    tx.delete(
+                        Table::Meta,
+                        auth_records::seal_key(Kind::ApiKey, id.as_bytes()),
+                    );
                     tx.audit(ctx.event("api_key_revoke", Some(&m), Some(id), "ok"));
                 }
                 Ok(Outcome::Commit(()))
@@ -211,6 +250,20 @@ impl Vault {
             }
         }
         result
+    }
+
+    /// The merchant group a shop login is in now, if any.
+    fn shop_merchant(&self, shop: &str) -> Result<Option<String>> {
+        self.inner
+            .store
+            .get(Table::Shops, shop.as_bytes())?
+            .map(|m| String::from_utf8(m).map_err(|_| Error::Corrupt { what: "shop" }))
+            .transpose()
+    }
+
+    /// The key of the authorization records' MACs.
+    pub(super) fn auth_record_key(&self) -> Result<crate::crypto::MacKey> {
+        auth_records::key(&self.inner.keys.api_key_mac)
     }
 }
 
@@ -418,6 +471,82 @@ mod tests {
         let secret = k.api_key.expose().rsplit('_').next().unwrap();
         assert!(!stored.windows(secret.len()).any(|w| w == secret.as_bytes()));
         assert_eq!(format!("{:?}", k.api_key), "[REDACTED]");
+        v.shutdown();
+    }
+
+    /// Issue 14 item 8, second half: a key issued for a shop login under merchant A is refused
+    /// once the login is in merchant B, even where nothing revoked it (`remove_shop` revokes;
+    /// here the binding is rewritten behind it, with a valid seal, as an older build's move
+    /// left it), and still after a restart.
+    #[tokio::test]
+    async fn a_key_never_follows_its_shop_login_to_another_merchant() {
+        let (_d, v, admin) = vault();
+        let ctx = v.authenticate(admin.expose()).unwrap().ctx(None, None);
+        let a = v.create_merchant(&ctx, "A", Some("AAAA")).await.unwrap();
+        let b = v.create_merchant(&ctx, "B", Some("BBBB")).await.unwrap();
+        v.add_shop(&ctx, &a.merchant_id, "9000001").await.unwrap();
+        let k = v
+            .create_api_key(
+                &ctx,
+                ApiKeyRequest {
+                    shop_login: Some("9000001".into()),
+                    scopes: vec![Scope::Read, Scope::Reveal],
+                    ..ApiKeyRequest::default()
+                },
+            )
+            .await
+            .unwrap();
+        let p = v.authenticate(k.api_key.expose()).unwrap();
+        assert_eq!(p.merchant().unwrap(), a.merchant_id);
+        // The login moved to B without its keys being revoked.
+        let (sk, sv) = auth_records::seal(
+            &v.auth_record_key().unwrap(),
+            Kind::Shop,
+            b"9000001",
+            b.merchant_id.as_bytes(),
+            None,
+        )
+        .unwrap();
+        let to_b = b.merchant_id.clone();
+        v.write(move |tx| {
+            tx.put(Table::Shops, b"9000001".as_slice(), to_b.as_bytes());
+            tx.put(Table::Meta, sk, sv);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            v.authenticate(k.api_key.expose()),
+            Err(Error::Unauthorized)
+        ));
+        // A key issued for the login now acts for B.
+        let k2 = v
+            .create_api_key(
+                &ctx,
+                ApiKeyRequest {
+                    shop_login: Some("9000001".into()),
+                    scopes: vec![Scope::Read],
+                    ..ApiKeyRequest::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            v.authenticate(k2.api_key.expose())
+                .unwrap()
+                .merchant()
+                .unwrap(),
+            b.merchant_id
+        );
+        let dir = v.dir().to_path_buf();
+        v.shutdown();
+        drop(v);
+        let v = Vault::open(&dir, &Unlock::Dev, Options::default()).unwrap();
+        assert!(matches!(
+            v.authenticate(k.api_key.expose()),
+            Err(Error::Unauthorized)
+        ));
+        assert!(v.authenticate(k2.api_key.expose()).is_ok());
         v.shutdown();
     }
 }

@@ -1,5 +1,6 @@
 //! Merchants: token-sharing groups of shop logins, each with the prefix its tokens carry.
 
+use super::auth_records::{self, Kind};
 use super::record::{decode, encode, prefix_key};
 use super::types::Merchant;
 use super::writer::Outcome;
@@ -38,6 +39,8 @@ impl Vault {
         );
         let name = name.to_string();
         let ctx = ctx.clone();
+        // The merchant record and its prefix index entry are sealed (`auth_records`).
+        let auth = self.auth_record_key()?;
         let m = self
             .write(move |tx| {
                 let mut rng = rand::rngs::OsRng;
@@ -55,12 +58,16 @@ impl Vault {
                         name: name.clone(),
                         prefix: p,
                     };
+                    let value = encode(&m, "merchant")?;
+                    for (kind, key, value) in [
+                        (Kind::Prefix, prefix_key(&p), merchant_id.as_bytes()),
+                        (Kind::Merchant, merchant_id.as_bytes().to_vec(), &value[..]),
+                    ] {
+                        let (sk, sv) = auth_records::seal(&auth, kind, &key, value, None)?;
+                        tx.put(Table::Meta, sk, sv);
+                    }
                     tx.put(Table::Meta, prefix_key(&p), merchant_id.as_bytes());
-                    tx.put(
-                        Table::Merchants,
-                        merchant_id.as_bytes(),
-                        encode(&m, "merchant")?,
-                    );
+                    tx.put(Table::Merchants, merchant_id.as_bytes(), value);
                     tx.audit(ctx.event("merchant_create", Some(&merchant_id), None, "ok"));
                     return Ok(Outcome::Commit(m));
                 }

@@ -27,12 +27,14 @@
 //! - `temporary`: temporary tokens, held in memory only;
 //! - `merchants`: merchant groups and their prefixes;
 //! - `api_keys`: API keys and shop logins of an open vault;
+//! - `auth_records`: the MACs of the authorization records, checked at open;
 //! - `rotation`: DEKs, their rollover, KEK rotation, key status;
 //! - `reencrypt`: the background re-encryption job;
 //! - `audit_log`: audit pages, verification, pruning, a charge's outcome entry.
 
 mod api_keys;
 mod audit_log;
+mod auth_records;
 mod merchants;
 mod record;
 mod reencrypt;
@@ -282,11 +284,9 @@ impl Vault {
             Some("initial admin key".into()),
             now_unix(),
         )?;
-        batch.put(
-            Table::ApiKeys,
-            record.id.as_bytes(),
-            encode(&record, "api key")?,
-        );
+        let value = encode(&record, "api key")?;
+        auth_records::seal_new_vault(&mut batch, &MacKey::new(&api_mac)?, &record.id, &value)?;
+        batch.put(Table::ApiKeys, record.id.as_bytes(), value);
         let cli = Ctx {
             actor: "cli".into(),
             ..Ctx::default()
@@ -294,7 +294,7 @@ impl Vault {
         let mut chain = Chain::load(store.as_ref(), Some(Arc::new(MacKey::new(&audit_mac)?)))?;
         chain.append_all(
             [
-                cli.event("vault_init", None, None, "ok"),
+                auth_records::genesis(cli.event("vault_init", None, None, "ok")),
                 cli.event("api_key_create", None, Some(&record.id), "ok"),
             ],
             &rfc3339(now_unix()),
@@ -404,6 +404,8 @@ impl Vault {
                 MacKey::new(&k)?
             }
         };
+        // Every authorization record must match its MAC (an old vault's are sealed here).
+        auth_records::open(store.as_ref(), &api_key_mac, &mut batch, &mut chain)?;
         store.commit(&batch)?;
         if keys::source_of(dir)? == KeySource::Dev {
             tracing::warn!(
