@@ -71,8 +71,10 @@ impl Vault {
 
     /// Tokenizes up to [`MAX_BATCH_ITEMS`] cards, one answer per item in order: one bad item
     /// does not fail the others. All items go to the writer before any answer is awaited, so
-    /// they share group commits. The whole call fails on an unknown merchant, too many items,
-    /// or a failure of the store, the keys or the writer.
+    /// they share group commits. The whole call fails only on an unknown merchant or too many
+    /// items; a failure of the store, the keys or the writer is the answer of the item it hit
+    /// (and of those after it), while the items written before it are answered with their
+    /// tokens, so the caller knows exactly what is stored.
     pub async fn tokenize_batch(
         &self,
         ctx: &Ctx,
@@ -99,19 +101,27 @@ impl Vault {
                 pending.push(Pending::Temporary(card));
                 continue;
             }
-            let job = self.prepare(ctx, &merchant, &card).await?;
-            pending.push(Pending::Queued(self.enqueue(job).await?, card));
+            // An error here (a key or store failure) is this item's: items queued before it
+            // are written and answered with their tokens, so a retry finds them as they are.
+            match self.prepare(ctx, &merchant, &card).await {
+                Ok(job) => match self.enqueue(job).await {
+                    Ok(rx) => pending.push(Pending::Queued(rx, card)),
+                    Err(e) => pending.push(Pending::Failed(e)),
+                },
+                Err(e) => pending.push(Pending::Failed(e)),
+            }
         }
         let mut out = Vec::with_capacity(items.len());
         for p in pending {
             out.push(match p {
                 Pending::Failed(e) => Err(e),
                 Pending::Temporary(card) => self.tokenize_temporary(ctx, &merchant, card).await,
-                Pending::Queued(rx, card) => match rx.await.map_err(|_| Error::ShuttingDown)? {
-                    Ok(Attempt::Done(t)) => Ok(t),
-                    Ok(Attempt::Conflict) => Err(Error::TokenConflict),
-                    Ok(Attempt::Collision) => self.tokenize_stored(ctx, &merchant, &card).await,
-                    Err(e) => Err(e),
+                Pending::Queued(rx, card) => match rx.await {
+                    Ok(Ok(Attempt::Done(t))) => Ok(t),
+                    Ok(Ok(Attempt::Conflict)) => Err(Error::TokenConflict),
+                    Ok(Ok(Attempt::Collision)) => self.tokenize_stored(ctx, &merchant, &card).await,
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(Error::ShuttingDown),
                 },
             });
         }
@@ -489,6 +499,41 @@ mod tests {
     use super::*;
     use crate::pan::Brand;
     use crate::vault::tests::{each_backend, req};
+
+    /// A failure of the writer (here: stopped) is each item's answer, not the whole call's:
+    /// before, the batch answered one error while the items queued before it were written
+    /// (review finding), so a caller could not tell what was stored.
+    #[tokio::test]
+    async fn a_writer_failure_in_a_batch_is_answered_per_item() {
+        each_backend(async |v: Vault| {
+            let ctx = Ctx::system();
+            let a = v.create_merchant(&ctx, "A", Some("XYZW")).await.unwrap();
+            let first = v
+                .tokenize(
+                    &ctx,
+                    &a.merchant_id,
+                    &req("4111111111111111", 12, 2030, None),
+                )
+                .await
+                .unwrap();
+            v.shutdown();
+            let items = [
+                req("5555555555554444", 12, 2030, None),
+                req("4111111111111112", 12, 2030, None),
+            ];
+            let out = v
+                .tokenize_batch(&ctx, &a.merchant_id, &items)
+                .await
+                .unwrap();
+            assert!(matches!(out[0], Err(Error::ShuttingDown)), "{:?}", out[0]);
+            assert!(matches!(out[1], Err(Error::LuhnCheckFailed)));
+            assert_eq!(
+                v.get(&a.merchant_id, &first.info.token).unwrap().last4,
+                "1111"
+            );
+        })
+        .await;
+    }
 
     #[tokio::test]
     async fn same_card_same_token_per_merchant_unrelated_across() {
