@@ -1113,3 +1113,72 @@ fn an_unlisted_method_is_405_with_the_documented_methods_in_allow() {
     );
     s.stop();
 }
+
+/// A JSON body that repeats a key (at any depth) is 400 `malformed_request` on every endpoint
+/// taking JSON, never read as its last value; nothing is stored (issue 14 item 10).
+#[test]
+fn a_repeated_json_key_is_malformed_on_every_json_endpoint() {
+    let s = Server::start();
+    let c = s.client();
+    let url = |p: &str| format!("{}{p}", s.base);
+    let post = |path: &str, key: &str, body: String| {
+        bearer(c.post(url(path)), key)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    let (a, b) = (PANS[1], PANS[2]);
+    for body in [
+        format!(r#"{{"pan":"{a}","pan":"{b}","expiry_month":12,"expiry_year":2030}}"#),
+        format!(r#"{{"pan":"{a}","expiry_month":12,"expiry_year":2030,"expiry_year":2031}}"#),
+    ] {
+        let v = problem(
+            post("/v1/tokens", &s.shop_key, body),
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+        );
+        assert!(
+            v["detail"].as_str().unwrap().contains("repeats a key"),
+            "{v}"
+        );
+    }
+    problem(
+        post(
+            "/v1/tokens/batch",
+            &s.shop_key,
+            format!(
+                r#"{{"items":[{{"pan":"{a}","pan":"{b}","expiry_month":12,"expiry_year":2030}}]}}"#
+            ),
+        ),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    );
+    problem(
+        post(
+            "/v1/merchants",
+            &s.admin_key,
+            r#"{"name":"First","name":"Second"}"#.into(),
+        ),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    );
+    problem(
+        post(
+            "/v1/api-keys",
+            &s.admin_key,
+            r#"{"admin":true,"scopes":["audit"],"scopes":["admin"]}"#.into(),
+        ),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    );
+    // Nothing was stored: both cards are new now (201), and unique keys are still fine.
+    for pan in [a, b] {
+        let r = bearer(c.post(url("/v1/tokens")), &s.shop_key)
+            .json(&card(pan))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{pan} was stored before");
+    }
+    s.stop();
+}
