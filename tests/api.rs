@@ -605,8 +605,9 @@ fn groups_are_isolated_and_revocation_is_immediate() {
         c.get(url("/readyz")).send().unwrap().status(),
         StatusCode::OK
     );
-    // Metrics: no auth; route patterns as labels, never a token or a card.
-    let m = c.get(url("/metrics")).send().unwrap();
+    // Metrics: scope `metrics` (the admin key holds it); route patterns as labels, never a
+    // token or a card.
+    let m = admin(c.get(url("/metrics"))).send().unwrap();
     assert_eq!(m.status(), StatusCode::OK);
     let text = m.text().unwrap();
     let value = |line_start: &str| -> f64 {
@@ -1180,5 +1181,59 @@ fn a_repeated_json_key_is_malformed_on_every_json_endpoint() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED, "{pan} was stored before");
     }
+    s.stop();
+}
+
+/// `/metrics` needs the `metrics` scope: no key 401, a shop key 403, an admin key or a key
+/// holding only `metrics` 200; a shop key cannot be given it (issue 14 item 10).
+#[test]
+fn metrics_need_the_metrics_scope() {
+    let s = Server::start();
+    let c = s.client();
+    let url = |p: &str| format!("{}{p}", s.base);
+    problem(
+        c.get(url("/metrics")).send().unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    problem(
+        bearer(c.get(url("/metrics")), "pvk_0000000000000000_nope")
+            .send()
+            .unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    problem(
+        bearer(c.get(url("/metrics")), &s.shop_key).send().unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let (st, _, k) = json_of(
+        bearer(c.post(url("/v1/api-keys")), &s.admin_key)
+            .json(&json!({"admin": true, "scopes": ["metrics"], "label": "prometheus"}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, StatusCode::CREATED, "{k}");
+    assert_eq!(k["scopes"], json!(["metrics"]));
+    let monitor = k["api_key"].as_str().unwrap().to_string();
+    for key in [&s.admin_key, &monitor] {
+        let r = bearer(c.get(url("/metrics")), key).send().unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.text().unwrap().contains("panvault_http_requests_total"));
+    }
+    // The metrics key reads metrics only.
+    problem(
+        bearer(c.get(url("/v1/audit?limit=1")), &monitor)
+            .send()
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let r = bearer(c.post(url("/v1/api-keys")), &s.admin_key)
+        .json(&json!({"shop_login": "9000001", "scopes": ["metrics"]}))
+        .send()
+        .unwrap();
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
     s.stop();
 }
