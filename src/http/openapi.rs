@@ -465,8 +465,18 @@ fn shared_responses() -> (Shared, Shared) {
     );
     unauthorized["headers"] =
         json!({"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}});
+    let mut too_many_failures = problem_response(
+        "rate_limited: too many failed authentications from this address (default 5 per second, burst 50); every one is still counted in the audit trail, one entry per address and minute",
+        429,
+        "Too Many Requests",
+        "rate_limited",
+        "too many failed authentications from this address; retry in 1 s",
+    );
+    too_many_failures["headers"] =
+        json!({"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}});
     let secured = vec![
         ("401", "Unauthorized", unauthorized),
+        ("429", "TooManyFailedAuthentications", too_many_failures),
         (
             "403",
             "Forbidden",
@@ -491,6 +501,17 @@ fn shared_responses() -> (Shared, Shared) {
         ),
     ];
     let json_body = vec![
+        (
+            "408",
+            "RequestTimeout",
+            problem_response(
+                "request_timeout: the body did not arrive within the body read timeout (default 10 s) of the request head; the connection is closed",
+                408,
+                "Request Timeout",
+                "request_timeout",
+                "the request body did not arrive within 10 s",
+            ),
+        ),
         (
             "400",
             "MalformedRequest",

@@ -68,9 +68,13 @@ pub(super) async fn metrics(
     metrics: web::Data<Metrics>,
 ) -> Answer {
     principal(&req, &vault, Scope::Metrics).await?;
+    let mut text = metrics.render(Some(&vault));
+    if let Some(auth) = req.app_data::<web::Data<super::AuthLimit>>() {
+        auth.render(&mut text);
+    }
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(metrics.render(Some(&vault))))
+        .body(text))
 }
 
 pub(super) async fn openapi() -> HttpResponse {
