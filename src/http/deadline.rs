@@ -48,10 +48,16 @@ impl HttpConfig {
 
 /// Puts the deadline on `req`'s body, if it has one; the flag is raised when it passed.
 pub(super) fn arm(req: &mut ServiceRequest, timeout: Duration) -> Option<Arc<AtomicBool>> {
+    // HTTP/1.x: a body only with Content-Length or Transfer-Encoding. HTTP/2 frames need
+    // neither: any request there may carry one.
     let h = req.headers();
-    let has_body = h.contains_key(header::TRANSFER_ENCODING)
-        || h.get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.to_str().map_or(true, |v| v.trim() != "0"));
+    let declared_empty = h
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.to_str().is_ok_and(|v| v.trim() == "0"));
+    let has_body = !declared_empty
+        && (h.contains_key(header::TRANSFER_ENCODING)
+            || h.contains_key(header::CONTENT_LENGTH)
+            || req.version() == actix_web::http::Version::HTTP_2);
     if !has_body {
         return None;
     }
