@@ -282,7 +282,7 @@ run_wrk() {
 }
 
 metric() { # metric NAME-AND-LABELS: a value from the vault's /metrics, 0 if absent
-    curl -sS --cacert "$CA" "$VAULT_URL/metrics" | awk -v k="$1" '$1 == k { print $2 }' | tail -1 | grep . || echo 0
+    curl -sS --cacert "$CA" -H "Authorization: Bearer $ADMIN_KEY" "$VAULT_URL/metrics" | awk -v k="$1" '$1 == k { print $2 }' | tail -1 | grep . || echo 0
 }
 
 FAILED=0
@@ -329,7 +329,7 @@ job_field() { grep -o "\"$1\":[a-z0-9]*" "$TMP/reenc-end.json" | tail -1 | cut -
 # over its elapsed time). The job must still be running when the measured run ends.
 reencrypt_phase() {
     local tokens
-    tokens=$(curl -sS --cacert "$CA" "$VAULT_URL/metrics" | awk '$1 ~ /^panvault_tokens_created_total/ { n += $2 } END { print n + 0 }')
+    tokens=$(curl -sS --cacert "$CA" -H "Authorization: Bearer $ADMIN_KEY" "$VAULT_URL/metrics" | awk '$1 ~ /^panvault_tokens_created_total/ { n += $2 } END { print n + 0 }')
     if [ "${tokens:-0}" -lt "$REENC_MIN_TOKENS" ]; then
         log "phase reenc: filling to $REENC_MIN_TOKENS tokens (tokenize for $REENC_FILL)"
         run_wrk new "$VAULT_URL" 3 "$REENC_FILL" reenc-fill

@@ -8,7 +8,7 @@
 //! MAC (no argon2 on the request path). Live keys are cached in memory; revoking one removes it
 //! from the cache in the same step as from the store, so it stops working at once.
 //!
-//! Scopes: an admin key holds `admin`, `keys`, `audit`; a shop-login key holds `tokenize`,
+//! Scopes: an admin key holds `admin`, `keys`, `audit`, `metrics`; a shop-login key holds `tokenize`,
 //! `read`, `reveal`, `charge` and acts for the merchant group its shop login is in at the time
 //! of each request, which must be the group the key was issued under (a shop login removed from
 //! its group loses access to the group's tokens, and a key never follows its login to another
@@ -43,11 +43,13 @@ pub enum Scope {
     Keys,
     /// Read the audit trail and the evidence report.
     Audit,
+    /// Scrape `GET /metrics` (an admin key; a monitoring key can hold this scope alone).
+    Metrics,
 }
 
 impl Scope {
     /// Every scope, in declaration order.
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 8] = [
         Scope::Tokenize,
         Scope::Read,
         Scope::Reveal,
@@ -55,6 +57,7 @@ impl Scope {
         Scope::Admin,
         Scope::Keys,
         Scope::Audit,
+        Scope::Metrics,
     ];
 
     /// The lowercase name, as serialized (`"tokenize"`, `"read"`, ...).
@@ -67,6 +70,7 @@ impl Scope {
             Scope::Admin => "admin",
             Scope::Keys => "keys",
             Scope::Audit => "audit",
+            Scope::Metrics => "metrics",
         }
     }
 }
@@ -74,7 +78,7 @@ impl Scope {
 /// The scopes a shop-login key may hold.
 pub const SHOP_SCOPES: [Scope; 4] = [Scope::Tokenize, Scope::Read, Scope::Reveal, Scope::Charge];
 /// The scopes an admin key may hold.
-pub const ADMIN_SCOPES: [Scope; 3] = [Scope::Admin, Scope::Keys, Scope::Audit];
+pub const ADMIN_SCOPES: [Scope; 4] = [Scope::Admin, Scope::Keys, Scope::Audit, Scope::Metrics];
 
 const KEY_PREFIX: &str = "pvk_";
 
@@ -226,7 +230,7 @@ pub(crate) fn new_api_key(
     if scopes.is_empty() || !scopes.iter().all(|s| allowed.contains(s)) {
         return Err(Error::InvalidField {
             field: "scopes",
-            reason: "shop keys take tokenize, read, reveal, charge; admin keys take admin, keys, audit",
+            reason: "shop keys take tokenize, read, reveal, charge; admin keys take admin, keys, audit, metrics",
         });
     }
     if let Some(l) = &label

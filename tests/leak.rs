@@ -995,7 +995,7 @@ api_password = "sandbox-api-password"
 
     // What an operator or auditor reads while it runs: metrics, key status, evidence, and
     // every page of the audit trail.
-    let metrics = s.send("metrics", "GET", "/metrics", None, &[], None);
+    let metrics = s.send("metrics", "GET", "/metrics", Some(&admin), &[], None);
     assert_eq!(metrics.status, StatusCode::OK);
     holds("/metrics", &metrics.body, "panvault_http_requests_total");
     for path in ["/v1/sys/keys", "/v1/sys/evidence"] {

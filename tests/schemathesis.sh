@@ -79,11 +79,11 @@ run_pass() {
 status=0
 # The merchant's view: tokens, reveal, proxy, seal status, unseal.
 run_pass "shop key" "$shop_key" "${ST_MAX_TIME:-240}" || status=1
-# The admin's operations (merchants, shops, API keys, key status and rotation, the audit trail
-# and the evidence report); sealing is left out, as every later answer would then be 503 by
-# design.
+# The admin's operations (merchants, shops, API keys, key status and rotation, the audit trail,
+# the evidence report, the metrics); sealing is left out, as every later answer would then be
+# 503 by design.
 run_pass "admin key" "$admin_key" "${ST_ADMIN_MAX_TIME:-60}" \
-    --include-path-regex '^/v1/(merchants|api-keys|sys/keys|sys/evidence|audit)' || status=1
+    --include-path-regex '^/(metrics$|v1/(merchants|api-keys|sys/keys|sys/evidence|audit))' || status=1
 if ! kill -0 "$pid" 2>/dev/null; then
     echo "panvault demo died during the run:" >&2
     mask_digits <"$tmp/demo.err" >&2

@@ -32,6 +32,11 @@ pub struct ConfigFile {
     pub gateways: Option<crate::gateway::proxy::GatewaysConfig>,
     /// `[dek]`: when a data key rolls over.
     pub dek: Option<DekConfig>,
+    /// `[auth_failures]`: failed authentications per source address (429 past the limit,
+    /// audit entries aggregated per window).
+    pub auth_failures: Option<crate::http::AuthFailureConfig>,
+    /// `[http]`: the body read timeout.
+    pub http: Option<crate::http::HttpConfig>,
 }
 
 /// `[dek]`: when a data key rolls over, well before the AES-GCM random-nonce limit.
@@ -107,6 +112,18 @@ pub fn load_config(path: &Path) -> Result<ConfigFile> {
             "{}: reveal.per_second must be > 0 and reveal.burst >= 1",
             path.display()
         )));
+    }
+    let edge = cfg
+        .auth_failures
+        .as_ref()
+        .map_or(Ok(()), crate::http::AuthFailureConfig::check)
+        .and(
+            cfg.http
+                .as_ref()
+                .map_or(Ok(()), |h| h.body_timeout().map(drop)),
+        );
+    if let Err(e) = edge {
+        return Err(Error::Config(format!("{}: {e}", path.display())));
     }
     if let Some(d) = &cfg.dek {
         let max = crate::crypto::DekPolicy::default().max_uses;

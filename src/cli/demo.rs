@@ -79,6 +79,7 @@ pub(super) fn run(a: DemoArgs) -> Result<()> {
         None,
         crate::http::RevealLimit::default(),
         proxy,
+        crate::http::EdgeOptions::default(),
         move |addr| {
             let base = format!("https://{addr}");
             let curl = format!("curl -sS --cacert {}", ca.display());

@@ -21,6 +21,7 @@ pub(super) fn run_server(
     client_ca: Option<&Path>,
     limit: crate::http::RevealLimit,
     proxy: crate::gateway::proxy::Proxy,
+    edge: crate::http::EdgeOptions,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     if plaintext && !listen.ip().is_loopback() {
@@ -35,7 +36,7 @@ pub(super) fn run_server(
     };
     actix_web::rt::System::new()
         .block_on(crate::http::serve(
-            gate, listen, tls, limit, proxy, on_ready,
+            gate, listen, tls, limit, proxy, edge, on_ready,
         ))
         .map_err(|e| Error::io(format!("serving on {listen}"), e))
 }
@@ -62,6 +63,13 @@ pub(super) fn run(a: ServeArgs) -> Result<()> {
         .map_or_else(crate::http::RevealLimit::default, |r| {
             crate::http::RevealLimit::new(r.per_second, r.burst)
         });
+    let edge = crate::http::EdgeOptions {
+        auth: crate::http::AuthLimit::new(&cfg.auth_failures.unwrap_or_default()),
+        body_timeout: cfg
+            .http
+            .map_or(Ok(crate::http::BODY_TIMEOUT_DEFAULT), |h| h.body_timeout())
+            .map_err(|e| Error::Config(e.into()))?,
+    };
     let opts = Options {
         dek_policy: cfg
             .dek
@@ -108,6 +116,7 @@ pub(super) fn run(a: ServeArgs) -> Result<()> {
         client_ca.as_deref(),
         limit,
         proxy,
+        edge,
         |_| {},
     )
 }

@@ -150,6 +150,14 @@ fn parse(text: &str) -> Result<Option<Envelope<'_>>, GatewayError> {
         let in_op = op.is_some() && op_end.is_none();
         match &ev {
             Event::Eof => break,
+            // Entity declarations would reach the gateway with the card and the apikey, to
+            // expand as its parser likes; SOAP forbids a DTD anyway. Refused before any swap.
+            Event::DocType(_) => {
+                return Err(GatewayError::Field {
+                    field: "DOCTYPE",
+                    reason: "is refused: a SOAP body takes no document type or entity declarations",
+                });
+            }
             Event::Start(s) => {
                 let name = local(s);
                 if op.is_none() && is_envelope(&stack) {
@@ -739,6 +747,26 @@ mod tests {
                 "expiryYear"
             ]
         );
+    }
+
+    #[test]
+    fn a_doctype_is_refused_before_any_swap() {
+        let refused =
+            |r: Result<(), GatewayError>| r.is_err_and(|e| e.to_string().contains("DOCTYPE"));
+        for dtd in [
+            "<!DOCTYPE x [<!ENTITY e SYSTEM 'http://e.example/'>]>",
+            "<!DOCTYPE x>",
+        ] {
+            let doc = CARD_XML.replacen("?>", &format!("?>{dtd}"), 1);
+            let doc = doc.as_bytes();
+            assert!(refused(find_card(doc).map(drop)), "{dtd}");
+            assert!(refused(stored_credential(doc).map(drop)), "{dtd}");
+            assert!(refused(add_apikey(doc, "k").map(drop)), "{dtd}");
+            assert!(
+                refused(swap(doc, Slot::Number, &card(None)).map(drop)),
+                "{dtd}"
+            );
+        }
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub(super) async fn create_api_key(
         Some(v) => serde_json::from_value::<Vec<Scope>>(v.clone()).map_err(|_| {
             field_error(
                 "scopes",
-                "must be a list of tokenize, read, reveal, charge, admin, keys, audit",
+                "must be a list of tokenize, read, reveal, charge, admin, keys, audit, metrics",
             )
         })?,
         None => return Err(field_error("scopes", "is required")),

@@ -22,7 +22,7 @@ pub(super) fn field_error(field: &'static str, reason: &'static str) -> Problem 
 }
 
 /// Reads a JSON object body: 415 for another content type, 413 over `limit`, 400 if it is not
-/// JSON, 422 if it is not an object.
+/// JSON or repeats a key in any object, 422 if it is not an object.
 pub(super) async fn json_body(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -72,6 +72,13 @@ pub(super) async fn json_body(
         body.extend_from_slice(&chunk);
     }
     match serde_json::from_slice::<Value>(&body) {
+        // A repeated key would read as its last value here and maybe as its first elsewhere
+        // (the proxy refuses it too): never pick one.
+        Ok(Value::Object(_)) if !crate::gateway::json::keys_unique(&body) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            "the body repeats a key in an object",
+        )),
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -2,10 +2,12 @@
 //! `sealed` otherwise), the authenticated principal for a scope (failures audited), the request
 //! id and the audit context built from them.
 
+use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, web};
 
 use super::Problem;
+use super::auth_limit::AuthLimit;
 use crate::Error;
 use crate::access::{Principal, Scope};
 use crate::seal::Gate;
@@ -39,7 +41,8 @@ pub(super) async fn principal(
 }
 
 /// Authenticates the API key `raw` (from whichever header the endpoint reads) and checks `scope`;
-/// failures are audited.
+/// failures are audited (a key that fails authentication through the source address's
+/// [`AuthLimit`]: 429 past it, and the audit entries aggregated per window).
 pub(crate) async fn principal_from(
     req: &HttpRequest,
     vault: &Vault,
@@ -54,10 +57,38 @@ pub(crate) async fn principal_from(
             }
             Ok(p)
         }
-        Err(e) => {
-            let _ = vault.audit_auth_failure(&request_ctx(req, None)).await;
-            Err(e.into())
-        }
+        Err(e) => match req.app_data::<web::Data<AuthLimit>>() {
+            Some(limit) => Err(limited_failure(req, vault, limit, e).await),
+            None => {
+                let _ = vault.audit_auth_failure(&request_ctx(req, None)).await;
+                Err(e.into())
+            }
+        },
+    }
+}
+
+/// A failed authentication through the source address's limit: 401, or 429 with
+/// `Retry-After` past it; audited as its window's first failure, or counted in the window.
+async fn limited_failure(req: &HttpRequest, vault: &Vault, limit: &AuthLimit, e: Error) -> Problem {
+    let f = limit.failure(req.peer_addr().map(|a| a.ip()), std::time::Instant::now());
+    let window = limit.window_seconds();
+    if let Some(c) = f.closed {
+        super::auth_limit::audit_closed(vault, c, window).await;
+    }
+    if f.audit_now {
+        let refused = u64::from(f.retry_after.is_some());
+        let _ = vault
+            .audit_auth_failures(&request_ctx(req, None), 1, refused, window, false)
+            .await;
+    }
+    match f.retry_after {
+        None => e.into(),
+        Some(seconds) => Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many failed authentications from this address; retry in {seconds} s"),
+        )
+        .retry_after(seconds),
     }
 }
 

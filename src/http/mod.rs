@@ -7,7 +7,9 @@
 //! - `extract`: the open vault, the authenticated principal, the request id and audit context;
 //! - `body`: request bodies, parsed field by field so that an error never echoes a value;
 //! - `tokens`, `admin`, `sys`: the handlers, by resource;
-//! - `limit`: the reveal rate limit; `metrics`: the `/metrics` counters.
+//! - `limit`: the reveal rate limit; `auth_limit`: failed authentications per source address
+//!   (429 past the limit, audit entries aggregated per window); `deadline`: the body read
+//!   timeout (408); `metrics`: the `/metrics` counters.
 
 use std::net::SocketAddr;
 
@@ -18,7 +20,9 @@ use actix_web::{App, HttpMessage, HttpResponse, HttpServer, web};
 use crate::seal::Gate;
 
 mod admin;
+mod auth_limit;
 mod body;
+mod deadline;
 mod extract;
 mod limit;
 mod metrics;
@@ -29,7 +33,9 @@ mod schemas;
 mod sys;
 mod tokens;
 
+pub use auth_limit::{AuthFailureConfig, AuthLimit};
 pub use body::{BATCH_BODY_LIMIT, BODY_LIMIT};
+pub use deadline::{BODY_TIMEOUT_DEFAULT, HttpConfig};
 pub(crate) use extract::{Unsealed, principal_from, request_ctx};
 pub use limit::RevealLimit;
 pub use metrics::Metrics;
@@ -126,14 +132,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
-/// Runs the server until SIGTERM/SIGINT, then drains in-flight requests and stops the vault's
-/// writer (everything acknowledged is on disk by then). `on_ready` gets the bound address.
+/// The edge's own limits: failed authentications per source address, and how long a request
+/// body may take to arrive.
+pub struct EdgeOptions {
+    /// Failed authentications per source address.
+    pub auth: AuthLimit,
+    /// From the request head to the body's last byte; past it, 408.
+    pub body_timeout: std::time::Duration,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        EdgeOptions {
+            auth: AuthLimit::default(),
+            body_timeout: BODY_TIMEOUT_DEFAULT,
+        }
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT, then drains in-flight requests, audits the failed
+/// authentications still counted, and stops the vault's writer (everything acknowledged is on
+/// disk by then). `on_ready` gets the bound address.
 pub async fn serve(
     gate: Gate,
     listen: SocketAddr,
     tls: Option<rustls::ServerConfig>,
     limit: RevealLimit,
     proxy: crate::gateway::proxy::Proxy,
+    edge: EdgeOptions,
     on_ready: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
     let data = web::Data::new(gate);
@@ -141,14 +167,20 @@ pub async fn serve(
     let gate = data.clone();
     let limit = web::Data::new(limit);
     let metrics = web::Data::new(Metrics::default());
+    let auth = web::Data::new(edge.auth);
+    let body_timeout = edge.body_timeout;
+    let flusher = actix_web::rt::spawn(flush_auth_failures(gate.clone(), auth.clone()));
+    let auth_at_end = auth.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(limit.clone())
             .app_data(metrics.clone())
             .app_data(proxy.clone())
-            .wrap_fn(|req, srv| {
+            .app_data(auth.clone())
+            .wrap_fn(move |mut req, srv| {
                 use actix_web::dev::Service;
+                let timed_out = deadline::arm(&mut req, body_timeout);
                 let id = req
                     .headers()
                     .get("x-request-id")
@@ -161,6 +193,10 @@ pub async fn serve(
                 let fut = srv.call(req);
                 async move {
                     let mut res = fut.await?;
+                    if timed_out.is_some_and(|t| t.load(std::sync::atomic::Ordering::Relaxed)) {
+                        // Whatever the handler made of the missing body.
+                        res = res.into_response(deadline::timed_out(body_timeout).response());
+                    }
                     if let Some(m) = metrics {
                         // After routing: the matched pattern is a lookup, not a regex walk.
                         let route = res.request().match_pattern();
@@ -199,6 +235,27 @@ pub async fn serve(
         on_ready(*addr);
     }
     let result = server.run().await;
+    flusher.abort();
+    if let Ok(vault) = gate.vault() {
+        let window = auth_at_end.window_seconds();
+        for c in auth_at_end.flush(std::time::Instant::now(), true) {
+            auth_limit::audit_closed(&vault, c, window).await;
+        }
+    }
     gate.shutdown();
     result
+}
+
+/// Every second, audits the failed-authentication windows that have closed (kept while the
+/// vault is sealed).
+async fn flush_auth_failures(gate: web::Data<Gate>, auth: web::Data<AuthLimit>) {
+    let mut tick = actix_web::rt::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Ok(vault) = gate.vault() else { continue };
+        let window = auth.window_seconds();
+        for c in auth.flush(std::time::Instant::now(), false) {
+            auth_limit::audit_closed(&vault, c, window).await;
+        }
+    }
 }

@@ -199,7 +199,7 @@ pub struct ApiKeyBody {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,32}$")]
     shop_login: Option<String>,
     admin: Option<bool>,
-    /// Shop keys: tokenize, read, reveal, charge; admin keys: admin, keys, audit.
+    /// Shop keys: tokenize, read, reveal, charge; admin keys: admin, keys, audit, metrics.
     #[schema(min_items = 1)]
     scopes: Vec<Scope>,
     #[schema(max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
@@ -330,7 +330,8 @@ fn healthz() {}
     (status = 503, description = "sealed, or shutting_down", body = Problem, content_type = "application/problem+json")))]
 fn readyz() {}
 
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", security(("bearer" = [])), responses((status = 200, description = "Prometheus text format (scope `metrics`)", body = String, content_type = "text/plain"),
+    (status = 503, description = "sealed: no key can be checked until the vault is unsealed", body = Problem, content_type = "application/problem+json")))]
 fn metrics() {}
 
 #[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "this document", body = Object)))]
@@ -464,8 +465,18 @@ fn shared_responses() -> (Shared, Shared) {
     );
     unauthorized["headers"] =
         json!({"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}});
+    let mut too_many_failures = problem_response(
+        "rate_limited: too many failed authentications from this address (default 5 per second, burst 50); every one is still counted in the audit trail, one entry per address and minute",
+        429,
+        "Too Many Requests",
+        "rate_limited",
+        "too many failed authentications from this address; retry in 1 s",
+    );
+    too_many_failures["headers"] =
+        json!({"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}});
     let secured = vec![
         ("401", "Unauthorized", unauthorized),
+        ("429", "TooManyFailedAuthentications", too_many_failures),
         (
             "403",
             "Forbidden",
@@ -491,10 +502,21 @@ fn shared_responses() -> (Shared, Shared) {
     ];
     let json_body = vec![
         (
+            "408",
+            "RequestTimeout",
+            problem_response(
+                "request_timeout: the body did not arrive within the body read timeout (default 10 s) of the request head; the connection is closed",
+                408,
+                "Request Timeout",
+                "request_timeout",
+                "the request body did not arrive within 10 s",
+            ),
+        ),
+        (
             "400",
             "MalformedRequest",
             problem_response(
-                "malformed_request: the body is not JSON",
+                "malformed_request: the body is not JSON, or an object in it repeats a key",
                 400,
                 "Bad Request",
                 "malformed_request",
@@ -588,7 +610,7 @@ pub fn document() -> String {
                 {"title": "admin key", "required": ["admin"], "properties": {
                     "admin": {"const": true},
                     "shop_login": {"type": "null"},
-                    "scopes": {"items": {"enum": ["admin", "keys", "audit"]}}}}
+                    "scopes": {"items": {"enum": ["admin", "keys", "audit", "metrics"]}}}}
             ]),
         );
     }

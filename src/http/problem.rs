@@ -15,6 +15,8 @@ pub struct Problem {
     pub(super) status: StatusCode,
     pub(super) code: &'static str,
     pub(super) detail: String,
+    /// `Retry-After`, seconds (a 429).
+    pub(super) retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -23,7 +25,14 @@ impl Problem {
             status,
             code,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same answer with `Retry-After: seconds`.
+    pub(super) fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// The stable `code` of the answer.
@@ -42,12 +51,19 @@ impl Problem {
         })
     }
 
-    /// The whole answer: status, content type, `WWW-Authenticate` on 401, body.
+    /// The whole answer: status, content type, `WWW-Authenticate` on 401, `Retry-After` when
+    /// set, `Connection: close` on 408 (the rest of the body is not waited for), body.
     pub(super) fn response(&self) -> HttpResponse {
         let mut r = HttpResponse::build(self.status);
         r.content_type("application/problem+json");
         if self.status == StatusCode::UNAUTHORIZED {
             r.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Some(s) = self.retry_after {
+            r.insert_header((header::RETRY_AFTER, s.to_string()));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            r.force_close();
         }
         r.body(self.body().to_string())
     }

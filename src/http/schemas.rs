@@ -67,6 +67,7 @@ pub enum Scope {
     Admin,
     Keys,
     Audit,
+    Metrics,
 }
 
 /// The keys of an open vault (`GET /v1/sys/keys`). Never key material.

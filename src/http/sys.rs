@@ -59,10 +59,22 @@ pub(super) async fn readyz(gate: web::Data<Gate>) -> HttpResponse {
     }
 }
 
-pub(super) async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> HttpResponse {
-    HttpResponse::Ok()
+/// `GET /metrics` (scope `metrics`): the figures name routes, volumes and the seal state, which
+/// are an operator's, not the public's. Sealed, no key can be checked: 503 `sealed`
+/// (`/v1/sys/seal-status` stays open for that).
+pub(super) async fn metrics(
+    req: HttpRequest,
+    Unsealed(vault): Unsealed,
+    metrics: web::Data<Metrics>,
+) -> Answer {
+    principal(&req, &vault, Scope::Metrics).await?;
+    let mut text = metrics.render(Some(&vault));
+    if let Some(auth) = req.app_data::<web::Data<super::AuthLimit>>() {
+        auth.render(&mut text);
+    }
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(metrics.render(gate.vault().ok().as_ref()))
+        .body(text))
 }
 
 pub(super) async fn openapi() -> HttpResponse {

@@ -74,6 +74,26 @@ impl Vault {
         self.audit_only(ev).await
     }
 
+    /// Records `count` failed authentications from one source (`ctx.client`) within a window
+    /// of `window_seconds` as one entry (`authenticate`, `denied`), detail
+    /// `count=N window=Ws refused=M`: `refused` of them were answered 429, and `overflow`
+    /// is appended when the sources were too many to tell apart (`ctx.client` is then none).
+    pub async fn audit_auth_failures(
+        &self,
+        ctx: &Ctx,
+        count: u64,
+        refused: u64,
+        window_seconds: u64,
+        overflow: bool,
+    ) -> Result<()> {
+        let mut ev = ctx.event("authenticate", None, None, "denied");
+        ev.detail = Some(format!(
+            "count={count} window={window_seconds}s refused={refused}{}",
+            if overflow { " sources=overflow" } else { "" }
+        ));
+        self.audit_only(ev).await
+    }
+
     /// Records a reveal refused by the rate limit: every reveal call is audited, refused ones
     /// too. The token goes in the entry only if it is well formed (never a card sent as one).
     pub async fn audit_rate_limited(&self, ctx: &Ctx, token: &str) -> Result<()> {
