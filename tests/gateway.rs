@@ -2495,3 +2495,41 @@ fn card_quoted_inside_an_xml_answer_is_masked() {
     assert!(sent.contains("<g:cardNumber>4111111111111111</g:cardNumber>"));
     env.stop();
 }
+
+/// Issue 14 item 9: a token-shaped value whose prefix belongs to no merchant is refused exactly
+/// like another merchant's token (404 `token_not_found`, nothing forwarded), so the proxy's
+/// answers do not tell which prefixes exist; values of no token shape still pass.
+#[test]
+fn token_shaped_values_are_refused_alike_whatever_their_prefix() {
+    let env = Env::start(None);
+    let moto = |pan: &str| {
+        format!(
+            r#"{{"order":{{"orderId":"o9","amount":"100","currency":"EUR","customerInfo":{{"cardHolderName":"A"}}}},"card":{{"pan":"{pan}"}}}}"#
+        )
+    };
+    let theirs = env.tokenize(
+        &env.other,
+        json!({"pan": "378282246310005", "expiry_month": 1, "expiry_year": 2031, "request_token": "SHOP_9"}),
+    );
+    assert!(theirs.starts_with("OTHR"), "{theirs}");
+    let before = env.sandbox.log().len();
+    // Another merchant's custom token, the same value under a prefix nobody has, and a
+    // standard-shaped token under such a prefix.
+    for t in [theirs.as_str(), "ZQZQSHOP_9", "37ZQZQAB12CD0005"] {
+        let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &moto(t));
+        assert_eq!(
+            (s, answer_json(&a)["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("token_not_found")),
+            "{t}: {a}"
+        );
+    }
+    assert_eq!(env.sandbox.log().len(), before, "nothing was forwarded");
+    // A gateway's own token of no panvault shape is forwarded as sent.
+    let theirs_wl = r#"{"cardPaymentMethodSpecificInput":{"token":"zqzq-own-token-1"},"order":{"amountOfMoney":{"amount":100,"currencyCode":"EUR"}}}"#;
+    let h = [("Content-Type", "application/json")];
+    let (s, a) = env.proxy("POST", "worldline/v2/1234/payments", &h, theirs_wl);
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{a}");
+    assert_eq!(answer_json(&a)["errors"][0]["id"], "UNKNOWN_TOKEN");
+    assert_eq!(env.sandbox.last()["body"].as_str().unwrap(), theirs_wl);
+    env.stop();
+}

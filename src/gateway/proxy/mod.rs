@@ -11,7 +11,8 @@
 //!   `X-Panvault-Authorization: Bearer ...` and its `Authorization` goes to the gateway. Gateway
 //!   credentials configured in panvault are added when the merchant sent none (Worldline requests
 //!   are then signed with v1HMAC after the swap).
-//! - A token of another merchant group, a deleted or expired temporary token: 404
+//! - A token of another merchant group, a token-shaped value whose prefix no merchant has (the
+//!   answer does not tell which prefixes exist), a deleted or expired temporary token: 404
 //!   `token_not_found`, nothing forwarded. Unreachable gateway: 502 `gateway_unreachable`; no
 //!   answer within the gateway's timeout: 504 `gateway_timeout`.
 //!
