@@ -130,12 +130,24 @@ impl Env {
     /// [`Env::start`]; with `cred_files` every gateway secret is in its own owner-only file
     /// (`api_key_file`, `secret_api_key_file`, `api_password_file`) instead of the config.
     fn start_with(axerve_url: Option<&str>, cred_files: bool) -> Env {
+        Env::start_configured(axerve_url, cred_files, None, "")
+    }
+
+    /// [`Env::start_with`]; `nexi_url` overrides Nexi's base URL and `extra` is appended to the
+    /// config file.
+    fn start_configured(
+        axerve_url: Option<&str>,
+        cred_files: bool,
+        nexi_url: Option<&str>,
+        extra: &str,
+    ) -> Env {
         let sandbox = Sandbox::start();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let admin = common::init_dev(&data);
         let sb = &sandbox.base;
         let axerve = axerve_url.map_or_else(|| format!("{sb}/axerve"), str::to_string);
+        let nexi = nexi_url.map_or_else(|| format!("{sb}/nexi"), str::to_string);
         // `key = "value"`, or the value in its own file (first line; the rest is ignored).
         let secret = |key: &str, value: &str| {
             if !cred_files {
@@ -152,7 +164,7 @@ impl Env {
             format!(
                 r#"
 [gateways.nexi]
-base_url = "{sb}/nexi"
+base_url = "{nexi}"
 timeout_seconds = 1.5
 
 [gateways.nexi.shops."9100002"]
@@ -171,6 +183,7 @@ api_key_id = "{id}"
 [gateways.mpgs]
 base_url = "{sb}/mpgs"
 {mpgs_password}
+{extra}
 "#,
                 nexi_shop = secret("api_key", "shop-9100002-terminal-key"),
                 axerve_key = secret("api_key", "axerve-sandbox-apikey"),
@@ -2532,4 +2545,51 @@ fn token_shaped_values_are_refused_alike_whatever_their_prefix() {
     assert_eq!(answer_json(&a)["errors"][0]["id"], "UNKNOWN_TOKEN");
     assert_eq!(env.sandbox.last()["body"].as_str().unwrap(), theirs_wl);
     env.stop();
+}
+
+/// Issue 14 item 5: proxied charges are rate limited per API key (here `[charge]` 3 at once,
+/// refilled far slower than the test runs): the fourth is 429 `rate_limited` with
+/// `Retry-After`, before anything is revealed or forwarded; another key is not affected.
+#[test]
+fn proxied_charges_are_rate_limited_per_key() {
+    let env = Env::start_configured(
+        None,
+        false,
+        None,
+        "[charge]\nper_second = 0.001\nburst = 3\n",
+    );
+    let token = env.token("4111111111111111", 12, 2030);
+    let body = format!(
+        r#"{{"order":{{"orderId":"rl-1","amount":"100","currency":"EUR","customerInfo":{{"cardHolderName":"A"}}}},"card":{{"pan":"{token}"}}}}"#
+    );
+    for _ in 0..3 {
+        let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &body);
+        assert_eq!(s, StatusCode::OK, "{a}");
+    }
+    let forwarded = env.sandbox.log().len();
+    let (s, h, a) = env.proxy_full("POST", "nexi/orders/moto", &nexi_headers(), &body);
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{a}");
+    assert_eq!(answer_json(&a)["code"], "rate_limited");
+    let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(wait >= 1, "{wait}");
+    assert_eq!(env.sandbox.log().len(), forwarded, "nothing was forwarded");
+    // Another key of the same shop has its own bucket.
+    let mut other_key = bearer(
+        env.client
+            .post(format!("{}/v1/proxy/nexi/orders/moto", env.base)),
+        &env.charge_only,
+    )
+    .body(body.clone());
+    for (k, v) in nexi_headers() {
+        other_key = other_key.header(k, v);
+    }
+    let r = other_key.send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The refused charge revealed nothing: three reveals of the first key, one of the other.
+    let audit = env.stop();
+    let reveals = audit
+        .iter()
+        .filter(|e| e["action"] == "reveal" && e["token"] == json!(token))
+        .count();
+    assert_eq!(reveals, 4);
 }

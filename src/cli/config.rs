@@ -28,6 +28,9 @@ pub struct ConfigFile {
     pub client_ca: Option<PathBuf>,
     /// `[reveal]`: the reveal rate limit per API key.
     pub reveal: Option<RevealConfig>,
+    /// `[charge]`: the proxied-charge rate limit per API key (same keys as `[reveal]`; default
+    /// 50 per second, burst 100).
+    pub charge: Option<RevealConfig>,
     /// `[gateways.<name>]`: where each gateway is and its credentials, for the proxy.
     pub gateways: Option<crate::gateway::proxy::GatewaysConfig>,
     /// `[dek]`: when a data key rolls over.
@@ -105,6 +108,14 @@ pub fn load_config(path: &Path) -> Result<ConfigFile> {
     {
         return Err(Error::Config(format!(
             "{}: reveal.per_second must be > 0 and reveal.burst >= 1",
+            path.display()
+        )));
+    }
+    if let Some(r) = &cfg.charge
+        && !(r.per_second > 0.0 && r.burst >= 1.0)
+    {
+        return Err(Error::Config(format!(
+            "{}: charge.per_second must be > 0 and charge.burst >= 1",
             path.display()
         )));
     }

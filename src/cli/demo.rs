@@ -78,6 +78,7 @@ pub(super) fn run(a: DemoArgs) -> Result<()> {
         &a.data,
         None,
         crate::http::RevealLimit::default(),
+        crate::http::ChargeLimit::default(),
         proxy,
         move |addr| {
             let base = format!("https://{addr}");

@@ -20,6 +20,7 @@ pub(super) fn run_server(
     data: &Path,
     client_ca: Option<&Path>,
     limit: crate::http::RevealLimit,
+    charge_limit: crate::http::ChargeLimit,
     proxy: crate::gateway::proxy::Proxy,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<()> {
@@ -35,7 +36,13 @@ pub(super) fn run_server(
     };
     actix_web::rt::System::new()
         .block_on(crate::http::serve(
-            gate, listen, tls, limit, proxy, on_ready,
+            gate,
+            listen,
+            tls,
+            limit,
+            charge_limit,
+            proxy,
+            on_ready,
         ))
         .map_err(|e| Error::io(format!("serving on {listen}"), e))
 }
@@ -61,6 +68,11 @@ pub(super) fn run(a: ServeArgs) -> Result<()> {
         .reveal
         .map_or_else(crate::http::RevealLimit::default, |r| {
             crate::http::RevealLimit::new(r.per_second, r.burst)
+        });
+    let charge_limit = cfg
+        .charge
+        .map_or_else(crate::http::ChargeLimit::default, |r| {
+            crate::http::ChargeLimit::new(r.per_second, r.burst)
         });
     let opts = Options {
         dek_policy: cfg
@@ -107,6 +119,7 @@ pub(super) fn run(a: ServeArgs) -> Result<()> {
         &data,
         client_ca.as_deref(),
         limit,
+        charge_limit,
         proxy,
         |_| {},
     )

@@ -7,7 +7,7 @@
 //! - `extract`: the open vault, the authenticated principal, the request id and audit context;
 //! - `body`: request bodies, parsed field by field so that an error never echoes a value;
 //! - `tokens`, `admin`, `sys`: the handlers, by resource;
-//! - `limit`: the reveal rate limit; `metrics`: the `/metrics` counters.
+//! - `limit`: the reveal and proxied-charge rate limits; `metrics`: the `/metrics` counters.
 
 use std::net::SocketAddr;
 
@@ -31,7 +31,7 @@ mod tokens;
 
 pub use body::{BATCH_BODY_LIMIT, BODY_LIMIT};
 pub(crate) use extract::{Unsealed, principal_from, request_ctx};
-pub use limit::RevealLimit;
+pub use limit::{ChargeLimit, RevealLimit};
 pub use metrics::Metrics;
 pub use problem::Problem;
 
@@ -133,6 +133,7 @@ pub async fn serve(
     listen: SocketAddr,
     tls: Option<rustls::ServerConfig>,
     limit: RevealLimit,
+    charge_limit: ChargeLimit,
     proxy: crate::gateway::proxy::Proxy,
     on_ready: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
@@ -140,11 +141,13 @@ pub async fn serve(
     let proxy = web::Data::new(proxy);
     let gate = data.clone();
     let limit = web::Data::new(limit);
+    let charge_limit = web::Data::new(charge_limit);
     let metrics = web::Data::new(Metrics::default());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(limit.clone())
+            .app_data(charge_limit.clone())
             .app_data(metrics.clone())
             .app_data(proxy.clone())
             .wrap_fn(|req, srv| {
