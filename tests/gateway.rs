@@ -2593,3 +2593,152 @@ fn proxied_charges_are_rate_limited_per_key() {
         .count();
     assert_eq!(reveals, 4);
 }
+
+/// A gateway stand-in that echoes the card and CVV it got (Nexi's JSON `card`) back in the
+/// encodings a gateway or a WAF page may use: JSON `\u` escapes, percent-encoding, fullwidth and
+/// Arabic-Indic digits, NBSP and zero-width-space separators; on a path ending in `html`, an
+/// HTML page with the digits split by tags. One request per connection.
+fn start_echo_gateway() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head_end, length) = loop {
+                let n = stream.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (0, 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    break (i + 4, length);
+                }
+            };
+            while buf.len() < head_end + length {
+                let n = stream.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let body: Value = serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
+            let pan = body["card"]["pan"].as_str().unwrap_or_default();
+            let cvv = body["card"]["cvv"].as_str().unwrap_or_default();
+            let (content_type, answer) = if path.ends_with("html") {
+                ("text/html", echo_html(pan, cvv))
+            } else {
+                ("application/json", echo_json(pan, cvv))
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 402 Payment Required\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// `s` (digits and `*`) as JSON `\u` escapes.
+fn esc(s: &str) -> String {
+    s.chars()
+        .map(|c| format!("\\u{:04x}", u32::from(c)))
+        .collect()
+}
+
+/// `s` percent-encoded, every byte.
+fn pct(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// `s` with its digits in the script whose zero is `zero`.
+fn script(zero: u32, s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            c.to_digit(10)
+                .map_or(c, |d| char::from_u32(zero + d).unwrap())
+        })
+        .collect()
+}
+
+fn groups(s: &str, sep: &str) -> String {
+    let c: Vec<char> = s.chars().collect();
+    c.chunks(4)
+        .map(|g| g.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+fn echo_json(pan: &str, cvv: &str) -> String {
+    let zw: String = pan.chars().flat_map(|c| [c, '\u{200b}']).collect();
+    format!(
+        r#"{{"escaped":"{}","percent":"{}","fullwidth":"{}","arabic":"{}","nbsp":"{}","zwsp":"{zw}","cvv":"{cvv}","message":"CVV {cvv} refused"}}"#,
+        esc(pan),
+        pct(pan),
+        script(0xFF10, pan),
+        script(0x0660, pan),
+        groups(pan, "\u{a0}"),
+    )
+}
+
+fn echo_html(pan: &str, cvv: &str) -> String {
+    format!(
+        "<!DOCTYPE html><html><body><p>Card <b>{}</b> CVV <b>{cvv}</b></p></body></html>",
+        groups(pan, "</b><b>")
+    )
+}
+
+/// Issue 14 item 5: a gateway that echoes the card in an encoding, and the CVV of the temporary
+/// token used, gets both masked in the answer.
+#[test]
+fn echoed_encoded_card_and_temporary_cvv_are_masked() {
+    let echo = start_echo_gateway();
+    let env = Env::start_configured(None, false, Some(&echo), "");
+    let moto = |t: &str| {
+        format!(
+            r#"{{"order":{{"orderId":"echo-1","amount":"100","currency":"EUR","customerInfo":{{"cardHolderName":"A"}}}},"card":{{"pan":"{t}"}}}}"#
+        )
+    };
+    let tmp = || {
+        env.tokenize(
+            &env.shop,
+            json!({"pan": "4111111111111111", "expiry_month": 7, "expiry_year": 2033, "temporary": true, "cvv": "987"}),
+        )
+    };
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &moto(&tmp()));
+    assert_eq!(s, StatusCode::PAYMENT_REQUIRED, "{a}");
+    let masked = "411111******1111";
+    let zw: String = masked.chars().flat_map(|c| [c, '\u{200b}']).collect();
+    assert_eq!(
+        a,
+        format!(
+            r#"{{"escaped":"{}","percent":"{}","fullwidth":"{}","arabic":"{}","nbsp":"{}","zwsp":"{zw}","cvv":"***","message":"CVV *** refused"}}"#,
+            esc(masked),
+            pct(masked),
+            script(0xFF10, masked),
+            script(0x0660, masked),
+            groups(masked, "\u{a0}"),
+        )
+    );
+    let (s, a) = env.proxy("POST", "nexi/orders/html", &nexi_headers(), &moto(&tmp()));
+    assert_eq!(s, StatusCode::PAYMENT_REQUIRED, "{a}");
+    assert_eq!(
+        a,
+        "<!DOCTYPE html><html><body><p>Card <b>4111</b><b>11**</b><b>****</b><b>1111</b> CVV <b>***</b></p></body></html>"
+    );
+    env.stop();
+}

@@ -444,6 +444,8 @@ struct FollowUp {
     charged: Option<Zeroizing<String>>,
     /// Card numbers to mask in the answer whatever the gateway does with them.
     known: Vec<Zeroizing<String>>,
+    /// The CVV of the temporary token this charge used, masked in the answer too.
+    cvvs: Vec<Zeroizing<String>>,
     /// An agreement a cardholder-initiated charge establishes on its token, once approved.
     record: Option<(String, Agreement)>,
     /// The token `X-Panvault-Request-Token` asked for.
@@ -617,6 +619,9 @@ async fn send(
         follow
             .known
             .push(Zeroizing::new(card.pan.digits().to_string()));
+        if let Some(c) = &cvv {
+            follow.cvvs.push(Zeroizing::new(c.digits().to_string()));
+        }
         // Only MPGS has `storedOnFile` (`fill_stored_on_file` is `None` elsewhere).
         if let Some(v) = swap.fill_stored_on_file {
             body = mpgs::set_stored_on_file(&body, v).map_err(ChargeError::Unrewritable)?;
@@ -690,7 +695,8 @@ impl Forwarded<'_> {
         let charged = follow.charged.as_deref().map(|t| t.as_str());
         let detail = format!("{}: HTTP {status}", charge.gateway.name());
         charge.audit(charged, word, detail).await;
-        let forward::Masked { headers, body } = forward::masked(&answer, &follow.known)?;
+        let forward::Masked { headers, body } =
+            forward::masked(&answer, &follow.known, &follow.cvvs)?;
         drop(answer);
         let approved = outcome == Outcome::Approved;
         let (vault, ctx, merchant) = (&charge.vault, &charge.ctx, charge.merchant.as_str());
