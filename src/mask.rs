@@ -273,6 +273,36 @@ pub fn opaque_digits(body: &[u8]) -> bool {
     })
 }
 
+/// Whether an answer is in a form the masker cannot read at all: compressed without saying so
+/// (gzip, zlib or zstd magic bytes at the start), or UTF-16/UTF-32 (a byte-order mark, or that
+/// charset in `content_type`), where a digit is not one byte; or digits written as character
+/// references ([`opaque_digits`]). The proxy refuses to pass such an answer on.
+pub fn unreadable(body: &[u8], content_type: Option<&[u8]>) -> bool {
+    let compressed = body.starts_with(&[0x1f, 0x8b])
+        || body.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (body.len() >= 2
+            && body[0] == 0x78
+            && matches!(body[1], 0x01 | 0x9c | 0xda)
+            && (u16::from(body[0]) << 8 | u16::from(body[1])) % 31 == 0);
+    let wide_bom = [&[0xff, 0xfe][..], &[0xfe, 0xff], &[0, 0, 0xfe, 0xff]]
+        .iter()
+        .any(|bom| body.starts_with(bom));
+    let wide_charset = content_type.is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        [
+            &b"utf-16"[..],
+            b"utf-32",
+            b"ucs-2",
+            b"ucs-4",
+            b"utf16",
+            b"utf32",
+        ]
+        .iter()
+        .any(|c| t.windows(c.len()).any(|w| w == *c))
+    });
+    compressed || wide_bom || wide_charset || opaque_digits(body)
+}
+
 /// Whether `text` still holds a card number [`mask_pans`] would mask.
 pub fn holds_pan(text: &[u8], known: &[&str]) -> bool {
     matches!(mask_pans(text, known), Cow::Owned(_))
@@ -524,6 +554,26 @@ mod tests {
             mask_answer(body, &["4111111111111111"], &["123"], true),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn compressed_or_wide_answers_are_unreadable() {
+        assert!(unreadable(&[0x1f, 0x8b, 8, 0], None));
+        assert!(unreadable(&[0x78, 0x9c, 0xcb, 0x48], None));
+        assert!(unreadable(&[0x28, 0xb5, 0x2f, 0xfd, 0], None));
+        let utf16: Vec<u8> = "\u{feff}4111"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert!(unreadable(&utf16, None));
+        assert!(unreadable(
+            b"4\x001\x00",
+            Some(b"application/json; charset=UTF-16LE")
+        ));
+        assert!(unreadable(b"<n>&#52;</n>", None));
+        for fine in [&b"x^ is text"[..], b"{\"a\":1}", b"xyz"] {
+            assert!(!unreadable(fine, Some(b"application/json; charset=utf-8")));
+        }
     }
 
     #[test]

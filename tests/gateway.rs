@@ -2597,7 +2597,8 @@ fn proxied_charges_are_rate_limited_per_key() {
 /// A gateway stand-in that echoes the card and CVV it got (Nexi's JSON `card`) back in the
 /// encodings a gateway or a WAF page may use: JSON `\u` escapes, percent-encoding, fullwidth and
 /// Arabic-Indic digits, NBSP and zero-width-space separators; on a path ending in `html`, an
-/// HTML page with the digits split by tags. One request per connection.
+/// HTML page with the digits split by tags; on one ending in `gzip`, a gzip body without
+/// `Content-Encoding`. One request per connection.
 fn start_echo_gateway() -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -2639,15 +2640,22 @@ fn start_echo_gateway() -> String {
             let pan = body["card"]["pan"].as_str().unwrap_or_default();
             let cvv = body["card"]["cvv"].as_str().unwrap_or_default();
             let (content_type, answer) = if path.ends_with("html") {
-                ("text/html", echo_html(pan, cvv))
+                ("text/html", echo_html(pan, cvv).into_bytes())
+            } else if path.ends_with("gzip") {
+                // Compressed, without saying so: the masker cannot read it.
+                (
+                    "application/json",
+                    vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0x33, 0x31],
+                )
             } else {
-                ("application/json", echo_json(pan, cvv))
+                ("application/json", echo_json(pan, cvv).into_bytes())
             };
             let _ = write!(
                 stream,
-                "HTTP/1.1 402 Payment Required\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                "HTTP/1.1 402 Payment Required\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 answer.len()
             );
+            let _ = stream.write_all(&answer);
         }
     });
     format!("http://{addr}")
@@ -2740,5 +2748,9 @@ fn echoed_encoded_card_and_temporary_cvv_are_masked() {
         a,
         "<!DOCTYPE html><html><body><p>Card <b>4111</b><b>11**</b><b>****</b><b>1111</b> CVV <b>***</b></p></body></html>"
     );
+    // A body compressed without `Content-Encoding`: refused, not passed on unread.
+    let (s, a) = env.proxy("POST", "nexi/orders/gzip", &nexi_headers(), &moto(&tmp()));
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{a}");
+    assert_eq!(answer_json(&a)["code"], "gateway_unreachable");
     env.stop();
 }
