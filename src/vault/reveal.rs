@@ -2,6 +2,7 @@
 //! (always audited, durably, before the card is returned; for the gateway proxy, the card comes
 //! back once its entry is in the journal and the answer waits for the sync).
 
+use std::sync::RwLock;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -15,23 +16,44 @@ use super::{Ctx, Vault};
 use crate::audit::Event;
 use crate::pan::Pan;
 use crate::store::Table;
+use crate::sync::{read as read_lock, write as write_lock};
 use crate::token;
 use crate::{Error, Result};
 
-/// The key of a stored token (any merchant's), read, decoded and compared in place of a
+/// Keys of stored tokens (any merchant's), one of them read, decoded and compared in place of a
 /// missing token so that a missing token and another merchant's do the same work: one stored
-/// record read, decoded and its merchant compared (issue 14 item 9: a GET of another merchant's
-/// token was about 1 us slower than of a missing one, an existence oracle). The first token
-/// made or read since open, else the engine's first.
+/// record read at a place of the store no other lookup just warmed, decoded and its merchant
+/// compared (issue 14 item 9: a GET of another merchant's token was about 1 us slower than of
+/// a missing one, an existence oracle). Filled with tokens made or read since open (a random
+/// one replaced once full), else with tokens found at random places of the engine.
 #[derive(Default)]
-pub(super) struct Decoy(std::sync::OnceLock<Vec<u8>>);
+pub(super) struct Decoy(RwLock<Vec<Vec<u8>>>);
+
+/// How many decoy keys are kept.
+const DECOYS: usize = 1024;
+/// How many random places of the engine are looked at when there is no decoy yet.
+const SEEDS: usize = 64;
 
 impl Decoy {
-    /// Makes `token` (a stored one) the decoy unless there is one.
-    pub(super) fn set_if_none(&self, token: &str) {
-        if self.0.get().is_none() {
-            let _ = self.0.set(token.as_bytes().to_vec());
+    /// Adds `token` (a stored one): appended while there is room; else, when `replace`, in
+    /// place of a random one.
+    pub(super) fn offer(&self, token: &str, replace: bool) {
+        if !replace && read_lock(&self.0).len() >= DECOYS {
+            return;
         }
+        let mut pool = write_lock(&self.0);
+        if pool.len() < DECOYS {
+            pool.push(token.as_bytes().to_vec());
+        } else if replace {
+            let i = rand::random::<usize>() % DECOYS;
+            pool[i] = token.as_bytes().to_vec();
+        }
+    }
+
+    /// `f` of a random decoy key (under the read lock: no copy).
+    fn with_pick<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let pool = read_lock(&self.0);
+        (!pool.is_empty()).then(|| f(&pool[rand::random::<usize>() % pool.len()]))
     }
 }
 
@@ -66,7 +88,7 @@ impl Vault {
             }
             return Err(Error::TokenNotFound);
         };
-        self.inner.decoy.set_if_none(token);
+        self.inner.decoy.offer(token, false);
         let rec: Record = decode(&bytes, "token record")?;
         if !owned_by(&rec, merchant_id) {
             // Another group's token answers exactly like a missing one.
@@ -75,22 +97,29 @@ impl Vault {
         Ok(rec)
     }
 
-    /// The [`Decoy`]'s record: read as any token is. Without one yet (no token made or read
-    /// since open), the engine's first token becomes the decoy (looked up without holding up
-    /// the writer). `None` while there is none.
+    /// A [`Decoy`] record: read as any token is. Without decoys yet (no token made or read
+    /// since open), tokens found at random places of the engine become the decoys (looked up
+    /// without holding up the writer). `None` while there is no token.
     fn decoy_record(&self) -> Result<Option<Vec<u8>>> {
         let store = &self.inner.store;
-        if let Some(key) = self.inner.decoy.0.get() {
-            return store.get(Table::Tokens, key);
+        if let Some(read) = self
+            .inner
+            .decoy
+            .with_pick(|key| store.get(Table::Tokens, key))
+        {
+            return read;
         }
-        Ok(store
-            .scan_recent(Table::Tokens, b"", 1)?
-            .into_iter()
-            .next()
-            .map(|(k, v)| {
-                self.inner.decoy.0.get_or_init(|| k);
-                v
-            }))
+        let mut first = None;
+        for _ in 0..SEEDS {
+            let start: [u8; 2] = std::array::from_fn(|_| b'0' + rand::random::<u8>() % 43);
+            if let Some((k, v)) = store.scan_recent(Table::Tokens, &start, 1)?.pop() {
+                if let Ok(k) = std::str::from_utf8(&k) {
+                    self.inner.decoy.offer(k, false);
+                }
+                first.get_or_insert(v);
+            }
+        }
+        Ok(first)
     }
 
     /// A token's metadata (never the PAN), stored or temporary. Not audited: it touches no card

@@ -37,7 +37,7 @@ impl Vault {
             };
             self.inner.tokens_created[i].fetch_add(1, Ordering::Relaxed);
             if t.info.token_kind != TokenKind::Temporary {
-                self.inner.decoy.set_if_none(&t.info.token);
+                self.inner.decoy.offer(&t.info.token, true);
             }
         }
     }
