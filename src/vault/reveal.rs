@@ -30,7 +30,7 @@ use crate::{Error, Result};
 pub(super) struct Decoy(RwLock<Vec<Vec<u8>>>);
 
 /// How many decoy keys are kept.
-const DECOYS: usize = 1024;
+const DECOYS: usize = 4096;
 /// How many random places of the engine are looked at when there is no decoy yet.
 const SEEDS: usize = 64;
 
