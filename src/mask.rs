@@ -124,7 +124,10 @@ fn mask_pass<'a>(body: &'a [u8], known: &[&str], cvvs: &[&str], html: bool) -> C
             continue;
         }
         // A known PAN inside a longer digit run (glued to other digits).
-        for k in known.iter().filter(|k| k.len() >= 12) {
+        for k in known
+            .iter()
+            .filter(|k| k.len() >= 12 && k.len() < digits.len())
+        {
             let mut from = 0;
             while let Some(at) = digits.get(from..).and_then(|d| d.find(*k)) {
                 let s = from + at;

@@ -85,9 +85,28 @@ const MAX_TAG: usize = 512;
 
 /// `body` read as units; consecutive [`Class::Other`] pieces are merged into one.
 pub(super) fn read(body: &[u8], html: bool) -> Vec<Unit> {
-    let mut units: Vec<Unit> = Vec::new();
+    let mut units: Vec<Unit> = Vec::with_capacity(body.len() / 4);
     let mut i = 0;
     while i < body.len() {
+        // The common case first: a run of ASCII letters is one `Other`.
+        if body[i].is_ascii_alphabetic() {
+            let run = body[i..]
+                .iter()
+                .position(|b| !b.is_ascii_alphabetic())
+                .unwrap_or(body.len() - i);
+            let end = i + run;
+            match units.last_mut() {
+                Some(last) if last.class == Class::Other => last.end = end,
+                _ => units.push(Unit {
+                    start: i,
+                    end,
+                    class: Class::Other,
+                    enc: Enc::Plain,
+                }),
+            }
+            i = end;
+            continue;
+        }
         let (class, enc, len) = unit_at(body, i, html);
         let end = i + len.max(1);
         match units.last_mut() {
@@ -158,7 +177,18 @@ fn unit_at(body: &[u8], i: usize, html: bool) -> (Class, Enc, usize) {
                 None => (Class::Other, Enc::Plain, 1),
             }
         }
-        _ => (classify(char::from(b)), Enc::Plain, 1),
+        _ => (ascii_class(b), Enc::Plain, 1),
+    }
+}
+
+/// What one ASCII byte stands for.
+#[inline]
+fn ascii_class(b: u8) -> Class {
+    match b {
+        b'0'..=b'9' => Class::Digit(b - b'0'),
+        b' ' | b'-' => Class::Sep { visible: true },
+        _ if b.is_ascii_alphabetic() => Class::Other,
+        _ => Class::Punct(b),
     }
 }
 
@@ -246,15 +276,10 @@ fn tag(body: &[u8], i: usize) -> Option<(Class, Enc, usize)> {
 
 /// What one character stands for.
 pub(super) fn classify(c: char) -> Class {
-    if c.is_ascii() {
-        // Tested by the match: ASCII, so one byte.
-        let b = u8::try_from(u32::from(c)).unwrap_or(b'?');
-        return match b {
-            b'0'..=b'9' => Class::Digit(b - b'0'),
-            b' ' | b'-' => Class::Sep { visible: true },
-            _ if b.is_ascii_alphabetic() => Class::Other,
-            _ => Class::Punct(b),
-        };
+    if let Ok(b) = u8::try_from(u32::from(c))
+        && b.is_ascii()
+    {
+        return ascii_class(b);
     }
     if let Some(d) = digit_value(c) {
         return Class::Digit(d);
