@@ -20,9 +20,10 @@
 #               tokenize without and with the re-encryption job running (issue 4): live
 #               throughput as a fraction, and the job's records/s
 #
-# Reveal is rate-limited per API key (10/s, burst 20). To measure server throughput rather than
-# the limiter, the reveal phase round-robins its requests over REVEAL_KEYS reveal-only keys of
-# the demo shop (per-key rate = total / REVEAL_KEYS); any 429 still fails the run.
+# Reveal is rate-limited per API key (10/s, burst 20), and so are proxied charges (50/s, burst
+# 100). To measure server throughput rather than the limiters, the reveal and proxy phases
+# round-robin their requests over REVEAL_KEYS keys of the demo shop holding reveal and charge
+# (per-key rate = total / REVEAL_KEYS); any 429 still fails the run.
 #
 # Every request to the vault carries a synthetic, Luhn-valid card number or token generated
 # here (never a real card); none is printed or logged. Each phase: WARMUP of load first (not
@@ -158,7 +159,7 @@ mkdir -p "$TMP/k" "$TMP/t"
     for ((i = 0; i < REVEAL_KEYS; i++)); do
         printf 'url = "%s/v1/api-keys"\nheader = "Authorization: Bearer %s"\n' "$VAULT_URL" "$ADMIN_KEY"
         printf 'header = "Content-Type: application/json"\n'
-        printf 'data = "{\\"shop_login\\":\\"9000001\\",\\"scopes\\":[\\"reveal\\"]}"\n'
+        printf 'data = "{\\"shop_login\\":\\"9000001\\",\\"scopes\\":[\\"reveal\\",\\"charge\\"]}"\n'
         printf 'output = "%s/k/%d"\ncacert = "%s"\nfail\n' "$TMP" "$i" "$CA"
         if ((i + 1 < REVEAL_KEYS)); then printf 'next\n'; fi
     done
@@ -245,8 +246,9 @@ function request()
     local i = n % #tokens
     local card, path, h
     if mode == "proxy" then
+      -- keys round-robin as in reveal: proxied charges are limited per key (50/s)
       card, path = tokens[i + 1], "/v1/proxy/nexi/orders/moto"
-      h = { ["Authorization"] = shop_auth }
+      h = { ["Authorization"] = "Bearer " .. keys[n % #keys + 1] }
     else
       card, path = pan(0, 0, i), "/nexi/orders/moto"
       h = { ["X-Api-Key"] = "sandbox-terminal-key" }
@@ -414,7 +416,7 @@ echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warmup per phase
     "$(nproc) cores shared by server and wrk. Vault: ${NEW_201:-0} new tokens (201) in the tokenize" \
     "phase, ${RETOK_201:-0} in re-tokenize; group commit $writes writes in $syncs syncs" \
     "($(awk -v w="$writes" -v s="$syncs" 'BEGIN { printf "%.1f", (s ? w / s : 0) }') per fdatasync) over the run." \
-    "Reveal: requests round-robin over $REVEAL_KEYS reveal-only keys," \
+    "Reveal: requests round-robin over $REVEAL_KEYS reveal+charge keys," \
     "$(awk -v r="${RPS[reveal]:-0}" -v k="$REVEAL_KEYS" 'BEGIN { printf "%.1f", r / k }') req/s per key (limit 10/s, burst 20), $([ "${BAD[reveal]:-0}" -eq 0 ] && echo "no 429" || echo "SOME FAILED (429 if too few keys)")."
 
 if [ -n "${SANDBOX_URL:-}" ]; then

@@ -1,15 +1,34 @@
 //! Card numbers found in free text: masked in gateway answers (whatever the format: JSON, SOAP
 //! XML, HTML, free-text error strings), refused in names that must never hold one. A masked card
-//! number keeps at most its first 6 and last 4 digits; the digits between become `*` so lengths
-//! and structure stay as they were.
+//! number keeps at most its first 6 and last 4 digits; the digits between become `*` (in the
+//! encoding each was written in) so the structure stays as it was.
 //!
 //! What counts as a card number: the PANs this request put on the wire (at any length), and any
-//! other run of 13 to 19 digits (single spaces or dashes between digit groups allowed) that passes
-//! the Luhn check and starts like a card brand. Digit runs inside longer runs are not split.
+//! other run of 13 to 19 digits (one separator between digit groups allowed) that passes the
+//! Luhn check and starts like a card brand. Digit runs inside longer runs are not split.
+//!
+//! A digit is any of them once decoded (`units.rs`, issue 14 item 5): ASCII, a JSON `\u0034`
+//! escape, percent-encoded `%34`, a character reference, any Unicode decimal digit (fullwidth,
+//! Arabic-Indic, ...) or digit-valued form. A separator is a space or a dash (ASCII or Unicode),
+//! optionally with invisible format characters (zero width space, soft hyphen, ...) and, in an
+//! HTML body, markup tags around it. The CVV of the charge's temporary token is masked too where
+//! it stands alone.
 
 use std::borrow::Cow;
 
+use zeroize::Zeroizing;
+
 use crate::pan::{Brand, luhn_valid};
+
+mod units;
+
+use units::{Class, Unit};
+
+/// The most separator units read as one gap between two digit groups (tags and invisible
+/// characters, at most one of them visible).
+const MAX_GAP: usize = 8;
+/// The most separator units between two digits of a known PAN.
+const MAX_KNOWN_GAP: usize = 3;
 
 /// `body` with every card number masked; borrowed when there was none.
 ///
@@ -17,9 +36,20 @@ use crate::pan::{Brand, luhn_valid};
 /// the digits before it and its first six as a new card-shaped run, which the next pass masks
 /// (so the result never [`holds_pan`]). Each pass only turns digits into `*`, so this ends.
 pub fn mask_pans<'a>(body: &'a [u8], known: &[&str]) -> Cow<'a, [u8]> {
-    let mut out = mask_pass(body, known);
+    mask_answer(body, known, &[], false)
+}
+
+/// [`mask_pans`] for a gateway's answer: also masks each of `cvvs` (the CVV of a temporary
+/// token this charge used) where it stands alone, and with `html` reads markup tags between
+/// digits as separators (as does a body that looks like HTML).
+pub fn mask_answer<'a>(body: &'a [u8], known: &[&str], cvvs: &[&str], html: bool) -> Cow<'a, [u8]> {
+    if !units::may_hold_digits(body) {
+        return Cow::Borrowed(body);
+    }
+    let html = html || units::looks_like_html(body);
+    let mut out = mask_pass(body, known, cvvs, html);
     while let Cow::Owned(o) = &out {
-        let next = match mask_pass(o, known) {
+        let next = match mask_pass(o, known, cvvs, html) {
             Cow::Owned(n) => n,
             Cow::Borrowed(_) => break,
         };
@@ -30,131 +60,193 @@ pub fn mask_pans<'a>(body: &'a [u8], known: &[&str]) -> Cow<'a, [u8]> {
     out
 }
 
-fn mask_pass<'a>(body: &'a [u8], known: &[&str]) -> Cow<'a, [u8]> {
-    let mut out: Option<Vec<u8>> = None;
+fn is_sep(u: &Unit) -> bool {
+    matches!(u.class, Class::Sep { .. })
+}
+
+/// The end of the gap of separators at `j` when a digit follows it within the rules (at most
+/// [`MAX_GAP`] units, at most one visible): the index of that digit.
+fn gap_end(units: &[Unit], j: usize) -> Option<usize> {
+    let mut visible = 0;
+    let mut k = j;
+    while k < units.len() && k - j < MAX_GAP {
+        match units[k].class {
+            Class::Sep { visible: v } => visible += usize::from(v),
+            Class::Digit(_) => break,
+            _ => return None,
+        }
+        k += 1;
+    }
+    (k > j && visible <= 1 && units.get(k).is_some_and(|u| u.digit().is_some())).then_some(k)
+}
+
+fn is_card(d: &str) -> bool {
+    (13..=19).contains(&d.len()) && luhn_valid(d) && Brand::detect(d) != Brand::Unknown
+}
+
+fn mask_pass<'a>(body: &'a [u8], known: &[&str], cvvs: &[&str], html: bool) -> Cow<'a, [u8]> {
+    let units = units::read(body, html);
+    // Indexes of the digit units to mask.
+    let mut hide: Vec<usize> = Vec::new();
     let mut i = 0;
-    while i < body.len() {
-        if !body[i].is_ascii_digit() {
+    while i < units.len() {
+        if units[i].digit().is_none() {
             i += 1;
             continue;
         }
-        // A run: digits, with single separators between digits.
-        let start = i;
+        // A run: digits, with one gap of separators between digits.
         let mut positions: Vec<usize> = Vec::with_capacity(19);
         let mut j = i;
-        while j < body.len() {
-            let b = body[j];
-            if b.is_ascii_digit() {
+        while j < units.len() {
+            if units[j].digit().is_some() {
                 positions.push(j);
                 j += 1;
-            } else if (b == b' ' || b == b'-')
-                && body.get(j + 1).is_some_and(u8::is_ascii_digit)
-                && j > start
-            {
-                j += 1;
+            } else if let Some(k) = is_sep(&units[j]).then(|| gap_end(&units, j)).flatten() {
+                j = k;
             } else {
                 break;
             }
         }
         i = j;
-        let mut digits = zeroize::Zeroizing::new(String::with_capacity(positions.len()));
-        digits.extend(positions.iter().map(|&p| char::from(body[p])));
-        let is_card = known.iter().any(|k| !k.is_empty() && *k == digits.as_str())
-            || ((13..=19).contains(&positions.len())
-                && luhn_valid(&digits)
-                && Brand::detect(&digits) != Brand::Unknown);
-        let hide: Vec<usize> = if is_card {
+        let mut digits = Zeroizing::new(String::with_capacity(positions.len()));
+        digits.extend(
             positions
-                .get(6..positions.len().saturating_sub(4))
-                .unwrap_or_default()
-                .to_vec()
-        } else {
-            // A known PAN inside a longer digit run (glued to other digits).
-            let mut hide = Vec::new();
-            for k in known.iter().filter(|k| k.len() >= 12) {
-                let mut from = 0;
-                while let Some(at) = digits.get(from..).and_then(|d| d.find(*k)) {
-                    let s = from + at;
-                    hide.extend_from_slice(
-                        positions.get(s + 6..s + k.len() - 4).unwrap_or_default(),
-                    );
-                    from = s + k.len();
+                .iter()
+                .filter_map(|&p| units[p].digit())
+                .map(|d| char::from(b'0' + d)),
+        );
+        if known.iter().any(|k| !k.is_empty() && *k == digits.as_str()) || is_card(&digits) {
+            hide.extend_from_slice(
+                positions
+                    .get(6..positions.len().saturating_sub(4))
+                    .unwrap_or_default(),
+            );
+            continue;
+        }
+        // A known PAN inside a longer digit run (glued to other digits).
+        for k in known
+            .iter()
+            .filter(|k| k.len() >= 12 && k.len() < digits.len())
+        {
+            let mut from = 0;
+            while let Some(at) = digits.get(from..).and_then(|d| d.find(*k)) {
+                let s = from + at;
+                hide.extend_from_slice(positions.get(s + 6..s + k.len() - 4).unwrap_or_default());
+                from = s + k.len();
+            }
+        }
+        // Any card among the run's groups: a single space or dash joins two card numbers
+        // ("378282246310005 5555555555554444") or a card and other digits ("... 1230") into
+        // one run too long to be a card itself.
+        let mut groups = vec![0];
+        groups.extend((1..positions.len()).filter(|&k| positions[k] != positions[k - 1] + 1));
+        groups.push(positions.len());
+        for (a, &s) in groups.iter().enumerate() {
+            for &e in &groups[a + 1..] {
+                if e - s > 19 {
+                    break;
+                }
+                if is_card(&digits[s..e]) {
+                    hide.extend_from_slice(&positions[s + 6..e - 4]);
                 }
             }
-            // Any card among the run's groups: a single space or dash joins two card numbers
-            // ("378282246310005 5555555555554444") or a card and other digits ("... 1230")
-            // into one run too long to be a card itself.
-            let mut groups = vec![0];
-            groups.extend((1..positions.len()).filter(|&k| positions[k] != positions[k - 1] + 1));
-            groups.push(positions.len());
-            for (a, &s) in groups.iter().enumerate() {
-                for &e in &groups[a + 1..] {
-                    if e - s > 19 {
-                        break;
-                    }
-                    let d = &digits[s..e];
-                    if e - s >= 13 && luhn_valid(d) && Brand::detect(d) != Brand::Unknown {
-                        hide.extend_from_slice(&positions[s + 6..e - 4]);
-                    }
-                }
-            }
-            hide
-        };
-        if !hide.is_empty() {
-            let o = out.get_or_insert_with(|| body.to_vec());
-            for p in hide {
-                o[p] = b'*';
+        }
+        // The temporary token's CVV, where a group of the run is exactly it.
+        for w in groups.windows(2) {
+            let (s, e) = (w[0], w[1]);
+            let d = &digits[s..e];
+            if cvvs.iter().any(|c| !c.is_empty() && *c == d)
+                && !part_of_a_number(body, &units, positions[s], positions[e - 1])
+            {
+                hide.extend_from_slice(&positions[s..e]);
             }
         }
     }
     // The PANs this request sent, also when the gateway wrote them with other separators
-    // (`4111.1111.1111.1111`, two spaces, a line break, `/`): up to 3 non-alphanumeric ASCII
-    // bytes between digits.
+    // (`4111.1111.1111.1111`, two spaces, a line break, `/`): up to 3 separators or
+    // punctuation characters between digits.
     for k in known.iter().filter(|k| k.len() >= 12) {
-        let src: &[u8] = out.as_deref().unwrap_or(body);
-        let hits = loose_matches(src, k.as_bytes());
-        if !hits.is_empty() {
-            let o = out.get_or_insert_with(|| body.to_vec());
-            for positions in hits {
-                for &p in positions.get(6..positions.len() - 4).unwrap_or_default() {
-                    o[p] = b'*';
-                }
-            }
+        for positions in loose_matches(&units, k.as_bytes()) {
+            hide.extend_from_slice(positions.get(6..positions.len() - 4).unwrap_or_default());
         }
     }
-    match out {
-        Some(o) => Cow::Owned(o),
-        None => Cow::Borrowed(body),
+    if hide.is_empty() {
+        return Cow::Borrowed(body);
     }
+    hide.sort_unstable();
+    hide.dedup();
+    let mut out = Vec::with_capacity(body.len());
+    let mut at = 0;
+    for &u in &hide {
+        let unit = &units[u];
+        out.extend_from_slice(&body[at..unit.start]);
+        out.extend_from_slice(&unit.enc.star(&body[unit.start..unit.end]));
+        at = unit.end;
+    }
+    out.extend_from_slice(&body[at..]);
+    Cow::Owned(out)
 }
 
-/// Every place `pan` occurs in `body` with up to 3 separator bytes (ASCII, neither letter nor
-/// digit) between its digits: the positions of its digits.
-fn loose_matches(body: &[u8], pan: &[u8]) -> Vec<Vec<usize>> {
+/// Whether the digit units `first..=last` are part of a number rather than a value of their
+/// own: a decimal (`12.34`, `1,234`) or a bare JSON number (`"amount":123`), which masking would
+/// turn into invalid JSON. A CVV is never sent as either.
+fn part_of_a_number(body: &[u8], units: &[Unit], first: usize, last: usize) -> bool {
+    let decimal_mark =
+        |u: Option<&Unit>| matches!(u.map(|u| u.class), Some(Class::Punct(b'.' | b',')));
+    let digit = |u: Option<&Unit>| u.is_some_and(|u| u.digit().is_some());
+    if (decimal_mark(first.checked_sub(1).and_then(|p| units.get(p)))
+        && digit(first.checked_sub(2).and_then(|p| units.get(p))))
+        || (decimal_mark(units.get(last + 1)) && digit(units.get(last + 2)))
+    {
+        return true;
+    }
+    let before = body[..units[first].start]
+        .iter()
+        .rev()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace());
+    let mut before = before.take(2);
+    let after = body[units[last].end..]
+        .iter()
+        .copied()
+        .find(|b| !b.is_ascii_whitespace());
+    before.next() == Some(b':')
+        && before.next() == Some(b'"')
+        && matches!(after, None | Some(b',' | b'}' | b']'))
+}
+
+/// Every place `pan` occurs among `units` with up to [`MAX_KNOWN_GAP`] separator or punctuation
+/// units between its digits: the units of its digits.
+fn loose_matches(units: &[Unit], pan: &[u8]) -> Vec<Vec<usize>> {
+    let want = |n: usize| pan.get(n).map(|b| b - b'0');
     let mut hits = Vec::new();
-    for start in 0..body.len() {
-        if body[start] != pan[0] || (start > 0 && body[start - 1].is_ascii_digit()) {
+    for start in 0..units.len() {
+        if units[start].digit() != want(0)
+            || start
+                .checked_sub(1)
+                .is_some_and(|p| units[p].digit().is_some())
+        {
             continue;
         }
         let mut positions = vec![start];
         let mut j = start + 1;
         while positions.len() < pan.len() {
             let mut gap = 0;
-            while j < body.len()
-                && gap <= 3
-                && body[j].is_ascii()
-                && !body[j].is_ascii_alphanumeric()
+            while j < units.len()
+                && gap <= MAX_KNOWN_GAP
+                && matches!(units[j].class, Class::Sep { .. } | Class::Punct(_))
             {
                 j += 1;
                 gap += 1;
             }
-            if gap > 3 || j >= body.len() || body[j] != pan[positions.len()] {
+            if gap > MAX_KNOWN_GAP || j >= units.len() || units[j].digit() != want(positions.len())
+            {
                 break;
             }
             positions.push(j);
             j += 1;
         }
-        if positions.len() == pan.len() && !body.get(j).is_some_and(u8::is_ascii_digit) {
+        if positions.len() == pan.len() && units.get(j).is_none_or(|u| u.digit().is_none()) {
             hits.push(positions);
         }
     }
@@ -182,6 +274,36 @@ pub fn opaque_digits(body: &[u8]) -> bool {
             n.is_some_and(|n| (0x30..=0x39).contains(&n))
         }
     })
+}
+
+/// Whether an answer is in a form the masker cannot read at all: compressed without saying so
+/// (gzip, zlib or zstd magic bytes at the start), or UTF-16/UTF-32 (a byte-order mark, or that
+/// charset in `content_type`), where a digit is not one byte; or digits written as character
+/// references ([`opaque_digits`]). The proxy refuses to pass such an answer on.
+pub fn unreadable(body: &[u8], content_type: Option<&[u8]>) -> bool {
+    let compressed = body.starts_with(&[0x1f, 0x8b])
+        || body.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (body.len() >= 2
+            && body[0] == 0x78
+            && matches!(body[1], 0x01 | 0x9c | 0xda)
+            && (u16::from(body[0]) << 8 | u16::from(body[1])) % 31 == 0);
+    let wide_bom = [&[0xff, 0xfe][..], &[0xfe, 0xff], &[0, 0, 0xfe, 0xff]]
+        .iter()
+        .any(|bom| body.starts_with(bom));
+    let wide_charset = content_type.is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        [
+            &b"utf-16"[..],
+            b"utf-32",
+            b"ucs-2",
+            b"ucs-4",
+            b"utf16",
+            b"utf32",
+        ]
+        .iter()
+        .any(|c| t.windows(c.len()).any(|w| w == *c))
+    });
+    compressed || wide_bom || wide_charset || opaque_digits(body)
 }
 
 /// Whether `text` still holds a card number [`mask_pans`] would mask.
@@ -288,6 +410,173 @@ mod tests {
         assert!(opaque_digits(b"<n>&#52;111</n>"));
         assert!(opaque_digits(b"<n>&#x34;111</n>"));
         assert!(!opaque_digits(b"<n>&#38; &amp; &#x41;</n>"));
+    }
+
+    /// Issue 14 item 5: encodings a gateway or a WAF page may use for the digits.
+    #[test]
+    fn json_escaped_digits_are_masked_in_their_encoding() {
+        let esc = |s: &str| {
+            s.chars()
+                .map(|c| format!("\\u{:04x}", u32::from(c)))
+                .collect::<String>()
+        };
+        let body = format!(r#"{{"number":"{}"}}"#, esc("4111111111111111"));
+        let want = format!(
+            r#"{{"number":"{}{}{}"}}"#,
+            esc("411111"),
+            "\\u002a".repeat(6),
+            esc("1111")
+        );
+        assert_eq!(m(&body, &[]), want);
+        // Escaped and plain mixed, an escaped space between groups.
+        assert_eq!(
+            m(r"5555\u0035555\u00205555\u0034444", &[]),
+            r"5555\u00355**\u0020****\u0034444"
+        );
+    }
+
+    #[test]
+    fn percent_encoded_digits_are_masked_in_their_encoding() {
+        let pct: String = "378282246310005"
+            .bytes()
+            .map(|b| format!("%{b:02X}"))
+            .collect();
+        let want = format!("{}{}{}", &pct[..18], "%2A".repeat(5), &pct[33..]);
+        assert_eq!(
+            m(&format!("card={pct}&x=1"), &[]),
+            format!("card={want}&x=1")
+        );
+        // Percent-encoded NBSP (UTF-8) between groups.
+        assert_eq!(
+            m("4111%C2%A01111%C2%A01111%C2%A01111", &[]),
+            "4111%C2%A011**%C2%A0****%C2%A01111"
+        );
+    }
+
+    #[test]
+    fn unicode_digits_of_any_script_are_masked() {
+        let in_script = |zero: u32, s: &str| -> String {
+            s.chars()
+                .map(|c| match c.to_digit(10) {
+                    Some(d) => char::from_u32(zero + d).unwrap(),
+                    None => c,
+                })
+                .collect()
+        };
+        for zero in [0xFF10, 0x0660, 0x06F0, 0x0966, 0x1D7CE] {
+            let card = in_script(zero, "4111111111111111");
+            let masked = format!(
+                "{}******{}",
+                in_script(zero, "411111"),
+                in_script(zero, "1111")
+            );
+            assert_eq!(
+                m(&format!("n {card} x"), &[]),
+                format!("n {masked} x"),
+                "{zero:x}"
+            );
+        }
+        // Mixed with ASCII digits.
+        assert_eq!(m("5555\u{FF15}55555554444", &[]), "5555\u{FF15}5******4444");
+    }
+
+    #[test]
+    fn unicode_spaces_and_format_characters_separate_groups() {
+        for sep in [
+            "\u{a0}", "\u{2009}", "\u{202f}", "\u{3000}", "\u{2013}", "&nbsp;",
+        ] {
+            let s = ["4111", "1111", "1111", "1111"].join(sep);
+            let want = ["4111", "11**", "****", "1111"].join(sep);
+            assert_eq!(m(&s, &[]), want, "{sep:?}");
+        }
+        // Invisible characters between every digit, with or without a space too.
+        let zw: String = "4111111111111111"
+            .chars()
+            .flat_map(|c| [c, '\u{200b}'])
+            .collect();
+        let want: String = "411111******1111"
+            .chars()
+            .flat_map(|c| [c, '\u{200b}'])
+            .collect();
+        assert_eq!(m(&zw, &[]), want);
+        assert_eq!(
+            m("4111\u{ad} 1111\u{feff}1111\u{2060}1111", &[]),
+            "4111\u{ad} 11**\u{feff}****\u{2060}1111"
+        );
+        // Two visible separators between groups: not one card.
+        assert_eq!(
+            m("4111 \u{a0}1111 \u{a0}1111 \u{a0}1111", &[]),
+            "4111 \u{a0}1111 \u{a0}1111 \u{a0}1111"
+        );
+    }
+
+    #[test]
+    fn digits_split_by_markup_in_html_are_masked() {
+        let page = "<!DOCTYPE html><html><body><p>Card <b>4111</b><i>1111</i> <span class=\"x\">1111</span>-<!-- c -->1111</p></body></html>";
+        assert_eq!(
+            m(page, &[]),
+            "<!DOCTYPE html><html><body><p>Card <b>4111</b><i>11**</i> <span class=\"x\">****</span>-<!-- c -->1111</p></body></html>"
+        );
+        // In XML, elements are fields: digits of two elements are not one number.
+        let xml = "<a>4111</a><b>111111111111</b>";
+        assert_eq!(m(xml, &[]), xml);
+        assert_eq!(
+            mask_answer(xml.as_bytes(), &[], &[], true).as_ref(),
+            b"<a>4111</a><b>11******1111</b>"
+        );
+    }
+
+    #[test]
+    fn character_references_for_digits_are_masked_keeping_their_length() {
+        assert_eq!(
+            m("<n>4111&#49;111111&#x31;1111</n>", &[]),
+            "<n>4111&#49;1*****&#x2a;1111</n>"
+        );
+        assert_eq!(m("41111111&#00049;1111111", &[]), "411111**&#00042;***1111");
+    }
+
+    #[test]
+    fn a_temporary_tokens_cvv_is_masked_where_it_stands_alone() {
+        let body = r#"{"cvv":"123","amount":"123.45","n":123,"id":"A1234","msg":"CVV 123 refused","c":"\u0031\u0032\u0033"}"#;
+        let out = mask_answer(body.as_bytes(), &[], &["123"], false);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"cvv":"***","amount":"123.45","n":123,"id":"A1234","msg":"CVV *** refused","c":"\u002a\u002a\u002a"}"#
+        );
+        // No CVV given: nothing.
+        assert!(matches!(
+            mask_answer(body.as_bytes(), &[], &[], false),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn a_body_without_digits_is_not_copied() {
+        let body = br#"{"status":"ok","message":"approved"}"#;
+        assert!(matches!(
+            mask_answer(body, &["4111111111111111"], &["123"], true),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn compressed_or_wide_answers_are_unreadable() {
+        assert!(unreadable(&[0x1f, 0x8b, 8, 0], None));
+        assert!(unreadable(&[0x78, 0x9c, 0xcb, 0x48], None));
+        assert!(unreadable(&[0x28, 0xb5, 0x2f, 0xfd, 0], None));
+        let utf16: Vec<u8> = "\u{feff}4111"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert!(unreadable(&utf16, None));
+        assert!(unreadable(
+            b"4\x001\x00",
+            Some(b"application/json; charset=UTF-16LE")
+        ));
+        assert!(unreadable(b"<n>&#52;</n>", None));
+        for fine in [&b"x^ is text"[..], b"{\"a\":1}", b"xyz"] {
+            assert!(!unreadable(fine, Some(b"application/json; charset=utf-8")));
+        }
     }
 
     #[test]

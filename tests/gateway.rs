@@ -130,12 +130,24 @@ impl Env {
     /// [`Env::start`]; with `cred_files` every gateway secret is in its own owner-only file
     /// (`api_key_file`, `secret_api_key_file`, `api_password_file`) instead of the config.
     fn start_with(axerve_url: Option<&str>, cred_files: bool) -> Env {
+        Env::start_configured(axerve_url, cred_files, None, "")
+    }
+
+    /// [`Env::start_with`]; `nexi_url` overrides Nexi's base URL and `extra` is appended to the
+    /// config file.
+    fn start_configured(
+        axerve_url: Option<&str>,
+        cred_files: bool,
+        nexi_url: Option<&str>,
+        extra: &str,
+    ) -> Env {
         let sandbox = Sandbox::start();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let admin = common::init_dev(&data);
         let sb = &sandbox.base;
         let axerve = axerve_url.map_or_else(|| format!("{sb}/axerve"), str::to_string);
+        let nexi = nexi_url.map_or_else(|| format!("{sb}/nexi"), str::to_string);
         // `key = "value"`, or the value in its own file (first line; the rest is ignored).
         let secret = |key: &str, value: &str| {
             if !cred_files {
@@ -152,7 +164,7 @@ impl Env {
             format!(
                 r#"
 [gateways.nexi]
-base_url = "{sb}/nexi"
+base_url = "{nexi}"
 timeout_seconds = 1.5
 
 [gateways.nexi.shops."9100002"]
@@ -171,6 +183,7 @@ api_key_id = "{id}"
 [gateways.mpgs]
 base_url = "{sb}/mpgs"
 {mpgs_password}
+{extra}
 "#,
                 nexi_shop = secret("api_key", "shop-9100002-terminal-key"),
                 axerve_key = secret("api_key", "axerve-sandbox-apikey"),
@@ -2553,5 +2566,251 @@ fn axerve_soap_doctype_is_refused_before_any_swap() {
     );
     assert_eq!(s, StatusCode::OK, "{a}");
     assert_eq!(env.sandbox.log().len(), before + 1);
+    env.stop();
+}
+
+/// Issue 14 item 9: a token-shaped value whose prefix belongs to no merchant is refused exactly
+/// like another merchant's token (404 `token_not_found`, nothing forwarded), so the proxy's
+/// answers do not tell which prefixes exist; values of no token shape still pass.
+#[test]
+fn token_shaped_values_are_refused_alike_whatever_their_prefix() {
+    let env = Env::start(None);
+    let moto = |pan: &str| {
+        format!(
+            r#"{{"order":{{"orderId":"o9","amount":"100","currency":"EUR","customerInfo":{{"cardHolderName":"A"}}}},"card":{{"pan":"{pan}"}}}}"#
+        )
+    };
+    let theirs = env.tokenize(
+        &env.other,
+        json!({"pan": "378282246310005", "expiry_month": 1, "expiry_year": 2031, "request_token": "SHOP_9"}),
+    );
+    assert!(theirs.starts_with("OTHR"), "{theirs}");
+    let before = env.sandbox.log().len();
+    // Another merchant's custom token, the same value under a prefix nobody has, and a
+    // standard-shaped token under such a prefix.
+    for t in [theirs.as_str(), "ZQZQSHOP_9", "37ZQZQAB12CD0005"] {
+        let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &moto(t));
+        assert_eq!(
+            (s, answer_json(&a)["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("token_not_found")),
+            "{t}: {a}"
+        );
+    }
+    assert_eq!(env.sandbox.log().len(), before, "nothing was forwarded");
+    // A gateway's own token of no panvault shape is forwarded as sent.
+    let theirs_wl = r#"{"cardPaymentMethodSpecificInput":{"token":"zqzq-own-token-1"},"order":{"amountOfMoney":{"amount":100,"currencyCode":"EUR"}}}"#;
+    let h = [("Content-Type", "application/json")];
+    let (s, a) = env.proxy("POST", "worldline/v2/1234/payments", &h, theirs_wl);
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{a}");
+    assert_eq!(answer_json(&a)["errors"][0]["id"], "UNKNOWN_TOKEN");
+    assert_eq!(env.sandbox.last()["body"].as_str().unwrap(), theirs_wl);
+    env.stop();
+}
+
+/// Issue 14 item 5: proxied charges are rate limited per API key (here `[charge]` 3 at once,
+/// refilled far slower than the test runs): the fourth is 429 `rate_limited` with
+/// `Retry-After`, before anything is revealed or forwarded; another key is not affected.
+#[test]
+fn proxied_charges_are_rate_limited_per_key() {
+    let env = Env::start_configured(
+        None,
+        false,
+        None,
+        "[charge]\nper_second = 0.001\nburst = 3\n",
+    );
+    let token = env.token("4111111111111111", 12, 2030);
+    let body = format!(
+        r#"{{"order":{{"orderId":"rl-1","amount":"100","currency":"EUR","customerInfo":{{"cardHolderName":"A"}}}},"card":{{"pan":"{token}"}}}}"#
+    );
+    for _ in 0..3 {
+        let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &body);
+        assert_eq!(s, StatusCode::OK, "{a}");
+    }
+    let forwarded = env.sandbox.log().len();
+    let (s, h, a) = env.proxy_full("POST", "nexi/orders/moto", &nexi_headers(), &body);
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{a}");
+    assert_eq!(answer_json(&a)["code"], "rate_limited");
+    let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(wait >= 1, "{wait}");
+    assert_eq!(env.sandbox.log().len(), forwarded, "nothing was forwarded");
+    // Another key of the same shop has its own bucket.
+    let mut other_key = bearer(
+        env.client
+            .post(format!("{}/v1/proxy/nexi/orders/moto", env.base)),
+        &env.charge_only,
+    )
+    .body(body.clone());
+    for (k, v) in nexi_headers() {
+        other_key = other_key.header(k, v);
+    }
+    let r = other_key.send().unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The refused charge revealed nothing: three reveals of the first key, one of the other.
+    let audit = env.stop();
+    let reveals = audit
+        .iter()
+        .filter(|e| e["action"] == "reveal" && e["token"] == json!(token))
+        .count();
+    assert_eq!(reveals, 4);
+}
+
+/// A gateway stand-in that echoes the card and CVV it got (Nexi's JSON `card`) back in the
+/// encodings a gateway or a WAF page may use: JSON `\u` escapes, percent-encoding, fullwidth and
+/// Arabic-Indic digits, NBSP and zero-width-space separators; on a path ending in `html`, an
+/// HTML page with the digits split by tags; on one ending in `gzip`, a gzip body without
+/// `Content-Encoding`. One request per connection.
+fn start_echo_gateway() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head_end, length) = loop {
+                let n = stream.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (0, 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    break (i + 4, length);
+                }
+            };
+            while buf.len() < head_end + length {
+                let n = stream.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let body: Value = serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
+            let pan = body["card"]["pan"].as_str().unwrap_or_default();
+            let cvv = body["card"]["cvv"].as_str().unwrap_or_default();
+            let (content_type, answer) = if path.ends_with("html") {
+                ("text/html", echo_html(pan, cvv).into_bytes())
+            } else if path.ends_with("gzip") {
+                // Compressed, without saying so: the masker cannot read it.
+                (
+                    "application/json",
+                    vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0x33, 0x31],
+                )
+            } else {
+                ("application/json", echo_json(pan, cvv).into_bytes())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 402 Payment Required\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                answer.len()
+            );
+            let _ = stream.write_all(&answer);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// `s` (digits and `*`) as JSON `\u` escapes.
+fn esc(s: &str) -> String {
+    s.chars()
+        .map(|c| format!("\\u{:04x}", u32::from(c)))
+        .collect()
+}
+
+/// `s` percent-encoded, every byte.
+fn pct(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// `s` with its digits in the script whose zero is `zero`.
+fn script(zero: u32, s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            c.to_digit(10)
+                .map_or(c, |d| char::from_u32(zero + d).unwrap())
+        })
+        .collect()
+}
+
+fn groups(s: &str, sep: &str) -> String {
+    let c: Vec<char> = s.chars().collect();
+    c.chunks(4)
+        .map(|g| g.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+fn echo_json(pan: &str, cvv: &str) -> String {
+    let zw: String = pan.chars().flat_map(|c| [c, '\u{200b}']).collect();
+    format!(
+        r#"{{"escaped":"{}","percent":"{}","fullwidth":"{}","arabic":"{}","nbsp":"{}","zwsp":"{zw}","cvv":"{cvv}","message":"CVV {cvv} refused"}}"#,
+        esc(pan),
+        pct(pan),
+        script(0xFF10, pan),
+        script(0x0660, pan),
+        groups(pan, "\u{a0}"),
+    )
+}
+
+fn echo_html(pan: &str, cvv: &str) -> String {
+    format!(
+        "<!DOCTYPE html><html><body><p>Card <b>{}</b> CVV <b>{cvv}</b></p></body></html>",
+        groups(pan, "</b><b>")
+    )
+}
+
+/// Issue 14 item 5: a gateway that echoes the card in an encoding, and the CVV of the temporary
+/// token used, gets both masked in the answer.
+#[test]
+fn echoed_encoded_card_and_temporary_cvv_are_masked() {
+    let echo = start_echo_gateway();
+    let env = Env::start_configured(None, false, Some(&echo), "");
+    let moto = |t: &str| {
+        format!(
+            r#"{{"order":{{"orderId":"echo-1","amount":"100","currency":"EUR","customerInfo":{{"cardHolderName":"A"}}}},"card":{{"pan":"{t}"}}}}"#
+        )
+    };
+    let tmp = || {
+        env.tokenize(
+            &env.shop,
+            json!({"pan": "4111111111111111", "expiry_month": 7, "expiry_year": 2033, "temporary": true, "cvv": "987"}),
+        )
+    };
+    let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &moto(&tmp()));
+    assert_eq!(s, StatusCode::PAYMENT_REQUIRED, "{a}");
+    let masked = "411111******1111";
+    let zw: String = masked.chars().flat_map(|c| [c, '\u{200b}']).collect();
+    assert_eq!(
+        a,
+        format!(
+            r#"{{"escaped":"{}","percent":"{}","fullwidth":"{}","arabic":"{}","nbsp":"{}","zwsp":"{zw}","cvv":"***","message":"CVV *** refused"}}"#,
+            esc(masked),
+            pct(masked),
+            script(0xFF10, masked),
+            script(0x0660, masked),
+            groups(masked, "\u{a0}"),
+        )
+    );
+    let (s, a) = env.proxy("POST", "nexi/orders/html", &nexi_headers(), &moto(&tmp()));
+    assert_eq!(s, StatusCode::PAYMENT_REQUIRED, "{a}");
+    assert_eq!(
+        a,
+        "<!DOCTYPE html><html><body><p>Card <b>4111</b><b>11**</b><b>****</b><b>1111</b> CVV <b>***</b></p></body></html>"
+    );
+    // A body compressed without `Content-Encoding`: refused, not passed on unread.
+    let (s, a) = env.proxy("POST", "nexi/orders/gzip", &nexi_headers(), &moto(&tmp()));
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{a}");
+    assert_eq!(answer_json(&a)["code"], "gateway_unreachable");
     env.stop();
 }

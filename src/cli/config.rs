@@ -28,6 +28,9 @@ pub struct ConfigFile {
     pub client_ca: Option<PathBuf>,
     /// `[reveal]`: the reveal rate limit per API key.
     pub reveal: Option<RevealConfig>,
+    /// `[charge]`: the proxied-charge rate limit per API key (same keys as `[reveal]`; default
+    /// 50 per second, burst 100).
+    pub charge: Option<RevealConfig>,
     /// `[gateways.<name>]`: where each gateway is and its credentials, for the proxy.
     pub gateways: Option<crate::gateway::proxy::GatewaysConfig>,
     /// `[dek]`: when a data key rolls over.
@@ -124,6 +127,14 @@ pub fn load_config(path: &Path) -> Result<ConfigFile> {
         );
     if let Err(e) = edge {
         return Err(Error::Config(format!("{}: {e}", path.display())));
+    }
+    if let Some(r) = &cfg.charge
+        && !(r.per_second > 0.0 && r.burst >= 1.0)
+    {
+        return Err(Error::Config(format!(
+            "{}: charge.per_second must be > 0 and charge.burst >= 1",
+            path.display()
+        )));
     }
     if let Some(d) = &cfg.dek {
         let max = crate::crypto::DekPolicy::default().max_uses;

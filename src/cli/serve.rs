@@ -69,6 +69,11 @@ pub(super) fn run(a: ServeArgs) -> Result<()> {
             .http
             .map_or(Ok(crate::http::BODY_TIMEOUT_DEFAULT), |h| h.body_timeout())
             .map_err(|e| Error::Config(e.into()))?,
+        charge: cfg
+            .charge
+            .map_or_else(crate::http::ChargeLimit::default, |r| {
+                crate::http::ChargeLimit::new(r.per_second, r.burst)
+            }),
     };
     let opts = Options {
         dek_policy: cfg

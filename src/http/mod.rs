@@ -7,9 +7,9 @@
 //! - `extract`: the open vault, the authenticated principal, the request id and audit context;
 //! - `body`: request bodies, parsed field by field so that an error never echoes a value;
 //! - `tokens`, `admin`, `sys`: the handlers, by resource;
-//! - `limit`: the reveal rate limit; `auth_limit`: failed authentications per source address
-//!   (429 past the limit, audit entries aggregated per window); `deadline`: the body read
-//!   timeout (408); `metrics`: the `/metrics` counters.
+//! - `limit`: the reveal and proxied-charge rate limits; `auth_limit`: failed authentications
+//!   per source address (429 past the limit, audit entries aggregated per window); `deadline`:
+//!   the body read timeout (408); `metrics`: the `/metrics` counters.
 
 use std::net::SocketAddr;
 
@@ -37,7 +37,7 @@ pub use auth_limit::{AuthFailureConfig, AuthLimit};
 pub use body::{BATCH_BODY_LIMIT, BODY_LIMIT};
 pub use deadline::{BODY_TIMEOUT_DEFAULT, HttpConfig};
 pub(crate) use extract::{Unsealed, principal_from, request_ctx};
-pub use limit::RevealLimit;
+pub use limit::{ChargeLimit, RevealLimit};
 pub use metrics::Metrics;
 pub use problem::Problem;
 
@@ -132,13 +132,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
-/// The edge's own limits: failed authentications per source address, and how long a request
-/// body may take to arrive.
+/// The edge's own limits: failed authentications per source address, how long a request
+/// body may take to arrive, and proxied charges per key.
 pub struct EdgeOptions {
     /// Failed authentications per source address.
     pub auth: AuthLimit,
     /// From the request head to the body's last byte; past it, 408.
     pub body_timeout: std::time::Duration,
+    /// Proxied charges per API key.
+    pub charge: ChargeLimit,
 }
 
 impl Default for EdgeOptions {
@@ -146,6 +148,7 @@ impl Default for EdgeOptions {
         EdgeOptions {
             auth: AuthLimit::default(),
             body_timeout: BODY_TIMEOUT_DEFAULT,
+            charge: ChargeLimit::default(),
         }
     }
 }
@@ -166,6 +169,7 @@ pub async fn serve(
     let proxy = web::Data::new(proxy);
     let gate = data.clone();
     let limit = web::Data::new(limit);
+    let charge_limit = web::Data::new(edge.charge);
     let metrics = web::Data::new(Metrics::default());
     let auth = web::Data::new(edge.auth);
     let body_timeout = edge.body_timeout;
@@ -175,6 +179,7 @@ pub async fn serve(
         App::new()
             .app_data(data.clone())
             .app_data(limit.clone())
+            .app_data(charge_limit.clone())
             .app_data(metrics.clone())
             .app_data(proxy.clone())
             .app_data(auth.clone())

@@ -390,9 +390,11 @@ macro_rules! proxy_operation {
             responses(
                 (status = "default", description = "the gateway's answer, card numbers masked; X-Panvault-Token* headers when a token was asked for"),
                 (status = 400, description = "invalid_path (`.`/`..` segments, an encoded slash, an absolute URL), malformed_request or a duplicate JSON key", body = Problem, content_type = "application/problem+json"),
-                (status = 404, description = "unknown_gateway, or token_not_found (another group's, deleted, expired or used temporary token): nothing forwarded", body = Problem, content_type = "application/problem+json"),
+                (status = 404, description = "unknown_gateway, or token_not_found (another group's, deleted, expired or used temporary token, or a token-shaped value whose prefix no merchant has): nothing forwarded", body = Problem, content_type = "application/problem+json"),
                 (status = 413, description = "payload_too_large: over 64 KiB", body = Problem, content_type = "application/problem+json"),
                 (status = 422, description = "agreement_required, agreement_mismatch, invalid_custom_token (X-Panvault-Request-Token), invalid_pan, invalid_expiry or invalid_field: nothing forwarded", body = Problem, content_type = "application/problem+json"),
+                (status = 429, description = "rate_limited: over the key's proxied-charge rate (default 50 per second, burst 100): nothing revealed or forwarded", body = Problem, content_type = "application/problem+json",
+                    headers(("Retry-After" = u32, description = "seconds"))),
                 (status = 503, description = "sealed, or proxy_unavailable: the gateway is not configured", body = Problem, content_type = "application/problem+json"),
                 (status = 502, description = "gateway_unreachable", body = Problem, content_type = "application/problem+json"),
                 (status = 504, description = "gateway_timeout", body = Problem, content_type = "application/problem+json")))]

@@ -1,5 +1,7 @@
 //! `ANY /v1/proxy/{gateway}/{path}` on the HTTPS edge: a thin adapter around the gateway proxy's
-//! charge. It authenticates panvault's key (scope `charge`), hands the request over as a
+//! charge. It authenticates panvault's key (scope `charge`), takes one from the key's charge
+//! rate limit (429 `rate_limited` past it, nothing read, revealed or forwarded), hands the
+//! request over as a
 //! framework-free [`ChargeRequest`], and turns the [`ChargeAnswer`] or [`ChargeError`] into the
 //! HTTP answer. No rule of the proxy lives here.
 
@@ -11,7 +13,7 @@ use crate::access::Scope;
 use crate::gateway::proxy::{
     ChargeAnswer, ChargeError, ChargeRequest, Proxy, charge, panvault_key,
 };
-use crate::http::{Problem, Unsealed, principal_from, request_ctx};
+use crate::http::{ChargeLimit, Problem, Unsealed, principal_from, request_ctx};
 
 /// `ANY /v1/proxy/{gateway}/{path}`.
 pub(crate) async fn handle(
@@ -26,6 +28,13 @@ pub(crate) async fn handle(
         .collect();
     let raw_key = panvault_key(&headers);
     let principal = principal_from(&req, &vault, Scope::Charge, &raw_key).await?;
+    // Before the body is read: a refused charge reveals and forwards nothing.
+    if let Some(limit) = req.app_data::<web::Data<ChargeLimit>>()
+        && let Err(wait) = limit.take(&principal.key_id)
+    {
+        tracing::debug!("a proxied charge was refused: over its key's rate limit");
+        return Ok(rate_limited(wait));
+    }
     let ctx = request_ctx(&req, Some(&principal));
     let request = ChargeRequest {
         principal,
@@ -46,6 +55,21 @@ pub(crate) async fn handle(
             Err(problem)
         }
     }
+}
+
+/// 429 `rate_limited` with `Retry-After: wait` (seconds).
+fn rate_limited(wait: u64) -> HttpResponse {
+    let mut r = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many proxied charges for this API key; retry shortly",
+    )
+    .response();
+    if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+        r.headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, v);
+    }
+    r
 }
 
 /// The gateway's answer (masked) with panvault's own headers set after its own.

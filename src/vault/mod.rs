@@ -195,6 +195,8 @@ struct Inner {
     temps: Mutex<(HashMap<String, TempCard>, Instant)>,
     /// The background re-encryption job's progress (`GET /v1/sys/keys`).
     reencryption: Mutex<Option<ReencryptJob>>,
+    /// A stored token read in place of a missing one (`reveal.rs`).
+    decoy: reveal::Decoy,
 }
 
 /// An open, unsealed vault. Cheap to clone; all clones share one writer.
@@ -456,6 +458,7 @@ impl Vault {
             tokens_created: Default::default(),
             temps: Mutex::new((HashMap::new(), Instant::now())),
             reencryption: Mutex::new(None),
+            decoy: reveal::Decoy::default(),
         };
         Ok(Vault {
             inner: Arc::new(inner),

@@ -26,7 +26,8 @@ pub const MAX_BATCH_ITEMS: usize = 1000;
 const TOKEN_ATTEMPTS: usize = 16;
 
 impl Vault {
-    /// Counts a new token for `/metrics` ([`Vault::tokens_created`]).
+    /// Counts a new token for `/metrics` ([`Vault::tokens_created`]); the first stored one
+    /// becomes the lookup decoy if there is none yet (`reveal.rs`).
     fn count_created(&self, t: &Tokenized) {
         if t.created {
             let i = match t.info.token_kind {
@@ -35,6 +36,9 @@ impl Vault {
                 TokenKind::Temporary => 2,
             };
             self.inner.tokens_created[i].fetch_add(1, Ordering::Relaxed);
+            if t.info.token_kind != TokenKind::Temporary {
+                self.inner.decoy.offer(&t.info.token, true);
+            }
         }
     }
 

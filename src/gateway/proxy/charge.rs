@@ -313,7 +313,7 @@ impl<'a> Received<'a> {
         if let Some(found) = found {
             // May be a raw card (request-token flow): zeroized like the body it came from.
             let value = Zeroizing::new(found.value.trim().to_string());
-            if is_panvault_token(&charge.vault, &value) {
+            if is_panvault_token(&value) {
                 // Stored credentials: checked before the card is even revealed.
                 let stored = match charge.stored_credential(&value, &body) {
                     Ok(st) => st,
@@ -405,10 +405,13 @@ fn to_tokenize(
     })
 }
 
-/// Whether `v` stands for a panvault token: `tmp_...`, or a standard (`NN` + prefix + 6 + 4
-/// digits) or custom token whose merchant prefix exists. A gateway's own token that happens to
-/// have a registered prefix there is taken for panvault's (documented).
-fn is_panvault_token(vault: &Vault, v: &str) -> bool {
+/// Whether `v` is shaped like a panvault token: `tmp_...`, or a well-formed standard (`NN` +
+/// prefix + 6 + 4 digits) or custom token (prefix + value) whose prefix would be a merchant
+/// prefix (four uppercase letters). Whether that prefix is registered does not matter: a
+/// token-shaped value of no merchant is looked up like any other and refused 404
+/// `token_not_found`, so the answer never tells which prefixes exist (issue 14 item 9). A
+/// gateway's own token of that shape is refused likewise (documented); other values pass.
+fn is_panvault_token(v: &str) -> bool {
     if v.starts_with(crate::token::TEMPORARY_PREFIX) {
         return true;
     }
@@ -424,8 +427,7 @@ fn is_panvault_token(vault: &Vault, v: &str) -> bool {
     [standard, v.get(..4)]
         .into_iter()
         .flatten()
-        .filter(|p| p.bytes().all(|c| c.is_ascii_uppercase()))
-        .any(|p| vault.merchant_by_prefix(p).ok().flatten().is_some())
+        .any(|p| crate::token::MerchantPrefix::parse(p).is_ok())
 }
 
 /// The rules passed: what remains is the card, if a token stands for one.
@@ -442,6 +444,8 @@ struct FollowUp {
     charged: Option<Zeroizing<String>>,
     /// Card numbers to mask in the answer whatever the gateway does with them.
     known: Vec<Zeroizing<String>>,
+    /// The CVV of the temporary token this charge used, masked in the answer too.
+    cvvs: Vec<Zeroizing<String>>,
     /// An agreement a cardholder-initiated charge establishes on its token, once approved.
     record: Option<(String, Agreement)>,
     /// The token `X-Panvault-Request-Token` asked for.
@@ -615,6 +619,9 @@ async fn send(
         follow
             .known
             .push(Zeroizing::new(card.pan.digits().to_string()));
+        if let Some(c) = &cvv {
+            follow.cvvs.push(Zeroizing::new(c.digits().to_string()));
+        }
         // Only MPGS has `storedOnFile` (`fill_stored_on_file` is `None` elsewhere).
         if let Some(v) = swap.fill_stored_on_file {
             body = mpgs::set_stored_on_file(&body, v).map_err(ChargeError::Unrewritable)?;
@@ -688,7 +695,8 @@ impl Forwarded<'_> {
         let charged = follow.charged.as_deref().map(|t| t.as_str());
         let detail = format!("{}: HTTP {status}", charge.gateway.name());
         charge.audit(charged, word, detail).await;
-        let forward::Masked { headers, body } = forward::masked(&answer, &follow.known)?;
+        let forward::Masked { headers, body } =
+            forward::masked(&answer, &follow.known, &follow.cvvs)?;
         drop(answer);
         let approved = outcome == Outcome::Approved;
         let (vault, ctx, merchant) = (&charge.vault, &charge.ctx, charge.merchant.as_str());
@@ -765,6 +773,30 @@ mod tests {
         ];
         assert_eq!(panvault_key(&odd).as_str(), "");
         assert_eq!(panvault_key(&[]).as_str(), "");
+    }
+
+    /// Issue 14 item 9: the shape decides, never whether the prefix is registered (the
+    /// function has no vault to ask).
+    #[test]
+    fn token_shape_alone_makes_a_panvault_token() {
+        for t in [
+            "tmp_ABCDEFGHIJKLMNOPQRSTUVWXYZ234567",
+            "ZQZQSHOP_9",
+            "37ZQZQAB12CD0005",
+            "ABCD1",
+        ] {
+            assert!(is_panvault_token(t), "{t}");
+        }
+        for v in [
+            "4111111111111111",
+            "b5c5f0a1-2a2c-4f6e-8b39-0c7f6b5a1234",
+            "zqzq-own-token-1",
+            "ABC",
+            "411111******1111",
+            "Abcd1234",
+        ] {
+            assert!(!is_panvault_token(v), "{v}");
+        }
     }
 
     #[test]

@@ -168,21 +168,27 @@ pub(super) struct Masked {
 }
 
 /// The answer's headers and body with every card number masked (`known`: the ones this charge
-/// carried, whatever the gateway does with them). An answer whose card numbers the masker cannot
-/// see is not passed on: a compressed body, or digits written as character references.
+/// carried, whatever the gateway does with them; `cvvs`: the CVV of a temporary token it used,
+/// masked where it stands alone). Tags between digits are separators in an HTML answer. An
+/// answer whose card numbers the masker cannot see is not passed on: a compressed body (with
+/// or without `Content-Encoding`), UTF-16/UTF-32, or digits written as character references.
 pub(super) fn masked(
     answer: &Received,
     known: &[Zeroizing<String>],
+    cvvs: &[Zeroizing<String>],
 ) -> Result<Masked, ChargeError> {
     let encoded = answer
         .headers
         .get("content-encoding")
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if encoded || mask::opaque_digits(&answer.body) {
+    let content_type = answer.headers.get("content-type").map(|v| v.as_bytes());
+    if encoded || mask::unreadable(&answer.body, content_type) {
         return Err(ChargeError::AnswerOpaque);
     }
     let known_refs: Vec<&str> = known.iter().map(|k| k.as_str()).collect();
-    let body = mask::mask_pans(&answer.body, &known_refs).into_owned();
+    let cvv_refs: Vec<&str> = cvvs.iter().map(|k| k.as_str()).collect();
+    let html = content_type.is_some_and(|v| v.windows(4).any(|w| w.eq_ignore_ascii_case(b"html")));
+    let body = mask::mask_answer(&answer.body, &known_refs, &cvv_refs, html).into_owned();
     let mut headers = Vec::with_capacity(answer.headers.len());
     for (k, v) in &answer.headers {
         let n = k.as_str();
@@ -190,7 +196,7 @@ pub(super) fn masked(
         if HOP_BY_HOP.contains(&n) || n == "content-encoding" || n.starts_with("x-panvault-") {
             continue;
         }
-        let v = mask::mask_pans(v.as_bytes(), &known_refs);
+        let v = mask::mask_answer(v.as_bytes(), &known_refs, &cvv_refs, false);
         headers.push((n.to_string(), v.into_owned()));
     }
     Ok(Masked { headers, body })

@@ -11,9 +11,12 @@
 //!   `X-Panvault-Authorization: Bearer ...` and its `Authorization` goes to the gateway. Gateway
 //!   credentials configured in panvault are added when the merchant sent none (Worldline requests
 //!   are then signed with v1HMAC after the swap).
-//! - A token of another merchant group, a deleted or expired temporary token: 404
-//!   `token_not_found`, nothing forwarded. Unreachable gateway: 502 `gateway_unreachable`; no
-//!   answer within the gateway's timeout: 504 `gateway_timeout`.
+//! - A token of another merchant group, a token-shaped value whose prefix no merchant has (the
+//!   answer does not tell which prefixes exist), a deleted or expired temporary token: 404
+//!   `token_not_found`, nothing forwarded. Past the key's charge rate limit (`[charge]`, default
+//!   50/s, burst 100): 429 `rate_limited` with `Retry-After`, nothing revealed or forwarded.
+//!   Unreachable gateway: 502 `gateway_unreachable`; no answer within the gateway's timeout: 504
+//!   `gateway_timeout`.
 //!
 //! The charge itself ([`charge()`]) knows no web framework: the HTTP edge hands it a
 //! [`ChargeRequest`] and maps its [`ChargeAnswer`] or [`ChargeError`]. `charge.rs` holds its
