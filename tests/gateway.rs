@@ -1233,6 +1233,23 @@ fn mpgs_stored_credentials_cit_then_mit() {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("agreement_required"))
     );
     assert_eq!(env.sandbox.log().len(), n);
+    // An agreement id holding a card number (any separators) would be kept in clear on the
+    // token: refused before anything is forwarded (issue 14 finding 6).
+    for id in ["5555--5555--5555--4444", "AGR 5555.5555.5555.4444"] {
+        let (s, a) = env.proxy(
+            "PUT",
+            &url("CIT-0"),
+            &h,
+            &body("AUTHORIZE", "INTERNET", id, "UNSCHEDULED"),
+        );
+        assert_eq!(
+            (s, answer_json(&a)["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_field")),
+            "{a}"
+        );
+        assert!(!a.contains("5555"), "{a}");
+    }
+    assert_eq!(env.sandbox.log().len(), n);
 
     // The CIT: storedOnFile filled in as TO_BE_STORED; approved, so the agreement is recorded.
     let (s, a) = env.proxy(

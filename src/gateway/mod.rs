@@ -125,13 +125,25 @@ impl Gateway {
     /// (see each module's `stored_credential`). A body these cannot be read from is an error,
     /// never "no such field": that would let a merchant-initiated charge pass as
     /// cardholder-initiated.
+    ///
+    /// An agreement id or type holding a card number is refused here (422 `invalid_field`,
+    /// before anything is forwarded): it would be stored in clear on the token.
     pub fn stored_credential(self, body: &[u8]) -> Result<StoredCredential, GatewayError> {
-        match self {
+        let sc = match self {
             Gateway::Nexi => nexi::stored_credential(body),
             Gateway::Axerve => axerve::stored_credential(body),
             Gateway::Worldline => worldline::stored_credential(body),
             Gateway::Mpgs => mpgs::stored_credential(body),
+        }?;
+        if let Some((id, kind)) = &sc.agreement
+            && (crate::pan::holds_card_number(id) || crate::pan::holds_card_number(kind))
+        {
+            return Err(GatewayError::Field {
+                field: "agreement",
+                reason: "must not hold a card number",
+            });
         }
+        Ok(sc)
     }
 
     /// The id prefix of the agreements panvault records for a gateway whose requests carry no
