@@ -22,7 +22,7 @@ use crate::pan::{Brand, luhn_valid};
 
 mod units;
 
-use units::{Class, Unit};
+use units::{Class, Reading, Unit};
 
 /// The most separator units read as one gap between two digit groups (tags and invisible
 /// characters, at most one of them visible).
@@ -46,18 +46,39 @@ pub fn mask_answer<'a>(body: &'a [u8], known: &[&str], cvvs: &[&str], html: bool
     if !units::may_hold_digits(body) {
         return Cow::Borrowed(body);
     }
-    let html = html || units::looks_like_html(body);
-    let mut out = mask_pass(body, known, cvvs, html);
-    while let Cow::Owned(o) = &out {
-        let next = match mask_pass(o, known, cvvs, html) {
-            Cow::Owned(n) => n,
-            Cow::Borrowed(_) => break,
-        };
-        if let Cow::Owned(mut old) = std::mem::replace(&mut out, Cow::Owned(next)) {
-            zeroize::Zeroize::zeroize(&mut old);
+    let decoded = if html || units::looks_like_html(body) {
+        Reading::Html
+    } else {
+        Reading::Text
+    };
+    // With escapes in the body, the bytes are masked as read byte by byte too (`%378282...`
+    // holds a card for a reader that does not decode it); the readings alternate until neither
+    // finds anything. Each pass turns digits into `*`: a decoded pass lowers the decoded digits
+    // without adding ASCII ones, a byte pass lowers the ASCII digits, so this ends.
+    let readings: &[Reading] = if units::may_hide_digits(body) {
+        &[decoded, Reading::Bytes]
+    } else {
+        &[decoded]
+    };
+    let mut out = Cow::Borrowed(body);
+    loop {
+        let mut changed = false;
+        for &reading in readings {
+            loop {
+                let next = match mask_pass(&out, known, cvvs, reading) {
+                    Cow::Owned(n) => n,
+                    Cow::Borrowed(_) => break,
+                };
+                changed = true;
+                if let Cow::Owned(mut old) = std::mem::replace(&mut out, Cow::Owned(next)) {
+                    zeroize::Zeroize::zeroize(&mut old);
+                }
+            }
+        }
+        if !changed || readings.len() == 1 {
+            return out;
         }
     }
-    out
 }
 
 fn is_sep(u: &Unit) -> bool {
@@ -84,8 +105,8 @@ fn is_card(d: &str) -> bool {
     (13..=19).contains(&d.len()) && luhn_valid(d) && Brand::detect(d) != Brand::Unknown
 }
 
-fn mask_pass<'a>(body: &'a [u8], known: &[&str], cvvs: &[&str], html: bool) -> Cow<'a, [u8]> {
-    let units = units::read(body, html);
+fn mask_pass<'a>(body: &'a [u8], known: &[&str], cvvs: &[&str], reading: Reading) -> Cow<'a, [u8]> {
+    let units = units::read(body, reading);
     // Indexes of the digit units to mask.
     let mut hide: Vec<usize> = Vec::new();
     let mut i = 0;
@@ -450,6 +471,20 @@ mod tests {
         assert_eq!(
             m("4111%C2%A01111%C2%A01111%C2%A01111", &[]),
             "4111%C2%A011**%C2%A0****%C2%A01111"
+        );
+    }
+
+    #[test]
+    fn a_card_is_masked_for_readers_that_decode_escapes_and_for_those_that_do_not() {
+        // `%37` decodes to `7`: a decoding reader sees 14 digits here, a byte reader the card
+        // (found by the stable fuzz run, seed 0x5eed).
+        let amex = "378282246310005";
+        assert_eq!(m("x=%378282246310005%", &[amex]), "x=%378282*****0005%");
+        assert_eq!(m("x=%378282246310005%", &[]), "x=%378282*****0005%");
+        // `&#52;` is a `4` for one reader, `52` for the other.
+        assert_eq!(
+            m("&#52;111111111111111;", &["4111111111111111"]),
+            "&#52;11111******1111;"
         );
     }
 

@@ -83,8 +83,20 @@ impl Unit {
 /// The longest tag read as a separator (bytes, `<` to `>`).
 const MAX_TAG: usize = 512;
 
+/// How a body is read into units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reading {
+    /// Escapes, percent-encodings, references and UTF-8 characters decoded.
+    Text,
+    /// As [`Reading::Text`], and markup tags are separators.
+    Html,
+    /// Byte by byte, nothing decoded: what a reader that ignores the encodings sees (the
+    /// ASCII digits inside `%37`, `\u0034` or `&#52;`, which the other readings decode).
+    Bytes,
+}
+
 /// `body` read as units; consecutive [`Class::Other`] pieces are merged into one.
-pub(super) fn read(body: &[u8], html: bool) -> Vec<Unit> {
+pub(super) fn read(body: &[u8], reading: Reading) -> Vec<Unit> {
     let mut units: Vec<Unit> = Vec::with_capacity(body.len() / 4);
     let mut i = 0;
     while i < body.len() {
@@ -107,7 +119,12 @@ pub(super) fn read(body: &[u8], html: bool) -> Vec<Unit> {
             i = end;
             continue;
         }
-        let (class, enc, len) = unit_at(body, i, html);
+        let (class, enc, len) = match reading {
+            Reading::Text => unit_at(body, i, false),
+            Reading::Html => unit_at(body, i, true),
+            Reading::Bytes if body[i].is_ascii() => (ascii_class(body[i]), Enc::Plain, 1),
+            Reading::Bytes => (Class::Other, Enc::Plain, 1),
+        };
         let end = i + len.max(1);
         match units.last_mut() {
             Some(last) if class == Class::Other && last.class == Class::Other => last.end = end,
@@ -121,6 +138,12 @@ pub(super) fn read(body: &[u8], html: bool) -> Vec<Unit> {
         i = end;
     }
     units
+}
+
+/// Whether the body holds an escape, a percent-encoding or a reference, whose own ASCII digits
+/// a byte-by-byte reader would see (then [`Reading::Bytes`] is masked too).
+pub(super) fn may_hide_digits(body: &[u8]) -> bool {
+    body.iter().any(|b| matches!(b, b'%' | b'\\' | b'&'))
 }
 
 /// Whether the body may hold a digit in any form the reader knows: an ASCII digit (also inside
@@ -412,7 +435,11 @@ mod tests {
     use super::*;
 
     fn classes(s: &str, html: bool) -> Vec<Class> {
-        read(s.as_bytes(), html).iter().map(|u| u.class).collect()
+        let reading = if html { Reading::Html } else { Reading::Text };
+        read(s.as_bytes(), reading)
+            .iter()
+            .map(|u| u.class)
+            .collect()
     }
 
     #[test]
