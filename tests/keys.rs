@@ -615,3 +615,63 @@ fn the_passphrase_can_come_through_a_file_descriptor() {
     assert!(!out.status.success(), "{out:?}");
     assert!(out.stdout.is_empty());
 }
+
+/// `keys status` (read-only) writes nothing: no DEK, no audit entry, however often it runs; a
+/// `serve` that fails to start (its port taken) leaves no key material behind either. The
+/// first tokenization of a process makes its DEK (issue 14 item 10).
+#[test]
+fn read_only_commands_and_a_failed_start_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pass, admin) = init(tmp.path());
+    let status = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+            .args(["keys", "status", "--passphrase-file"])
+            .arg(&pass)
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+        st["deks"].as_array().unwrap().len()
+    };
+    let entries = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+            .args(["audit", "verify", "--data"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.split(" entries")
+            .next()
+            .and_then(|t| t.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no entry count in {text:?}"))
+    };
+    let before = entries();
+    for _ in 0..3 {
+        assert_eq!(status(), 0);
+    }
+    assert_eq!(entries(), before);
+    // A start that fails after the vault opened: the port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["serve", "--listen"])
+        .arg(taken.local_addr().unwrap().to_string())
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(status(), 0);
+    assert_eq!(entries(), before);
+    // A served vault makes its DEK at its first encryption, audited as `dek_create`.
+    let (child, base, c, _) = serve(&data, &[OsStr::new("--passphrase-file"), pass.as_os_str()]);
+    let shop = shop_key(&c, &base, &admin);
+    tokenize(&c, &base, &shop, PANS[0], "A");
+    stop(child);
+    assert_eq!(status(), 1);
+}

@@ -996,13 +996,11 @@ fn check_fixture(version: &str, name: &str) {
         let v = vault.verify_audit().unwrap();
         let seals = manifest["auth_seals"].as_object();
         let records = match seals {
-            // v2: the records were sealed when made; the open only checks them and adds one
-            // entry (the process's first DEK). The seals are the bytes the generator left.
+            // v2: the records were sealed when made; the open only checks them and writes
+            // nothing (no DEK either: the first encryption makes one). The seals are the bytes
+            // the generator left.
             Some(seals) => {
-                assert_eq!(
-                    v.entries,
-                    manifest["audit"]["entries"].as_u64().unwrap() + 1
-                );
+                assert_eq!(v.entries, manifest["audit"]["entries"].as_u64().unwrap());
                 for (at, stored) in seals {
                     let raw = vault.store().get(Table::Meta, at.as_bytes()).unwrap();
                     assert_eq!(hex::encode(raw.unwrap()), s(stored), "seal {at}");
@@ -1013,15 +1011,15 @@ fn check_fixture(version: &str, name: &str) {
                 assert_eq!(p.merchant_id.as_deref(), Some(s(&k["merchant_id"])));
                 seals.len() - 1
             }
-            // v1: opening added two entries: the process's first DEK, and the sealing of the
-            // authorization records it holds without MACs (issue 14 item 2), in one write.
+            // v1: opening added one entry: the sealing of the authorization records it holds
+            // without MACs (issue 14 item 2).
             None => {
                 assert_eq!(
                     v.entries,
-                    manifest["audit"]["entries"].as_u64().unwrap() + 2
+                    manifest["audit"]["entries"].as_u64().unwrap() + 1
                 );
                 let mut tail = Vec::new();
-                audit::for_each_since(vault.store(), v.last_seq - 1, |e| {
+                audit::for_each_since(vault.store(), v.last_seq, |e| {
                     tail.push((e.action.clone(), e.detail.clone()));
                     Ok(())
                 })
@@ -1029,13 +1027,10 @@ fn check_fixture(version: &str, name: &str) {
                 let records = 1 + 2 * manifest["merchants"].as_array().unwrap().len();
                 assert_eq!(
                     tail,
-                    [
-                        ("dek_create".to_string(), None),
-                        (
-                            "auth_records_migrate".to_string(),
-                            Some(format!("sealed {records} authorization records"))
-                        ),
-                    ]
+                    [(
+                        "auth_records_migrate".to_string(),
+                        Some(format!("sealed {records} authorization records"))
+                    )]
                 );
                 records
             }
@@ -1136,9 +1131,9 @@ fn check_fixture(version: &str, name: &str) {
         let entries = vault.verify_audit().unwrap().entries;
         vault.shutdown();
         drop(vault);
-        // Sealed once: the next open checks the seals and migrates nothing.
+        // Sealed once: the next open checks the seals and writes nothing.
         let vault = Vault::open(&dir, &unlock, Options::default()).unwrap();
-        assert_eq!(vault.verify_audit().unwrap().entries, entries + 1);
+        assert_eq!(vault.verify_audit().unwrap().entries, entries);
         check_auth_seals(vault.store(), &dir, &unlock, records);
         vault.shutdown();
     });

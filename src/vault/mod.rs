@@ -167,8 +167,9 @@ struct Keys {
     audit_mac: Arc<MacKey>,
     /// Every DEK in the store, by id.
     deks: RwLock<HashMap<u32, Arc<Dek>>>,
-    /// The DEK new records are encrypted under.
-    current: RwLock<Arc<Dek>>,
+    /// The DEK new records are encrypted under; none until this process's first encryption
+    /// (a new process never continues an old DEK's use counter, and an open writes no key).
+    current: RwLock<Option<Arc<Dek>>>,
     next_dek_id: AtomicU32,
     /// Held while a DEK is made current, and by whatever must see no new DEK meanwhile (a KEK
     /// rotation, the destruction of drained DEKs).
@@ -324,8 +325,9 @@ impl Vault {
         })
     }
 
-    /// Opens and unlocks the vault in `dir`, starts its writer, and puts a fresh DEK in use
-    /// (a new process never continues an old DEK's use counter). Refuses an audit chain that
+    /// Opens and unlocks the vault in `dir` and starts its writer. The first encryption makes
+    /// this process's DEK (a new process never continues an old DEK's use counter); a vault of
+    /// the current format is not written to by an open. Refuses an audit chain that
     /// does not end at its signed head (cut or extended on disk) rather than sign it.
     pub fn open(dir: &Path, unlock: &Unlock, opts: Options) -> Result<Vault> {
         let backend = backend_of(dir)?;
@@ -353,8 +355,9 @@ impl Vault {
             Ok(())
         })?;
 
-        // This process's first DEK is written before the writer starts: a new process never
-        // continues an old DEK's use counter.
+        // What an old vault lacks is added here, in one commit; a vault of the current format
+        // gets no write at all (no DEK either: the first encryption of this process makes one,
+        // so read-only commands and a start that fails leave no key material behind).
         let mut batch = WriteBatch::new();
         // A vault made before signed audit heads gets its audit MAC key here. With a key, the
         // chain must end at its signed head: an open never signs a chain edited on disk.
@@ -376,23 +379,6 @@ impl Vault {
             },
         );
         let mut chain = Chain::load(store.as_ref(), Some(audit_mac.clone()))?;
-        let first_id = last_id + 1;
-        let first_key = SecretKey::random();
-        let kek = keyring.current()?;
-        let rec = DekRecord {
-            kek_version: kek.version(),
-            wrapped: kek.wrap("dek", first_id, &first_key)?,
-            created_at: now_unix(),
-        };
-        chain.append_all(
-            [Ctx::system().event("dek_create", None, None, "ok")],
-            &rfc3339(now_unix()),
-            |seq, bytes| batch.put(Table::Audit, audit::key(seq), bytes),
-        )?;
-        if let Some(head) = chain.signed_head() {
-            batch.put(Table::Meta, audit::HEAD_KEY, head);
-        }
-        batch.put(Table::Deks, first_id.to_be_bytes(), encode(&rec, "dek")?);
         // A vault made before API keys existed gets its API key MAC key here.
         let api_key_mac = match load_meta_key(store.as_ref(), &keyring, API_KEY_MAC_KEY)? {
             Some(k) => k,
@@ -408,15 +394,18 @@ impl Vault {
         };
         // Every authorization record must match its MAC (an old vault's are sealed here).
         auth_records::open(store.as_ref(), &api_key_mac, &mut batch, &mut chain)?;
-        store.commit(&batch)?;
+        if !batch.is_empty() {
+            if let Some(head) = chain.signed_head() {
+                batch.put(Table::Meta, audit::HEAD_KEY, head);
+            }
+            store.commit(&batch)?;
+        }
         if keys::source_of(dir)? == KeySource::Dev {
             tracing::warn!(
                 "dev key source: the KEK is stored unprotected; never use this outside testing"
             );
         }
         let api_keys = api_keys::load(store.as_ref())?;
-        let first = Arc::new(Dek::new(first_id, &first_key));
-        deks.insert(first_id, first.clone());
 
         let stats = Arc::new(WriterStats::default());
         let (tx, rx) = mpsc::channel::<Box<dyn Work>>(opts.queue_depth.max(1));
@@ -445,8 +434,8 @@ impl Vault {
                 api_key_mac,
                 audit_mac,
                 deks: RwLock::new(deks),
-                current: RwLock::new(first),
-                next_dek_id: AtomicU32::new(first_id + 1),
+                current: RwLock::new(None),
+                next_dek_id: AtomicU32::new(last_id + 1),
                 rollover: tokio::sync::Mutex::new(()),
             },
             opts,
@@ -560,7 +549,7 @@ mod tests {
                 .unwrap();
         }
         let before = v.verify_audit().unwrap();
-        assert_eq!((before.first_seq, before.last_seq), (1, 8));
+        assert_eq!((before.first_seq, before.last_seq), (1, 7));
         // Under a year is refused; a year deletes nothing from a vault made today.
         assert!(matches!(
             v.audit_prune(&ctx, 364, u64::MAX).await,

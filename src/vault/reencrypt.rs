@@ -2,6 +2,7 @@
 //! current one, step by step from a stored cursor, and destroys the DEKs it drained.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::record::{Record, decode, encode};
@@ -114,7 +115,11 @@ impl Vault {
     pub fn reencrypt_below(&self) -> Result<u32> {
         Ok(match self.inner.store.get(Table::Meta, REENCRYPT_CURSOR)? {
             Some(c) if c.len() > 4 => u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
-            _ => read_lock(&self.inner.keys.current).id(),
+            // Before this process's first encryption every stored DEK is old.
+            _ => match read_lock(&self.inner.keys.current).as_ref() {
+                Some(dek) => dek.id(),
+                None => self.inner.keys.next_dek_id.load(Ordering::Relaxed),
+            },
         })
     }
 

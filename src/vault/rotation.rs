@@ -142,7 +142,7 @@ impl Vault {
             Ok(())
         })?;
         let now = now_unix();
-        let current = read_lock(&self.inner.keys.current).id();
+        let current = read_lock(&self.inner.keys.current).as_ref().map(|d| d.id());
         let cryptoperiod = self.inner.opts.dek_policy.max_age.as_secs();
         let mut deks = Vec::new();
         store::for_each(store, Table::Deks, &[], |k, v| {
@@ -158,7 +158,7 @@ impl Vault {
                 created_at: rfc3339(rec.created_at),
                 age_seconds,
                 past_cryptoperiod: age_seconds > cryptoperiod,
-                current: id == current,
+                current: current == Some(id),
                 records: counts.get(&id).copied().unwrap_or(0),
             });
             Ok(())
@@ -208,22 +208,25 @@ impl Vault {
         read_lock(&self.inner.keys.keyring).versions()
     }
 
-    /// The DEK for the next encryption, rolling over when the policy says so.
+    /// The DEK for the next encryption, rolling over when the policy says so; this process's
+    /// first encryption makes its first DEK.
     pub(super) async fn dek_for_encryption(&self) -> Result<Arc<Dek>> {
         let keys = &self.inner.keys;
         let policy = &self.inner.opts.dek_policy;
-        let dek = read_lock(&keys.current).clone();
-        if dek.take_use(policy) {
-            return Ok(dek);
+        let seen = read_lock(&keys.current).clone();
+        if let Some(dek) = seen.as_ref().filter(|d| d.take_use(policy)) {
+            return Ok(dek.clone());
         }
         let _g = keys.rollover.lock().await;
         let cur = read_lock(&keys.current).clone();
-        if cur.id() != dek.id() && cur.take_use(policy) {
-            return Ok(cur);
+        if let Some(cur) = cur.filter(|c| seen.as_ref().is_none_or(|s| s.id() != c.id())) {
+            if cur.take_use(policy) {
+                return Ok(cur);
+            }
         }
         let fresh = self.new_dek().await?;
         fresh.take_use(policy);
-        *write_lock(&keys.current) = fresh.clone();
+        *write_lock(&keys.current) = Some(fresh.clone());
         Ok(fresh)
     }
 
