@@ -325,8 +325,10 @@ impl Vault {
     }
 
     /// Opens and unlocks the vault in `dir`, starts its writer, and puts a fresh DEK in use
-    /// (a new process never continues an old DEK's use counter). Refuses an audit chain that
-    /// does not end at its signed head (cut or extended on disk) rather than sign it.
+    /// (a new process never continues an old DEK's use counter). Refuses, with
+    /// [`Error::AuditBroken`] naming the entry, an audit chain that does not verify from its
+    /// last checkpoint to its signed head (an entry edited, deleted, inserted or reordered
+    /// there, a cut or extended tail, a forged head) rather than sign it.
     pub fn open(dir: &Path, unlock: &Unlock, opts: Options) -> Result<Vault> {
         let backend = backend_of(dir)?;
         let keyring = keys::load(dir, unlock)?;
@@ -356,15 +358,19 @@ impl Vault {
         // This process's first DEK is written before the writer starts: a new process never
         // continues an old DEK's use counter.
         let mut batch = WriteBatch::new();
-        // A vault made before signed audit heads gets its audit MAC key here. With a key, the
-        // chain must end at its signed head: an open never signs a chain edited on disk.
+        // The chain is verified before anything is appended to it or signed: an open never
+        // signs a head over a chain it has not checked. With the key, from the last checkpoint
+        // to the signed head (bounded; see `audit::check_recent`). A vault made before signed
+        // audit heads gets its audit MAC key here, once its whole chain's links verify (with
+        // no key there is no MAC to check; this is the only open that reads the whole chain).
         let audit_mac = Arc::new(
             match load_meta_key(store.as_ref(), &keyring, AUDIT_MAC_KEY)? {
                 Some(k) => {
-                    audit::check_tail(store.as_ref(), &k)?;
+                    audit::check_recent(store.as_ref(), &k)?;
                     k
                 }
                 None => {
+                    audit::verify(store.as_ref(), None, false)?;
                     let k = SecretKey::random();
                     batch.put(
                         Table::Meta,
