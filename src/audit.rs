@@ -17,6 +17,24 @@
 //!
 //! Without the keys, `audit verify` checks the links and that the chain ends at the head; with
 //! them, it also checks every MAC, which nobody without the KEK can recompute.
+//!
+//! **At open** ([`check_recent`]) the vault verifies, before it can append or sign anything,
+//! the chain from its last checkpoint to its signed head: the checkpoint's MAC vouches for the
+//! hash it links to, and from there every entry is re-hashed and re-linked (seq, `prev_hash`,
+//! `hash`, the key it is stored under) up to the head, whose MAC must verify. So the work is
+//! bounded by [`CHECKPOINT_EVERY`] entries, not by the chain's length. What that covers:
+//! - any edit, deletion, insertion or reordering of an entry at or after the last checkpoint,
+//!   a cut or extended tail, and a forged head or checkpoint (their MACs need the key);
+//! - a chain with no checkpoint yet (under [`CHECKPOINT_EVERY`] entries, or written before the
+//!   audit MAC key existed and not yet reaching its first checkpoint) is verified in full, from
+//!   entry 1 or from the prune anchor, whose MAC is checked.
+//!
+//! What it does not cover: an entry *before* the last checkpoint that was altered, deleted or
+//! reordered on disk is not looked at when the vault opens. The vault still signs nothing over
+//! it: every head it signs chains back through the checkpoint's MAC-verified hash, which the
+//! original entries produce and the edited ones do not, so the edit is not laundered and
+//! `audit verify` (and the evidence report) still names it. A full verification at every open
+//! would cost time linear in the chain's length (seconds per million entries).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -588,6 +606,79 @@ pub fn check_tail(store: &dyn Store, mac: &MacKey) -> Result<()> {
     }
 }
 
+/// Feeds every stored entry from `start` on to `v`, in order; an entry that cannot be decoded
+/// or sits under another seq's key is named by the seq expected there.
+fn scan(store: &dyn Store, v: &mut Verifier<'_>, start: u64) -> Result<()> {
+    crate::store::for_each(store, Table::Audit, &key(start), |k, bytes| {
+        let expect = v.next.as_ref().map_or(start, |n| n.0);
+        let entry = Entry::decode(bytes).map_err(|_| broken(expect, "entry cannot be decoded"))?;
+        if k != key(entry.seq) {
+            return Err(broken(expect, "entry stored under another sequence number"));
+        }
+        v.feed(&entry)
+    })
+}
+
+/// The check at open, bounded by the checkpoints (see the module docs for what it covers):
+/// [`check_tail`], then every entry from the last checkpoint in the chain to the signed head
+/// is re-hashed and re-linked, the checkpoint's MAC and the head's MAC checked. Without a
+/// checkpoint (a chain under [`CHECKPOINT_EVERY`] entries long, or one written before the audit
+/// MAC key existed) the window starts at the chain's start: entry 1, or the prune anchor,
+/// whose MAC is checked. The first failure is [`Error::AuditBroken`] naming its seq.
+pub fn check_recent(store: &dyn Store, mac: &MacKey) -> Result<Verified> {
+    check_tail(store, mac)?;
+    let mut v = Verifier::from_genesis(Some(mac));
+    let Some(head) = SignedHead::load(store)? else {
+        // `check_tail` let it through: no head and no entry, an empty chain.
+        return Ok(v.finish());
+    };
+    let mut start = 1;
+    if let Some(a) = SignedHead::load_anchor(store)? {
+        if !mac_ok(mac, b"anchor", a.seq, &a.hash, &a.mac) {
+            return Err(broken(
+                a.seq.saturating_add(1),
+                "prune anchor MAC does not verify",
+            ));
+        }
+        start = a.seq.saturating_add(1);
+        v.next = Some((start, a.hash));
+    }
+    // The last checkpoint entry at or before the head. A seq where one is due but none is (a
+    // chain older than its MAC key, or an entry deleted or altered there) moves the window
+    // back: it only ever widens what is re-hashed, so an edit there is still found.
+    let mut at = head.seq - head.seq % CHECKPOINT_EVERY;
+    while at >= start && at > 0 {
+        let is_checkpoint = store
+            .get(Table::Audit, &key(at))?
+            .and_then(|b| Entry::decode(&b).ok())
+            .is_some_and(|e| e.seq == at && e.action == CHECKPOINT);
+        if is_checkpoint {
+            // Its MAC, checked by `feed`, vouches for the hash it links to: the chain before.
+            v = Verifier::anywhere(Some(mac));
+            start = at;
+            break;
+        }
+        at -= CHECKPOINT_EVERY;
+    }
+    v.pin = Some(head.clone());
+    scan(store, &mut v, start)?;
+    let (last, _) = v.last();
+    if last < head.seq {
+        return Err(broken(
+            last.saturating_add(1),
+            "entries missing at the tail (the signed head is further on)",
+        ));
+    }
+    if last > head.seq {
+        return Err(broken(
+            head.seq.saturating_add(1),
+            "entry after the signed head",
+        ));
+    }
+    v.signed_head(&head)?;
+    Ok(v.finish())
+}
+
 /// Recomputes the whole chain from the store; names the first bad entry. The chain must end
 /// at the signed head (with `key`, a head whose MAC verifies must exist). `live`: the store
 /// is in use, so entries written after the head was read are accepted (chained, not signed).
@@ -610,14 +701,7 @@ pub fn verify(store: &dyn Store, mac: Option<&MacKey>, live: bool) -> Result<Ver
         v.next = Some((a.seq.saturating_add(1), a.hash));
     }
     let start = v.next.as_ref().map_or(1, |n| n.0);
-    crate::store::for_each(store, Table::Audit, &key(start), |k, bytes| {
-        let expect = v.next.as_ref().map_or(1, |n| n.0);
-        let entry = Entry::decode(bytes).map_err(|_| broken(expect, "entry cannot be decoded"))?;
-        if k != key(entry.seq) {
-            return Err(broken(expect, "entry stored under another sequence number"));
-        }
-        v.feed(&entry)
-    })?;
+    scan(store, &mut v, start)?;
     let (last, _) = v.last();
     // Live, writes may land after the first read of the head; a second read after the scan
     // covers every entry the scan saw, so nothing may lie beyond it.
@@ -733,134 +817,5 @@ impl Ctx {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::*;
-
-    fn ev(action: &'static str) -> Event {
-        Event {
-            actor: "key_1".into(),
-            merchant: Some("mer_x".into()),
-            action,
-            token: Some("41XYZWABCDEF1111".into()),
-            outcome: "ok",
-            request_id: None,
-            client: Some("127.0.0.1".into()),
-            detail: None,
-        }
-    }
-
-    #[test]
-    fn chain_links_and_detects_changes() {
-        let mut c = Chain::default();
-        let a = c.append(ev("tokenize"), "t1".into()).unwrap();
-        let b = c.append(ev("reveal"), "t2".into()).unwrap();
-        assert_eq!(a.seq, 1);
-        assert_eq!(b.prev_hash, a.hash);
-        check(&a, 1, &hex::encode(GENESIS)).unwrap();
-        check(&b, 2, &a.hash).unwrap();
-        let mut altered = b.clone();
-        altered.outcome = "denied".into();
-        assert!(matches!(
-            check(&altered, 2, &a.hash),
-            Err(Error::AuditBroken { seq: 2, .. })
-        ));
-        assert!(check(&b, 3, &a.hash).is_err());
-        // Round trip through the stored encoding keeps the hash valid.
-        check(&Entry::decode(&b.encode().unwrap()).unwrap(), 2, &a.hash).unwrap();
-    }
-
-    fn signed(n: u64) -> (Arc<MacKey>, Chain, Vec<Entry>) {
-        let key = Arc::new(MacKey::new(&crate::crypto::SecretKey::random()).unwrap());
-        let mut c = Chain {
-            signer: Some(key.clone()),
-            ..Chain::default()
-        };
-        let mut out = Vec::new();
-        c.append_all((0..n).map(|_| ev("tokenize")), "t", |_, b| {
-            out.push(Entry::decode(&b).unwrap());
-        })
-        .unwrap();
-        (key, c, out)
-    }
-
-    fn run(key: Option<&MacKey>, entries: &[Entry]) -> Result<Verified> {
-        let mut v = Verifier::anywhere(key);
-        entries.iter().try_for_each(|e| v.feed(e))?;
-        Ok(v.finish())
-    }
-
-    #[test]
-    fn checkpoints_fall_every_n_entries_and_verify() {
-        let (key, c, all) = signed(2 * CHECKPOINT_EVERY);
-        // 2000 events plus the checkpoints at 1000 and 2000.
-        assert_eq!(all.len() as u64, 2 * CHECKPOINT_EVERY + 2);
-        let cps: Vec<u64> = all
-            .iter()
-            .filter(|e| e.action == CHECKPOINT)
-            .map(|e| e.seq)
-            .collect();
-        assert_eq!(cps, vec![CHECKPOINT_EVERY, 2 * CHECKPOINT_EVERY]);
-        let v = run(Some(&key), &all).unwrap();
-        assert_eq!((v.checkpoints, v.signed_through), (2, Some(1999)));
-        // A run starting mid-chain verifies on its own.
-        let v = run(Some(&key), &all[500..]).unwrap();
-        assert_eq!((v.first_seq, v.last_seq), (501, 2002));
-        // The head signs the last entry.
-        let head = SignedHead::decode(&c.signed_head().unwrap()).unwrap();
-        assert_eq!(
-            (head.seq, head.hash.as_str()),
-            (2002, all[2001].hash.as_str())
-        );
-        let mut v = Verifier::anywhere(Some(&key));
-        all.iter().for_each(|e| v.feed(e).unwrap());
-        v.head_here(&head).unwrap();
-        assert_eq!(v.finish().signed_through, Some(2002));
-    }
-
-    #[test]
-    fn a_recomputed_chain_fails_its_macs() {
-        let (key, c, mut all) = signed(CHECKPOINT_EVERY + 10);
-        // Alter entry 7 and recompute every hash after it, as anyone with the store could.
-        all[6].outcome = "denied".into();
-        let mut prev = all[5].hash.clone();
-        for e in all[6..].iter_mut() {
-            e.prev_hash = prev;
-            e.hash = e.compute_hash().unwrap();
-            prev = e.hash.clone();
-        }
-        assert!(run(None, &all).is_ok(), "links alone cannot tell");
-        let err = run(Some(&key), &all).unwrap_err();
-        assert!(
-            matches!(err, Error::AuditBroken { seq: 1000, reason } if reason.contains("checkpoint")),
-            "{err}"
-        );
-        // And the old head no longer matches the recomputed last entry; a forged head fails.
-        let mut head = SignedHead::decode(&c.signed_head().unwrap()).unwrap();
-        let mut v = Verifier::anywhere(None);
-        all.iter().for_each(|e| v.feed(e).unwrap());
-        assert!(v.head_here(&head).is_err());
-        head.hash = prev;
-        v.head_here(&head).unwrap();
-        let mut v = Verifier::anywhere(Some(&key));
-        all[1000..].iter().for_each(|e| v.feed(e).unwrap());
-        let err = v.head_here(&head).unwrap_err();
-        assert!(err.to_string().contains("signed head MAC"), "{err}");
-        // Another vault's key does not verify this one's checkpoints.
-        let (_, _, good) = signed(CHECKPOINT_EVERY);
-        let other = MacKey::new(&crate::crypto::SecretKey::random()).unwrap();
-        assert!(run(Some(&other), &good).is_err());
-    }
-
-    #[test]
-    fn canonical_encoding_separates_none_from_empty() {
-        let mut c = Chain::default();
-        let mut e1 = ev("x");
-        e1.token = None;
-        let mut e2 = ev("x");
-        e2.token = Some(String::new());
-        let a = c.clone().append(e1, "t".into()).unwrap();
-        let b = c.append(e2, "t".into()).unwrap();
-        assert_ne!(a.hash, b.hash);
-    }
-}
+#[path = "audit_tests.rs"]
+mod tests;

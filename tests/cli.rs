@@ -855,6 +855,101 @@ fn tamper_appended_entry_is_detected() {
         .refused(&["audit chain broken at entry 10: entry after the signed head"]);
 }
 
+/// Every audit entry's stored bytes and the signed head, as they are on disk now.
+fn audit_on_disk(dir: &Path) -> (Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>) {
+    let store = panvault::vault::open_store(dir).unwrap();
+    let entries = store.scan(Table::Audit, &[], 10_000).unwrap();
+    let head = store.get(Table::Meta, audit::HEAD_KEY).unwrap();
+    (entries, head)
+}
+
+/// `serve --data DIR` (dev keys: it opens at once) exits non-zero before it listens; its stderr.
+fn serve_refused(dir: &Path) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd()
+        .args([
+            "serve",
+            "--plaintext",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            s(dir),
+        ])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("listening on") {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("serve started on a tampered chain: {seen}{line}");
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success() && status.code().is_some(),
+        "{status:?}: {seen}"
+    );
+    seen
+}
+
+#[test]
+fn tamper_inside_the_chain_is_refused_at_start() {
+    // Inside the chain, with the tail and the signed head left as they were: only re-hashing
+    // the chain shows these, and the vault must not sign its next head over them.
+    type Edit = fn(&dyn Store, &mut WriteBatch);
+    let cases: [(&str, Edit, u64, &str); 3] = [
+        (
+            "edited",
+            |s, b| {
+                let mut e = stored_entry(s, 4);
+                e.outcome = "denied".into();
+                b.put(Table::Audit, audit::key(4), e.encode().unwrap());
+            },
+            4,
+            "hash does not match the entry's contents",
+        ),
+        (
+            "deleted",
+            |_, b| b.delete(Table::Audit, audit::key(3)),
+            3,
+            "sequence number out of order (entry missing or inserted)",
+        ),
+        (
+            "reordered",
+            |s, b| {
+                let (five, six) = (stored_entry(s, 5), stored_entry(s, 6));
+                b.put(Table::Audit, audit::key(5), six.encode().unwrap());
+                b.put(Table::Audit, audit::key(6), five.encode().unwrap());
+            },
+            5,
+            "entry stored under another sequence number",
+        ),
+    ];
+    for (what, edit, seq, reason) in cases {
+        let (_tmp, dir) = fresh_tampered(None, edit);
+        let before = audit_on_disk(&dir);
+        let line = format!("audit chain broken at entry {seq}: {reason}");
+        verify_broken(&dir, seq, reason);
+        // A command that opens the vault with its keys refuses, naming the entry.
+        pv(&["keys", "status", "--data", s(&dir)]).refused(&[&line]);
+        // `serve` exits non-zero with the same reason, before it listens.
+        let stderr = serve_refused(&dir);
+        assert!(
+            stderr.ends_with(&format!("panvault: {line}\n")),
+            "{what}: {stderr}"
+        );
+        // Nothing was appended or re-signed over the tampered chain.
+        assert!(audit_on_disk(&dir) == before, "{what}: the store changed");
+    }
+}
+
 /// `audit verify FILES...` (with `extra` arguments) succeeded: its two lines.
 #[track_caller]
 fn verify_files_ok(files: &[&Path], extra: &[&str]) -> Vec<String> {

@@ -327,8 +327,10 @@ impl Vault {
 
     /// Opens and unlocks the vault in `dir` and starts its writer. The first encryption makes
     /// this process's DEK (a new process never continues an old DEK's use counter); a vault of
-    /// the current format is not written to by an open. Refuses an audit chain that
-    /// does not end at its signed head (cut or extended on disk) rather than sign it.
+    /// the current format is not written to by an open. Refuses, with [`Error::AuditBroken`]
+    /// naming the entry, an audit chain that does not verify from its last checkpoint to its
+    /// signed head (an entry edited, deleted, inserted or reordered there, a cut or extended
+    /// tail, a forged head) rather than sign it.
     pub fn open(dir: &Path, unlock: &Unlock, opts: Options) -> Result<Vault> {
         let backend = backend_of(dir)?;
         let keyring = keys::load(dir, unlock)?;
@@ -359,15 +361,19 @@ impl Vault {
         // gets no write at all (no DEK either: the first encryption of this process makes one,
         // so read-only commands and a start that fails leave no key material behind).
         let mut batch = WriteBatch::new();
-        // A vault made before signed audit heads gets its audit MAC key here. With a key, the
-        // chain must end at its signed head: an open never signs a chain edited on disk.
+        // The chain is verified before anything is appended to it or signed: an open never
+        // signs a head over a chain it has not checked. With the key, from the last checkpoint
+        // to the signed head (bounded; see `audit::check_recent`). A vault made before signed
+        // audit heads gets its audit MAC key here, once its whole chain's links verify (with
+        // no key there is no MAC to check; this is the only open that reads the whole chain).
         let audit_mac = Arc::new(
             match load_meta_key(store.as_ref(), &keyring, AUDIT_MAC_KEY)? {
                 Some(k) => {
-                    audit::check_tail(store.as_ref(), &k)?;
+                    audit::check_recent(store.as_ref(), &k)?;
                     k
                 }
                 None => {
+                    audit::verify(store.as_ref(), None, false)?;
                     let k = SecretKey::random();
                     batch.put(
                         Table::Meta,
