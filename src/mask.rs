@@ -64,11 +64,7 @@ pub fn mask_answer<'a>(body: &'a [u8], known: &[&str], cvvs: &[&str], html: bool
     loop {
         let mut changed = false;
         for &reading in readings {
-            loop {
-                let next = match mask_pass(&out, known, cvvs, reading) {
-                    Cow::Owned(n) => n,
-                    Cow::Borrowed(_) => break,
-                };
+            while let Cow::Owned(next) = mask_pass(&out, known, cvvs, reading) {
                 changed = true;
                 if let Cow::Owned(mut old) = std::mem::replace(&mut out, Cow::Owned(next)) {
                     zeroize::Zeroize::zeroize(&mut old);

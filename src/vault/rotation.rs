@@ -219,10 +219,10 @@ impl Vault {
         }
         let _g = keys.rollover.lock().await;
         let cur = read_lock(&keys.current).clone();
-        if let Some(cur) = cur.filter(|c| seen.as_ref().is_none_or(|s| s.id() != c.id())) {
-            if cur.take_use(policy) {
-                return Ok(cur);
-            }
+        if let Some(cur) = cur.filter(|c| seen.as_ref().is_none_or(|s| s.id() != c.id()))
+            && cur.take_use(policy)
+        {
+            return Ok(cur);
         }
         let fresh = self.new_dek().await?;
         fresh.take_use(policy);
