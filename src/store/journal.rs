@@ -18,14 +18,14 @@
 //!    written again only once the engine holds everything in it durably, which normally
 //!    happened long before (a whole file of writes later); so no write waits for a checkpoint.
 //!
-//! On open, the records of each file's current cycle (consecutive sequence numbers from offset
-//! 0) that are newer than the engine's `journal_seq` are merged by sequence number and applied
-//! again (in order; puts and deletes of whole values are idempotent), and the engine is
-//! checkpointed.
-//! A torn last record (crash during step 1: never acknowledged) fails its checksum and is
-//! dropped together with every record after it (a crash before a sync can persist pages out of
-//! order, but no record after the last completed sync was acknowledged). Readers see a batch
-//! after step 1, up to one sync before it is durable; callers are answered after step 2.
+//! On open (`replay.rs`), the records of each file's current cycle (consecutive sequence
+//! numbers from offset 0) that are newer than the engine's `journal_seq` are merged by sequence
+//! number and applied again (in order; puts and deletes of whole values are idempotent), and
+//! the engine is checkpointed. A torn last record (crash during step 1: never acknowledged)
+//! fails its checksum and is dropped, counted and logged; a bad record followed by any valid
+//! newer one is damage, and the open is refused unless the loss is accepted
+//! (`serve --accept-journal-loss`). Readers see a batch after step 1, up to one sync before it
+//! is durable; callers are answered after step 2.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use sha2::{Digest, Sha256};
 
 use super::filter::{self, KeyFilter};
+use super::replay;
 use super::{Backend, Engine, Entry, Op, Stamped, Store, Table, WriteBatch};
 use crate::{Error, Result};
 
@@ -64,9 +65,9 @@ fn checkpoint_bytes() -> u64 {
 /// (outside the vault's tables).
 pub(super) const SEQ_KEY: &[u8] = b"journal_seq";
 
-const MAGIC: &[u8; 4] = b"PVJ1";
-const HEADER: usize = 4 + 8 + 4;
-const TRAILER: usize = 16;
+pub(super) const MAGIC: &[u8; 4] = b"PVJ1";
+pub(super) const HEADER: usize = 4 + 8 + 4;
+pub(super) const TRAILER: usize = 16;
 
 /// A [`Store`] whose commits go through the journal in front of an [`Engine`].
 pub(super) struct Journaled {
@@ -92,6 +93,8 @@ pub(super) struct Journaled {
     /// Every key ever put in the tokens and fingerprints tables (see `filter.rs`). A key goes
     /// in under the pending lock before it is visible, and is looked up under it.
     filter: KeyFilter,
+    /// What the open found in the journal (see `replay.rs`).
+    recovery: replay::Recovery,
 }
 
 /// What the writer and the applier thread share.
@@ -179,7 +182,7 @@ struct Log {
     forced: u64,
 }
 
-fn encode(seq: u64, batch: &WriteBatch) -> Vec<u8> {
+pub(super) fn encode(seq: u64, batch: &WriteBatch) -> Vec<u8> {
     let size: usize = batch
         .ops()
         .iter()
@@ -227,6 +230,7 @@ fn take_u32(buf: &mut &[u8]) -> Option<usize> {
 
 /// Decodes the records of a journal, stopping at the first one that is incomplete or fails
 /// its checksum (a torn tail).
+#[cfg(test)]
 fn decode(mut buf: &[u8]) -> Vec<(u64, WriteBatch)> {
     let mut out = Vec::new();
     while let Some(rec) = decode_one(&mut buf) {
@@ -235,7 +239,7 @@ fn decode(mut buf: &[u8]) -> Vec<(u64, WriteBatch)> {
     out
 }
 
-fn decode_one(buf: &mut &[u8]) -> Option<(u64, WriteBatch)> {
+pub(super) fn decode_one(buf: &mut &[u8]) -> Option<(u64, WriteBatch)> {
     let start = *buf;
     let header = take(buf, HEADER)?;
     if &header[..4] != MAGIC {
@@ -275,10 +279,30 @@ pub(super) fn decode_seq(v: &[u8]) -> Result<u64> {
     })?))
 }
 
+/// Plans the replay of the journal in `dir` over `engine` without doing it: an error if it is
+/// damaged in the middle (see [`super::check_journal`]).
+pub(super) fn check(engine: &dyn Engine, dir: &Path) -> Result<()> {
+    // A vault made before the journal has no journal files until its next open.
+    let read = |name: &str| match std::fs::read(dir.join(name)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        other => other.map_err(|e| Error::store("journal", e)),
+    };
+    let contents = [read(FILE_NAMES[0])?, read(FILE_NAMES[1])?];
+    let names = FILE_NAMES.map(|n| dir.join(n).display().to_string());
+    replay::plan(
+        [&contents[0], &contents[1]],
+        [&names[0], &names[1]],
+        engine.journal_seq()?,
+        false,
+    )
+    .map(drop)
+}
+
 impl Journaled {
-    /// Opens the journal in `dir`, replays what the engine lacks, and checkpoints.
-    pub(super) fn open(engine: Box<dyn Engine>, dir: &Path) -> Result<Self> {
-        Self::open_with(engine, dir, checkpoint_bytes(), APPLY_ENTRIES)
+    /// Opens the journal in `dir`, replays what the engine lacks, and checkpoints (see
+    /// `replay.rs` for a torn last record, and for damage, refused unless `accept_loss`).
+    pub(super) fn open(engine: Box<dyn Engine>, dir: &Path, accept_loss: bool) -> Result<Self> {
+        Self::open_with(engine, dir, checkpoint_bytes(), APPLY_ENTRIES, accept_loss)
     }
 
     /// [`Journaled::open`] with the file size and the applier's table size given (tests).
@@ -287,6 +311,7 @@ impl Journaled {
         dir: &Path,
         checkpoint_bytes: u64,
         apply_entries: usize,
+        accept_loss: bool,
     ) -> Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let io = |e| Error::store("journal", e);
@@ -301,39 +326,52 @@ impl Journaled {
                 .map_err(io)
         };
         let mut files = [open(FILE_NAMES[0])?, open(FILE_NAMES[1])?];
-        let mut allocated = [0u64; 2];
-        let mut seq = engine.journal_seq()?;
-        let mut newer = Vec::new();
-        for (file, allocated) in files.iter_mut().zip(&mut allocated) {
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes).map_err(io)?;
-            *allocated = bytes.len() as u64;
-            let mut prev: Option<u64> = None;
-            for (rec_seq, batch) in decode(&bytes) {
-                // A file is reused from offset 0: its current cycle's records run on with
-                // consecutive numbers; what follows is older (smaller numbers).
-                if prev.is_some_and(|p| rec_seq != p + 1) {
-                    break;
-                }
-                prev = Some(rec_seq);
-                if rec_seq > seq {
-                    newer.push((rec_seq, batch));
-                }
-            }
+        let mut contents = [Vec::new(), Vec::new()];
+        for (file, bytes) in files.iter_mut().zip(&mut contents) {
+            file.read_to_end(bytes).map_err(io)?;
         }
-        newer.sort_unstable_by_key(|(rec_seq, _)| *rec_seq);
-        let replayed = !newer.is_empty();
-        for (rec_seq, batch) in newer {
-            if rec_seq != seq + 1 {
-                return Err(Error::Corrupt {
-                    what: "journal (a record is missing)",
-                });
-            }
-            engine.apply_unsynced(&mut batch.ops().iter().map(Op::entry), rec_seq)?;
-            seq = rec_seq;
+        let names = FILE_NAMES.map(|n| dir.join(n).display().to_string());
+        let mut allocated = contents.each_ref().map(|b| b.len() as u64);
+        let plan = replay::plan(
+            [&contents[0], &contents[1]],
+            [&names[0], &names[1]],
+            engine.journal_seq()?,
+            accept_loss,
+        )?;
+        drop(contents);
+        let replayed = !plan.records.is_empty();
+        for (rec_seq, batch) in &plan.records {
+            engine.apply_unsynced(&mut batch.ops().iter().map(Op::entry), *rec_seq)?;
         }
-        if replayed {
+        let seq = plan.last;
+        if let Some(loss) = &plan.recovery.loss {
+            // Kept in the engine until the vault has audited it: a crash in between loses
+            // neither the records' absence nor its record.
+            let mut losses = match engine.get(replay::LOSS_TABLE, replay::JOURNAL_LOSS_KEY)? {
+                Some(v) => replay::decode_losses(&v)?,
+                None => Vec::new(),
+            };
+            losses.push(loss.clone());
+            let value = replay::encode_losses(&losses)?;
+            engine.apply_unsynced(
+                &mut std::iter::once((
+                    replay::LOSS_TABLE,
+                    replay::JOURNAL_LOSS_KEY,
+                    Some(value.as_slice()),
+                )),
+                seq,
+            )?;
+        }
+        if replayed || plan.recovery.loss.is_some() {
             engine.checkpoint()?;
+        }
+        // Only now that the engine holds everything before the cut durably.
+        for ((file, cut), allocated) in files.iter().zip(plan.cut).zip(&mut allocated) {
+            if let Some(cut) = cut {
+                file.set_len(cut).map_err(io)?;
+                file.sync_all().map_err(io)?;
+                *allocated = cut;
+            }
         }
         let filter =
             KeyFilter::for_keys(engine.count(Table::Tokens)? + engine.count(Table::Fingerprints)?);
@@ -385,6 +423,7 @@ impl Journaled {
             written: AtomicU64::new(seq),
             durable: AtomicU64::new(seq),
             filter,
+            recovery: plan.recovery,
         })
     }
 
@@ -613,6 +652,10 @@ impl Journaled {
 impl Store for Journaled {
     fn backend(&self) -> Backend {
         self.shared.engine.backend()
+    }
+
+    fn recovery(&self) -> replay::Recovery {
+        self.recovery.clone()
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {

@@ -128,7 +128,7 @@ fn a_gap_in_the_journal_is_an_error() {
     std::fs::write(dir.path().join(FILE_NAMES[0]), &bytes).unwrap();
     // The engine holds nothing (seq 0) and record 1 is missing: refuse rather than guess.
     let err = super::super::open(Backend::Redb, dir.path()).err().unwrap();
-    assert_eq!(err.code(), "corrupt_data");
+    assert_eq!(err.code(), "journal_corrupt");
 }
 
 #[test]
@@ -213,7 +213,7 @@ fn switching_files_keeps_every_write() {
             // Tables of 1024 entries, so the writer hands one off at the latest at 8192
             // entries, several times a cycle: each switch's checkpoint rides a hand-off
             // and is done (and collected) by the next switch, whatever the timing.
-            let j = Journaled::open_with(engine, dir.path(), 1 << 20, 1024).unwrap();
+            let j = Journaled::open_with(engine, dir.path(), 1 << 20, 1024, false).unwrap();
             for r in 0..KEYS / 200 {
                 let mut b = WriteBatch::new();
                 for n in r * 200..(r + 1) * 200 {
@@ -296,6 +296,7 @@ fn a_failed_apply_loses_no_acknowledged_write() {
                 fail_next: fail.clone(),
             }),
             dir.path(),
+            false,
         )
         .unwrap();
         let mut b = WriteBatch::new();
