@@ -125,6 +125,22 @@ pub enum Error {
         /// The kind of stored value that would not decode.
         what: &'static str,
     },
+    /// A journal record in the middle is damaged or missing while newer records follow it:
+    /// starting would silently drop every record after it, so the store does not open. Names
+    /// the file, the offset and the sequence numbers that would be lost; never record contents.
+    #[error(
+        "journal damaged: {file} at offset {offset}: record {seq_from} is damaged or missing and records up to {seq_to} follow it. Nothing was changed. To start anyway, run `panvault serve --accept-journal-loss` once: it cuts the journal at the damage (records {seq_from}..={seq_to} are lost) and records the loss in the audit log; or restore the data directory from a backup"
+    )]
+    JournalCorrupt {
+        /// The damaged journal file.
+        file: String,
+        /// Byte offset of the damage in it.
+        offset: u64,
+        /// First sequence number that would be lost.
+        seq_from: u64,
+        /// Last sequence number that would be lost.
+        seq_to: u64,
+    },
     /// A value could not be encoded for storage or output (a bug, never bad input).
     #[error("could not encode {what}")]
     Encode {
@@ -211,6 +227,7 @@ impl Error {
             Error::NotInitialized(_) => "not_initialized",
             Error::Store { .. } => "store_error",
             Error::Corrupt { .. } => "corrupt_data",
+            Error::JournalCorrupt { .. } => "journal_corrupt",
             Error::Encode { .. } => "encode_failed",
             Error::Encrypt { .. } => "encrypt_failed",
             Error::Exhausted { .. } => "exhausted",

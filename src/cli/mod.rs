@@ -182,6 +182,11 @@ pub struct ServeArgs {
     /// File of custodian shares, one per line (`shamir` keys); else $PANVAULT_SHARES_FILE.
     #[arg(long, env = "PANVAULT_SHARES_FILE")]
     pub shares_file: Option<PathBuf>,
+    /// Start even though the journal is damaged in the middle: cut it at the damage (the
+    /// records after it are lost) and record the loss in the audit log. Only after the refusal
+    /// named the damage, and only if no backup is to be restored instead.
+    #[arg(long)]
+    pub accept_journal_loss: bool,
 }
 
 /// `panvault demo`: where the dev vault lives and where the API listens.

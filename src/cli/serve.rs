@@ -80,6 +80,7 @@ pub(super) fn run(a: ServeArgs) -> Result<()> {
             .dek
             .as_ref()
             .map_or_else(Default::default, DekConfig::policy),
+        accept_journal_loss: a.accept_journal_loss,
         ..Options::default()
     };
     let client_ca = a.client_ca.or(cfg.client_ca);
@@ -107,6 +108,10 @@ pub(super) fn run(a: ServeArgs) -> Result<()> {
     let gate = match unlock? {
         Some(unlock) => Gate::unsealed(Vault::open(&data, &unlock, opts.clone())?, opts)?,
         None => {
+            // The store opens at unseal; a damaged journal is refused now, not then.
+            if !opts.accept_journal_loss {
+                crate::store::check_journal(crate::vault::backend_of(&data)?, &data)?;
+            }
             tracing::warn!(
                 "starting sealed: no passphrase or shares given; data endpoints answer 503 until POST /v1/sys/unseal"
             );

@@ -121,6 +121,16 @@ impl Metrics {
             "panvault_group_commit_batch_size_count {}",
             st.commits.load(Relaxed)
         );
+        // What this process's open found in the journal (see `store/replay.rs`).
+        let rec = vault.journal_recovery();
+        out.push_str("# TYPE panvault_journal_torn_records_dropped gauge\n");
+        let _ = writeln!(
+            out,
+            "panvault_journal_torn_records_dropped {}",
+            rec.torn_records_dropped
+        );
+        out.push_str("# TYPE panvault_journal_records_lost gauge\n");
+        let _ = writeln!(out, "panvault_journal_records_lost {}", rec.records_lost);
         out.push_str("# TYPE panvault_tokens_created_total counter\n");
         for (kind, n) in vault.tokens_created() {
             let _ = writeln!(out, "panvault_tokens_created_total{{kind=\"{kind}\"}} {n}");

@@ -118,6 +118,7 @@ impl From<Error> for Problem {
             | Error::NotInitialized(_)
             | Error::Store { .. }
             | Error::Corrupt { .. }
+            | Error::JournalCorrupt { .. }
             | Error::Encode { .. }
             | Error::Encrypt { .. }
             | Error::Exhausted { .. }

@@ -18,14 +18,14 @@
 //!    written again only once the engine holds everything in it durably, which normally
 //!    happened long before (a whole file of writes later); so no write waits for a checkpoint.
 //!
-//! On open, the records of each file's current cycle (consecutive sequence numbers from offset
-//! 0) that are newer than the engine's `journal_seq` are merged by sequence number and applied
-//! again (in order; puts and deletes of whole values are idempotent), and the engine is
-//! checkpointed.
-//! A torn last record (crash during step 1: never acknowledged) fails its checksum and is
-//! dropped together with every record after it (a crash before a sync can persist pages out of
-//! order, but no record after the last completed sync was acknowledged). Readers see a batch
-//! after step 1, up to one sync before it is durable; callers are answered after step 2.
+//! On open (`replay.rs`), the records of each file's current cycle (consecutive sequence
+//! numbers from offset 0) that are newer than the engine's `journal_seq` are merged by sequence
+//! number and applied again (in order; puts and deletes of whole values are idempotent), and
+//! the engine is checkpointed. A torn last record (crash during step 1: never acknowledged)
+//! fails its checksum and is dropped, counted and logged; a bad record followed by any valid
+//! newer one is damage, and the open is refused unless the loss is accepted
+//! (`serve --accept-journal-loss`). Readers see a batch after step 1, up to one sync before it
+//! is durable; callers are answered after step 2.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use sha2::{Digest, Sha256};
 
 use super::filter::{self, KeyFilter};
+use super::replay;
 use super::{Backend, Engine, Entry, Op, Stamped, Store, Table, WriteBatch};
 use crate::{Error, Result};
 
@@ -64,9 +65,9 @@ fn checkpoint_bytes() -> u64 {
 /// (outside the vault's tables).
 pub(super) const SEQ_KEY: &[u8] = b"journal_seq";
 
-const MAGIC: &[u8; 4] = b"PVJ1";
-const HEADER: usize = 4 + 8 + 4;
-const TRAILER: usize = 16;
+pub(super) const MAGIC: &[u8; 4] = b"PVJ1";
+pub(super) const HEADER: usize = 4 + 8 + 4;
+pub(super) const TRAILER: usize = 16;
 
 /// A [`Store`] whose commits go through the journal in front of an [`Engine`].
 pub(super) struct Journaled {
@@ -92,6 +93,8 @@ pub(super) struct Journaled {
     /// Every key ever put in the tokens and fingerprints tables (see `filter.rs`). A key goes
     /// in under the pending lock before it is visible, and is looked up under it.
     filter: KeyFilter,
+    /// What the open found in the journal (see `replay.rs`).
+    recovery: replay::Recovery,
 }
 
 /// What the writer and the applier thread share.
@@ -179,7 +182,7 @@ struct Log {
     forced: u64,
 }
 
-fn encode(seq: u64, batch: &WriteBatch) -> Vec<u8> {
+pub(super) fn encode(seq: u64, batch: &WriteBatch) -> Vec<u8> {
     let size: usize = batch
         .ops()
         .iter()
@@ -227,6 +230,7 @@ fn take_u32(buf: &mut &[u8]) -> Option<usize> {
 
 /// Decodes the records of a journal, stopping at the first one that is incomplete or fails
 /// its checksum (a torn tail).
+#[cfg(test)]
 fn decode(mut buf: &[u8]) -> Vec<(u64, WriteBatch)> {
     let mut out = Vec::new();
     while let Some(rec) = decode_one(&mut buf) {
@@ -235,7 +239,7 @@ fn decode(mut buf: &[u8]) -> Vec<(u64, WriteBatch)> {
     out
 }
 
-fn decode_one(buf: &mut &[u8]) -> Option<(u64, WriteBatch)> {
+pub(super) fn decode_one(buf: &mut &[u8]) -> Option<(u64, WriteBatch)> {
     let start = *buf;
     let header = take(buf, HEADER)?;
     if &header[..4] != MAGIC {
@@ -275,10 +279,30 @@ pub(super) fn decode_seq(v: &[u8]) -> Result<u64> {
     })?))
 }
 
+/// Plans the replay of the journal in `dir` over `engine` without doing it: an error if it is
+/// damaged in the middle (see [`super::check_journal`]).
+pub(super) fn check(engine: &dyn Engine, dir: &Path) -> Result<()> {
+    // A vault made before the journal has no journal files until its next open.
+    let read = |name: &str| match std::fs::read(dir.join(name)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        other => other.map_err(|e| Error::store("journal", e)),
+    };
+    let contents = [read(FILE_NAMES[0])?, read(FILE_NAMES[1])?];
+    let names = FILE_NAMES.map(|n| dir.join(n).display().to_string());
+    replay::plan(
+        [&contents[0], &contents[1]],
+        [&names[0], &names[1]],
+        engine.journal_seq()?,
+        false,
+    )
+    .map(drop)
+}
+
 impl Journaled {
-    /// Opens the journal in `dir`, replays what the engine lacks, and checkpoints.
-    pub(super) fn open(engine: Box<dyn Engine>, dir: &Path) -> Result<Self> {
-        Self::open_with(engine, dir, checkpoint_bytes(), APPLY_ENTRIES)
+    /// Opens the journal in `dir`, replays what the engine lacks, and checkpoints (see
+    /// `replay.rs` for a torn last record, and for damage, refused unless `accept_loss`).
+    pub(super) fn open(engine: Box<dyn Engine>, dir: &Path, accept_loss: bool) -> Result<Self> {
+        Self::open_with(engine, dir, checkpoint_bytes(), APPLY_ENTRIES, accept_loss)
     }
 
     /// [`Journaled::open`] with the file size and the applier's table size given (tests).
@@ -287,6 +311,7 @@ impl Journaled {
         dir: &Path,
         checkpoint_bytes: u64,
         apply_entries: usize,
+        accept_loss: bool,
     ) -> Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let io = |e| Error::store("journal", e);
@@ -301,39 +326,52 @@ impl Journaled {
                 .map_err(io)
         };
         let mut files = [open(FILE_NAMES[0])?, open(FILE_NAMES[1])?];
-        let mut allocated = [0u64; 2];
-        let mut seq = engine.journal_seq()?;
-        let mut newer = Vec::new();
-        for (file, allocated) in files.iter_mut().zip(&mut allocated) {
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes).map_err(io)?;
-            *allocated = bytes.len() as u64;
-            let mut prev: Option<u64> = None;
-            for (rec_seq, batch) in decode(&bytes) {
-                // A file is reused from offset 0: its current cycle's records run on with
-                // consecutive numbers; what follows is older (smaller numbers).
-                if prev.is_some_and(|p| rec_seq != p + 1) {
-                    break;
-                }
-                prev = Some(rec_seq);
-                if rec_seq > seq {
-                    newer.push((rec_seq, batch));
-                }
-            }
+        let mut contents = [Vec::new(), Vec::new()];
+        for (file, bytes) in files.iter_mut().zip(&mut contents) {
+            file.read_to_end(bytes).map_err(io)?;
         }
-        newer.sort_unstable_by_key(|(rec_seq, _)| *rec_seq);
-        let replayed = !newer.is_empty();
-        for (rec_seq, batch) in newer {
-            if rec_seq != seq + 1 {
-                return Err(Error::Corrupt {
-                    what: "journal (a record is missing)",
-                });
-            }
-            engine.apply_unsynced(&mut batch.ops().iter().map(Op::entry), rec_seq)?;
-            seq = rec_seq;
+        let names = FILE_NAMES.map(|n| dir.join(n).display().to_string());
+        let mut allocated = contents.each_ref().map(|b| b.len() as u64);
+        let plan = replay::plan(
+            [&contents[0], &contents[1]],
+            [&names[0], &names[1]],
+            engine.journal_seq()?,
+            accept_loss,
+        )?;
+        drop(contents);
+        let replayed = !plan.records.is_empty();
+        for (rec_seq, batch) in &plan.records {
+            engine.apply_unsynced(&mut batch.ops().iter().map(Op::entry), *rec_seq)?;
         }
-        if replayed {
+        let seq = plan.last;
+        if let Some(loss) = &plan.recovery.loss {
+            // Kept in the engine until the vault has audited it: a crash in between loses
+            // neither the records' absence nor its record.
+            let mut losses = match engine.get(replay::LOSS_TABLE, replay::JOURNAL_LOSS_KEY)? {
+                Some(v) => replay::decode_losses(&v)?,
+                None => Vec::new(),
+            };
+            losses.push(loss.clone());
+            let value = replay::encode_losses(&losses)?;
+            engine.apply_unsynced(
+                &mut std::iter::once((
+                    replay::LOSS_TABLE,
+                    replay::JOURNAL_LOSS_KEY,
+                    Some(value.as_slice()),
+                )),
+                seq,
+            )?;
+        }
+        if replayed || plan.recovery.loss.is_some() {
             engine.checkpoint()?;
+        }
+        // Only now that the engine holds everything before the cut durably.
+        for ((file, cut), allocated) in files.iter().zip(plan.cut).zip(&mut allocated) {
+            if let Some(cut) = cut {
+                file.set_len(cut).map_err(io)?;
+                file.sync_all().map_err(io)?;
+                *allocated = cut;
+            }
         }
         let filter =
             KeyFilter::for_keys(engine.count(Table::Tokens)? + engine.count(Table::Fingerprints)?);
@@ -385,6 +423,7 @@ impl Journaled {
             written: AtomicU64::new(seq),
             durable: AtomicU64::new(seq),
             filter,
+            recovery: plan.recovery,
         })
     }
 
@@ -615,6 +654,10 @@ impl Store for Journaled {
         self.shared.engine.backend()
     }
 
+    fn recovery(&self) -> replay::Recovery {
+        self.recovery.clone()
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         {
             let pending = self.pending();
@@ -813,328 +856,8 @@ impl Drop for Journaled {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use super::*;
-
-    fn batch(n: u8) -> WriteBatch {
-        let mut b = WriteBatch::new();
-        b.put(Table::Tokens, vec![n], vec![n; 40]);
-        b.put(Table::Audit, vec![0, n], b"entry".to_vec());
-        b.delete(Table::Fingerprints, vec![n, n]);
-        b
-    }
-
-    #[test]
-    fn records_round_trip() {
-        let mut bytes = encode(7, &batch(1));
-        bytes.extend(encode(8, &batch(2)));
-        let recs = decode(&bytes);
-        assert_eq!(recs.len(), 2);
-        assert_eq!(recs[0].0, 7);
-        assert_eq!(
-            format!("{:?}", recs[1].1.ops()),
-            format!("{:?}", batch(2).ops())
-        );
-    }
-
-    #[test]
-    fn torn_or_altered_tail_is_dropped() {
-        let good = encode(1, &batch(1));
-        let second = encode(2, &batch(2));
-        for cut in 1..second.len() {
-            let mut bytes = good.clone();
-            bytes.extend_from_slice(&second[..cut]);
-            let recs = decode(&bytes);
-            assert_eq!(recs.len(), 1, "cut at {cut}");
-        }
-        for flip in 0..second.len() {
-            let mut bytes = good.clone();
-            let mut bad = second.clone();
-            bad[flip] ^= 0x40;
-            bytes.extend_from_slice(&bad);
-            assert_eq!(decode(&bytes).len(), 1, "flip at {flip}");
-        }
-    }
-
-    /// The key filter of a reopened store is rebuilt from the engine, page by page: every key
-    /// written before is found, through both lookups, and an unseen key is not.
-    #[test]
-    fn key_filter_is_rebuilt_at_open() {
-        for backend in [Backend::Redb, Backend::Sled] {
-            let dir = tempfile::tempdir().unwrap();
-            let key = |i: u32| format!("41XYZW{i:06}1111").into_bytes();
-            {
-                let s = super::super::open(backend, dir.path()).unwrap();
-                let mut b = WriteBatch::new();
-                for i in 0..5000 {
-                    b.put(Table::Tokens, key(i), b"record".to_vec());
-                    b.put(Table::Fingerprints, i.to_be_bytes().to_vec(), key(i));
-                }
-                s.commit(&b).unwrap();
-            }
-            let s = super::super::open(backend, dir.path()).unwrap();
-            for i in 0..5000 {
-                assert_eq!(s.get(Table::Tokens, &key(i)).unwrap().unwrap(), b"record");
-                let st = s
-                    .get_stamped(Table::Fingerprints, &i.to_be_bytes())
-                    .unwrap();
-                assert_eq!(st.value.unwrap(), key(i), "{backend} {i}");
-            }
-            assert_eq!(s.get(Table::Tokens, &key(5000)).unwrap(), None);
-            assert_eq!(
-                s.get_stamped(Table::Tokens, &key(5001)).unwrap().value,
-                None
-            );
-            // Written after open: found at once.
-            let mut b = WriteBatch::new();
-            b.put(Table::Tokens, key(5000), b"new".to_vec());
-            s.commit(&b).unwrap();
-            assert_eq!(s.get(Table::Tokens, &key(5000)).unwrap().unwrap(), b"new");
-        }
-    }
-
-    fn replay_after_unsynced_apply(backend: Backend) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAMES[0]);
-        {
-            let s = super::super::open(backend, dir.path()).unwrap();
-            let mut b = WriteBatch::new();
-            b.put(Table::Meta, b"before".to_vec(), b"x".to_vec());
-            s.commit(&b).unwrap();
-        } // clean close: checkpointed at seq 1; record 1 stays in the file as stale bytes
-        // Records 2 and 3 the engine never saw (as if the process died after the journal sync
-        // but before a checkpoint), then a torn record.
-        let mut bytes = std::fs::read(&path).unwrap();
-        let mut rest = &bytes[..];
-        assert_eq!(decode_one(&mut rest).unwrap().0, 1);
-        let at = bytes.len() - rest.len();
-        let mut tail = encode(2, &batch(2));
-        tail.extend(encode(3, &batch(3)));
-        tail.extend(b"PVJ1 torn");
-        bytes[at..at + tail.len()].copy_from_slice(&tail);
-        std::fs::write(&path, &bytes).unwrap();
-        let s = super::super::open(backend, dir.path()).unwrap();
-        assert_eq!(s.get(Table::Meta, b"before").unwrap().unwrap(), b"x");
-        assert_eq!(s.get(Table::Tokens, &[2]).unwrap().unwrap(), vec![2; 40]);
-        assert_eq!(s.get(Table::Tokens, &[3]).unwrap().unwrap(), vec![3; 40]);
-        // The next commit continues the sequence, written over the old records from offset 0.
-        let mut del = WriteBatch::new();
-        del.delete(Table::Tokens, vec![2]);
-        s.commit(&del).unwrap();
-        drop(s);
-        // Old records behind the new one must not be replayed (that would bring token 2 back).
-        let s = super::super::open(backend, dir.path()).unwrap();
-        assert_eq!(s.get(Table::Tokens, &[2]).unwrap(), None);
-        assert_eq!(s.get(Table::Tokens, &[3]).unwrap().unwrap(), vec![3; 40]);
-        assert_eq!(
-            s.count(Table::Meta).unwrap(),
-            1,
-            "the journal's own key stays hidden"
-        );
-    }
-
-    #[test]
-    fn a_gap_in_the_journal_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(super::super::open(Backend::Redb, dir.path()).unwrap());
-        let mut bytes = encode(2, &batch(2));
-        bytes.extend(encode(3, &batch(3)));
-        std::fs::write(dir.path().join(FILE_NAMES[0]), &bytes).unwrap();
-        // The engine holds nothing (seq 0) and record 1 is missing: refuse rather than guess.
-        let err = super::super::open(Backend::Redb, dir.path()).err().unwrap();
-        assert_eq!(err.code(), "corrupt_data");
-    }
-
-    #[test]
-    fn replay_redb() {
-        replay_after_unsynced_apply(Backend::Redb);
-    }
-
-    #[test]
-    fn replay_sled() {
-        replay_after_unsynced_apply(Backend::Sled);
-    }
-
-    #[test]
-    fn checkpoints_keep_the_journal_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let big = vec![7u8; 64 * 1024];
-        {
-            let s = super::super::open(Backend::Redb, dir.path()).unwrap();
-            for n in 0..(3 * CHECKPOINT_BYTES / (64 * 1024)) as u32 {
-                let mut b = WriteBatch::new();
-                b.put(Table::Tokens, n.to_be_bytes().to_vec(), big.clone());
-                s.commit(&b).unwrap();
-            }
-        }
-        // Well over twice CHECKPOINT_BYTES in all: the files were reused, not grown.
-        for name in FILE_NAMES {
-            let len = std::fs::metadata(dir.path().join(name)).unwrap().len();
-            assert!(len <= CHECKPOINT_BYTES + (2 << 20), "{name}: {len}");
-        }
-        let s = super::super::open(Backend::Redb, dir.path()).unwrap();
-        assert_eq!(
-            s.count(Table::Tokens).unwrap(),
-            3 * CHECKPOINT_BYTES / (64 * 1024)
-        );
-    }
-
-    /// Records of both files newer than the engine are merged by sequence number: here a key
-    /// put in file 1 (records 2, 3) is deleted by the record after them, at offset 0 of file 0
-    /// (record 4), so applying the files one after the other would bring it back.
-    #[test]
-    fn records_of_both_files_replay_in_sequence_order() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = super::super::open(Backend::Redb, dir.path()).unwrap();
-            let mut b = WriteBatch::new();
-            b.put(Table::Meta, b"before".to_vec(), b"x".to_vec());
-            s.commit(&b).unwrap();
-        } // clean close: the engine is durable at seq 1
-        let mut one = encode(2, &batch(2));
-        one.extend(encode(3, &batch(3)));
-        std::fs::write(dir.path().join(FILE_NAMES[1]), &one).unwrap();
-        let mut del = WriteBatch::new();
-        del.delete(Table::Tokens, vec![2]);
-        let mut zero = std::fs::read(dir.path().join(FILE_NAMES[0])).unwrap();
-        let four = encode(4, &del);
-        zero[..four.len()].copy_from_slice(&four);
-        std::fs::write(dir.path().join(FILE_NAMES[0]), &zero).unwrap();
-        let s = super::super::open(Backend::Redb, dir.path()).unwrap();
-        assert_eq!(s.get(Table::Tokens, &[2]).unwrap(), None);
-        assert_eq!(s.get(Table::Tokens, &[3]).unwrap().unwrap(), vec![3; 40]);
-        assert_eq!(s.get(Table::Meta, b"before").unwrap().unwrap(), b"x");
-    }
-
-    /// Many switches between the files (1 MiB cycles, tables handed to the applier several
-    /// times a cycle), with deletes across them: every acknowledged write is there after a
-    /// reopen, both files were used, and every switch found the next file already
-    /// checkpointed by the applier (the writer never checkpointed itself).
-    #[test]
-    fn switching_files_keeps_every_write() {
-        const KEYS: u32 = 120_000;
-        for backend in [Backend::Redb, Backend::Sled] {
-            let dir = tempfile::tempdir().unwrap();
-            {
-                let engine: Box<dyn Engine> = match backend {
-                    Backend::Redb => {
-                        Box::new(super::super::redb_backend::RedbStore::open(dir.path()).unwrap())
-                    }
-                    Backend::Sled => {
-                        Box::new(super::super::sled_backend::SledStore::open(dir.path()).unwrap())
-                    }
-                };
-                // Tables of 1024 entries, so the writer hands one off at the latest at 8192
-                // entries, several times a cycle: each switch's checkpoint rides a hand-off
-                // and is done (and collected) by the next switch, whatever the timing.
-                let j = Journaled::open_with(engine, dir.path(), 1 << 20, 1024).unwrap();
-                for r in 0..KEYS / 200 {
-                    let mut b = WriteBatch::new();
-                    for n in r * 200..(r + 1) * 200 {
-                        b.put(Table::Tokens, n.to_be_bytes().to_vec(), vec![1; 20]);
-                        if n % 3 == 0 {
-                            b.delete(Table::Tokens, (n / 2).to_be_bytes().to_vec());
-                        }
-                    }
-                    let t = j.write(b).unwrap();
-                    j.sync(t).unwrap();
-                }
-                let sizes = FILE_NAMES.map(|f| std::fs::metadata(dir.path().join(f)).unwrap());
-                assert!(sizes.iter().all(|m| m.len() >= 1 << 20), "{backend:?}");
-                let log = j.log.lock().unwrap();
-                assert!(log.switches >= 4, "{backend:?}: {}", log.switches);
-                assert_eq!(log.forced, 0, "{backend:?}");
-            }
-            let s = super::super::open(backend, dir.path()).unwrap();
-            for n in 0..KEYS {
-                // Key n is deleted by the batch of key 2n or 2n + 1 (whichever is a multiple
-                // of 3), always at or after its own put.
-                let deleted = [2 * n, 2 * n + 1].iter().any(|&m| m % 3 == 0 && m < KEYS);
-                let got = s.get(Table::Tokens, &n.to_be_bytes()).unwrap();
-                assert_eq!(got.is_none(), deleted, "{backend:?} key {n}");
-            }
-        }
-    }
-
-    /// An engine whose next apply fails (as with a full disk).
-    struct FailingEngine {
-        inner: Box<dyn Engine>,
-        fail_next: Arc<AtomicBool>,
-    }
-
-    impl Engine for FailingEngine {
-        fn backend(&self) -> Backend {
-            self.inner.backend()
-        }
-        fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>> {
-            self.inner.get(t, k)
-        }
-        fn scan(&self, t: Table, s: &[u8], l: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-            self.inner.scan(t, s, l)
-        }
-        fn last(&self, t: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-            self.inner.last(t)
-        }
-        fn count(&self, t: Table) -> Result<u64> {
-            self.inner.count(t)
-        }
-        fn journal_seq(&self) -> Result<u64> {
-            self.inner.journal_seq()
-        }
-        fn apply_unsynced(&self, e: &mut dyn Iterator<Item = Entry<'_>>, s: u64) -> Result<()> {
-            if self.fail_next.swap(false, Ordering::SeqCst) {
-                // Late enough that the batch was acknowledged first (a sync does not wait for
-                // the engine).
-                std::thread::sleep(std::time::Duration::from_millis(300));
-                return Err(Error::store("apply", "injected: no space left on device"));
-            }
-            self.inner.apply_unsynced(e, s)
-        }
-        fn checkpoint(&self) -> Result<()> {
-            self.inner.checkpoint()
-        }
-    }
-
-    /// A failed engine apply must neither lose acknowledged writes nor let later reads or
-    /// writes move the engine past them: they stay readable, everything after is refused, and
-    /// the next open replays them from the journal.
-    #[test]
-    fn a_failed_apply_loses_no_acknowledged_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let fail = Arc::new(AtomicBool::new(true));
-        {
-            let engine = Box::new(super::super::redb_backend::RedbStore::open(dir.path()).unwrap());
-            let j = Journaled::open(
-                Box::new(FailingEngine {
-                    inner: engine,
-                    fail_next: fail.clone(),
-                }),
-                dir.path(),
-            )
-            .unwrap();
-            let mut b = WriteBatch::new();
-            for i in 0..APPLY_ENTRIES as u32 {
-                b.put(Table::Tokens, i.to_be_bytes().to_vec(), b"acked".to_vec());
-            }
-            let ticket = j.write(b).unwrap(); // full: handed to the applier, which fails
-            j.sync(ticket).unwrap(); // acknowledged
-            let mut late = WriteBatch::new();
-            late.put(Table::Meta, b"late".to_vec(), b"x".to_vec());
-            // The failure surfaces on the next calls, and repeated calls do not "settle" past it.
-            for _ in 0..3 {
-                let _ = j.write(late.clone());
-                assert!(j.last(Table::Audit).is_err());
-                assert_eq!(
-                    j.get(Table::Tokens, &7u32.to_be_bytes()).unwrap().unwrap(),
-                    b"acked"
-                );
-            }
-        }
-        let s = super::super::open(Backend::Redb, dir.path()).unwrap();
-        assert_eq!(s.count(Table::Tokens).unwrap(), APPLY_ENTRIES as u64);
-    }
-}
+#[path = "journal_tests.rs"]
+mod tests;
 
 /// Fixed-byte vectors of the journal record (see `tests/vectors.rs` for the other formats): a
 /// future build must write and read exactly these bytes.

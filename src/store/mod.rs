@@ -22,9 +22,12 @@ use std::sync::Arc;
 
 use crate::{Error, Result};
 
+pub use replay::{JOURNAL_LOSS_KEY, JournalLoss, Recovery, decode_losses};
+
 mod filter;
 mod journal;
 mod redb_backend;
+mod replay;
 mod sled_backend;
 
 /// The tables of the vault. The names (redb) and tags (sled) are part of the on-disk format.
@@ -273,6 +276,12 @@ pub trait Store: Send + Sync + 'static {
     fn reget(&self, table: Table, key: &[u8], _earlier: &Stamped) -> Result<Option<Vec<u8>>> {
         self.get(table, key)
     }
+
+    /// What opening the store found in its journal: a torn last record dropped, records given
+    /// up with `--accept-journal-loss` (see `replay.rs`).
+    fn recovery(&self) -> Recovery {
+        Recovery::default()
+    }
 }
 
 /// A value read together with the state it was read from (see [`Store::get_stamped`]).
@@ -344,17 +353,42 @@ trait Engine: Send + Sync + 'static {
 /// After a crash (even SIGKILL mid-commit) this recovers the last committed state: redb repairs
 /// the file on open, sled replays its log, then the journal replays what the engine lacks.
 pub fn open(backend: Backend, dir: &Path) -> Result<Arc<dyn Store>> {
+    open_with(backend, dir, false)
+}
+
+/// [`open`], and with `accept_journal_loss` a journal damaged in the middle is cut at the
+/// damage rather than refused with [`Error::JournalCorrupt`]; the loss is then kept under
+/// `meta/`[`JOURNAL_LOSS_KEY`] until the vault audits it.
+pub fn open_with(
+    backend: Backend,
+    dir: &Path,
+    accept_journal_loss: bool,
+) -> Result<Arc<dyn Store>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display().to_string(), e))?;
-    let engine: Box<dyn Engine> = match backend {
-        Backend::Redb => Box::new(redb_backend::RedbStore::open(dir)?),
-        Backend::Sled => Box::new(sled_backend::SledStore::open(dir)?),
-    };
-    let store = Arc::new(journal::Journaled::open(engine, dir)?);
+    let store = Arc::new(journal::Journaled::open(
+        open_engine(backend, dir)?,
+        dir,
+        accept_journal_loss,
+    )?);
     restrict_permissions(dir)?;
     // Neither engine fsyncs the directory holding the files it creates: without this, a power
     // loss right after `init` could lose the directory entries themselves.
     sync_dir(dir)?;
     Ok(store)
+}
+
+fn open_engine(backend: Backend, dir: &Path) -> Result<Box<dyn Engine>> {
+    Ok(match backend {
+        Backend::Redb => Box::new(redb_backend::RedbStore::open(dir)?),
+        Backend::Sled => Box::new(sled_backend::SledStore::open(dir)?),
+    })
+}
+
+/// Refuses a store whose journal is damaged in the middle with [`Error::JournalCorrupt`], as
+/// [`open`] would, but replays and changes nothing: for a server that starts sealed (the store
+/// opens only at unseal), so that it does not start at all.
+pub fn check_journal(backend: Backend, dir: &Path) -> Result<()> {
+    journal::check(open_engine(backend, dir)?.as_ref(), dir)
 }
 
 /// Makes the store's files readable by the owner only (0600, directories 0700): the engines

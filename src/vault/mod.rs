@@ -89,6 +89,10 @@ pub struct Options {
     pub max_batch: usize,
     /// Depth of the writer's queue; callers wait (asynchronously) when it is full.
     pub queue_depth: usize,
+    /// Open even if the journal is damaged in the middle: cut it at the damage and audit the
+    /// loss (`serve --accept-journal-loss`); without it such a store is refused with
+    /// [`Error::JournalCorrupt`].
+    pub accept_journal_loss: bool,
 }
 
 impl Default for Options {
@@ -97,6 +101,7 @@ impl Default for Options {
             dek_policy: DekPolicy::default(),
             max_batch: 1024,
             queue_depth: 8192,
+            accept_journal_loss: false,
         }
     }
 }
@@ -334,7 +339,7 @@ impl Vault {
     pub fn open(dir: &Path, unlock: &Unlock, opts: Options) -> Result<Vault> {
         let backend = backend_of(dir)?;
         let keyring = keys::load(dir, unlock)?;
-        let store = store::open(backend, dir)?;
+        let store = store::open_with(backend, dir, opts.accept_journal_loss)?;
 
         let fingerprint =
             load_meta_key(store.as_ref(), &keyring, FINGERPRINT_KEY)?.ok_or(Error::Corrupt {
@@ -385,6 +390,20 @@ impl Vault {
             },
         );
         let mut chain = Chain::load(store.as_ref(), Some(audit_mac.clone()))?;
+        // Journal records given up with `--accept-journal-loss`, at this open or at one that
+        // stopped before auditing them: audited here, in the same commit that clears them.
+        if let Some(v) = store.get(Table::Meta, store::JOURNAL_LOSS_KEY)? {
+            let mut events = Vec::new();
+            for loss in store::decode_losses(&v)? {
+                let mut ev = Ctx::system().event("journal_loss", None, None, "accepted");
+                ev.detail = Some(loss.describe());
+                events.push(ev);
+            }
+            batch.delete(Table::Meta, store::JOURNAL_LOSS_KEY);
+            chain.append_all(events, &rfc3339(now_unix()), |seq, bytes| {
+                batch.put(Table::Audit, audit::key(seq), bytes)
+            })?;
+        }
         // A vault made before API keys existed gets its API key MAC key here.
         let api_key_mac = match load_meta_key(store.as_ref(), &keyring, API_KEY_MAC_KEY)? {
             Some(k) => k,
@@ -488,6 +507,12 @@ impl Vault {
             ("custom", c[1].load(Ordering::Relaxed)),
             ("temporary", c[2].load(Ordering::Relaxed)),
         ]
+    }
+
+    /// What opening the store found in its journal (torn last record dropped, records lost
+    /// with `--accept-journal-loss`), for `/metrics`.
+    pub fn journal_recovery(&self) -> store::Recovery {
+        self.inner.store.recovery()
     }
 
     /// Group-commit figures since open.
