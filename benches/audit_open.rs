@@ -8,6 +8,7 @@
 //! opens, 998 after them). Then, each as the median of R runs:
 //! - `Vault::open` (keyring, DEKs, the chain check, a new DEK, the authorization records'
 //!   check, the writer started) and `shutdown`;
+//! - the store alone opened and closed (redb and the journal), part of every open;
 //! - `audit::check_recent` alone: the last checkpoint to the signed head;
 //! - `audit::verify` with the key: the whole chain, as `audit verify` reads it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -97,6 +98,14 @@ fn main() {
         opens.push(t.elapsed());
     }
 
+    // The store alone (engine and journal opened, then closed): what of the open is not ours.
+    let mut stores = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        drop(open_store(&data).unwrap());
+        stores.push(t.elapsed());
+    }
+
     let store = open_store(&data).unwrap();
     let key = audit_mac_key(&data, store.as_ref(), &Unlock::Dev)
         .unwrap()
@@ -129,6 +138,10 @@ fn main() {
         "| `Vault::open` + shutdown (chain check included) | {}..{window} | {:.1} ms |",
         window as usize - runs,
         median(opens)
+    );
+    println!(
+        "| the store alone (`open_store`, then closed) | 0 | {:.1} ms |",
+        median(stores)
     );
     println!(
         "| `audit::check_recent` alone (last checkpoint to head) | {window} | {:.2} ms |",
