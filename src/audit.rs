@@ -817,5 +817,4 @@ impl Ctx {
 }
 
 #[cfg(test)]
-#[path = "audit_tests.rs"]
 mod tests;
