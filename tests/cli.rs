@@ -855,11 +855,11 @@ fn tamper_appended_entry_is_detected() {
         .refused(&["audit chain broken at entry 10: entry after the signed head"]);
 }
 
-/// The audit table's rows and the signed head, as stored.
-type AuditOnDisk = (Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>);
+/// Stored (key, value) pairs.
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Every audit entry's stored bytes and the signed head, as they are on disk now.
-fn audit_on_disk(dir: &Path) -> AuditOnDisk {
+fn audit_on_disk(dir: &Path) -> (Rows, Option<Vec<u8>>) {
     let store = panvault::vault::open_store(dir).unwrap();
     let entries = store.scan(Table::Audit, &[], 10_000).unwrap();
     let head = store.get(Table::Meta, audit::HEAD_KEY).unwrap();

@@ -424,3 +424,62 @@ fn rotating_a_shamir_vault_issues_new_shares_and_retires_the_old() {
         }
     }
 }
+
+/// A sealed vault whose audit chain was edited on disk while it was down: the right passphrase
+/// unlocks the keys, but the vault does not open on the chain (issue 14 item 7). The answer
+/// says so (500 `audit_broken`), the server log names the entry, it stays sealed, and nothing
+/// is appended or signed over the edited chain.
+#[test]
+fn unseal_over_an_edited_audit_chain_is_refused_and_stays_sealed() {
+    use panvault::audit::{self, Entry};
+    use panvault::store::{Table, WriteBatch};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let pass = tmp.path().join("pass");
+    std::fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
+    let init = Command::new(env!("CARGO_BIN_EXE_panvault"))
+        .args(["init", "--json", "--keys", "file", "--passphrase-file"])
+        .arg(&pass)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    // Entry 1 of 2 altered; the tail and the signed head are left as they were.
+    let on_disk = || {
+        let store = panvault::vault::open_store(&data).unwrap();
+        let entries = store.scan(Table::Audit, &[], 100).unwrap();
+        (entries, store.get(Table::Meta, audit::HEAD_KEY).unwrap())
+    };
+    {
+        let store = panvault::vault::open_store(&data).unwrap();
+        let bytes = store.get(Table::Audit, &audit::key(1)).unwrap().unwrap();
+        let mut e = Entry::decode(&bytes).unwrap();
+        e.actor = "someone else".into();
+        let mut b = WriteBatch::new();
+        b.put(Table::Audit, audit::key(1), e.encode().unwrap());
+        store.commit(&b).unwrap();
+    }
+    let before = on_disk();
+    let (child, base, c, log) = serve(&data, &[]);
+    let (s, body) = send(
+        c.post(format!("{base}/v1/sys/unseal"))
+            .json(&json!({ "passphrase": PASSPHRASE })),
+    );
+    let status = send(c.get(format!("{base}/v1/sys/seal-status"))).1;
+    // Stopped before anything is asserted, so a failure leaves no server behind.
+    stop(child);
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["code"], "audit_broken", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("stays sealed"),
+        "{body}"
+    );
+    assert_eq!(status["sealed"], true, "{status}");
+    let logged = log.lock().unwrap().join("\n");
+    assert!(
+        logged.contains("audit chain broken at entry 1: hash does not match the entry's contents"),
+        "{logged}"
+    );
+    assert!(on_disk() == before, "the store changed");
+}

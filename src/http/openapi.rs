@@ -346,7 +346,8 @@ fn seal_status() {}
         ("share" = (summary = "`shamir` keys: one custodian's share per call", value = json!({"share": "pvshare1-..."}))))),
     responses((status = 200, description = "unsealed, progress towards it, or already unsealed", body = SealStatus),
         (status = 400, description = "key_unlock_failed, share_refused or not_enough_shares (audited once unsealed), or malformed_request", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_field: not exactly one of passphrase and share, not a string, or not what this vault's keys take", body = Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "invalid_field: not exactly one of passphrase and share, not a string, or not what this vault's keys take", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "audit_broken or auth_record_broken: the keys unlocked but the store fails its integrity check (edited on disk; the server log names the entry); the vault stays sealed", body = Problem, content_type = "application/problem+json")))]
 fn unseal() {}
 
 #[utoipa::path(post, path = "/v1/sys/seal", security(("bearer" = [])),

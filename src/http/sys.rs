@@ -1,6 +1,7 @@
 //! The system endpoints: liveness and readiness, metrics, the OpenAPI document, and the seal
 //! state (status, unseal, seal).
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
@@ -8,6 +9,7 @@ use super::body::{field_error, json_body, only_fields};
 use super::extract::{Unsealed, principal, request_ctx};
 use super::problem::Answer;
 use super::{BODY_LIMIT, Metrics, Problem};
+use crate::Error;
 use crate::access::Scope;
 use crate::crypto::SecretString;
 use crate::seal::{Gate, UnsealInput};
@@ -36,8 +38,28 @@ pub(super) async fn unseal(req: HttpRequest, gate: web::Data<Gate>, body: web::P
             ));
         }
     };
-    let status = gate.unseal(&request_ctx(&req, None), input).await?;
+    let status = gate
+        .unseal(&request_ctx(&req, None), input)
+        .await
+        .map_err(unseal_failed)?;
     Ok(HttpResponse::Ok().json(status))
+}
+
+/// A failed unseal's answer. Keys that unlocked but a vault that refused to open on its own
+/// store (its audit chain, or an authorization record, fails its check: edited on disk) is a
+/// 500 that says so under the error's own code, so the operator knows the vault stays sealed
+/// for a reason no retry fixes; which entry or record, is in the server log only.
+fn unseal_failed(e: Error) -> Problem {
+    if let Error::AuditBroken { .. } | Error::AuthRecordBroken { .. } = e {
+        tracing::error!(code = e.code(), error = %e, "the vault did not open; it stays sealed");
+        return Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.code(),
+            "the vault did not open: its store fails its integrity check (see the server log); \
+             it stays sealed",
+        );
+    }
+    Problem::from(e)
 }
 
 /// `POST /v1/sys/seal` (scope `keys`).

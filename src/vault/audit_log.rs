@@ -172,9 +172,53 @@ impl Vault {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use crate::Error;
     use crate::audit;
-    use crate::vault::tests::{each_backend, req};
-    use crate::vault::{Ctx, Vault};
+    use crate::keys::Unlock;
+    use crate::store::{Backend, Table, WriteBatch};
+    use crate::vault::tests::{each_backend, new_vault, req};
+    use crate::vault::{Ctx, Options, Vault};
+
+    #[tokio::test]
+    async fn a_vault_without_an_audit_key_verifies_its_chain_before_signing_it() {
+        // A vault as made before signed audit heads: no audit MAC key, no head. Its first open
+        // by today's code signs the chain, so it re-links the whole chain first.
+        for edited in [false, true] {
+            let (_d, v) = new_vault(Backend::Redb);
+            v.create_merchant(&Ctx::system(), "A", None).await.unwrap();
+            let dir = v.dir().to_path_buf();
+            v.shutdown();
+            let store = v.inner.store.clone();
+            drop(v);
+            let mut b = WriteBatch::new();
+            b.delete(Table::Meta, b"audit_mac_key".to_vec());
+            b.delete(Table::Meta, audit::HEAD_KEY);
+            if edited {
+                let raw = store.get(Table::Audit, &audit::key(2)).unwrap().unwrap();
+                let mut e = audit::Entry::decode(&raw).unwrap();
+                e.actor = "someone else".into();
+                b.put(Table::Audit, audit::key(2), e.encode().unwrap());
+            }
+            store.commit(&b).unwrap();
+            drop(store);
+            match Vault::open(&dir, &Unlock::Dev, Options::default()) {
+                Ok(v) => {
+                    assert!(!edited, "opened over an edited chain");
+                    let verified = v.verify_audit().unwrap();
+                    assert_eq!(verified.signed_through, Some(verified.last_seq));
+                    v.shutdown();
+                }
+                Err(e) => {
+                    assert!(edited, "{e}");
+                    assert!(matches!(e, Error::AuditBroken { seq: 2, .. }), "{e}");
+                    // Nothing was signed: no key, no head.
+                    let store = crate::vault::open_store(&dir).unwrap();
+                    assert!(store.get(Table::Meta, audit::HEAD_KEY).unwrap().is_none());
+                    assert!(store.get(Table::Meta, b"audit_mac_key").unwrap().is_none());
+                }
+            }
+        }
+    }
 
     #[tokio::test]
     async fn audit_chain_records_operations_and_verifies() {

@@ -370,7 +370,7 @@ impl Vault {
         // signs a head over a chain it has not checked. With the key, from the last checkpoint
         // to the signed head (bounded; see `audit::check_recent`). A vault made before signed
         // audit heads gets its audit MAC key here, once its whole chain's links verify (with
-        // no key there is no MAC to check; this is the only open that reads the whole chain).
+        // no key there is no MAC to check; a one-time read of the whole chain).
         let audit_mac = Arc::new(
             match load_meta_key(store.as_ref(), &keyring, AUDIT_MAC_KEY)? {
                 Some(k) => {
