@@ -392,6 +392,24 @@ fn serve_refused(dir: &Path) -> String {
     err
 }
 
+/// A `serve` child that is killed if the test fails before it is stopped.
+struct Served(Option<std::process::Child>);
+
+impl Served {
+    fn stop(mut self) {
+        common::stop(self.0.take().unwrap());
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// One figure of `/metrics`.
 fn metric(base: &str, client: &reqwest::blocking::Client, key: &str, name: &str) -> u64 {
     let text = client
@@ -494,6 +512,7 @@ fn a_flipped_bit_mid_journal_refuses_to_start_until_the_loss_is_accepted() {
 
         let (child, base, client, log) =
             common::serve(&dir, &[std::ffi::OsStr::new("--accept-journal-loss")]);
+        let child = Served(Some(child));
         assert_eq!(
             metric(&base, &client, &admin, "panvault_journal_records_lost"),
             last - seq + 1,
@@ -508,7 +527,7 @@ fn a_flipped_bit_mid_journal_refuses_to_start_until_the_loss_is_accepted() {
             ),
             0
         );
-        common::stop(child);
+        child.stop();
         let log = log.lock().unwrap().join("\n");
         assert!(log.contains("journal damaged"), "{backend}: {log}");
 
@@ -554,6 +573,7 @@ fn a_torn_last_record_is_dropped_logged_and_counted() {
         std::fs::write(&path, &bytes).unwrap();
 
         let (child, base, client, log) = common::serve(&dir, &[]);
+        let child = Served(Some(child));
         assert_eq!(
             metric(
                 &base,
@@ -568,7 +588,7 @@ fn a_torn_last_record_is_dropped_logged_and_counted() {
             metric(&base, &client, &admin, "panvault_journal_records_lost"),
             0
         );
-        common::stop(child);
+        child.stop();
         let log = log.lock().unwrap().join("\n");
         assert!(
             log.contains("a torn last record was dropped")
@@ -578,6 +598,7 @@ fn a_torn_last_record_is_dropped_logged_and_counted() {
         // Every acknowledged token is there; the next start finds nothing more to drop.
         assert!(revealable(&dir, &acks).iter().all(|h| *h), "{backend}");
         let (child, base, client, _) = common::serve(&dir, &[]);
+        let child = Served(Some(child));
         assert_eq!(
             metric(
                 &base,
@@ -588,6 +609,6 @@ fn a_torn_last_record_is_dropped_logged_and_counted() {
             0,
             "{backend}"
         );
-        common::stop(child);
+        child.stop();
     }
 }

@@ -10,6 +10,9 @@
 //!
 //! Either way a commit is made durable by the journal (`journal.rs`): one checksummed append
 //! and one `fdatasync` per batch, the engine itself being synced only at checkpoints.
+//! At open the journal is replayed (`replay.rs`): a torn last record is dropped and reported in
+//! [`Store::recovery`]; a damaged record followed by newer ones refuses the open with
+//! [`crate::Error::JournalCorrupt`] unless [`open_with`] is told to accept the loss.
 //!
 //! The vault drives [`Store::commit`] from a single writer thread; readers call the read methods
 //! from any thread. Every backend failure is reported as [`crate::Error::Store`] naming the

@@ -455,4 +455,53 @@ mod tests {
             assert_eq!(s.get(Table::Tokens, &[9]).unwrap().unwrap(), b"new");
         }
     }
+
+    /// Not a test: how long planning takes over two full 64 MiB files of records (the worst
+    /// case: every byte after the runs is searched and every stale record's checksum checked).
+    #[test]
+    #[ignore = "timing; run with --ignored --nocapture"]
+    fn time_plan_over_full_files() {
+        let value = vec![0x5a; 200];
+        let full = |first: u64| {
+            let mut bytes = Vec::with_capacity(65 << 20);
+            let mut seq = first;
+            while bytes.len() < 64 << 20 {
+                let mut b = WriteBatch::new();
+                for i in 0..32u64 {
+                    b.put(Table::Tokens, (seq * 32 + i).to_be_bytes(), value.clone());
+                }
+                bytes.extend(encode(seq, &b));
+                seq += 1;
+            }
+            (bytes, seq)
+        };
+        let (zero, next) = full(1);
+        let (one, last) = full(next);
+        let start = std::time::Instant::now();
+        let p = plan_of(&zero, &one, last - 1, false).unwrap();
+        println!(
+            "plan over 2 x {} MiB, nothing to replay: {:?} ({} records)",
+            zero.len() >> 20,
+            start.elapsed(),
+            last - 1
+        );
+        assert!(p.records.is_empty());
+        // Worst case: one record at the start of each file, 2 x 64 MiB of stale records after.
+        let (mut zero, mut one) = (zero, one);
+        for (bytes, seq) in [(&mut zero, last), (&mut one, last + 1)] {
+            let mut b = WriteBatch::new();
+            for i in 0..32u64 {
+                b.put(Table::Tokens, (seq * 32 + i).to_be_bytes(), value.clone());
+            }
+            let rec = encode(seq, &b);
+            bytes[..rec.len()].copy_from_slice(&rec);
+        }
+        let start = std::time::Instant::now();
+        let p = plan_of(&zero, &one, last + 1, false).unwrap();
+        println!(
+            "plan over 2 x 64 MiB of stale records: {:?}",
+            start.elapsed()
+        );
+        assert!(p.records.is_empty());
+    }
 }
