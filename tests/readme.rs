@@ -99,7 +99,6 @@ fn command(lines: &[String], i: &mut usize, first: &str) -> String {
     let mut cmd = first.to_string();
     *i += 1;
     while cmd.ends_with('\\') && *i < lines.len() {
-        cmd.pop();
         cmd.push('\n');
         cmd.push_str(&lines[*i]);
         *i += 1;
