@@ -403,7 +403,6 @@ pub fn masked(s: &str) -> String {
 }
 
 #[test]
-#[allow(clippy::unwrap_used)]
 fn the_matcher_takes_shapes_and_refuses_values() {
     let e =
         r#"{"bin":"411111",...,"created_at":"2026-11-23T20:44:28Z","token":"41XYZWQ52J331111"}"#;
