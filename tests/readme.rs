@@ -217,6 +217,7 @@ impl Demo {
             let err = self.stderr.lock().unwrap().clone();
             let key = |label: &str| {
                 out.iter()
+                    .chain(&err)
                     .filter(|l| l.to_ascii_lowercase().contains(label))
                     .flat_map(|l| l.split_whitespace())
                     .find(|w| w.starts_with("pvk_"))
