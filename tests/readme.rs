@@ -6,7 +6,9 @@
 //!   `KEY` (the shop key), `ADMIN_KEY` and `CA` are exported, as the README asks the reader to set
 //!   them; shell variables a command sets (`OP=$(...)`, `export ...`) carry over to the next
 //!   commands.
-//! - `$ cmd` (with `\` continuations) is a command whose following lines are its expected output:
+//! - A command goes on over the lines `bash -n` says it needs (`\` continuations, a quote or a
+//!   here-document over several lines).
+//! - `$ cmd` is a command whose following lines are its expected output:
 //!   each line is compared with the output's line, JSON by value (`...` as a member, element or
 //!   value: "more here"), text with `...` as "more text here", and a line `...` stands for any
 //!   lines. What truly varies per run is matched by shape, found from the printed value itself:
@@ -14,8 +16,8 @@
 //!   (`mer_...`, `pvk_...`, `tmp_...`) and lowercase hex of 16 or more characters (hashes, MACs,
 //!   request ids). Everything else must be equal. In a block with `$` lines, `#` lines before the
 //!   first one are comments.
-//! - Any other line of a sh block (with `\` continuations; `#` comments and blank lines skipped)
-//!   is one command that must exit 0 (with `pipefail`), and must not answer a panvault problem.
+//! - Any other line of a sh block (`#` comments and blank lines skipped) is one command that must
+//!   exit 0 (with `pipefail`), and must not answer a panvault problem.
 //!   `NAME=value...  # ...` is a value the reader copies by hand: it must be one the test sets.
 //! - A ```python block runs with `python3` and must exit 0, with `REQUESTS_CA_BUNDLE` set to a
 //!   bundle without the vault's CA (the README's advice must hold there).
@@ -97,11 +99,30 @@ enum Step {
     Python { line: usize, code: String },
 }
 
-/// A command starting at `lines[*i]`, joined with its `\` continuations; `*i` moves past it.
+/// Is `cmd` a whole shell command, or does it go on (an open quote, `$(`, `if`, a here-document
+/// without its end)? `bash -n` tells.
+fn complete(cmd: &str) -> bool {
+    let out = Command::new("bash")
+        .args(["-n", "-c", cmd])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    ![
+        "unexpected EOF",
+        "unexpected end of file",
+        "delimited by end-of-file",
+    ]
+    .iter()
+    .any(|m| err.contains(m))
+}
+
+/// A command starting at `lines[*i]`, with the lines it goes on to (`\` continuations, a quote
+/// or here-document over several lines); `*i` moves past it.
 fn command(lines: &[String], i: &mut usize, first: &str) -> String {
     let mut cmd = first.to_string();
     *i += 1;
-    while cmd.ends_with('\\') && *i < lines.len() {
+    while *i < lines.len() && (cmd.ends_with('\\') || !complete(&cmd)) {
         cmd.push('\n');
         cmd.push_str(&lines[*i]);
         *i += 1;
@@ -501,4 +522,59 @@ fn run_step(shell: &mut Shell, line: usize, cmd: &str, expected: Option<&Vec<Str
             }
         }
     }
+}
+
+#[test]
+fn a_block_splits_into_commands_and_outputs() {
+    let block = |text: &str| Block {
+        lang: "sh".into(),
+        line: 10,
+        lines: text.lines().map(str::to_string).collect(),
+    };
+    let b = block(
+        "# a comment\n$ curl -sS \\\n    -d '<a>\n<b/>\n</a>' x\n<ok/>\n...\n$ cat <<'EOF'\nline\nEOF\nline",
+    );
+    let got: Vec<(usize, String, Vec<String>)> = steps(&b)
+        .into_iter()
+        .map(|s| match s {
+            Step::Expect {
+                line,
+                cmd,
+                expected,
+            } => (line, cmd, expected),
+            _ => panic!("a `$` block has only `$` commands"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                11,
+                "curl -sS \\\n    -d '<a>\n<b/>\n</a>' x".to_string(),
+                vec!["<ok/>".to_string(), "...".to_string()]
+            ),
+            (
+                17,
+                "cat <<'EOF'\nline\nEOF".to_string(),
+                vec!["line".to_string()]
+            ),
+        ]
+    );
+    let b = block("KEY=pvk_...   # the key\nCA=./ca.pem\nOP=$(curl x |\n  python3 -c 'print(1)')");
+    let got: Vec<String> = steps(&b)
+        .into_iter()
+        .map(|s| match s {
+            Step::Placeholder { name, .. } => format!("placeholder {name}"),
+            Step::Run { cmd, .. } => cmd,
+            _ => panic!("no `$` here"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "placeholder KEY",
+            "CA=./ca.pem",
+            "OP=$(curl x |\n  python3 -c 'print(1)')"
+        ]
+    );
 }
