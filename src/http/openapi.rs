@@ -115,8 +115,8 @@ pub struct UpdateBody {
     expiry_month: i64,
     #[schema(minimum = 2000, maximum = 2099)]
     expiry_year: i64,
-    /// Custom tokens only (409 `token_conflict` on a masked or temporary token): the card
-    /// replaced under the same token.
+    /// Custom tokens only (409 `card_change_not_allowed` for a different card on a masked or
+    /// temporary token): the card replaced under the same token.
     #[schema(
         min_length = 12,
         max_length = 37,
@@ -150,6 +150,9 @@ pub struct Problem {
     /// Names the field at fault, never echoes a value.
     detail: String,
     code: String,
+    /// On a 403 for a missing scope: the scope the call needs (`tokenize`, `read`, `reveal`,
+    /// `charge`, `admin`, `keys`, `audit`, `metrics`).
+    required_scope: Option<String>,
 }
 
 /// `POST /v1/merchants`. Unknown fields are refused (422).
@@ -244,9 +247,9 @@ const TOKEN_EXAMPLE: &str = "41XYZW7QK2ZD1111";
         ("temporary" = (summary = "a single-use token with its CVV", value = json!({"pan": "378282246310005", "expiry_month": 12, "expiry_year": 2030, "temporary": true, "cvv": "1234", "ttl_seconds": 900}))))),
     responses(
         (status = 201, description = "created", body = TokenizeAnswer, example = json!({"token": "41XYZW7QK2ZD1111", "token_kind": "masked", "token_expiry_month": 12, "token_expiry_year": 2030, "brand": "visa", "bin": "411111", "last4": "1111", "masked_pan": "411111******1111", "expired": false, "created_at": "2026-11-23T20:44:28Z"})),
-        (status = 200, description = "the card's existing token (for the same PAN), its expiry updated", body = TokenizeAnswer, example = json!({"token": "XYZWJOHN_SMITH_5533", "token_kind": "custom", "token_expiry_month": 3, "token_expiry_year": 2031, "brand": "mastercard", "bin": "555555", "last4": "4444", "masked_pan": "555555******4444", "expired": false, "created_at": "2026-11-23T20:44:31Z"})),
+        (status = 200, description = "the card's existing token (for the same PAN): its stored expiry becomes the later of the stored one and the request's, never earlier, and is the one answered; a request whose expiry has passed gets this too", body = TokenizeAnswer, example = json!({"token": "XYZWJOHN_SMITH_5533", "token_kind": "custom", "token_expiry_month": 3, "token_expiry_year": 2031, "brand": "mastercard", "bin": "555555", "last4": "4444", "masked_pan": "555555******4444", "expired": false, "created_at": "2026-11-23T20:44:31Z"})),
         (status = 409, description = "token_conflict: the custom value is taken by another card", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_pan, luhn_check_failed, invalid_expiry, invalid_cvv, invalid_custom_token or invalid_field (the field named in detail, its value never echoed)", body = Problem, content_type = "application/problem+json",
+        (status = 422, description = "invalid_pan, luhn_check_failed, invalid_expiry, card_expired (a new token for a card whose expiry month has ended, UTC), invalid_cvv, invalid_custom_token or invalid_field (the field named in detail, its value never echoed)", body = Problem, content_type = "application/problem+json",
             example = json!({"type": "urn:panvault:problem:luhn_check_failed", "title": "Unprocessable Entity", "status": 422, "detail": "pan fails the Luhn check", "code": "luhn_check_failed"}))))]
 fn create_token() {}
 
@@ -272,8 +275,9 @@ fn get_token() {}
     responses(
         (status = 200, description = "the token's fields after the update", body = TokenInfo),
         (status = 404, description = "token_not_found (also another group's token)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "token_conflict: a new card for a masked or temporary token, or the card has that custom value elsewhere", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_pan, luhn_check_failed, invalid_expiry or invalid_field (named in detail, never echoed)", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "card_change_not_allowed: a different card for a masked (standard) or temporary token; tokenize the new card instead", body = Problem, content_type = "application/problem+json",
+            example = json!({"type": "urn:panvault:problem:card_change_not_allowed", "title": "Conflict", "status": 409, "detail": "a standard token's card cannot change; tokenize the new card", "code": "card_change_not_allowed"})),
+        (status = 422, description = "invalid_pan, luhn_check_failed, invalid_expiry, card_expired (a custom token's new card whose expiry has passed; the expiry alone is set as given, even a passed one) or invalid_field (named in detail, never echoed)", body = Problem, content_type = "application/problem+json")))]
 fn update_token() {}
 
 #[utoipa::path(delete, path = "/v1/tokens/{token}", security(("bearer" = [])),
@@ -460,7 +464,7 @@ type Shared = Vec<(&'static str, &'static str, Value)>;
 /// take a JSON body (`json_body` in src/http/body.rs).
 fn shared_responses() -> (Shared, Shared) {
     let mut unauthorized = problem_response(
-        "unauthorized: no API key, or not a valid live one (audited)",
+        "unauthorized: no API key, or not a valid live one (audited). On /v1/proxy/..., a request whose Authorization is not a panvault key (a gateway's Basic or v1HMAC) and that has no X-Panvault-Authorization is told to send panvault's key there",
         401,
         "Unauthorized",
         "unauthorized",
@@ -477,20 +481,18 @@ fn shared_responses() -> (Shared, Shared) {
     );
     too_many_failures["headers"] =
         json!({"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}});
+    let mut forbidden = problem_response(
+        "forbidden: the key lacks the scope this call needs (named in detail and in `required_scope`), or its shop login is in no merchant group (audited)",
+        403,
+        "Forbidden",
+        "forbidden",
+        "forbidden: this call needs an API key with the `reveal` scope",
+    );
+    forbidden["content"]["application/problem+json"]["example"]["required_scope"] = json!("reveal");
     let secured = vec![
         ("401", "Unauthorized", unauthorized),
         ("429", "TooManyFailedAuthentications", too_many_failures),
-        (
-            "403",
-            "Forbidden",
-            problem_response(
-                "forbidden: the key lacks the scope this call needs, or its shop login is in no merchant group (audited)",
-                403,
-                "Forbidden",
-                "forbidden",
-                "forbidden: the API key lacks the scope this call needs",
-            ),
-        ),
+        ("403", "Forbidden", forbidden),
         (
             "503",
             "Sealed",
@@ -519,7 +521,7 @@ fn shared_responses() -> (Shared, Shared) {
             "400",
             "MalformedRequest",
             problem_response(
-                "malformed_request: the body is not JSON, or an object in it repeats a key",
+                "malformed_request: the body is not UTF-8 (the byte offset named), not JSON, or an object in it repeats a key",
                 400,
                 "Bad Request",
                 "malformed_request",
@@ -541,7 +543,7 @@ fn shared_responses() -> (Shared, Shared) {
             "415",
             "UnsupportedMediaType",
             problem_response(
-                "unsupported_media_type: not Content-Type application/json",
+                "unsupported_media_type: not Content-Type application/json, or a charset other than UTF-8",
                 415,
                 "Unsupported Media Type",
                 "unsupported_media_type",
