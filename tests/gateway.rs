@@ -1150,6 +1150,18 @@ fn request_token_on_a_proxied_charge() {
         &moto("4012888888881881"),
     );
     assert_eq!(hd["x-panvault-token"], "GWAYCUSTOMER_1881");
+    // A card whose expiry has passed gets no new token, forced or not: the charge's answer
+    // comes back with `X-Panvault-Token-Error: card_expired` (issue 15, point 2).
+    let mut forced_old = nexi_headers();
+    forced_old.push(("X-Panvault-Request-Token", ":FORCED:OLD_CARD"));
+    let (_, hd, _) = env.proxy_full(
+        "POST",
+        "nexi/orders/moto",
+        &forced_old,
+        &moto("5555555555554444").replace(r#""expiryDate":"1230""#, r#""expiryDate":"0120""#),
+    );
+    assert!(hd.get("x-panvault-token").is_none());
+    assert_eq!(hd["x-panvault-token-error"], "card_expired");
 
     // The new token pays on MPGS.
     let body = format!(
