@@ -4,6 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+// The OpenAPI document against a client generated from it.
+#[path = "api/openapi_client.rs"]
+mod openapi_client;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
