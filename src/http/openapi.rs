@@ -671,7 +671,7 @@ pub fn document_for_listener(addr: std::net::SocketAddr, secure: bool) -> String
             }},
         })
     } else {
-        json!({"url": format!("{scheme}://{addr}"), "description": "this vault"})
+        json!({"url": format!("{scheme}://{addr}")})
     };
     build(json!([server]))
 }
