@@ -43,7 +43,6 @@ def generate(openapi: Path, workdir: Path):
         "--output", str(out),
         "--output-model-type", "pydantic_v2.BaseModel",
         "--extra-fields", "forbid",
-        "--target-python-version", f"{sys.version_info.major}.{sys.version_info.minor}",
         "--disable-timestamp",
     ]
     run = subprocess.run(cmd, capture_output=True, text=True)
