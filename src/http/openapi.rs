@@ -9,10 +9,13 @@
 //! schema is never contradicted; the rules no schema keyword says (the Luhn check, no run of 12
 //! digits in a custom token, `cvv` and `ttl_seconds` only on a temporary token) are 422 answers.
 //!
-//! The problem answers that every operation of a kind can give are added in one place,
-//! [`document`], rather than on each handler: 401, 403 and 503 on every operation behind an API
-//! key (the vault is checked first, then the key, then its scope), and 400, 413, 415 and 422 on
-//! every operation that takes a JSON body. Examples use only published test card numbers.
+//! The problem answers that every operation of a kind can give are added in one place, where
+//! the document is built, rather than on each handler: 401, 403 and 503 on every operation
+//! behind an API key (the vault is checked first, then the key, then its scope), and 400, 413,
+//! 415 and 422 on every operation that takes a JSON body. Examples use only published test card
+//! numbers. Every operation has a `summary` and one of the tags declared at the top; `servers`
+//! is where the API is: the listener's own address when served ([`document_for_listener`]),
+//! else [`DEFAULT_SERVER`] or the URL given to `panvault openapi --server`.
 #![allow(dead_code)] // the schema-only types exist for the document, not to be built
 
 use serde_json::{Value, json};
