@@ -753,6 +753,16 @@ fn build(servers: Value) -> String {
             props.insert(field.into(), schema);
         }
     }
+    // The report's optional figures are written as null, never left out: a generated client
+    // must not take them for fields that may be missing.
+    for name in ["AuditEvidence", "ApiKeyEvidence"] {
+        let schema = &mut v["components"]["schemas"][name];
+        let all: Vec<Value> = schema["properties"]
+            .as_object()
+            .map(|p| p.keys().map(|k| Value::from(k.as_str())).collect())
+            .unwrap_or_default();
+        schema["required"] = Value::Array(all);
+    }
     v.to_string()
 }
 

@@ -372,6 +372,11 @@ mod tests {
             "SignedHead",
             "AuditPage",
             "HardeningCheck",
+            "Evidence",
+            "TlsEvidence",
+            "AuditEvidence",
+            "ApiKeyEvidence",
+            "StoreEvidence",
         ] {
             let s = schema(name);
             let required: BTreeSet<&str> = s["required"]
@@ -388,6 +393,28 @@ mod tests {
                 .collect();
             assert_eq!(required, all, "schema {name}");
         }
+        // The report's parts whose figures may be null (the whole report is built from a live
+        // vault in tests/api.rs, whose answers a generated client parses).
+        same_fields(
+            "AuditEvidence",
+            crate::evidence::AuditEvidence {
+                chain: "ok".into(),
+                entries: 0,
+                last_hash: None,
+                signed_through: None,
+                checkpoints: 0,
+            },
+        );
+        same_fields(
+            "ApiKeyEvidence",
+            crate::evidence::ApiKeyEvidence {
+                api_key_id: "k".into(),
+                scopes: vec![],
+                shop_login: None,
+                created_at: String::new(),
+                last_used: None,
+            },
+        );
         same_fields(
             "HardeningCheck",
             crate::harden::HardeningCheck {
