@@ -264,6 +264,34 @@ fn a_client_generated_from_the_document_parses_every_answer_of_the_tour() {
         stdout.lines().last(),
         Some(format!("{n} of {n} answers parsed by the generated models, no field lost").as_str())
     );
+    // The check has teeth: a document that forgets one field of the tokenize answer fails it,
+    // naming the field.
+    let mut short: Value = serde_json::from_str(&doc).unwrap();
+    let answer = &mut short["components"]["schemas"]["TokenizeAnswer"];
+    answer["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("expired");
+    answer["required"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f != "expired");
+    let short_dir = tempfile::tempdir().unwrap();
+    std::fs::write(short_dir.path().join("openapi.json"), short.to_string()).unwrap();
+    std::fs::copy(
+        dir.path().join("answers.json"),
+        short_dir.path().join("answers.json"),
+    )
+    .unwrap();
+    let out = run_script(short_dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAILED POST /v1/tokens 201") && l.contains("expired")),
+        "{stdout}"
+    );
     // The document says where this server is.
     let servers = serde_json::from_str::<Value>(&doc).unwrap()["servers"].clone();
     assert_eq!(servers, json!([{"url": t.base}]));
