@@ -4,6 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+// The OpenAPI document against a client generated from it.
+#[path = "api/openapi_client.rs"]
+mod openapi_client;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -633,12 +636,13 @@ fn groups_are_isolated_and_revocation_is_immediate() {
     for pan in PANS {
         assert!(!text.contains(pan));
     }
-    // The OpenAPI document served is the one `panvault openapi` prints (CI validates that one).
+    // The OpenAPI document served is the one `panvault openapi` prints (CI validates that one),
+    // told where the server is.
     let served = c.get(url("/v1/openapi.json")).send().unwrap();
     assert_eq!(served.status(), StatusCode::OK);
     let served: Value = served.json().unwrap();
     let printed = Command::new(env!("CARGO_BIN_EXE_panvault"))
-        .arg("openapi")
+        .args(["openapi", "--server", &s.base])
         .output()
         .unwrap();
     let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
