@@ -122,6 +122,7 @@ impl From<ChargeError> for Problem {
             | ChargeError::SeriesMismatch { .. }
             | ChargeError::RequestTokenOnToken
             | ChargeError::RequestTokenWithoutCard
+            | ChargeError::TokenNotSwapped { .. }
             | ChargeError::Timeout { .. }
             | ChargeError::Unreachable { .. }
             | ChargeError::AnswerTooLarge
