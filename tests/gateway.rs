@@ -2605,8 +2605,9 @@ fn sent_soap_fields(env: &Env) -> (String, Vec<(String, String)>) {
 
 /// `tests/clients/axerve_zeep.py`: zeep, from the WSs2s WSDL, sends `callPagamS2S` with
 /// `fields` to the vault's proxy (panvault's key as `Authorization: Bearer` on its
-/// requests.Session, the vault's CA through `REQUESTS_CA_BUNDLE`). GestPayS2S as zeep parsed it.
-fn zeep_call_pagam(env: &Env, fields: &Value) -> Value {
+/// requests.Session, the vault's CA through `REQUESTS_CA_BUNDLE`). `wsdl`: the WSDL's path.
+/// GestPayS2S as zeep parsed it (`raw`: as the script read zeep's raw answer).
+fn zeep_call_pagam(env: &Env, wsdl: &std::path::Path, fields: &Value, raw: bool) -> Value {
     let has_zeep = Command::new("python3")
         .args(["-c", "import zeep"])
         .stderr(Stdio::null())
@@ -2620,8 +2621,9 @@ fn zeep_call_pagam(env: &Env, fields: &Value) -> Value {
     let ca = env._dir.path().join("data/tls/ca.pem");
     let mut child = Command::new("python3")
         .arg(format!("{root}/tests/clients/axerve_zeep.py"))
-        .arg(format!("{root}/tests/fixtures/wsdl/WSs2s.wsdl"))
+        .arg(wsdl)
         .arg(format!("{}/v1/proxy/{WSS2S}", env.base))
+        .args(raw.then_some("raw"))
         .env("PANVAULT_KEY", &env.shop)
         .env("REQUESTS_CA_BUNDLE", &ca)
         .env("NO_PROXY", "127.0.0.1,localhost")
@@ -2653,27 +2655,28 @@ fn zeep_call_pagam(env: &Env, fields: &Value) -> Value {
 /// Issue 15 point 1: a real, generic SOAP client (zeep, from a WSDL of WSs2s) sends
 /// `callPagamS2S` with a panvault token in `tokenValue` through the proxy: the sandbox gets the
 /// PAN and the expiry in WSDL order where `tokenValue` stood, with zeep's own prefix, and zeep
-/// parses an approval that holds no PAN.
+/// parses an approval that holds no PAN. With the WSDL's namespace changed to one a client
+/// might guess (`http://ecomms2s.sella.it`), the token is swapped all the same.
 #[test]
 fn axerve_soap_from_zeep_with_the_wsdl() {
     let env = Env::start(None);
+    let wsdl =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wsdl/WSs2s.wsdl");
     let token = env.tokenize(
         &env.shop,
         json!({"pan": "4111111111111111", "expiry_month": 5, "expiry_year": 2031, "request_token": "ZEEP_VISA_1111"}),
     );
     assert_eq!(token, "GWAYZEEP_VISA_1111");
     let before = env.sandbox.log().len();
-    let answer = zeep_call_pagam(
-        &env,
-        &json!({
-            "shopLogin": "GESPAY65987",
-            "uicCode": "242",
-            "amount": "24.21",
-            "shopTransactionId": "ZEEP-0001",
-            "buyerName": "Mario Rossi",
-            "tokenValue": token,
-        }),
-    );
+    let fields = json!({
+        "shopLogin": "GESPAY65987",
+        "uicCode": "242",
+        "amount": "24.21",
+        "shopTransactionId": "ZEEP-0001",
+        "buyerName": "Mario Rossi",
+        "tokenValue": token,
+    });
+    let answer = zeep_call_pagam(&env, &wsdl, &fields, false);
     assert_eq!(answer["TransactionResult"], "OK", "{answer}");
     assert_eq!(answer["ErrorCode"], "0");
     assert_eq!(answer["ShopTransactionID"], "ZEEP-0001");
@@ -2688,12 +2691,9 @@ fn axerve_soap_from_zeep_with_the_wsdl() {
         "{body}"
     );
     assert!(!body.contains("ZEEP_VISA"), "{body}");
-    let (op, fields) = sent_soap_fields(&env);
+    let (op, sent) = sent_soap_fields(&env);
     assert_eq!(op, "callPagamS2S");
-    let pairs: Vec<(&str, &str)> = fields
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let pairs: Vec<(&str, &str)> = sent.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(
         pairs,
         [
@@ -2708,6 +2708,31 @@ fn axerve_soap_from_zeep_with_the_wsdl() {
             ("apikey", "axerve-sandbox-apikey"),
         ]
     );
+
+    // The same call from a WSDL in another namespace (the SOAPAction left as Axerve's; zeep
+    // cannot parse Axerve's answer with that WSDL, so the script reads it raw).
+    let guessed = env._dir.path().join("WSs2s-guessed-namespace.wsdl");
+    let text = std::fs::read_to_string(&wsdl).unwrap().replace(
+        r#"Namespace="https://ecomms2s.sella.it/""#,
+        r#"Namespace="http://ecomms2s.sella.it""#,
+    );
+    let text = text.replace(
+        r#"xmlns:tns="https://ecomms2s.sella.it/""#,
+        r#"xmlns:tns="http://ecomms2s.sella.it""#,
+    );
+    std::fs::write(&guessed, text).unwrap();
+    let answer = zeep_call_pagam(&env, &guessed, &fields, true);
+    assert_eq!(answer["TransactionResult"], "OK", "{answer}");
+    let body = env.sandbox.last()["body"].as_str().unwrap().to_string();
+    assert!(
+        body.contains(r#"xmlns:ns0="http://ecomms2s.sella.it""#),
+        "{body}"
+    );
+    assert!(
+        body.contains("<ns0:cardNumber>4111111111111111</ns0:cardNumber>"),
+        "{body}"
+    );
+    assert!(!body.contains("ZEEP_VISA"), "{body}");
     env.stop();
 }
 
