@@ -565,7 +565,7 @@ pub(super) fn result_and_code(body: &[u8]) -> (Option<String>, Option<String>) {
 /// (and the swap rewrites) is left out. `None` for a JSON body or when nothing is left.
 ///
 /// The element is named by its local name when that is a plain name (ASCII letters, digits,
-/// `_`, `-`, `.`, at most 64, no card number in it), else as `(element)`: never the value.
+/// `_`, `-`, `.`, at most 64, no run of 12 digits in it), else as `(element)`: never the value.
 pub fn unswapped_token(
     body: &[u8],
     is_token: impl Fn(&str) -> bool,
@@ -624,7 +624,8 @@ fn shown_name(name: &str) -> String {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        && !crate::pan::holds_card_number(name);
+        && !crate::pan::holds_card_number(name)
+        && !crate::pan::has_long_digit_run(name, crate::token::FORBIDDEN_DIGIT_RUN);
     if plain {
         name.to_string()
     } else {
