@@ -1,6 +1,6 @@
 //! The Axerve adapter (Axerve Ecommerce Solutions, ex-Gestpay, Banca Sella): where its SOAP and
-//! REST requests carry the card, and how its answers read (SPEC.md section 2). [`soap`] holds
-//! the `WSs2s` envelope work, [`rest`] the JSON API; the functions here take either body.
+//! REST requests carry the card, and how its answers read (SPEC.md section 2). `soap.rs` holds
+//! the `WSs2s` envelope work, `rest.rs` the JSON API; the functions here take either body.
 //!
 //! **SOAP 1.1 `WSs2s`** (`POST /gestpay/gestpayws/WSs2s.asmx`, `SOAPAction:
 //! "https://ecomms2s.sella.it/callPagamS2S"`, body element in namespace [`NS`]; no HTTP auth
@@ -34,8 +34,8 @@
 //! `paymentTypeDetails.creditcard.{number | token, expMonth, expYear, CVV}`; the answer's
 //! `payload.transactionResult` / `transactionErrorCode` (8006 with `userRedirect.href`).
 
-pub mod rest;
-pub mod soap;
+mod rest;
+mod soap;
 #[cfg(test)]
 mod tests;
 

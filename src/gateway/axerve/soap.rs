@@ -34,6 +34,9 @@ struct Located {
     prefix: Option<String>,
 }
 
+/// Where the card is in a `callPagamS2S`: the child, which slot it is, its text.
+type CardAt<'e> = (&'e Child, Slot, Zeroizing<String>);
+
 /// A SOAP request: every event, and where the operation element and its children are.
 struct Envelope<'a> {
     events: Vec<Event<'a>>,
@@ -199,7 +202,7 @@ impl Envelope<'_> {
 
     /// Where the card is: `cardNumber` when it holds text, else `tokenValue` when it does (the
     /// child, which slot, its text); `None` in another operation.
-    fn card(&self) -> Result<Option<(&Child, Slot, Zeroizing<String>)>, GatewayError> {
+    fn card(&self) -> Result<Option<CardAt<'_>>, GatewayError> {
         if !self.is_pagam() {
             return Ok(None);
         }
@@ -331,15 +334,7 @@ pub fn soap_fields(body: &[u8]) -> Result<Option<SoapFields>, GatewayError> {
     Ok(Some((env.op.clone(), fields)))
 }
 
-/// Axerve has no agreement id: the series a token stores its card for is recorded as
-/// `axerve:<TYPE>` (`axerve:RECURRING`, `axerve:INSTALLMENT`, `axerve:UNSCHEDULED`).
-
-/// `callPagamS2S`'s `transDetails.type` (SPEC.md 2.4): `01F` / `02F` / `03F`
-/// cardholder-initiated, storing the card for a RECURRING / INSTALLMENT / UNSCHEDULED series;
-/// `01N` / `02N` / `03N` merchant-initiated under it. Other types (`08` mail order, `09`
-/// telephone order, `EC`, `NPA`) and no `transDetails` establish nothing; an unknown `F`/`N`
-/// series code is refused rather than guessed. REST bodies carry no `transDetails` with the
-/// card: nothing.
+/// `callPagamS2S`'s `transDetails.type`, as [`super::stored_credential`] reads it.
 pub(super) fn stored_credential(body: &[u8]) -> Result<StoredCredential, GatewayError> {
     let text = std::str::from_utf8(body).map_err(|_| malformed())?;
     let env = parse(text)?.ok_or_else(malformed)?;
