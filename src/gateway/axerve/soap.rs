@@ -37,13 +37,26 @@ struct Located {
 /// Where the card is in a `callPagamS2S`: the child, which slot it is, its text.
 type CardAt<'e> = (&'e Child, Slot, Zeroizing<String>);
 
-/// A SOAP request: every event, and where the operation element and its children are.
+/// A SOAP request: every event, and where the operation element and its children are (the
+/// fields of [`Located`]).
 struct Envelope<'a> {
     events: Vec<Event<'a>>,
     op: String,
     op_end: usize,
     children: Vec<Child>,
     prefix: Option<String>,
+}
+
+impl<'a> Envelope<'a> {
+    fn new(events: Vec<Event<'a>>, l: Located) -> Self {
+        Envelope {
+            events,
+            op: l.op,
+            op_end: l.op_end,
+            children: l.children,
+            prefix: l.prefix,
+        }
+    }
 }
 
 fn malformed() -> GatewayError {
@@ -71,13 +84,7 @@ fn prefix(s: &BytesStart<'_>) -> Option<String> {
 /// the document is XML but no SOAP request.
 fn parse(text: &str) -> Result<Option<Envelope<'_>>, GatewayError> {
     let (events, located) = read(text)?;
-    Ok(located.map(|l| Envelope {
-        events,
-        op: l.op,
-        op_end: l.op_end,
-        children: l.children,
-        prefix: l.prefix,
-    }))
+    Ok(located.map(|l| Envelope::new(events, l)))
 }
 
 /// Every event of an XML document (a `DOCTYPE` refused), and where the operation is when it is a
@@ -573,13 +580,7 @@ pub fn unswapped_token(
     let (events, skip) = match located {
         None => (events, None),
         Some(l) => {
-            let env = Envelope {
-                events,
-                op: l.op,
-                op_end: l.op_end,
-                children: l.children,
-                prefix: l.prefix,
-            };
+            let env = Envelope::new(events, l);
             let skip = env.card()?.map(|(c, _, _)| (c.start, c.end));
             (env.events, skip)
         }
