@@ -2637,6 +2637,299 @@ fn axerve_soap_doctype_is_refused_before_any_swap() {
     env.stop();
 }
 
+/// The Axerve SOAP endpoint behind the proxy, and the `SOAPAction` of `callPagamS2S`.
+const WSS2S: &str = "axerve/gestpay/gestpayws/WSs2s.asmx";
+const PAGAM_ACTION: &str = "\"https://ecomms2s.sella.it/callPagamS2S\"";
+
+/// The fields of the last SOAP call the sandbox received, in order (name, text).
+fn sent_soap_fields(env: &Env) -> (String, Vec<(String, String)>) {
+    let body = env.sandbox.last()["body"].as_str().unwrap().to_string();
+    let (op, fields) = panvault::gateway::axerve::soap_fields(body.as_bytes())
+        .unwrap()
+        .expect("a SOAP request");
+    let fields = fields
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+    (op, fields)
+}
+
+/// `tests/clients/axerve_zeep.py`: zeep, from the WSs2s WSDL, sends `callPagamS2S` with
+/// `fields` to the vault's proxy (panvault's key as `Authorization: Bearer` on its
+/// requests.Session, the vault's CA through `REQUESTS_CA_BUNDLE`). `wsdl`: the WSDL's path.
+/// GestPayS2S as zeep parsed it (`raw`: as the script read zeep's raw answer).
+fn zeep_call_pagam(env: &Env, wsdl: &std::path::Path, fields: &Value, raw: bool) -> Value {
+    let has_zeep = Command::new("python3")
+        .args(["-c", "import zeep"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_zeep,
+        "python3 cannot import zeep: pip install -r tests/requirements.txt"
+    );
+    let root = env!("CARGO_MANIFEST_DIR");
+    let ca = env._dir.path().join("data/tls/ca.pem");
+    let mut child = Command::new("python3")
+        .arg(format!("{root}/tests/clients/axerve_zeep.py"))
+        .arg(wsdl)
+        .arg(format!("{}/v1/proxy/{WSS2S}", env.base))
+        .args(raw.then_some("raw"))
+        .env("PANVAULT_KEY", &env.shop)
+        .env("REQUESTS_CA_BUNDLE", &ca)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(fields.to_string().as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    for pan in PANS {
+        assert!(
+            !stdout.contains(pan) && !stderr.contains(pan),
+            "a PAN in what zeep got"
+        );
+    }
+    assert!(out.status.success(), "axerve_zeep.py: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("JSON from the script: {stdout}"))
+}
+
+/// Issue 15 point 1: a real, generic SOAP client (zeep, from a WSDL of WSs2s) sends
+/// `callPagamS2S` with a panvault token in `tokenValue` through the proxy: the sandbox gets the
+/// PAN and the expiry in WSDL order where `tokenValue` stood, with zeep's own prefix, and zeep
+/// parses an approval that holds no PAN. With the WSDL's namespace changed to one a client
+/// might guess (`http://ecomms2s.sella.it`), the token is swapped all the same.
+#[test]
+fn axerve_soap_from_zeep_with_the_wsdl() {
+    let env = Env::start(None);
+    let wsdl =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wsdl/WSs2s.wsdl");
+    let token = env.tokenize(
+        &env.shop,
+        json!({"pan": "4111111111111111", "expiry_month": 5, "expiry_year": 2031, "request_token": "ZEEP_VISA_1111"}),
+    );
+    assert_eq!(token, "GWAYZEEP_VISA_1111");
+    let before = env.sandbox.log().len();
+    let fields = json!({
+        "shopLogin": "GESPAY65987",
+        "uicCode": "242",
+        "amount": "24.21",
+        "shopTransactionId": "ZEEP-0001",
+        "buyerName": "Mario Rossi",
+        "tokenValue": token,
+    });
+    let answer = zeep_call_pagam(&env, &wsdl, &fields, false);
+    assert_eq!(answer["TransactionResult"], "OK", "{answer}");
+    assert_eq!(answer["ErrorCode"], "0");
+    assert_eq!(answer["ShopTransactionID"], "ZEEP-0001");
+    assert_eq!(answer["MaskedPAN"], "411111******1111");
+    assert_eq!(env.sandbox.log().len(), before + 1);
+    let got = env.sandbox.last();
+    assert_eq!(got["headers"]["soapaction"], PAGAM_ACTION);
+    assert!(got["headers"]["authorization"].is_null(), "{got}");
+    let body = got["body"].as_str().unwrap();
+    assert!(
+        body.contains("<ns0:cardNumber>4111111111111111</ns0:cardNumber><ns0:expiryMonth>05</ns0:expiryMonth><ns0:expiryYear>31</ns0:expiryYear>"),
+        "{body}"
+    );
+    assert!(!body.contains("ZEEP_VISA"), "{body}");
+    let (op, sent) = sent_soap_fields(&env);
+    assert_eq!(op, "callPagamS2S");
+    let pairs: Vec<(&str, &str)> = sent.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        pairs,
+        [
+            ("shopLogin", "GESPAY65987"),
+            ("uicCode", "242"),
+            ("amount", "24.21"),
+            ("shopTransactionId", "ZEEP-0001"),
+            ("cardNumber", "4111111111111111"),
+            ("expiryMonth", "05"),
+            ("expiryYear", "31"),
+            ("buyerName", "Mario Rossi"),
+            ("apikey", "axerve-sandbox-apikey"),
+        ]
+    );
+
+    // The same call from a WSDL in another namespace (the SOAPAction left as Axerve's; zeep
+    // cannot parse Axerve's answer with that WSDL, so the script reads it raw).
+    let guessed = env._dir.path().join("WSs2s-guessed-namespace.wsdl");
+    let text = std::fs::read_to_string(&wsdl).unwrap().replace(
+        r#"Namespace="https://ecomms2s.sella.it/""#,
+        r#"Namespace="http://ecomms2s.sella.it""#,
+    );
+    let text = text.replace(
+        r#"xmlns:tns="https://ecomms2s.sella.it/""#,
+        r#"xmlns:tns="http://ecomms2s.sella.it""#,
+    );
+    std::fs::write(&guessed, text).unwrap();
+    let answer = zeep_call_pagam(&env, &guessed, &fields, true);
+    assert_eq!(answer["TransactionResult"], "OK", "{answer}");
+    let body = env.sandbox.last()["body"].as_str().unwrap().to_string();
+    assert!(
+        body.contains(r#"xmlns:ns0="http://ecomms2s.sella.it""#),
+        "{body}"
+    );
+    assert!(
+        body.contains("<ns0:cardNumber>4111111111111111</ns0:cardNumber>"),
+        "{body}"
+    );
+    assert!(!body.contains("ZEEP_VISA"), "{body}");
+    env.stop();
+}
+
+/// Issue 15 point 1: clients that write another namespace or prefix (PHP's SoapClient with a
+/// guessed `ns1`, a SOAP 1.2 envelope with a default namespace, elements in no namespace) get
+/// their token swapped all the same: the sandbox sees the card, never the token.
+#[test]
+fn axerve_soap_in_another_namespace_is_swapped() {
+    let env = Env::start(None);
+    let token = env.token("4111111111111111", 5, 2031);
+    let fields = |p: &str, card: &str| {
+        format!(
+            "<{p}shopLogin>GESPAY65987</{p}shopLogin><{p}uicCode>242</{p}uicCode><{p}amount>1.00</{p}amount><{p}shopTransactionId>NS-1</{p}shopTransactionId><{p}{card}>{token}</{p}{card}>"
+        )
+    };
+    let bodies = [
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/" xmlns:ns1="http://ecomms2s.sella.it"><SOAP-ENV:Body><ns1:callPagamS2S>{}</ns1:callPagamS2S></SOAP-ENV:Body></SOAP-ENV:Envelope>"#,
+            fields("ns1:", "cardNumber")
+        ),
+        format!(
+            r#"<?xml version="1.0" encoding="utf-8"?><soap12:Envelope xmlns:soap12="http://www.w3.org/2003/05/soap-envelope"><soap12:Body><callPagamS2S xmlns="urn:gestpay">{}</callPagamS2S></soap12:Body></soap12:Envelope>"#,
+            fields("", "tokenValue")
+        ),
+        format!(
+            r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><g:callPagamS2S xmlns:g="https://ecomms2s.sella.it/">{}</g:callPagamS2S></s:Body></s:Envelope>"#,
+            fields("", "tokenValue")
+        ),
+    ];
+    let h = [
+        ("Content-Type", "text/xml; charset=utf-8"),
+        ("SOAPAction", PAGAM_ACTION),
+    ];
+    for body in &bodies {
+        let (s, a) = env.proxy("POST", WSS2S, &h, body);
+        assert_eq!(s, StatusCode::OK, "{a}");
+        assert!(
+            a.contains("<TransactionResult>OK</TransactionResult>"),
+            "{body}: {a}"
+        );
+        let sent = env.sandbox.last()["body"].as_str().unwrap().to_string();
+        assert!(!sent.contains(&token), "{sent}");
+        let (op, fields) = sent_soap_fields(&env);
+        assert_eq!(op, "callPagamS2S");
+        let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(
+            (get("cardNumber"), get("expiryMonth"), get("expiryYear")),
+            (Some("4111111111111111"), Some("05"), Some("31")),
+            "{sent}"
+        );
+        assert_eq!(get("tokenValue"), None);
+    }
+    // The new elements carry the prefix of their siblings.
+    let sent = env.sandbox.log()[env.sandbox.log().len() - 3]["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        sent.contains(
+            "<ns1:cardNumber>4111111111111111</ns1:cardNumber><ns1:expiryMonth>05</ns1:expiryMonth>"
+        ),
+        "{sent}"
+    );
+    env.stop();
+}
+
+/// Issue 15 point 1: a token of the merchant left where the proxy does not swap (another
+/// element, a second card element, another operation) is 422 `token_not_swapped` naming the
+/// element, never the value; nothing reaches the gateway, and no card is revealed.
+#[test]
+fn axerve_soap_token_left_unswapped_is_refused() {
+    let env = Env::start(None);
+    let token = env.token("4111111111111111", 5, 2031);
+    let envelope = |op: &str, inner: &str| {
+        format!(
+            r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><{op} xmlns="https://ecomms2s.sella.it/"><shopLogin>GESPAY65987</shopLogin><uicCode>242</uicCode><amount>1.00</amount><shopTransactionId>LEFT-1</shopTransactionId>{inner}</{op}></soap:Body></soap:Envelope>"#
+        )
+    };
+    let h = [
+        ("Content-Type", "text/xml; charset=utf-8"),
+        ("SOAPAction", PAGAM_ACTION),
+    ];
+    let before = env.sandbox.log().len();
+    for (body, element) in [
+        (
+            envelope(
+                "callPagamS2S",
+                &format!("<tokenValue>{token}</tokenValue><customInfo>{token}</customInfo>"),
+            ),
+            "customInfo",
+        ),
+        (
+            envelope(
+                "callPagamS2S",
+                &format!(
+                    "<cardNumber>4111111111111111</cardNumber><expiryMonth>05</expiryMonth><expiryYear>31</expiryYear><tokenValue> {token} </tokenValue>"
+                ),
+            ),
+            "tokenValue",
+        ),
+        (
+            envelope(
+                "callPagamS2S",
+                &format!(
+                    "<tokenValue>{token}</tokenValue><buyerName><![CDATA[{token}]]></buyerName>"
+                ),
+            ),
+            "buyerName",
+        ),
+        (
+            envelope(
+                "callRefundS2S",
+                &format!("<cardNumber>{token}</cardNumber>"),
+            ),
+            "cardNumber",
+        ),
+    ] {
+        let (s, a) = env.proxy("POST", WSS2S, &h, &body);
+        assert_eq!(
+            refused((s, a.clone())),
+            (StatusCode::UNPROCESSABLE_ENTITY, "token_not_swapped".into()),
+            "{body}: {a}"
+        );
+        let detail = answer_json(&a)["detail"].as_str().unwrap().to_string();
+        assert!(detail.contains(&format!("`{element}`")), "{detail}");
+        assert!(!a.contains(&token), "the value is never echoed: {a}");
+    }
+    assert_eq!(env.sandbox.log().len(), before, "nothing forwarded");
+    // Other values in other elements pass: the shop login, an order id, another merchant's token
+    // shape (it reveals no card of this one).
+    let body = envelope(
+        "callPagamS2S",
+        &format!("<tokenValue>{token}</tokenValue><customInfo>OTHRSHOP_9</customInfo>"),
+    );
+    let (s, a) = env.proxy("POST", WSS2S, &h, &body);
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(env.sandbox.log().len(), before + 1);
+    let entries = env.stop();
+    // The refusals revealed no card: one reveal, for the charge that went through.
+    let reveals = entries
+        .iter()
+        .filter(|e| e["action"] == "reveal" && e["token"] == json!(token))
+        .count();
+    assert_eq!(reveals, 1, "{entries:?}");
+}
+
 /// Issue 14 item 9: a token-shaped value whose prefix belongs to no merchant is refused exactly
 /// like another merchant's token (404 `token_not_found`, nothing forwarded), so the proxy's
 /// answers do not tell which prefixes exist; values of no token shape still pass.

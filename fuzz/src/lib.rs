@@ -211,7 +211,9 @@ pub fn gateway_rewrite_json(data: &[u8]) {
 }
 
 /// Axerve SOAP: the envelope parser and the card swap never panic; a swapped envelope parses
-/// again and its `cardNumber` is the card.
+/// again and its `cardNumber` is the card; the element a token is left in is never named with
+/// 12 digits in a row, and the swap leaves no token behind in a body that had none outside
+/// the card.
 pub fn axerve_rewrite_xml(data: &[u8]) {
     let card = card(data.len());
     let _ = axerve::soap_fields(data);
@@ -221,6 +223,15 @@ pub fn axerve_rewrite_xml(data: &[u8]) {
     let _ = axerve::stored_credential(data);
     let _ = axerve::outcome(200, data);
     let found = axerve::find_card(data).ok().flatten().map(|f| f.slot);
+    // What the proxy looks for where the swap does not write: here any text starting `XYZW`.
+    let mine = |v: &str| v.starts_with("XYZW") || v.starts_with("tmp_");
+    let left = axerve::unswapped_token(data, mine);
+    if let Ok(Some(name)) = &left {
+        assert!(
+            !digit_run(name.as_bytes(), 12, b""),
+            "an element name shown with a card number in it"
+        );
+    }
     for slot in [Slot::Number, Slot::Token] {
         let Ok(out) = axerve::swap(data, slot, &card) else {
             continue;
@@ -231,6 +242,14 @@ pub fn axerve_rewrite_xml(data: &[u8]) {
                 .expect("the swapped card is not found");
             assert_eq!(f.slot, Slot::Number);
             assert_eq!(f.value.as_str(), card.pan, "cardNumber is not the card");
+            // The swap leaves no token behind where the body had none outside the card.
+            if matches!(left, Ok(None)) {
+                assert_eq!(
+                    axerve::unswapped_token(&out, mine).ok(),
+                    Some(None),
+                    "the swap left a token behind"
+                );
+            }
         }
     }
 }

@@ -110,6 +110,22 @@ impl Gateway {
         }
     }
 
+    /// The element of the request that holds, outside the place the swap writes the card, a
+    /// value `is_token` takes for a panvault token: it would reach the gateway unswapped (see
+    /// [`axerve::unswapped_token`]; named by a plain local name, never by its value). Only Axerve
+    /// SOAP is read so: the JSON gateways' cards sit at fixed paths, while a SOAP client may put
+    /// the operation anywhere its WSDL and namespaces lead it.
+    pub fn unswapped_token(
+        self,
+        body: &[u8],
+        is_token: impl Fn(&str) -> bool,
+    ) -> Result<Option<String>, GatewayError> {
+        match self {
+            Gateway::Axerve => axerve::unswapped_token(body, is_token),
+            Gateway::Nexi | Gateway::Worldline | Gateway::Mpgs => Ok(None),
+        }
+    }
+
     /// The expiry the request carries, in that gateway's format (for `X-Panvault-Request-Token`:
     /// a raw card tokenized on the way).
     pub fn find_expiry(self, body: &[u8]) -> Option<(u8, u16)> {

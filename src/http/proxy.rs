@@ -149,6 +149,7 @@ impl From<ChargeError> for Problem {
             | ChargeError::SeriesMismatch { .. }
             | ChargeError::RequestTokenOnToken
             | ChargeError::RequestTokenWithoutCard
+            | ChargeError::TokenNotSwapped { .. }
             | ChargeError::Timeout { .. }
             | ChargeError::Unreachable { .. }
             | ChargeError::AnswerTooLarge

@@ -245,6 +245,16 @@ impl<'a> Checked<'a> {
             .gateway
             .find_card(&body)
             .map_err(ChargeError::Unreadable)?;
+        // A token of this merchant anywhere the swap does not write would leave as it is: the
+        // request is refused instead (before anything is revealed or forwarded).
+        let prefix = charge.vault.merchant(&charge.merchant)?.prefix;
+        if let Some(element) = charge
+            .gateway
+            .unswapped_token(&body, |v| is_own_token(v, prefix.as_str()))
+            .map_err(ChargeError::Unreadable)?
+        {
+            return Err(ChargeError::TokenNotSwapped { element });
+        }
         Ok(Received {
             charge,
             body,
@@ -412,6 +422,19 @@ fn to_tokenize(
 /// `token_not_found`, so the answer never tells which prefixes exist (issue 14 item 9). A
 /// gateway's own token of that shape is refused likewise (documented); other values pass.
 fn is_panvault_token(v: &str) -> bool {
+    token_shaped(v, |_| true)
+}
+
+/// Whether `v` is shaped like a token of the merchant whose prefix is `prefix` (or like a
+/// temporary token): [`is_panvault_token`] with that one prefix. What is looked for where the
+/// swap does not write: a shape with any prefix would take Axerve's own shop logins
+/// (`GESPAY65987`) and many order ids for tokens, and a token of another merchant reveals no card.
+fn is_own_token(v: &str, prefix: &str) -> bool {
+    token_shaped(v, |p| p == prefix)
+}
+
+/// [`is_panvault_token`], the prefix found further checked by `prefix_ok`.
+fn token_shaped(v: &str, prefix_ok: impl Fn(&str) -> bool) -> bool {
     if v.starts_with(crate::token::TEMPORARY_PREFIX) {
         return true;
     }
@@ -427,7 +450,7 @@ fn is_panvault_token(v: &str) -> bool {
     [standard, v.get(..4)]
         .into_iter()
         .flatten()
-        .any(|p| crate::token::MerchantPrefix::parse(p).is_ok())
+        .any(|p| crate::token::MerchantPrefix::parse(p).is_ok() && prefix_ok(p))
 }
 
 /// The rules passed: what remains is the card, if a token stands for one.
@@ -796,6 +819,31 @@ mod tests {
             "Abcd1234",
         ] {
             assert!(!is_panvault_token(v), "{v}");
+        }
+    }
+
+    /// Issue 15: where the swap does not write, only this merchant's token shapes (and temporary
+    /// tokens) count, so a shop login such as `GESPAY65987` passes.
+    #[test]
+    fn own_token_shapes_only_under_the_merchants_prefix() {
+        for t in [
+            "tmp_ABCDEFGHIJKLMNOPQRSTUVWXYZ234567",
+            "XYZWDEMO_VISA_1111",
+            "41XYZW7QK2ZD1111",
+            "XYZW1",
+        ] {
+            assert!(is_own_token(t, "XYZW"), "{t}");
+        }
+        for v in [
+            "GESPAY65987",
+            "ZQZQSHOP_9",
+            "37ZQZQAB12CD0005",
+            "4111111111111111",
+            "xyzwdemo",
+            "XYZ",
+            "XYZW.1",
+        ] {
+            assert!(!is_own_token(v, "XYZW"), "{v}");
         }
     }
 

@@ -88,6 +88,17 @@ pub enum ChargeError {
     /// `X-Panvault-Request-Token` on a charge that carries no card number.
     #[error("X-Panvault-Request-Token needs a card number where the gateway takes one")]
     RequestTokenWithoutCard,
+    /// A token of the merchant stands where the proxy does not swap (Axerve SOAP: anywhere but
+    /// `callPagamS2S`'s `cardNumber` or `tokenValue`); `element` is the element's local name,
+    /// never its value.
+    #[error(
+        "element `{element}` holds a token the proxy does not swap: Axerve SOAP takes it in \
+         callPagamS2S cardNumber or tokenValue; nothing was forwarded"
+    )]
+    TokenNotSwapped {
+        /// The element's local name when it is a plain name, else `(element)`.
+        element: String,
+    },
     /// No answer within the gateway's timeout.
     #[error(
         "{} did not answer within {:.1} s",
@@ -141,6 +152,7 @@ impl ChargeError {
             ChargeError::RequestTokenOnToken | ChargeError::RequestTokenWithoutCard => {
                 "invalid_field"
             }
+            ChargeError::TokenNotSwapped { .. } => "token_not_swapped",
             ChargeError::Timeout { .. } => "gateway_timeout",
             ChargeError::Unreachable { .. }
             | ChargeError::AnswerTooLarge
@@ -171,7 +183,8 @@ impl ChargeError {
             | ChargeError::AgreementMismatch
             | ChargeError::SeriesMismatch { .. }
             | ChargeError::RequestTokenOnToken
-            | ChargeError::RequestTokenWithoutCard => 422,
+            | ChargeError::RequestTokenWithoutCard
+            | ChargeError::TokenNotSwapped { .. } => 422,
             ChargeError::Timeout { .. } => 504,
             ChargeError::Unreachable { .. }
             | ChargeError::AnswerTooLarge
@@ -349,6 +362,16 @@ mod tests {
                 "invalid_field",
                 422,
                 "X-Panvault-Request-Token needs a card number where the gateway takes one".into(),
+            ),
+            (
+                ChargeError::TokenNotSwapped {
+                    element: "customInfo".into(),
+                },
+                "token_not_swapped",
+                422,
+                "element `customInfo` holds a token the proxy does not swap: Axerve SOAP takes it \
+                 in callPagamS2S cardNumber or tokenValue; nothing was forwarded"
+                    .into(),
             ),
             (
                 ChargeError::Timeout {
