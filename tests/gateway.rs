@@ -882,9 +882,9 @@ fn sdk_v1hmac(secret: &str, date: &str, gcs: &[(&str, &str)], path: &str) -> Str
 /// Issue 15 point 9: each simulator serves at its own root, so a v1HMAC signature made as the
 /// official SDKs make it, over `/v2/{merchantId}/payments`, verifies at the Worldline simulator
 /// (directly, and through the vault with the merchant's own `Authorization`), and a wrong one is
-/// refused; the MPGS simulator refuses a wrong Basic password in MPGS's own error shape.
+/// refused.
 #[test]
-fn sandbox_checks_credentials_as_the_gateways_do() {
+fn worldline_simulator_verifies_an_sdk_signature_over_v2() {
     let env = Env::start(None);
     let http = Client::new();
     let worldline = env.sandbox.url("worldline");
@@ -950,8 +950,17 @@ fn sandbox_checks_credentials_as_the_gateways_do() {
         env.sandbox.last()["headers"]["authorization"],
         auth.as_str()
     );
+    env.stop();
+}
 
-    // MPGS: user `merchant.<id>` with the configured API password, nothing else.
+/// Issue 15 point 9: the MPGS simulator takes Basic `merchant.<id>` with the configured API
+/// password and nothing else: a wrong one is 401 in MPGS's own error shape, directly and
+/// through the vault with the merchant's own `Authorization`.
+#[test]
+fn mpgs_simulator_checks_the_basic_password() {
+    let env = Env::start(None);
+    let http = Client::new();
+    let pv = format!("Bearer {}", env.shop);
     let mpgs = env.sandbox.url("mpgs");
     let pay = r#"{"apiOperation":"PAY","order":{"amount":"1.00","currency":"EUR"},"sourceOfFunds":{"type":"CARD","provided":{"card":{"number":"5123450000000008","expiry":{"month":"01","year":"39"}}}},"transaction":{"source":"MOTO"}}"#;
     let put = |user_pw: &str, txn: &str| {
