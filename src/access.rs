@@ -150,13 +150,13 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Ok if the key carries `scope`; else [`Error::Forbidden`].
+    /// Ok if the key carries `scope`; else [`Error::MissingScope`] naming it.
     pub fn require(&self, scope: Scope) -> Result<()> {
         if self.scopes.contains(&scope) {
             Ok(())
         } else {
-            Err(Error::Forbidden {
-                reason: "the API key lacks the scope this call needs",
+            Err(Error::MissingScope {
+                scope: scope.as_str(),
             })
         }
     }

@@ -22,6 +22,17 @@ pub enum Error {
         /// Which bound the month or year broke.
         reason: &'static str,
     },
+    /// A new token was asked for a card whose expiry month has already ended (UTC). A card
+    /// the merchant already has a token for is not refused: see [`crate::vault::Vault::tokenize`].
+    #[error(
+        "card expired: expiry_month/expiry_year {month:02}/{year} has passed (a card is valid through the last day of its expiry month, UTC)"
+    )]
+    CardExpired {
+        /// The expiry month asked for.
+        month: u8,
+        /// The expiry year asked for.
+        year: u16,
+    },
     /// CVV is not 3 or 4 ASCII digits.
     #[error("invalid cvv: must be 3 or 4 digits")]
     InvalidCvv,
@@ -45,6 +56,13 @@ pub enum Error {
     /// The custom token exists for another card, or a masked token was asked for another PAN.
     #[error("token already exists for a different card")]
     TokenConflict,
+    /// A `PATCH` gave a different card for a token whose card cannot change: a standard
+    /// (masked) token is its card's, and a temporary token holds one card for one charge.
+    #[error("a {kind} token's card cannot change; tokenize the new card")]
+    CardChangeNotAllowed {
+        /// `standard` or `temporary`.
+        kind: &'static str,
+    },
     /// No such token in this merchant group (also the answer for another group's token).
     #[error("token not found")]
     TokenNotFound,
@@ -62,6 +80,13 @@ pub enum Error {
     Forbidden {
         /// Why the call was refused, in words that name no secret.
         reason: &'static str,
+    },
+    /// The API key is valid but lacks the scope the call needs; the answer names it (code
+    /// `forbidden`, like every 403).
+    #[error("forbidden: this call needs an API key with the `{scope}` scope")]
+    MissingScope {
+        /// The scope's name as keys carry it (`reveal`, `tokenize`...).
+        scope: &'static str,
     },
     /// The shop login already belongs to a merchant group.
     #[error("shop login already belongs to a merchant group")]
@@ -204,16 +229,18 @@ impl Error {
             Error::InvalidPan { .. } => "invalid_pan",
             Error::LuhnCheckFailed => "luhn_check_failed",
             Error::InvalidExpiry { .. } => "invalid_expiry",
+            Error::CardExpired { .. } => "card_expired",
             Error::InvalidCvv => "invalid_cvv",
             Error::InvalidCustomToken { .. } => "invalid_custom_token",
             Error::InvalidPrefix => "invalid_prefix",
             Error::InvalidField { .. } => "invalid_field",
             Error::TokenConflict => "token_conflict",
+            Error::CardChangeNotAllowed { .. } => "card_change_not_allowed",
             Error::TokenNotFound => "token_not_found",
             Error::MerchantNotFound => "merchant_not_found",
             Error::PrefixTaken => "prefix_taken",
             Error::Unauthorized => "unauthorized",
-            Error::Forbidden { .. } => "forbidden",
+            Error::Forbidden { .. } | Error::MissingScope { .. } => "forbidden",
             Error::ShopTaken => "shop_taken",
             Error::ShopNotFound => "shop_not_found",
             Error::ApiKeyNotFound => "api_key_not_found",

@@ -368,6 +368,19 @@ impl Expiry {
     }
 }
 
+/// Expiries order by time: year first, then month (`12/2030` is before `01/2031`).
+impl Ord for Expiry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.year, self.month).cmp(&(other.year, other.month))
+    }
+}
+
+impl PartialOrd for Expiry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -813,6 +826,15 @@ mod tests {
 
         assert!(Expiry::new(1, 2000).unwrap().is_expired());
         assert!(!Expiry::new(12, 2099).unwrap().is_expired());
+    }
+
+    #[test]
+    fn expiries_order_by_year_then_month() {
+        let e = |m, y| Expiry::new(m, y).unwrap();
+        assert!(e(12, 2030) < e(1, 2031));
+        assert!(e(2, 2030) > e(1, 2030));
+        assert_eq!(e(12, 2030).max(e(1, 2020)), e(12, 2030));
+        assert_eq!(e(1, 2031).cmp(&e(1, 2031)), std::cmp::Ordering::Equal);
     }
 
     #[test]

@@ -4,6 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+// The OpenAPI document against a client generated from it.
+#[path = "api/openapi_client.rs"]
+mod openapi_client;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -633,12 +636,13 @@ fn groups_are_isolated_and_revocation_is_immediate() {
     for pan in PANS {
         assert!(!text.contains(pan));
     }
-    // The OpenAPI document served is the one `panvault openapi` prints (CI validates that one).
+    // The OpenAPI document served is the one `panvault openapi` prints (CI validates that one),
+    // told where the server is.
     let served = c.get(url("/v1/openapi.json")).send().unwrap();
     assert_eq!(served.status(), StatusCode::OK);
     let served: Value = served.json().unwrap();
     let printed = Command::new(env!("CARGO_BIN_EXE_panvault"))
-        .arg("openapi")
+        .args(["openapi", "--server", &s.base])
         .output()
         .unwrap();
     let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
@@ -676,13 +680,18 @@ fn patch_reveal_limit_and_the_authorization_matrix() {
         ),
         (StatusCode::OK, json!(7), json!(2032))
     );
-    problem(
+    // A standard token's card cannot change: its own code, and the detail says what to do.
+    let v = problem(
         shop(c.patch(url(&format!("/v1/tokens/{masked}"))))
             .json(&json!({"pan": PANS[1], "expiry_month": 7, "expiry_year": 2032}))
             .send()
             .unwrap(),
         StatusCode::CONFLICT,
-        "token_conflict",
+        "card_change_not_allowed",
+    );
+    assert_eq!(
+        v["detail"],
+        "a standard token's card cannot change; tokenize the new card"
     );
     problem(
         shop(c.patch(url(&format!("/v1/tokens/{masked}"))))
@@ -843,17 +852,196 @@ fn patch_reveal_limit_and_the_authorization_matrix() {
                 Some(v) => b.json(v),
                 None => b,
             };
-            let status = b.send().unwrap().status();
+            let r = b.send().unwrap();
+            let status = r.status();
             if scope == needed {
                 assert!(
                     status != StatusCode::FORBIDDEN && status != StatusCode::UNAUTHORIZED,
                     "{scope} on {method} {path}: {status}"
                 );
             } else {
-                assert_eq!(status, StatusCode::FORBIDDEN, "{scope} on {method} {path}");
+                // The 403 names the scope the call needs, in the detail and as a member.
+                let v = problem(r, StatusCode::FORBIDDEN, "forbidden");
+                assert_eq!(
+                    v["required_scope"],
+                    json!(needed),
+                    "{scope} on {method} {path}"
+                );
+                assert_eq!(
+                    v["detail"],
+                    format!("forbidden: this call needs an API key with the `{needed}` scope")
+                );
             }
         }
     }
+    s.stop();
+}
+
+/// Issue 15, point 2: a new token for a card whose expiry has passed is 422 `card_expired`
+/// (single, temporary and batch item alike); a card that already has its token is answered
+/// 200 with it and the stored expiry, which only ever moves forward; a PATCH sets what it is
+/// given.
+#[test]
+fn an_expired_card_gets_no_new_token_and_the_stored_expiry_never_goes_back() {
+    let s = Server::start();
+    let c = s.client();
+    let url = |p: &str| format!("{}{p}", s.base);
+    let tokenize = |body: Value| {
+        bearer(c.post(url("/v1/tokens")), &s.shop_key)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let past = json!({"pan": PANS[3], "expiry_month": 1, "expiry_year": 2020});
+    let v = problem(
+        tokenize(past.clone()),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "card_expired",
+    );
+    assert_eq!(
+        v["detail"],
+        "card expired: expiry_month/expiry_year 01/2020 has passed (a card is valid through the last day of its expiry month, UTC)"
+    );
+    let mut temporary = past.clone();
+    temporary["temporary"] = json!(true);
+    problem(
+        tokenize(temporary),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "card_expired",
+    );
+
+    let (st, _, t) = json_of(tokenize(card(PANS[3])));
+    assert_eq!(st, StatusCode::CREATED, "the refusals stored nothing");
+    let token = t["token"].as_str().unwrap().to_string();
+    let expiry = |v: &Value| {
+        (
+            v["token_expiry_month"].clone(),
+            v["token_expiry_year"].clone(),
+        )
+    };
+    // The known card with a passed expiry: 200, its token, the stored 12/2030.
+    let (st, _, again) = json_of(tokenize(past.clone()));
+    assert_eq!((st, again["token"].clone()), (StatusCode::OK, json!(token)));
+    assert_eq!(expiry(&again), (json!(12), json!(2030)));
+    assert_eq!(again["expired"], json!(false));
+    // An earlier valid expiry does not roll it back; a later one wins.
+    let (_, _, earlier) = json_of(tokenize(
+        json!({"pan": PANS[3], "expiry_month": 6, "expiry_year": 2030}),
+    ));
+    assert_eq!(expiry(&earlier), (json!(12), json!(2030)));
+    let (_, _, later) = json_of(tokenize(
+        json!({"pan": PANS[3], "expiry_month": 1, "expiry_year": 2032}),
+    ));
+    assert_eq!(expiry(&later), (json!(1), json!(2032)));
+    let read = |t: &str| {
+        json_of(
+            bearer(c.get(url(&format!("/v1/tokens/{t}"))), &s.shop_key)
+                .send()
+                .unwrap(),
+        )
+        .2
+    };
+    assert_eq!(expiry(&read(&token)), (json!(1), json!(2032)));
+
+    // A batch: the same rules per item.
+    let (st, _, b) = json_of(
+        bearer(c.post(url("/v1/tokens/batch")), &s.shop_key)
+            .json(&json!({"items": [
+                {"pan": PANS[2], "expiry_month": 11, "expiry_year": 2025},
+                past,
+                {"pan": PANS[2], "expiry_month": 11, "expiry_year": 2031},
+            ]}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, StatusCode::OK);
+    let res = &b["results"];
+    assert_eq!(
+        (res[0]["status"].clone(), res[0]["code"].clone()),
+        (json!(422), json!("card_expired")),
+        "{b}"
+    );
+    assert_eq!(
+        (res[1]["status"].clone(), res[1]["token"].clone()),
+        (json!(200), json!(token))
+    );
+    assert_eq!(expiry(&res[1]), (json!(1), json!(2032)));
+    assert_eq!(res[2]["status"], json!(201));
+
+    // PATCH sets the expiry given, earlier and even passed: the merchant asked for it.
+    let (st, _, p) = json_of(
+        bearer(c.patch(url(&format!("/v1/tokens/{token}"))), &s.shop_key)
+            .json(&json!({"expiry_month": 2, "expiry_year": 2024}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        (expiry(&p), p["expired"].clone()),
+        ((json!(2), json!(2024)), json!(true))
+    );
+    s.stop();
+}
+
+/// Issue 15, point 7: a body that is not UTF-8 is named as such (with the byte offset), and a
+/// charset other than UTF-8 is 415, instead of "not valid JSON".
+#[test]
+fn a_body_that_is_not_utf8_is_named_so() {
+    let s = Server::start();
+    let c = s.client();
+    let url = |p: &str| format!("{}{p}", s.base);
+    // `é` in Latin-1 (0xE9) inside the cardholder name: not UTF-8 at that byte.
+    let mut latin1 =
+        br#"{"pan":"4111111111111111","expiry_month":12,"expiry_year":2030,"cardholder_name":"Ren"#
+            .to_vec();
+    let offset = latin1.len();
+    latin1.extend_from_slice(b"\xe9\"}");
+    for path in ["/v1/tokens", "/v1/tokens/batch"] {
+        let r = bearer(c.post(url(path)), &s.shop_key)
+            .header("Content-Type", "application/json")
+            .body(latin1.clone())
+            .send()
+            .unwrap();
+        let v = problem(r, StatusCode::BAD_REQUEST, "malformed_request");
+        assert_eq!(
+            v["detail"],
+            format!(
+                "the body is not UTF-8 (invalid byte at offset {offset}): JSON bodies are UTF-8"
+            ),
+            "{path}"
+        );
+    }
+    for charset in ["iso-8859-1", "\"UTF-16\""] {
+        let r = bearer(c.post(url("/v1/tokens")), &s.shop_key)
+            .header(
+                "Content-Type",
+                format!("application/json; charset={charset}"),
+            )
+            .body(latin1.clone())
+            .send()
+            .unwrap();
+        let v = problem(
+            r,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        );
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("the Content-Type charset is not UTF-8"),
+            "{v}"
+        );
+    }
+    // UTF-8, declared or not, is accepted.
+    let utf8 =
+        json!({"pan": PANS[0], "expiry_month": 12, "expiry_year": 2030, "cardholder_name": "René"});
+    let r = bearer(c.post(url("/v1/tokens")), &s.shop_key)
+        .header("Content-Type", "application/json; charset=UTF-8")
+        .body(utf8.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
     s.stop();
 }
 

@@ -1165,6 +1165,45 @@ fn refusals_reach_nothing() {
     .send()
     .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let v: Value = r.json().unwrap();
+    assert_eq!(
+        (&v["code"], &v["required_scope"]),
+        (&json!("forbidden"), &json!("charge")),
+        "the 403 names the scope: {v}"
+    );
+    // Only the gateway's own `Authorization` (MPGS Basic, a Worldline v1HMAC) and no
+    // `X-Panvault-Authorization`: the 401 says where panvault's key goes. A wrong panvault
+    // key, or none at all, gets the plain 401.
+    let unauthorized = |auth: Option<&str>| {
+        let mut b = env
+            .client
+            .post(format!(
+                "{}/v1/proxy/mpgs/api/rest/version/100/merchant/M/order/O/transaction/1",
+                env.base
+            ))
+            .header("Content-Type", "application/json")
+            .body("{}");
+        if let Some(a) = auth {
+            b = b.header("Authorization", a);
+        }
+        let r = b.send().unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let v: Value = r.json().unwrap();
+        assert_eq!(v["code"], "unauthorized", "{v}");
+        v["detail"].as_str().unwrap().to_string()
+    };
+    for gateways in [
+        "Basic bWVyY2hhbnQuVEVTVE1FUkNIQU5UMDE6c2FuZGJveC1hcGktcGFzc3dvcmQ=",
+        "GCS v1HMAC:sandbox-key-id:c2lnbmF0dXJl",
+    ] {
+        assert_eq!(
+            unauthorized(Some(gateways)),
+            "missing or invalid API key; this request's Authorization is not a panvault API key (it is left for the gateway): send panvault's key as X-Panvault-Authorization: Bearer pvk_..."
+        );
+    }
+    for plain in [None, Some("Bearer pvk_0000000000000000_AAAA")] {
+        assert_eq!(unauthorized(plain), "missing or invalid API key");
+    }
     assert_eq!(
         env.sandbox.log().len(),
         before,
@@ -1359,6 +1398,18 @@ fn request_token_on_a_proxied_charge() {
         &moto("4012888888881881"),
     );
     assert_eq!(hd["x-panvault-token"], "GWAYCUSTOMER_1881");
+    // A card whose expiry has passed gets no new token, forced or not: the charge's answer
+    // comes back with `X-Panvault-Token-Error: card_expired` (issue 15, point 2).
+    let mut forced_old = nexi_headers();
+    forced_old.push(("X-Panvault-Request-Token", ":FORCED:OLD_CARD"));
+    let (_, hd, _) = env.proxy_full(
+        "POST",
+        "nexi/orders/moto",
+        &forced_old,
+        &moto("5555555555554444").replace(r#""expiryDate":"1230""#, r#""expiryDate":"0120""#),
+    );
+    assert!(hd.get("x-panvault-token").is_none());
+    assert_eq!(hd["x-panvault-token-error"], "card_expired");
 
     // The new token pays on MPGS.
     let body = format!(

@@ -829,7 +829,7 @@ api_password = "sandbox-api-password"
             &format!("/v1/tokens/{}", standard[0]),
             Some(&shop),
             json_body(&card(PANS[1])),
-            (StatusCode::CONFLICT, "token_conflict"),
+            (StatusCode::CONFLICT, "card_change_not_allowed"),
         );
         s.refused(
             "custom token of another card",

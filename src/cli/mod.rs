@@ -55,7 +55,7 @@ pub enum Command {
     /// The newcomer's path: a dev vault, a demo merchant and key, and curl lines that work.
     Demo(DemoArgs),
     /// Print the OpenAPI 3.1 document of the HTTP API.
-    Openapi,
+    Openapi(OpenapiArgs),
     /// Loopback simulators of the four gateways (Nexi, Axerve, Worldline, MPGS) for tests and demos.
     Sandbox(SandboxArgs),
     /// Inspect the audit chain.
@@ -200,6 +200,31 @@ pub struct DemoArgs {
     pub listen: SocketAddr,
 }
 
+/// `panvault openapi`: where the document says the API is.
+#[derive(Debug, Args)]
+pub struct OpenapiArgs {
+    /// The API's base URL for the document's `servers` (a running server's
+    /// `GET /v1/openapi.json` names its own listen address).
+    #[arg(long, value_name = "URL", default_value = crate::http::openapi::DEFAULT_SERVER,
+        value_parser = server_url)]
+    pub server: String,
+}
+
+/// An `http(s)://` URL with a host and no space or control character.
+fn server_url(s: &str) -> std::result::Result<String, String> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or("must start with https:// (or http://)")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("names no host".into());
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("holds a space or a control character".into());
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
 /// `panvault sandbox`: where the gateway simulators listen.
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
@@ -271,8 +296,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Sandbox(a) => sandbox::run(a),
-        Command::Openapi => {
-            println!("{}", crate::http::openapi::document());
+        Command::Openapi(a) => {
+            println!("{}", crate::http::openapi::document_with_server(&a.server));
             Ok(())
         }
         Command::Keys { command } => keys::run(command),

@@ -21,25 +21,37 @@ pub(super) fn field_error(field: &'static str, reason: &'static str) -> Problem 
     Problem::from(Error::InvalidField { field, reason })
 }
 
-/// Reads a JSON object body: 415 for another content type, 413 over `limit`, 400 if it is not
-/// JSON or repeats a key in any object, 422 if it is not an object.
+/// Reads a JSON object body: 415 for another content type or a `charset` other than UTF-8,
+/// 413 over `limit`, 400 if it is not UTF-8 (naming the byte offset), not JSON or repeats a key
+/// in any object, 422 if it is not an object.
 pub(super) async fn json_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
 ) -> Result<Map<String, Value>, Problem> {
     use futures_util::StreamExt;
-    let is_json = req
+    let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
+        .unwrap_or_default();
+    let mut parts = content_type.split(';');
+    let is_json = parts
+        .next()
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send Content-Type: application/json",
+        ));
+    }
+    if !parts.all(utf8_or_no_charset) {
+        // The value is not echoed: a header is no place to repeat what a client sent.
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the Content-Type charset is not UTF-8: JSON bodies are UTF-8 (send Content-Type: application/json or application/json; charset=utf-8)",
         ));
     }
     let too_large = || {
@@ -71,6 +83,16 @@ pub(super) async fn json_body(
         }
         body.extend_from_slice(&chunk);
     }
+    if let Err(e) = std::str::from_utf8(&body) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            format!(
+                "the body is not UTF-8 (invalid byte at offset {}): JSON bodies are UTF-8",
+                e.valid_up_to()
+            ),
+        ));
+    }
     match serde_json::from_slice::<Value>(&body) {
         // A repeated key would read as its last value here and maybe as its first elsewhere
         // (the proxy refuses it too): never pick one.
@@ -90,6 +112,18 @@ pub(super) async fn json_body(
             "malformed_request",
             "the body is not valid JSON",
         )),
+    }
+}
+
+/// Whether one `;`-parameter of a Content-Type leaves the body UTF-8: any parameter but
+/// `charset`, or `charset` naming UTF-8 (RFC 8259: JSON exchanged between systems is UTF-8).
+fn utf8_or_no_charset(param: &str) -> bool {
+    match param.split_once('=') {
+        Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+            let value = value.trim().trim_matches('"');
+            value.eq_ignore_ascii_case("utf-8") || value.eq_ignore_ascii_case("utf8")
+        }
+        _ => true,
     }
 }
 
@@ -200,4 +234,25 @@ pub(super) fn tokenize_request(map: &Map<String, Value>) -> Result<TokenizeReque
         cvv,
         ttl_seconds: opt_int(map, "ttl_seconds")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utf8_or_no_charset;
+
+    #[test]
+    fn only_a_utf8_charset_is_accepted() {
+        for ok in [
+            " charset=utf-8",
+            "charset=UTF-8",
+            " charset=\"utf-8\"",
+            "charset=utf8",
+            "",
+        ] {
+            assert!(utf8_or_no_charset(ok), "{ok}");
+        }
+        for refused in [" charset=iso-8859-1", "charset=utf-16", "CHARSET=latin1"] {
+            assert!(!utf8_or_no_charset(refused), "{refused}");
+        }
+    }
 }

@@ -17,6 +17,8 @@ pub struct Problem {
     pub(super) detail: String,
     /// `Retry-After`, seconds (a 429).
     pub(super) retry_after: Option<u64>,
+    /// RFC 9457 extension members after the standard ones (`required_scope` on a 403).
+    pub(super) extensions: Vec<(&'static str, Value)>,
 }
 
 impl Problem {
@@ -26,7 +28,20 @@ impl Problem {
             code,
             detail: detail.into(),
             retry_after: None,
+            extensions: Vec::new(),
         }
+    }
+
+    /// The same answer with the extension member `name: value` in its body.
+    pub(super) fn extension(mut self, name: &'static str, value: impl Into<Value>) -> Self {
+        self.extensions.push((name, value.into()));
+        self
+    }
+
+    /// The same answer with `hint` after its detail (a sentence telling the caller what to do).
+    pub(super) fn hint(mut self, hint: &str) -> Self {
+        self.detail = format!("{}; {hint}", self.detail);
+        self
     }
 
     /// The same answer with `Retry-After: seconds`.
@@ -42,13 +57,19 @@ impl Problem {
 
     /// The problem+json body (also one item's answer in a batch).
     pub(super) fn body(&self) -> Value {
-        json!({
+        let mut body = json!({
             "type": format!("urn:panvault:problem:{}", self.code),
             "title": self.status.canonical_reason().unwrap_or("Error"),
             "status": self.status.as_u16(),
             "detail": self.detail,
             "code": self.code,
-        })
+        });
+        if let Value::Object(m) = &mut body {
+            for (name, value) in &self.extensions {
+                m.insert((*name).to_string(), value.clone());
+            }
+        }
+        body
     }
 
     /// The whole answer: status, content type, `WWW-Authenticate` on 401, `Retry-After` when
@@ -95,12 +116,16 @@ impl From<Error> for Problem {
             Error::InvalidPan { .. }
             | Error::LuhnCheckFailed
             | Error::InvalidExpiry { .. }
+            | Error::CardExpired { .. }
             | Error::InvalidCvv
             | Error::InvalidCustomToken { .. }
             | Error::InvalidPrefix
             | Error::InvalidField { .. }
             | Error::BatchTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::TokenConflict | Error::PrefixTaken | Error::ShopTaken => StatusCode::CONFLICT,
+            Error::TokenConflict
+            | Error::CardChangeNotAllowed { .. }
+            | Error::PrefixTaken
+            | Error::ShopTaken => StatusCode::CONFLICT,
             Error::TokenNotFound
             | Error::MerchantNotFound
             | Error::ShopNotFound
@@ -110,7 +135,7 @@ impl From<Error> for Problem {
             Error::KeyUnlock(_) | Error::ShareRefused(_) | Error::NotEnoughShares { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::Forbidden { .. } | Error::MissingScope { .. } => StatusCode::FORBIDDEN,
             Error::Sealed | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             // Failures of the server, never of the request: the answer names none of them.
             Error::Decrypt { .. }
@@ -137,7 +162,12 @@ impl From<Error> for Problem {
                 "internal error; see the server log",
             );
         }
-        Problem::new(status, e.code(), e.to_string())
+        let problem = Problem::new(status, e.code(), e.to_string());
+        // A 403 for a scope names it in a member as well as in the detail, for programs.
+        if let Error::MissingScope { scope } = e {
+            return problem.extension("required_scope", scope);
+        }
+        problem
     }
 }
 
@@ -172,6 +202,21 @@ mod tests {
             (Error::Unauthorized, StatusCode::UNAUTHORIZED),
             (Error::KeyUnlock("wrong"), StatusCode::BAD_REQUEST),
             (Error::Forbidden { reason: "scope" }, StatusCode::FORBIDDEN),
+            (
+                Error::MissingScope { scope: "reveal" },
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                Error::CardExpired {
+                    month: 1,
+                    year: 2020,
+                },
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                Error::CardChangeNotAllowed { kind: "standard" },
+                StatusCode::CONFLICT,
+            ),
             (Error::ShuttingDown, StatusCode::SERVICE_UNAVAILABLE),
         ] {
             let code = e.code();
@@ -180,6 +225,12 @@ mod tests {
             assert_eq!((p.status, p.code()), (status, code));
             assert_eq!(p.body()["detail"], detail.as_str());
         }
+        let p = Problem::from(Error::MissingScope { scope: "reveal" });
+        assert_eq!(p.body()["required_scope"], "reveal");
+        assert_eq!(
+            p.body()["detail"],
+            "forbidden: this call needs an API key with the `reveal` scope"
+        );
         let r = Problem::from(Error::Unauthorized).response();
         assert_eq!(r.headers().get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
     }

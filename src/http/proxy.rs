@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::access::Scope;
 use crate::gateway::proxy::{
-    ChargeAnswer, ChargeError, ChargeRequest, Proxy, charge, panvault_key,
+    ChargeAnswer, ChargeError, ChargeRequest, PANVAULT_AUTH_HEADER, Proxy, charge, panvault_key,
 };
 use crate::http::{ChargeLimit, Problem, Unsealed, principal_from, request_ctx};
 
@@ -27,7 +27,15 @@ pub(crate) async fn handle(
         .map(|(k, v)| (k.as_str(), v.as_bytes()))
         .collect();
     let raw_key = panvault_key(&headers);
-    let principal = principal_from(&req, &vault, Scope::Charge, &raw_key).await?;
+    let principal = principal_from(&req, &vault, Scope::Charge, &raw_key)
+        .await
+        .map_err(|p| {
+            if p.status == StatusCode::UNAUTHORIZED && gateways_authorization_only(&headers) {
+                p.hint(GATEWAY_AUTHORIZATION_HINT)
+            } else {
+                p
+            }
+        })?;
     // Before the body is read: a refused charge reveals and forwards nothing.
     if let Some(limit) = req.app_data::<web::Data<ChargeLimit>>()
         && let Err(wait) = limit.take(&principal.key_id)
@@ -72,6 +80,25 @@ fn origin(req: &HttpRequest) -> Option<String> {
         "http"
     };
     Some(format!("{scheme}://{authority}"))
+}
+
+/// What a 401 adds when the request's `Authorization` is not panvault's (a gateway's Basic or
+/// v1HMAC) and no `X-Panvault-Authorization` was sent.
+const GATEWAY_AUTHORIZATION_HINT: &str = "this request's Authorization is not a panvault API key (it is left for the gateway): send panvault's key as X-Panvault-Authorization: Bearer pvk_...";
+
+/// Whether the request carries an `Authorization` that is not a panvault bearer key, and no
+/// `X-Panvault-Authorization`: the merchant sent only the gateway's own credentials.
+fn gateways_authorization_only(headers: &[(&str, &[u8])]) -> bool {
+    let named = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    if named(PANVAULT_AUTH_HEADER).is_some() {
+        return false;
+    }
+    named("authorization").is_some_and(|v| {
+        let v = String::from_utf8_lossy(v);
+        !v.trim_start()
+            .strip_prefix("Bearer ")
+            .is_some_and(|k| k.trim_start().starts_with("pvk_"))
+    })
 }
 
 /// 429 `rate_limited` with `Retry-After: wait` (seconds).
@@ -185,6 +212,28 @@ mod tests {
             (p.status, p.code),
             (StatusCode::NOT_FOUND, "token_not_found")
         );
+    }
+
+    #[test]
+    fn only_a_foreign_authorization_without_panvaults_header_gets_the_hint() {
+        let h = |pairs: &[(&'static str, &'static str)]| -> Vec<(&'static str, &'static [u8])> {
+            pairs.iter().map(|(n, v)| (*n, v.as_bytes())).collect()
+        };
+        for foreign in ["Basic bWVyY2hhbnQ6cHc=", "GCS v1HMAC:key:sig", "Bearer abc"] {
+            assert!(gateways_authorization_only(&h(&[(
+                "authorization",
+                foreign
+            )])));
+            assert!(!gateways_authorization_only(&h(&[
+                ("authorization", foreign),
+                (PANVAULT_AUTH_HEADER, "Bearer pvk_x")
+            ])));
+        }
+        assert!(!gateways_authorization_only(&h(&[(
+            "authorization",
+            "Bearer pvk_0_x"
+        )])));
+        assert!(!gateways_authorization_only(&h(&[])));
     }
 
     #[test]

@@ -81,7 +81,8 @@ pub struct KeyStatus {
     /// Every KEK version with its state and age.
     keks: Vec<KekStatus>,
     deks: Vec<DekStatus>,
-    /// The re-encryption job of this process, if one ran or runs.
+    /// The re-encryption job of this process, if one ran or runs (else null).
+    #[schema(required = true)]
     reencryption: Option<ReencryptJob>,
 }
 
@@ -111,14 +112,73 @@ pub struct DekStatus {
 /// A page of audit entries (`GET /v1/audit`).
 #[derive(ToSchema)]
 pub struct AuditPage {
-    #[schema(value_type = Vec<Object>)]
-    entries: Vec<()>,
+    /// The entries, oldest first.
+    entries: Vec<AuditEntry>,
     /// The `since` of the next page; null at the end of the chain.
+    #[schema(required = true)]
     next: Option<u64>,
     /// On the page that ends at the chain's signed head: that head (`seq`, `hash`, `mac`), so a
-    /// log system can check with `panvault audit verify` that nothing was cut from the tail.
-    #[schema(value_type = Option<Object>)]
-    signed_head: Option<()>,
+    /// log system can check with `panvault audit verify` that nothing was cut from the tail;
+    /// null on the other pages.
+    #[schema(required = true)]
+    signed_head: Option<SignedHead>,
+}
+
+/// One entry of the hash-chained audit trail. Every field is present; those that do not apply
+/// to the entry are null.
+#[derive(ToSchema)]
+pub struct AuditEntry {
+    /// Position in the chain, from 1, without gaps.
+    seq: u64,
+    /// When it was appended: RFC 3339 UTC, to the second.
+    time: String,
+    /// Who acted: an API key id, `anonymous` (no valid key), `cli` or `system`.
+    actor: String,
+    /// The merchant group the operation touched.
+    #[schema(required = true)]
+    merchant: Option<String>,
+    /// What was done (`tokenize`, `reveal`, `audit_read`, ...).
+    action: String,
+    /// The token acted on, never a card number.
+    #[schema(required = true)]
+    token: Option<String>,
+    /// `ok`, `created`, `existing`, `denied`, ...
+    outcome: String,
+    /// The HTTP request's id (`X-Request-Id`).
+    #[schema(required = true)]
+    request_id: Option<String>,
+    /// The caller's IP address.
+    #[schema(required = true)]
+    client: Option<String>,
+    /// What else an auditor needs, never secret; for a checkpoint entry, `covers seq N; mac=HEX`: the MAC of entry N.
+    #[schema(required = true)]
+    detail: Option<String>,
+    /// The previous entry's `hash` (64 zeros before entry 1).
+    prev_hash: String,
+    /// SHA-256 of `prev_hash` and the entry's other fields, 64 hex digits.
+    hash: String,
+}
+
+/// The chain's signed head: the last entry's `seq` and `hash`, and their MAC under the audit key.
+#[derive(ToSchema)]
+pub struct SignedHead {
+    seq: u64,
+    /// 64 hex digits.
+    hash: String,
+    /// HMAC-SHA-256 over `seq` and `hash`, 64 hex digits.
+    mac: String,
+}
+
+/// One start hardening check of the serving process (in the evidence report).
+#[derive(ToSchema)]
+pub struct HardeningCheck {
+    /// `core_dumps`, `not_dumpable`, `memory_locked`, `data_dir_mode`, `key_files_mode`,
+    /// `config_mode` or `secret_files_mode`.
+    name: String,
+    /// Whether the protection is in force.
+    ok: bool,
+    /// What was found or done, for a person.
+    detail: String,
 }
 
 /// Progress of a background re-encryption job.
@@ -133,7 +193,8 @@ pub struct ReencryptJob {
     /// Tokens in the table when the job started (the progress bar's total).
     total: u64,
     destroyed: Vec<u32>,
-    /// Why it stopped early, if it did (the next start resumes from its place).
+    /// Why it stopped early, if it did (the next start resumes from its place); else null.
+    #[schema(required = true)]
     error: Option<String>,
     /// Milliseconds since the job started (until it ended, once it has).
     elapsed_ms: u64,
@@ -269,12 +330,97 @@ mod tests {
                 reencryption: Some(job),
             },
         );
+        let entry = crate::audit::Entry {
+            seq: 1,
+            time: "2026-12-04T00:00:00Z".into(),
+            actor: "system".into(),
+            merchant: None,
+            action: "init".into(),
+            token: None,
+            outcome: "ok".into(),
+            request_id: None,
+            client: None,
+            detail: None,
+            prev_hash: "00".repeat(32),
+            hash: "11".repeat(32),
+        };
+        same_fields("AuditEntry", &entry);
+        let head = crate::audit::SignedHead {
+            seq: 1,
+            hash: "11".repeat(32),
+            mac: "22".repeat(32),
+        };
+        same_fields("SignedHead", &head);
         same_fields(
             "AuditPage",
             AuditPage {
-                entries: Vec::new(),
+                entries: vec![entry],
                 next: None,
-                signed_head: None,
+                signed_head: Some(head),
+            },
+        );
+        // Every field of these answers is always there (null when it does not apply): a
+        // generated client must not take one for optional.
+        for name in [
+            "TokenInfo",
+            "Agreement",
+            "KeyStatus",
+            "KekStatus",
+            "DekStatus",
+            "ReencryptJob",
+            "AuditEntry",
+            "SignedHead",
+            "AuditPage",
+            "HardeningCheck",
+            "Evidence",
+            "TlsEvidence",
+            "AuditEvidence",
+            "ApiKeyEvidence",
+            "StoreEvidence",
+        ] {
+            let s = schema(name);
+            let required: BTreeSet<&str> = s["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            let all: BTreeSet<&str> = s["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(required, all, "schema {name}");
+        }
+        // The report's parts whose figures may be null (the whole report is built from a live
+        // vault in tests/api.rs, whose answers a generated client parses).
+        same_fields(
+            "AuditEvidence",
+            crate::evidence::AuditEvidence {
+                chain: "ok".into(),
+                entries: 0,
+                last_hash: None,
+                signed_through: None,
+                checkpoints: 0,
+            },
+        );
+        same_fields(
+            "ApiKeyEvidence",
+            crate::evidence::ApiKeyEvidence {
+                api_key_id: "k".into(),
+                scopes: vec![],
+                shop_login: None,
+                created_at: String::new(),
+                last_used: None,
+            },
+        );
+        same_fields(
+            "HardeningCheck",
+            crate::harden::HardeningCheck {
+                name: "core_dumps",
+                ok: true,
+                detail: String::new(),
             },
         );
         // `shares` is written only when there are some: the schema lists it, not required.

@@ -99,8 +99,10 @@ pub(super) async fn metrics(
         .body(text))
 }
 
-pub(super) async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(crate::http::openapi::document())
+/// `GET /v1/openapi.json`: the document, its `servers` naming the address this listener is on.
+pub(super) async fn openapi(req: HttpRequest) -> HttpResponse {
+    let listener = req.app_config();
+    HttpResponse::Ok().content_type("application/json").body(
+        crate::http::openapi::document_for_listener(listener.local_addr(), listener.secure()),
+    )
 }

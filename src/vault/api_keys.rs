@@ -336,7 +336,7 @@ mod tests {
         shop.require(Scope::Tokenize).unwrap();
         assert!(matches!(
             shop.require(Scope::Reveal),
-            Err(Error::Forbidden { .. })
+            Err(Error::MissingScope { scope: "reveal" })
         ));
         // A wrong secret with the right id, a garbage key, an empty one: all the same error.
         let mut wrong = k.api_key.expose().to_string();

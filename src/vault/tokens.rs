@@ -10,7 +10,7 @@ use super::record::{Record, decode, encode, plaintext};
 use super::types::{
     Agreement, Merchant, Shown, TokenInfo, TokenUpdate, TokenizeRequest, Tokenized,
 };
-use super::validate::{Card, validate};
+use super::validate::{Card, expired_error, validate};
 use super::writer::{Outcome, Tx};
 use super::{Ctx, Vault, now_unix};
 use crate::pan::{Expiry, Pan};
@@ -44,9 +44,11 @@ impl Vault {
 
     /// Tokenizes one card for `merchant_id`: a stored token, or a temporary one if the request
     /// asks. A card the merchant already has under the requested token comes back with
-    /// `created` false, its stored expiry updated to the request's. Errors: `MerchantNotFound`,
-    /// the failing field's validation error, `TokenConflict` if the requested custom token holds
-    /// another card.
+    /// `created` false; its stored expiry becomes the later of the stored one and the
+    /// request's (never earlier), and the answer carries the stored one, even when the
+    /// request's has passed. Errors: `MerchantNotFound`, the failing field's validation error,
+    /// `CardExpired` if the expiry has passed and the token would be new, `TokenConflict` if
+    /// the requested custom token holds another card.
     pub async fn tokenize(
         &self,
         ctx: &Ctx,
@@ -73,8 +75,8 @@ impl Vault {
         self.tokenize_stored(ctx, &merchant, &card).await
     }
 
-    /// Tokenizes up to [`MAX_BATCH_ITEMS`] cards, one answer per item in order: one bad item
-    /// does not fail the others. All items go to the writer before any answer is awaited, so
+    /// Tokenizes up to [`MAX_BATCH_ITEMS`] cards, one answer per item in order, each by the
+    /// rules of [`Vault::tokenize`]: one bad item does not fail the others. All items go to the writer before any answer is awaited, so
     /// they share group commits. The whole call fails only on an unknown merchant or too many
     /// items; a failure of the store, the keys or the writer is the answer of the item it hit
     /// (and of those after it), while the items written before it are answered with their
@@ -123,6 +125,7 @@ impl Vault {
                 Pending::Queued(rx, card) => match rx.await {
                     Ok(Ok(Attempt::Done(t))) => Ok(t),
                     Ok(Ok(Attempt::Conflict)) => Err(Error::TokenConflict),
+                    Ok(Ok(Attempt::Expired)) => Err(expired_error(card.expiry)),
                     Ok(Ok(Attempt::Collision)) => self.tokenize_stored(ctx, &merchant, &card).await,
                     Ok(Err(e)) => Err(e),
                     Err(_) => Err(Error::ShuttingDown),
@@ -146,6 +149,7 @@ impl Vault {
             match self.write(job).await? {
                 Attempt::Done(t) => return Ok(t),
                 Attempt::Conflict => return Err(Error::TokenConflict),
+                Attempt::Expired => return Err(expired_error(card.expiry)),
                 Attempt::Collision => continue,
             }
         }
@@ -202,6 +206,7 @@ impl Vault {
         let by_fingerprint = store.get_stamped(Table::Fingerprints, &fingerprint)?;
         let by_token = store.get_stamped(Table::Tokens, token.as_bytes())?;
         let ctx = ctx.clone();
+        let expired = card.expired;
         Ok(move |tx: &mut Tx<'_>| {
             // Held until the record is written: a DEK someone holds is never destroyed
             // (`destroy_drained_deks`).
@@ -231,7 +236,9 @@ impl Vault {
                     tx.audit(ctx.event("tokenize", Some(&m), Some(&existing), "conflict"));
                     return Ok(Attempt::Conflict);
                 }
-                if rec.expiry != record.expiry {
+                // The later expiry wins: a re-tokenize with an older (or passed) expiry, say a
+                // stale copy of the card, never rolls the stored one back.
+                if record.expiry > rec.expiry {
                     rec.expiry = record.expiry;
                     tx.put(
                         Table::Tokens,
@@ -251,6 +258,11 @@ impl Vault {
                     .is_some()
             {
                 return Ok(Attempt::Collision);
+            }
+            // A new token, for a card whose expiry has passed: refused like a field error
+            // (nothing written, not audited).
+            if expired {
+                return Ok(Attempt::Expired);
             }
             tx.put(
                 Table::Tokens,
@@ -304,10 +316,12 @@ impl Vault {
         .into_result()
     }
 
-    /// Updates a token (`PATCH`): the expiry of any token; the card itself only under a custom
-    /// token (replaced under the same token, its agreements kept). A different card for a
-    /// standard token, or any card for a temporary one, is `TokenConflict`: a standard token is
-    /// its card's. `TokenNotFound` for a missing or another merchant's token.
+    /// Updates a token (`PATCH`): the expiry of any token, set as given (earlier, later or
+    /// already passed: the merchant asked for it); the card itself only under a custom token
+    /// (replaced under the same token, its agreements kept; a different card whose expiry has
+    /// passed is `CardExpired`, as for a new token). A different card for a standard token, or
+    /// any card for a temporary one, is `CardChangeNotAllowed`: a standard token is its
+    /// card's. `TokenNotFound` for a missing or another merchant's token.
     pub async fn update(
         &self,
         ctx: &Ctx,
@@ -321,7 +335,7 @@ impl Vault {
         }
         if token.starts_with(token::TEMPORARY_PREFIX) {
             if update.pan.is_some() {
-                return Err(Error::TokenConflict);
+                return Err(Error::CardChangeNotAllowed { kind: "temporary" });
             }
             if let Some(t) = self
                 .temps()
@@ -374,9 +388,17 @@ impl Vault {
             rec.expiry = expiry;
             if let Some((bin, last4, pan_len, brand, fingerprint, dek, sealed)) = card {
                 let dek_id = dek.id();
-                if rec.kind != TokenKind::Custom && rec.fingerprint != fingerprint {
-                    tx.audit(ctx.event("update", Some(&m), Some(&t), "conflict"));
-                    return Ok(Outcome::Refuse(Error::TokenConflict));
+                if rec.fingerprint != fingerprint {
+                    if rec.kind != TokenKind::Custom {
+                        tx.audit(ctx.event("update", Some(&m), Some(&t), "conflict"));
+                        return Ok(Outcome::Refuse(Error::CardChangeNotAllowed {
+                            kind: "standard",
+                        }));
+                    }
+                    if expiry.is_expired() {
+                        tx.audit(ctx.event("update", Some(&m), Some(&t), "expired"));
+                        return Ok(Outcome::Refuse(expired_error(expiry)));
+                    }
                 }
                 (rec.bin, rec.last4, rec.pan_len, rec.brand) = (bin, last4, pan_len, brand);
                 (rec.fingerprint, rec.dek_id, rec.sealed) = (fingerprint, dek_id, sealed);
@@ -485,6 +507,9 @@ enum Attempt {
     /// The token is another card's or another merchant's: the refusal is audited, the call
     /// answers `TokenConflict`.
     Conflict,
+    /// The token would be new and the card's expiry has passed: nothing written, the call
+    /// answers `CardExpired`.
+    Expired,
 }
 
 /// A batch item between its validation and its answer.
@@ -677,6 +702,180 @@ mod tests {
                 .await
                 .unwrap();
             assert!(std2.created);
+        })
+        .await;
+    }
+
+    /// Issue 15, point 2: an expired card gets no new token (stored, custom or temporary),
+    /// while a card that already has one is answered with it; the stored expiry only moves
+    /// forward, and the answer carries the stored one.
+    #[tokio::test]
+    async fn an_expired_card_gets_no_new_token_and_the_later_expiry_wins() {
+        each_backend(async |v: Vault| {
+            let ctx = Ctx::system();
+            let a = v.create_merchant(&ctx, "A", Some("XYZW")).await.unwrap();
+            let m = &a.merchant_id;
+            let expired = |r| {
+                matches!(
+                    r,
+                    Err(Error::CardExpired {
+                        month: 1,
+                        year: 2020
+                    })
+                )
+            };
+            let visa = "4111111111111111";
+            assert!(expired(
+                v.tokenize(&ctx, m, &req(visa, 1, 2020, None)).await
+            ));
+            let custom = req(visa, 1, 2020, Some("OLD_CARD"));
+            assert!(expired(v.tokenize(&ctx, m, &custom).await));
+            let mut temp = req(visa, 1, 2020, None);
+            temp.temporary = true;
+            assert!(expired(v.tokenize(&ctx, m, &temp).await));
+
+            let t = v
+                .tokenize(&ctx, m, &req(visa, 12, 2030, None))
+                .await
+                .unwrap();
+            assert!(t.created, "the refused one stored nothing");
+            let tok = t.info.token.clone();
+            let stored = |v: &Vault| {
+                let i = v.get(m, &tok).unwrap();
+                (i.token_expiry_month, i.token_expiry_year)
+            };
+            // A known card with a passed expiry: its token, with the stored (later) expiry.
+            let again = v
+                .tokenize(&ctx, m, &req(visa, 1, 2020, None))
+                .await
+                .unwrap();
+            assert!(!again.created);
+            assert_eq!(again.info.token, tok);
+            assert_eq!(
+                (again.info.token_expiry_month, again.info.token_expiry_year),
+                (12, 2030)
+            );
+            assert!(!again.info.expired);
+            assert_eq!(stored(&v), (12, 2030));
+            // An earlier, still valid expiry does not roll it back either; a later one wins.
+            let earlier = v
+                .tokenize(&ctx, m, &req(visa, 6, 2030, None))
+                .await
+                .unwrap();
+            assert_eq!(earlier.info.token_expiry_month, 12);
+            let later = v
+                .tokenize(&ctx, m, &req(visa, 1, 2031, None))
+                .await
+                .unwrap();
+            assert_eq!(
+                (later.info.token_expiry_month, later.info.token_expiry_year),
+                (1, 2031)
+            );
+            assert_eq!(stored(&v), (1, 2031));
+            // The same under a custom token that exists.
+            let c = v
+                .tokenize(&ctx, m, &req(visa, 3, 2031, Some("ON_FILE")))
+                .await
+                .unwrap();
+            let c_again = v
+                .tokenize(&ctx, m, &req(visa, 1, 2020, Some("ON_FILE")))
+                .await
+                .unwrap();
+            assert!(c.created && !c_again.created);
+            assert_eq!(
+                (
+                    c_again.info.token_expiry_month,
+                    c_again.info.token_expiry_year
+                ),
+                (3, 2031)
+            );
+
+            // A batch follows the same rules, item by item.
+            let items = [
+                req("5555555555554444", 1, 2020, None),
+                req(visa, 1, 2020, None),
+                req(visa, 2, 2031, None),
+            ];
+            let out = v.tokenize_batch(&ctx, m, &items).await.unwrap();
+            assert!(matches!(
+                out[0],
+                Err(Error::CardExpired {
+                    month: 1,
+                    year: 2020
+                })
+            ));
+            let known = out[1].as_ref().unwrap();
+            assert_eq!(
+                (known.created, known.info.token_expiry_month),
+                (false, 1),
+                "the stored 01/2031"
+            );
+            assert_eq!(out[2].as_ref().unwrap().info.token_expiry_month, 2);
+            assert_eq!(stored(&v), (2, 2031));
+        })
+        .await;
+    }
+
+    /// A PATCH sets the expiry it is given, earlier or passed; a standard or temporary token's
+    /// card cannot change (`CardChangeNotAllowed`), and a custom token's new card is refused
+    /// if its expiry has passed.
+    #[tokio::test]
+    async fn patch_sets_the_expiry_given_and_refuses_a_card_change_by_kind() {
+        each_backend(async |v: Vault| {
+            let ctx = Ctx::system();
+            let a = v.create_merchant(&ctx, "A", Some("XYZW")).await.unwrap();
+            let m = &a.merchant_id;
+            let update = |mm, yy, pan: Option<&str>| TokenUpdate {
+                expiry_month: mm,
+                expiry_year: yy,
+                pan: pan.map(|p| zeroize::Zeroizing::new(p.to_string())),
+                cardholder_name: None,
+            };
+            let t = v
+                .tokenize(&ctx, m, &req("4111111111111111", 12, 2030, None))
+                .await
+                .unwrap()
+                .info
+                .token;
+            let i = v.update(&ctx, m, &t, &update(1, 2020, None)).await.unwrap();
+            assert_eq!((i.token_expiry_month, i.token_expiry_year), (1, 2020));
+            assert!(i.expired, "the merchant asked for it");
+            assert!(matches!(
+                v.update(&ctx, m, &t, &update(1, 2031, Some("5555555555554444")))
+                    .await,
+                Err(Error::CardChangeNotAllowed { kind: "standard" })
+            ));
+            let mut temp = req("4111111111111111", 12, 2030, None);
+            temp.temporary = true;
+            let tmp = v.tokenize(&ctx, m, &temp).await.unwrap().info.token;
+            assert!(matches!(
+                v.update(&ctx, m, &tmp, &update(1, 2031, Some("5555555555554444")))
+                    .await,
+                Err(Error::CardChangeNotAllowed { kind: "temporary" })
+            ));
+            let c = v
+                .tokenize(&ctx, m, &req("4111111111111111", 12, 2030, Some("ON_FILE")))
+                .await
+                .unwrap()
+                .info
+                .token;
+            assert!(matches!(
+                v.update(&ctx, m, &c, &update(1, 2020, Some("5555555555554444")))
+                    .await,
+                Err(Error::CardExpired { .. })
+            ));
+            assert_eq!(v.get(m, &c).unwrap().last4, "1111", "nothing changed");
+            // The same card with a passed expiry is only an expiry change.
+            let same = v
+                .update(&ctx, m, &c, &update(1, 2020, Some("4111111111111111")))
+                .await
+                .unwrap();
+            assert_eq!(same.token_expiry_year, 2020);
+            let new = v
+                .update(&ctx, m, &c, &update(5, 2033, Some("5555555555554444")))
+                .await
+                .unwrap();
+            assert_eq!((new.last4.as_str(), new.token_expiry_month), ("4444", 5));
         })
         .await;
     }

@@ -185,7 +185,7 @@ pub struct TokenUpdate {
     /// The new expiry year, 2000 to 2099.
     pub expiry_year: i64,
     /// A new card: any card under a custom token, only the same card under a standard one,
-    /// none under a temporary one (else `TokenConflict`).
+    /// none under a temporary one (else `CardChangeNotAllowed`).
     pub pan: Option<Zeroizing<String>>,
     /// The cardholder name stored with the new card (ignored without `pan`).
     pub cardholder_name: Option<Zeroizing<String>>,

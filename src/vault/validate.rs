@@ -21,14 +21,23 @@ pub(super) struct Card {
     pub(super) expiry: Expiry,
     pub(super) name: Option<Zeroizing<String>>,
     pub(super) request: TokenRequest,
+    /// Whether `expiry` had already passed at validation: such a card gets no new token
+    /// ([`Error::CardExpired`]), though a token it already has is answered.
+    pub(super) expired: bool,
     /// For a temporary token: its CVV, if given, and its lifetime in seconds.
     pub(super) temporary: Option<(Option<Cvv>, u64)>,
 }
 
-/// Checks every field of `req`; the first that fails names itself in the error.
+/// Checks every field of `req`; the first that fails names itself in the error. A temporary
+/// token is always new, so an expired card is refused here; for a stored token that is decided
+/// on the writer, where it is known whether the card already has one.
 pub(super) fn validate(req: &TokenizeRequest) -> Result<Card> {
     let pan = Pan::parse(&req.pan)?;
     let expiry = Expiry::new(req.expiry_month, req.expiry_year)?;
+    let expired = expiry.is_expired();
+    if expired && req.temporary {
+        return Err(expired_error(expiry));
+    }
     let request = TokenRequest::parse(req.request_token.as_deref())?;
     let name = match &req.cardholder_name {
         None => None,
@@ -81,6 +90,15 @@ pub(super) fn validate(req: &TokenizeRequest) -> Result<Card> {
         expiry,
         name,
         request,
+        expired,
         temporary,
     })
+}
+
+/// The refusal of a new token for a card whose expiry has passed.
+pub(super) fn expired_error(expiry: Expiry) -> Error {
+    Error::CardExpired {
+        month: expiry.month,
+        year: expiry.year,
+    }
 }
