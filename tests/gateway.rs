@@ -27,18 +27,30 @@ const PANS: [&str; 4] = [
 
 struct Sandbox {
     child: Child,
+    /// The shared address: every gateway under its prefix, and the request log.
     base: String,
+    /// Each gateway's own root, as `panvault sandbox` printed it.
+    roots: Vec<(String, String)>,
     http: Client,
 }
 
 impl Sandbox {
     fn start() -> Sandbox {
-        let (child, base) = common::start_sandbox();
+        let (child, base, roots) = common::start_sandbox_roots();
+        assert_eq!(roots.len(), 4, "{roots:?}");
         Sandbox {
             child,
             base,
+            roots,
             http: Client::new(),
         }
+    }
+
+    /// The base URL of gateway `name`'s simulator: its own root (`http://127.0.0.1:N`).
+    fn url(&self, name: &str) -> String {
+        let var = format!("PANVAULT_GATEWAY_{}_URL", name.to_ascii_uppercase());
+        let (_, url) = self.roots.iter().find(|(v, _)| *v == var).unwrap();
+        url.clone()
     }
 
     fn log(&self) -> Vec<Value> {
@@ -145,9 +157,9 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let admin = common::init_dev(&data);
-        let sb = &sandbox.base;
-        let axerve = axerve_url.map_or_else(|| format!("{sb}/axerve"), str::to_string);
-        let nexi = nexi_url.map_or_else(|| format!("{sb}/nexi"), str::to_string);
+        let axerve = axerve_url.map_or_else(|| sandbox.url("axerve"), str::to_string);
+        let nexi = nexi_url.map_or_else(|| sandbox.url("nexi"), str::to_string);
+        let (worldline, mpgs) = (sandbox.url("worldline"), sandbox.url("mpgs"));
         // `key = "value"`, or the value in its own file (first line; the rest is ignored).
         let secret = |key: &str, value: &str| {
             if !cred_files {
@@ -176,12 +188,12 @@ base_url = "{axerve}"
 timeout_seconds = 3
 
 [gateways.worldline]
-base_url = "{sb}/worldline"
+base_url = "{worldline}"
 api_key_id = "{id}"
 {worldline_secret}
 
 [gateways.mpgs]
-base_url = "{sb}/mpgs"
+base_url = "{mpgs}"
 {mpgs_password}
 {extra}
 "#,
@@ -709,7 +721,7 @@ fn worldline_signed_by_panvault_or_passed_through() {
 
     // The merchant signs itself (the body is not signed, so its signature survives the swap).
     let date = "Fri, 06 Jun 2014 13:39:43 GMT";
-    let path = "/worldline/v2/1234/payments";
+    let path = "/v2/1234/payments";
     let sts =
         panvault::gateway::worldline::string_to_sign("POST", "application/json", date, &[], path);
     let auth = panvault::gateway::worldline::authorization(
@@ -770,6 +782,242 @@ fn worldline_signed_by_panvault_or_passed_through() {
     assert_eq!(
         answer_json(&a)["paymentResult"]["payment"]["status"],
         "REJECTED"
+    );
+    env.stop();
+}
+
+/// A client of the vault that does not follow redirects (it sees the proxy's `Location`).
+fn no_redirects(env: &Env) -> Client {
+    let ca = std::fs::read(env._dir.path().join("data/tls/ca.pem")).unwrap();
+    Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Issue 15 point 8: a gateway's `Location` under its base URL comes back as the vault's own
+/// proxy URL on the Host the merchant used (path and query kept), which then works; an absolute
+/// URL elsewhere (here the sandbox's other address, same host, another port) is left alone.
+#[test]
+fn proxy_answer_location_points_at_the_vault() {
+    let env = Env::start(None);
+    let token = env.token("4111111111111111", 9, 2032);
+    let body = format!(
+        r#"{{"cardPaymentMethodSpecificInput":{{"card":{{"cardNumber":"{token}"}},"paymentProductId":1,"transactionChannel":"MOTO"}},"order":{{"amountOfMoney":{{"amount":100,"currencyCode":"EUR"}}}}}}"#
+    );
+    let h = [("Content-Type", "application/json")];
+    let (s, headers, a) = env.proxy_full("POST", "worldline/v2/1234/payments", &h, &body);
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let id = answer_json(&a)["payment"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let location = headers["location"].to_str().unwrap();
+    assert_eq!(
+        location,
+        format!("{}/v1/proxy/worldline/v2/1234/payments/{id}", env.base)
+    );
+    assert!(!location.contains(&env.sandbox.url("worldline")));
+    // The rewritten URL is one the merchant can use.
+    let (s, got) = send(bearer(env.client.get(location), &env.shop));
+    assert_eq!(s, StatusCode::OK, "{got}");
+    assert_eq!(got["id"], json!(id));
+    assert_eq!(got["status"], "PENDING_CAPTURE");
+
+    // An absolute URL not under Worldline's base URL passes as the gateway sent it: the 3-D
+    // Secure page sends the browser back to a returnUrl at the sandbox's shared address.
+    let back = format!("{}/worldline/back?shop=1", env.sandbox.base);
+    let t3 = env.token("5555555555554444", 3, 2031);
+    let ecom = format!(
+        r#"{{"cardPaymentMethodSpecificInput":{{"card":{{"cardNumber":"{t3}"}},"paymentProductId":3,"threeDSecure":{{"redirectionData":{{"returnUrl":"{back}"}}}}}},"order":{{"amountOfMoney":{{"amount":100,"currencyCode":"EUR"}}}}}}"#
+    );
+    let (s, a) = env.proxy("POST", "worldline/v2/1234/payments", &h, &ecom);
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let id = answer_json(&a)["payment"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = bearer(
+        no_redirects(&env).get(format!("{}/v1/proxy/worldline/redirect/3ds/{id}", env.base)),
+        &env.shop,
+    )
+    .send()
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        format!("{back}&paymentId={id}")
+    );
+    env.stop();
+}
+
+/// `GCS v1HMAC` as the official SDKs compute it: `METHOD\nContent-Type\nDate\n` then each
+/// `x-gcs-*` header (lower-case name, sorted) as `name:value\n`, then the path (with the
+/// query) and `\n`; HMAC-SHA256 under the secret API key, Base64.
+fn sdk_v1hmac(secret: &str, date: &str, gcs: &[(&str, &str)], path: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut sorted: Vec<(String, &str)> = gcs
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), *v))
+        .collect();
+    sorted.sort();
+    let mut sts = format!("POST\napplication/json\n{date}\n");
+    for (n, v) in sorted {
+        sts.push_str(&format!("{n}:{v}\n"));
+    }
+    sts.push_str(path);
+    sts.push('\n');
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(sts.as_bytes());
+    format!(
+        "GCS v1HMAC:{}:{}",
+        panvault::sandbox::WORLDLINE_API_KEY_ID,
+        data_encoding::BASE64.encode(&mac.finalize().into_bytes())
+    )
+}
+
+/// Issue 15 point 9: each simulator serves at its own root, so a v1HMAC signature made as the
+/// official SDKs make it, over `/v2/{merchantId}/payments`, verifies at the Worldline simulator
+/// (directly, and through the vault with the merchant's own `Authorization`), and a wrong one is
+/// refused.
+#[test]
+fn worldline_simulator_verifies_an_sdk_signature_over_v2() {
+    let env = Env::start(None);
+    let http = Client::new();
+    let worldline = env.sandbox.url("worldline");
+    let date = "Sat, 05 Dec 2026 09:00:00 GMT";
+    let gcs = [
+        (
+            "X-GCS-ServerMetaInfo",
+            "eyJwbGF0Zm9ybUlkZW50aWZpZXIiOiJ0ZXN0In0=",
+        ),
+        ("X-GCS-Idempotence-Key", "d3f6a1b2"),
+    ];
+    let card = r#"{"cardPaymentMethodSpecificInput":{"card":{"cardNumber":"4111111111111111","expiryDate":"1230"},"paymentProductId":1,"transactionChannel":"MOTO"},"order":{"amountOfMoney":{"amount":100,"currencyCode":"EUR"}}}"#;
+    let post = |auth: &str| {
+        let mut b = http
+            .post(format!("{worldline}/v2/1234/payments"))
+            .header("Content-Type", "application/json")
+            .header("Date", date)
+            .header("Authorization", auth)
+            .body(card);
+        for (n, v) in gcs {
+            b = b.header(n, v);
+        }
+        let r = b.send().unwrap();
+        let status = r.status();
+        (status, r.json::<Value>().unwrap())
+    };
+    let secret = panvault::sandbox::WORLDLINE_SECRET_API_KEY;
+    let (s, a) = post(&sdk_v1hmac(secret, date, &gcs, "/v2/1234/payments"));
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(a["payment"]["status"], "PENDING_CAPTURE");
+    for wrong in [
+        sdk_v1hmac("another secret", date, &gcs, "/v2/1234/payments"),
+        sdk_v1hmac(secret, date, &gcs, "/worldline/v2/1234/payments"),
+        sdk_v1hmac(secret, date, &gcs[..1], "/v2/1234/payments"),
+        sdk_v1hmac(
+            secret,
+            "Sat, 05 Dec 2026 09:00:01 GMT",
+            &gcs,
+            "/v2/1234/payments",
+        ),
+    ] {
+        let (s, a) = post(&wrong);
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{a}");
+        assert_eq!(a["errors"][0]["id"], "MISSING_OR_INVALID_AUTHORIZATION");
+    }
+
+    // Through the vault: the merchant's own SDK signature over `/v2/...` survives the swap.
+    let token = env.token("4111111111111111", 12, 2030);
+    let auth = sdk_v1hmac(secret, date, &[], "/v2/1234/payments");
+    let pv = format!("Bearer {}", env.shop);
+    let own = [
+        ("Content-Type", "application/json"),
+        ("Date", date),
+        ("Authorization", auth.as_str()),
+        ("X-Panvault-Authorization", pv.as_str()),
+    ];
+    let body = card
+        .replace("4111111111111111", &token)
+        .replace(r#","expiryDate":"1230""#, "");
+    let (s, a) = env.proxy("POST", "worldline/v2/1234/payments", &own, &body);
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(
+        env.sandbox.last()["headers"]["authorization"],
+        auth.as_str()
+    );
+    env.stop();
+}
+
+/// Issue 15 point 9: the MPGS simulator takes Basic `merchant.<id>` with the configured API
+/// password and nothing else: a wrong one is 401 in MPGS's own error shape, directly and
+/// through the vault with the merchant's own `Authorization`.
+#[test]
+fn mpgs_simulator_checks_the_basic_password() {
+    let env = Env::start(None);
+    let http = Client::new();
+    let pv = format!("Bearer {}", env.shop);
+    let mpgs = env.sandbox.url("mpgs");
+    let pay = r#"{"apiOperation":"PAY","order":{"amount":"1.00","currency":"EUR"},"sourceOfFunds":{"type":"CARD","provided":{"card":{"number":"5123450000000008","expiry":{"month":"01","year":"39"}}}},"transaction":{"source":"MOTO"}}"#;
+    let put = |user_pw: &str, txn: &str| {
+        let r = http
+            .put(format!(
+                "{mpgs}/api/rest/version/100/merchant/TESTMERCHANT01/order/PW-1/transaction/{txn}"
+            ))
+            .header("Content-Type", "application/json")
+            .header(
+                "Authorization",
+                format!("Basic {}", data_encoding::BASE64.encode(user_pw.as_bytes())),
+            )
+            .body(pay)
+            .send()
+            .unwrap();
+        let status = r.status();
+        (status, r.json::<Value>().unwrap())
+    };
+    let (s, a) = put("merchant.TESTMERCHANT01:sandbox-api-password", "1");
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(a["result"], "SUCCESS");
+    for wrong in [
+        "merchant.TESTMERCHANT01:not-the-password",
+        "merchant.TESTMERCHANT01:",
+        "merchant.OTHER:sandbox-api-password",
+    ] {
+        let (s, a) = put(wrong, "2");
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{wrong}: {a}");
+        assert_eq!(
+            a,
+            json!({"result": "ERROR", "error": {"cause": "INVALID_REQUEST", "explanation": "Invalid credentials."}})
+        );
+    }
+    // Through the vault, the merchant's own wrong password reaches MPGS and comes back 401.
+    let t = env.token("5555555555554444", 1, 2039);
+    let basic = format!(
+        "Basic {}",
+        data_encoding::BASE64.encode(b"merchant.TESTMERCHANT01:not-the-password")
+    );
+    let own = [
+        ("Content-Type", "application/json"),
+        ("Authorization", basic.as_str()),
+        ("X-Panvault-Authorization", pv.as_str()),
+    ];
+    let body = pay
+        .replace("5123450000000008", &t)
+        .replace(r#","expiry":{"month":"01","year":"39"}"#, "");
+    let (s, a) = env.proxy(
+        "PUT",
+        "mpgs/api/rest/version/100/merchant/TESTMERCHANT01/order/PW-2/transaction/1",
+        &own,
+        &body,
+    );
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{a}");
+    assert_eq!(
+        answer_json(&a)["error"]["explanation"],
+        "Invalid credentials."
     );
     env.stop();
 }
@@ -2356,8 +2604,8 @@ fn gateway_wide_credentials_go_only_to_listed_merchants() {
         std::fs::write(
             &cfg,
             format!(
-                "[gateways.mpgs]\nbase_url = \"{}/mpgs\"\napi_password = \"sandbox-api-password\"\n{merchants}",
-                sandbox.base
+                "[gateways.mpgs]\nbase_url = \"{}\"\napi_password = \"sandbox-api-password\"\n{merchants}",
+                sandbox.url("mpgs")
             ),
         )
         .unwrap();

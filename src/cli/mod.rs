@@ -228,7 +228,9 @@ fn server_url(s: &str) -> std::result::Result<String, String> {
 /// `panvault sandbox`: where the gateway simulators listen.
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
-    /// Loopback address to listen on (plain HTTP; port 0 picks a free one).
+    /// Loopback address of the shared listener (plain HTTP; every gateway under its prefix, and
+    /// the request log); each gateway's own root is on the next four ports (nexi, axerve,
+    /// worldline, mpgs). Port 0 picks free ones.
     #[arg(long, default_value = "127.0.0.1:8480")]
     pub listen: SocketAddr,
 }

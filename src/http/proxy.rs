@@ -51,6 +51,7 @@ pub(crate) async fn handle(
         path: req.uri().path(),
         query: req.query_string(),
         method: req.method().as_str(),
+        origin: origin(&req),
         headers,
         body: payload,
     };
@@ -63,6 +64,22 @@ pub(crate) async fn handle(
             Err(problem)
         }
     }
+}
+
+/// The vault as the merchant addressed it: `https://` (`http://` when serving plain HTTP) and
+/// the request target's authority, else the `Host` header.
+fn origin(req: &HttpRequest) -> Option<String> {
+    let authority = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(actix_web::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })?;
+    let scheme = if req.app_config().secure() {
+        "https"
+    } else {
+        "http"
+    };
+    Some(format!("{scheme}://{authority}"))
 }
 
 /// What a 401 adds when the request's `Authorization` is not panvault's (a gateway's Basic or

@@ -123,7 +123,7 @@ pub(super) fn simulate(r: &Req<'_>) -> HttpResponse {
                     payload["transactionResult"] = json!("");
                     payload["transactionErrorCode"] = json!(axerve::CHALLENGE_CODE);
                     payload["transactionErrorDescription"] = json!("Verify By Visa");
-                    payload["userRedirect"] = json!({"href": format!("{}/axerve/pagam/pagam3d.aspx?a={shop}&b={payment_token}", r.host)});
+                    payload["userRedirect"] = json!({"href": format!("{}/pagam/pagam3d.aspx?a={shop}&b={payment_token}", r.base)});
                 }
             }
             HttpResponse::Ok().json(json!({"error": {"code": "0", "description": "request correctly processed"}, "payload": payload}))

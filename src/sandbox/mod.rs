@@ -1,19 +1,25 @@
 //! `panvault sandbox`: loopback simulators of the four gateways the proxy forwards to.
 //!
-//! One plain-HTTP listener on a loopback address serves every gateway under its own prefix:
-//! `/nexi`, `/axerve`, `/worldline`, `/mpgs` are the base URLs to configure. Each simulator checks
-//! a request the way its gateway does (credentials present, field formats, Luhn) and refuses a
-//! token or a masked number where a card number belongs, loudly, in that gateway's own error
-//! shape; it answers in the gateway's own shapes, with the outcome the published test cards
-//! call for ([`card_outcome`]): approval, decline, or a 3-D Secure challenge (Nexi 3steps with the
-//! redirect form fields, Worldline `REDIRECT`, Axerve `8006`).
+//! Each gateway's simulator serves at the root of a plain-HTTP loopback address of its own
+//! ([`Addrs::roots`]), as the gateway does at its host: those are the base URLs to configure, and
+//! what a client signs is what the simulator checks (Worldline's v1HMAC covers `/v2/...`, so an
+//! unchanged official SDK's signature verifies). One more address ([`Addrs::shared`]) serves
+//! every simulator under its own prefix (`/nexi`, `/axerve`, `/worldline`, `/mpgs`), where a
+//! Worldline signature covers the path as received (`/worldline/v2/...`), and the request log.
+//! Each simulator checks a request the way its gateway does (credentials: MPGS's Basic password,
+//! Worldline's signature; field formats, Luhn) and refuses a token or a masked number where a
+//! card number belongs, loudly, in that gateway's own error shape; it answers in the gateway's
+//! own shapes, with the outcome the published test cards call for ([`card_outcome`]): approval,
+//! decline, or a 3-D Secure challenge (Nexi 3steps with the redirect form fields, Worldline
+//! `REDIRECT`, Axerve `8006`).
 //!
-//! Every request that arrives is kept in memory, as received, and `GET /__log` lists them
-//! (`DELETE /__log` empties it): the tests prove from it what reached the gateway and that a
-//! refused request reached nothing. That log holds the test cards in clear: it exists only on
-//! loopback, only in memory, and the sandbox refuses any other address. A request header
-//! `X-Sandbox-Delay-Ms: N` delays the answer by N ms (timeouts). Axerve SOAP takes calls with or
-//! without `<apikey>` (the real service may authorize by IP instead).
+//! Every request that arrives, at any address, is kept in memory, as received, and
+//! `GET /__log` on the shared address lists them (`DELETE /__log` empties it): the tests prove
+//! from it what reached the gateway and that a refused request reached nothing. That log holds
+//! the test cards in clear: it exists only on loopback, only in memory, and the sandbox refuses
+//! any other address. A request header `X-Sandbox-Delay-Ms: N` delays the answer by N ms
+//! (timeouts). Axerve SOAP takes calls with or without `<apikey>` (the real service may
+//! authorize by IP instead).
 //!
 //! This file holds the server, the request log and the state the simulators share, and the
 //! field checks and formats they have in common; each gateway's simulator is a file of its own:
@@ -46,6 +52,9 @@ pub const WORLDLINE_API_KEY_ID: &str = "SANDBOXKEYID01";
 /// The sandbox's Worldline secret API key, the `GCS v1HMAC` key of [`WORLDLINE_API_KEY_ID`]. A
 /// test value, public on purpose: it protects nothing.
 pub const WORLDLINE_SECRET_API_KEY: &str = "sandbox-only-secret-api-key-0123456789";
+/// The sandbox's MPGS API password: the Basic password (user `merchant.<merchant id>`) the MPGS
+/// simulator takes, and the one `demo` configures. A test value, public on purpose.
+pub const MPGS_API_PASSWORD: &str = "sandbox-api-password";
 /// Header that delays an answer (milliseconds, at most a minute), for timeout tests.
 pub const DELAY_HEADER: &str = "x-sandbox-delay-ms";
 
@@ -183,11 +192,13 @@ impl Sandbox {
     }
 }
 
-/// What a simulator gets: method, path below its prefix (no query), headers, body.
+/// What a simulator gets: method, path below its root (no query), headers, body.
 struct Req<'a> {
     method: &'a str,
     path: &'a str,
-    host: String,
+    /// The simulator's base URL as this request reached it: `http://{Host}` at its own root,
+    /// `http://{Host}/{gateway}` on the shared address.
+    base: String,
     headers: &'a BTreeMap<String, String>,
     body: &'a [u8],
 }
@@ -206,8 +217,22 @@ fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
 }
 
-async fn handle(req: HttpRequest, body: web::Bytes, sb: web::Data<Sandbox>) -> HttpResponse {
+/// Which gateway's root each of the sandbox's own addresses is.
+struct Roots(Vec<(SocketAddr, Gateway)>);
+
+async fn handle(
+    req: HttpRequest,
+    body: web::Bytes,
+    sb: web::Data<Sandbox>,
+    roots: web::Data<Roots>,
+) -> HttpResponse {
     let full = req.path().to_string();
+    let local = req.app_config().local_addr();
+    let root = roots.0.iter().find(|(a, _)| *a == local).map(|(_, g)| *g);
+    if let Some(gateway) = root {
+        let rest = full.strip_prefix('/').unwrap_or(&full).to_string();
+        return simulate(&req, &body, &sb, gateway, "", &full, &rest).await;
+    }
     if full == "/__log" {
         return match *req.method() {
             actix_web::http::Method::GET => HttpResponse::Ok().json(sb.entries()),
@@ -223,6 +248,21 @@ async fn handle(req: HttpRequest, body: web::Bytes, sb: web::Data<Sandbox>) -> H
     let Some(gateway) = Gateway::parse(prefix) else {
         return HttpResponse::NotFound().finish();
     };
+    let mount = format!("/{prefix}");
+    simulate(&req, &body, &sb, gateway, &mount, &full, rest).await
+}
+
+/// One request to `gateway`'s simulator, mounted at `mount` (`""` at its own root): `full` is
+/// the path as received, `rest` the part below the mount without its leading `/`.
+async fn simulate(
+    req: &HttpRequest,
+    body: &[u8],
+    sb: &Sandbox,
+    gateway: Gateway,
+    mount: &str,
+    full: &str,
+    rest: &str,
+) -> HttpResponse {
     let headers: BTreeMap<String, String> = req
         .headers()
         .iter()
@@ -244,7 +284,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, sb: web::Data<Sandbox>) -> H
             format!("/{rest}?{query}")
         },
         headers: headers.clone(),
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body: String::from_utf8_lossy(body).into_owned(),
     });
     if let Some(ms) = headers
         .get(DELAY_HEADER)
@@ -255,15 +295,15 @@ async fn handle(req: HttpRequest, body: web::Bytes, sb: web::Data<Sandbox>) -> H
     let r = Req {
         method: req.method().as_str(),
         path: rest,
-        host: format!("http://{}", req.connection_info().host()),
+        base: format!("http://{}{mount}", req.connection_info().host()),
         headers: &headers,
-        body: &body,
+        body,
     };
     match gateway {
         Gateway::Nexi => nexi::simulate(&r),
         Gateway::Axerve => axerve::simulate(&r),
-        Gateway::Worldline => worldline::simulate(&r, &full, query, &sb),
-        Gateway::Mpgs => mpgs::simulate(&r, &sb),
+        Gateway::Worldline => worldline::simulate(&r, full, query, sb),
+        Gateway::Mpgs => mpgs::simulate(&r, sb),
     }
 }
 
@@ -272,34 +312,88 @@ fn esc(s: &str) -> String {
     quick_xml::escape::escape(s).into_owned()
 }
 
-/// Runs the sandbox on `listen` (loopback only) until SIGINT/SIGTERM; `on_ready` gets the bound
-/// address.
-pub async fn run(listen: SocketAddr, on_ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
+/// Where the sandbox listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Addrs {
+    /// Every simulator under its own prefix (`/nexi`, `/axerve`, `/worldline`, `/mpgs`), and
+    /// the request log (`/__log`).
+    pub shared: SocketAddr,
+    /// Each gateway's simulator at the root of an address of its own, in [`Gateway::ALL`]'s
+    /// order.
+    pub roots: [SocketAddr; 4],
+}
+
+impl Addrs {
+    /// The address where `g`'s simulator serves at its root.
+    pub fn root(&self, g: Gateway) -> SocketAddr {
+        let i = Gateway::ALL
+            .iter()
+            .position(|x| *x == g)
+            .unwrap_or_default();
+        self.roots[i]
+    }
+
+    /// The base URL to configure for `g`: its simulator's own root, `http://{addr}`.
+    pub fn base_url(&self, g: Gateway) -> String {
+        format!("http://{}", self.root(g))
+    }
+}
+
+/// Runs the sandbox (loopback only) until SIGINT/SIGTERM: the shared address on `listen`, each
+/// gateway's own root on the next ports in [`Gateway::ALL`]'s order (nexi `listen`+1 ... mpgs
+/// `listen`+4; with port 0, free ports all); `on_ready` gets the bound addresses.
+pub async fn run(listen: SocketAddr, on_ready: impl FnOnce(Addrs)) -> std::io::Result<()> {
     if !listen.ip().is_loopback() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("the sandbox listens on loopback only, not {listen}"),
         ));
     }
+    let at = |offset: u16| -> std::io::Result<std::net::TcpListener> {
+        let port = match listen.port() {
+            0 => Some(0),
+            p => p.checked_add(offset),
+        };
+        let port = port.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the sandbox needs the four ports after {listen}"),
+            )
+        })?;
+        std::net::TcpListener::bind(SocketAddr::new(listen.ip(), port))
+    };
+    let shared = at(0)?;
+    let listeners = [at(1)?, at(2)?, at(3)?, at(4)?];
+    let mut roots = [listen; 4];
+    for (r, l) in roots.iter_mut().zip(&listeners) {
+        *r = l.local_addr()?;
+    }
+    let addrs = Addrs {
+        shared: shared.local_addr()?,
+        roots,
+    };
     let state = web::Data::new(Sandbox::default());
-    let server = HttpServer::new(move || {
+    let mounted = web::Data::new(Roots(roots.into_iter().zip(Gateway::ALL).collect()));
+    let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(mounted.clone())
             .app_data(web::PayloadConfig::new(1024 * 1024))
             .default_service(web::to(handle))
     })
     .workers(2)
     .shutdown_timeout(1)
-    .bind(listen)?;
-    if let Some(addr) = server.addrs().first() {
-        tracing::info!("sandbox listening on http://{addr}");
-        on_ready(*addr);
+    .listen(shared)?;
+    for l in listeners {
+        server = server.listen(l)?;
     }
+    tracing::info!("sandbox listening on http://{}", addrs.shared);
+    on_ready(addrs);
     server.run().await
 }
 
-/// Starts the sandbox on a free loopback port in a thread of its own (for `demo`); its address.
-pub fn start_in_background() -> crate::Result<SocketAddr> {
+/// Starts the sandbox on free loopback ports in a thread of its own (for `demo`); its addresses.
+pub fn start_in_background() -> crate::Result<Addrs> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("gateway-sandbox".into())
@@ -317,13 +411,14 @@ pub fn start_in_background() -> crate::Result<SocketAddr> {
         .map_err(|_| crate::Error::Config("the gateway sandbox did not start".into()))
 }
 
-/// Every gateway pointed at the sandbox on `addr`, with the sandbox's credentials configured in
-/// panvault (so merchant requests need none): what `demo` runs with.
-pub fn demo_gateways(addr: SocketAddr) -> crate::gateway::proxy::GatewaysConfig {
+/// Every gateway pointed at its simulator's own root in the sandbox at `addrs`, with the
+/// sandbox's credentials configured in panvault (so merchant requests need none): what `demo`
+/// runs with.
+pub fn demo_gateways(addrs: Addrs) -> crate::gateway::proxy::GatewaysConfig {
     use crate::crypto::SecretString;
     use crate::gateway::proxy::GatewayConfig;
     let at = |g: Gateway| GatewayConfig {
-        base_url: Some(format!("http://{addr}/{}", g.name())),
+        base_url: Some(addrs.base_url(g)),
         ..GatewayConfig::default()
     };
     crate::gateway::proxy::GatewaysConfig {
@@ -341,15 +436,18 @@ pub fn demo_gateways(addr: SocketAddr) -> crate::gateway::proxy::GatewaysConfig 
             ..at(Gateway::Worldline)
         }),
         mpgs: Some(GatewayConfig {
-            api_password: Some(SecretString::new("sandbox-api-password".into())),
+            api_password: Some(SecretString::new(MPGS_API_PASSWORD.into())),
             ..at(Gateway::Mpgs)
         }),
     }
 }
 
 /// The demo's gateway lines: a custom token, then a Nexi MOTO charge with it through the proxy.
-pub fn print_demo_lines(curl: &str, shop: &str, base: &str, prefix: &str, sandbox: SocketAddr) {
-    println!("# through the gateway sandbox (http://{sandbox}, request log at /__log):");
+pub fn print_demo_lines(curl: &str, shop: &str, base: &str, prefix: &str, sandbox: Addrs) {
+    println!(
+        "# through the gateway sandbox (request log at http://{}/__log):",
+        sandbox.shared
+    );
     println!("# a token for a test card, then a Nexi MOTO charge that carries the token");
     println!(
         "{curl} -H 'Authorization: Bearer {shop}' -H 'Content-Type: application/json' -d '{{\"pan\":\"378282246310005\",\"expiry_month\":12,\"expiry_year\":2030,\"request_token\":\"DEMO_AMEX_0005\"}}' {base}/v1/tokens"

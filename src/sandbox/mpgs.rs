@@ -1,13 +1,15 @@
 //! The Mastercard Gateway (MPGS) simulator: the REST transaction API (`PUT` a `PAY`,
-//! `AUTHORIZE` or `VERIFY`, `GET` it back) behind Basic authentication as `merchant.<id>`.
+//! `AUTHORIZE` or `VERIFY`, `GET` it back) behind Basic authentication as `merchant.<id>` with
+//! the sandbox's API password ([`MPGS_API_PASSWORD`]); other credentials get MPGS's 401
+//! `{"result":"ERROR","error":{"cause":"INVALID_REQUEST","explanation":"Invalid credentials."}}`.
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{
-    CardOutcome, Req, Sandbox, card_number_problem, card_outcome, circuit, cvv_ok, masked,
-    month_ok, now_rfc3339, s, two_digits,
+    CardOutcome, MPGS_API_PASSWORD, Req, Sandbox, card_number_problem, card_outcome, circuit,
+    cvv_ok, masked, month_ok, now_rfc3339, s, two_digits,
 };
 
 fn mpgs_error(
@@ -37,7 +39,7 @@ fn mpgs_gateway_code(month: &str, year: &str) -> Option<&'static str> {
     }
 }
 
-/// The Mastercard Gateway simulator: one request below `/mpgs`.
+/// The Mastercard Gateway simulator: one request at its root (or below `/mpgs` on the shared address).
 pub(super) fn simulate(r: &Req<'_>, sb: &Sandbox) -> HttpResponse {
     let parts: Vec<&str> = r.path.trim_end_matches('/').split('/').collect();
     let [
@@ -66,7 +68,7 @@ pub(super) fn simulate(r: &Req<'_>, sb: &Sandbox) -> HttpResponse {
             up.split_once(':')
                 .map(|(u, p)| (u.to_string(), p.to_string()))
         })
-        .is_some_and(|(u, p)| u == format!("merchant.{merchant}") && !p.is_empty());
+        .is_some_and(|(u, p)| u == format!("merchant.{merchant}") && p == MPGS_API_PASSWORD);
     if !user_ok {
         return mpgs_error(
             StatusCode::UNAUTHORIZED,

@@ -147,7 +147,7 @@ fn nexi_acs(r: &Req<'_>) -> HttpResponse {
     }
 }
 
-/// The Nexi XPay simulator: one request below `/nexi`.
+/// The Nexi XPay simulator: one request at its root (or below `/nexi` on the shared address).
 pub(super) fn simulate(r: &Req<'_>) -> HttpResponse {
     if r.path.trim_end_matches('/') == "3ds/acs/nextStep" {
         return nexi_acs(r);
@@ -297,7 +297,7 @@ fn nexi_payment(r: &Req<'_>, path: &str, body: &Value, op_id: &str) -> HttpRespo
             "operation": nexi_operation(order, op_id, "PENDING", Some(&pan)),
             "threeDSEnrollmentStatus": "ENROLLED",
             "threeDSAuthRequest": format!("sbx3ds{:016x}", rand::random::<u64>()),
-            "threeDSAuthUrl": format!("{}/nexi/3ds/acs/nextStep", r.host),
+            "threeDSAuthUrl": format!("{}/3ds/acs/nextStep", r.base),
         }));
     }
     let result = match outcome {

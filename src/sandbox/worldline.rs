@@ -99,7 +99,7 @@ impl V1Hmac<'_> {
     }
 }
 
-/// The Worldline Direct simulator: one request below `/worldline`.
+/// The Worldline Direct simulator: one request at its root (or below `/worldline` on the shared address).
 pub(super) fn simulate(r: &Req<'_>, full_path: &str, query: &str, sb: &Sandbox) -> HttpResponse {
     // The cardholder's 3-D Secure page (a browser: no API signature): the challenge passes, the
     // payment is authorized and the browser goes back to the merchant's returnUrl.
@@ -296,10 +296,10 @@ fn worldline_create(r: &Req<'_>, sb: &Sandbox) -> HttpResponse {
             }
             remember(&kept);
             HttpResponse::Created()
-                .insert_header(("Location", format!("{}/worldline/{}/{}", r.host, r.path, id)))
+                .insert_header(("Location", format!("{}/{}/{}", r.base, r.path, id)))
                 .json(json!({
                     "creationOutput": {},
-                    "merchantAction": {"actionType": "REDIRECT", "redirectData": {"RETURNMAC": format!("{:032x}", rand::random::<u128>()), "redirectURL": format!("{}/worldline/redirect/3ds/{id}", r.host)}},
+                    "merchantAction": {"actionType": "REDIRECT", "redirectData": {"RETURNMAC": format!("{:032x}", rand::random::<u128>()), "redirectURL": format!("{}/redirect/3ds/{id}", r.base)}},
                     "payment": payment
                 }))
         }
@@ -309,10 +309,7 @@ fn worldline_create(r: &Req<'_>, sb: &Sandbox) -> HttpResponse {
             payment["statusOutput"] = json!({"isCancellable": !sale, "statusCategory": if sale { "COMPLETED" } else { "PENDING_MERCHANT" }, "statusCode": if sale { 9 } else { 5 }, "isAuthorized": true});
             remember(&payment);
             HttpResponse::Created()
-                .insert_header((
-                    "Location",
-                    format!("{}/worldline/{}/{}", r.host, r.path, id),
-                ))
+                .insert_header(("Location", format!("{}/{}/{}", r.base, r.path, id)))
                 .json(json!({"creationOutput": {}, "payment": payment}))
         }
     }

@@ -82,9 +82,17 @@ pub fn stop(mut child: Child) {
     assert!(child.wait().unwrap().success());
 }
 
-/// `panvault sandbox` on a free loopback port: its child and base URL (`http://127.0.0.1:N`),
-/// once it has printed where its request log is.
+/// `panvault sandbox` on free loopback ports: its child and shared base URL (`http://127.0.0.1:N`,
+/// every gateway under its prefix), once it has printed where its request log is.
 pub fn start_sandbox() -> (Child, String) {
+    let (child, base, _) = start_sandbox_roots();
+    (child, base)
+}
+
+/// [`start_sandbox`], with each gateway's own root as `panvault sandbox` prints it
+/// (`PANVAULT_GATEWAY_NEXI_URL`, `http://127.0.0.1:...`), in the printed order.
+pub fn start_sandbox_roots() -> (Child, String, Vec<(String, String)>) {
+    let mut roots = Vec::new();
     let mut child = Command::new(env!("CARGO_BIN_EXE_panvault"))
         .args(["sandbox", "--listen", "127.0.0.1:0"])
         .env("PANVAULT_LOG", "warn")
@@ -104,11 +112,16 @@ pub fn start_sandbox() -> (Child, String) {
                 rest.split_whitespace().next().unwrap()
             ));
         }
+        if let Some((var, url)) = line.split_once('=')
+            && var.starts_with("PANVAULT_GATEWAY_")
+        {
+            roots.push((var.to_string(), url.to_string()));
+        }
         if line.starts_with("request log:") {
             break;
         }
     }
-    (child, base.unwrap())
+    (child, base.unwrap(), roots)
 }
 
 /// `panvault init --dev --json` in `data`: the admin API key it printed once.

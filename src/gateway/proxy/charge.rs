@@ -42,6 +42,10 @@ pub struct ChargeRequest<'r, B> {
     pub query: &'r str,
     /// The method as sent.
     pub method: &'r str,
+    /// The vault as the merchant addressed it, `https://{authority}` (the request target's
+    /// authority, else `Host`; `http://` when the vault serves plain HTTP): a `Location` or
+    /// `Content-Location` of the gateway's comes back as a URL of the vault's own under it.
+    pub origin: Option<String>,
     /// The headers in the order received: lower-case name, raw value.
     pub headers: Vec<(&'r str, &'r [u8])>,
     /// The body, read only once the request line and headers passed (at most
@@ -55,7 +59,8 @@ pub struct ChargeAnswer {
     /// The gateway's status.
     pub status: u16,
     /// The gateway's headers with card numbers masked, minus hop-by-hop ones, `Content-Encoding`
-    /// and any `X-Panvault-*`; appended in the gateway's order.
+    /// and any `X-Panvault-*`, a `Location` or `Content-Location` under the gateway's base URL
+    /// made the vault's own proxy URL; appended in the gateway's order.
     pub headers: Vec<(String, Vec<u8>)>,
     /// panvault's own headers about the charge (`X-Panvault-Token`, `...-Error`), each set after
     /// the gateway's, in this order, replacing one of the same name.
@@ -127,6 +132,8 @@ struct Charge<'a> {
     gateway: Gateway,
     url: reqwest::Url,
     method: &'a str,
+    /// The vault as the merchant addressed it.
+    origin: Option<String>,
     headers: Vec<(&'a str, &'a [u8])>,
     principal: Principal,
     merchant: String,
@@ -172,6 +179,7 @@ impl<'a> Checked<'a> {
             path: raw_path,
             query,
             method,
+            origin,
             headers,
             body,
         } = request;
@@ -218,6 +226,7 @@ impl<'a> Checked<'a> {
             gateway,
             url,
             method,
+            origin,
             headers,
             principal,
             merchant,
@@ -718,9 +727,15 @@ impl Forwarded<'_> {
         let charged = follow.charged.as_deref().map(|t| t.as_str());
         let detail = format!("{}: HTTP {status}", charge.gateway.name());
         charge.audit(charged, word, detail).await;
-        let forward::Masked { headers, body } =
+        let forward::Masked { mut headers, body } =
             forward::masked(&answer, &follow.known, &follow.cvvs)?;
         drop(answer);
+        // The gateway's own address never reaches the merchant: its URLs become the vault's.
+        let root = charge
+            .origin
+            .as_deref()
+            .and_then(|o| forward::proxy_root(o, charge.gateway));
+        forward::own_urls(&mut headers, &charge.target.base, root.as_deref());
         let approved = outcome == Outcome::Approved;
         let (vault, ctx, merchant) = (&charge.vault, &charge.ctx, charge.merchant.as_str());
         let mut panvault_headers = Vec::new();

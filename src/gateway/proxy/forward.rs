@@ -202,6 +202,82 @@ pub(super) fn masked(
     Ok(Masked { headers, body })
 }
 
+/// The answer headers that carry a URL of the gateway's own: `Location` and `Content-Location`.
+const URL_HEADERS: &[&str] = &["location", "content-location"];
+
+/// The vault's own proxy URL for a gateway, `{origin}/v1/proxy/{gateway}`, with `origin` the
+/// vault as the merchant addressed it (`https://host[:port]`); `None` when that is not one.
+pub(super) fn proxy_root(origin: &str, gateway: Gateway) -> Option<String> {
+    let root = format!("{origin}/v1/proxy/{}", gateway.name());
+    let url = reqwest::Url::parse(&root).ok()?;
+    let bare = matches!(url.scheme(), "https" | "http")
+        && url.host_str().is_some()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.path() == format!("/v1/proxy/{}", gateway.name());
+    bare.then_some(root)
+}
+
+/// `value` rewritten onto `root` (see [`proxy_root`]) when it is an absolute URL under `base`
+/// (same scheme, host and port, its path `base`'s path or below it, segment by segment), with
+/// the rest of the path, the query and the fragment kept; `None` for any other value (another
+/// absolute URL, a relative one, no URL at all), which is left as it is.
+pub(super) fn under_proxy(base: &reqwest::Url, value: &str, root: &str) -> Option<String> {
+    let url = reqwest::Url::parse(value.trim()).ok()?;
+    let same_origin = url.scheme() == base.scheme()
+        && url.host_str() == base.host_str()
+        && url.port_or_known_default() == base.port_or_known_default();
+    if !same_origin {
+        return None;
+    }
+    let prefix = base.path().trim_end_matches('/');
+    let rest = url.path().strip_prefix(prefix)?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let mut out = format!("{root}{rest}");
+    if let Some(q) = url.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    if let Some(f) = url.fragment() {
+        out.push('#');
+        out.push_str(f);
+    }
+    Some(out)
+}
+
+/// `Location` and `Content-Location` that point under the gateway's `base` URL made the vault's
+/// own proxy URL for the gateway (`root`, see [`proxy_root`]), so the merchant gets an address it
+/// can use and never the gateway's internal one; without a `root` such a header is dropped. Any
+/// other value is left as it is.
+pub(super) fn own_urls(
+    headers: &mut Vec<(String, Vec<u8>)>,
+    base: &reqwest::Url,
+    root: Option<&str>,
+) {
+    headers.retain_mut(|(name, value)| {
+        if !URL_HEADERS.contains(&name.as_str()) {
+            return true;
+        }
+        let Ok(text) = std::str::from_utf8(value) else {
+            return true;
+        };
+        let Some(rewritten) = under_proxy(base, text, root.unwrap_or_default()) else {
+            return true;
+        };
+        match root {
+            Some(_) => {
+                *value = rewritten.into_bytes();
+                true
+            }
+            None => false,
+        }
+    });
+}
+
 /// A failed send or read: the gateway's timeout ran out, or it could not be reached.
 fn transport_error(gateway: Gateway, e: &reqwest::Error, timeout: Duration) -> ChargeError {
     if e.is_timeout() {
@@ -347,6 +423,116 @@ mod tests {
         ] {
             assert_eq!(checked_path(ok), Ok(ok));
         }
+    }
+
+    #[test]
+    fn urls_under_the_base_become_the_proxys_own() {
+        let root = proxy_root("https://vault.example:8443", Gateway::Worldline).unwrap();
+        assert_eq!(root, "https://vault.example:8443/v1/proxy/worldline");
+        let prefixed =
+            check_base_url(Gateway::Worldline, "http://127.0.0.1:8480/worldline").unwrap();
+        let at_root = check_base_url(Gateway::Worldline, "http://127.0.0.1:8483").unwrap();
+        let https = check_base_url(Gateway::Worldline, "https://gw.example/api/").unwrap();
+        let cases: &[(&reqwest::Url, &str, Option<&str>)] = &[
+            // Under the base: path suffix, query and fragment kept.
+            (
+                &prefixed,
+                "http://127.0.0.1:8480/worldline/v2/1234/payments/3066_0?a=1&b=2",
+                Some(
+                    "https://vault.example:8443/v1/proxy/worldline/v2/1234/payments/3066_0?a=1&b=2",
+                ),
+            ),
+            (
+                &prefixed,
+                "http://127.0.0.1:8480/worldline",
+                Some("https://vault.example:8443/v1/proxy/worldline"),
+            ),
+            (
+                &at_root,
+                "http://127.0.0.1:8483/v2/1/payments/9#top",
+                Some("https://vault.example:8443/v1/proxy/worldline/v2/1/payments/9#top"),
+            ),
+            (
+                &https,
+                "HTTPS://GW.example:443/api/v2/x",
+                Some("https://vault.example:8443/v1/proxy/worldline/v2/x"),
+            ),
+            // Not under it: another port, scheme or host, a path that only starts alike,
+            // relative URLs and no URL at all.
+            (&prefixed, "http://127.0.0.1:8481/worldline/v2/x", None),
+            (&prefixed, "https://127.0.0.1:8480/worldline/v2/x", None),
+            (&prefixed, "http://localhost:8480/worldline/v2/x", None),
+            (&prefixed, "http://127.0.0.1:8480/worldlinex/v2/x", None),
+            (&prefixed, "http://127.0.0.1:8480/nexi/orders", None),
+            (&https, "https://gw.example/apiv2/x", None),
+            (&https, "https://shop.example/return?paymentId=1", None),
+            (&prefixed, "/worldline/v2/x", None),
+            (&prefixed, "v2/x", None),
+            (&prefixed, "not a url", None),
+        ];
+        for (base, value, want) in cases {
+            assert_eq!(under_proxy(base, value, &root).as_deref(), *want, "{value}");
+        }
+        // Only Location and Content-Location; without a usable Host the gateway's URL is
+        // dropped, never passed on.
+        let headers = || {
+            vec![
+                (
+                    "location".to_string(),
+                    b"http://127.0.0.1:8483/v2/1/payments/9".to_vec(),
+                ),
+                (
+                    "content-location".to_string(),
+                    b"http://127.0.0.1:8483/v2/1".to_vec(),
+                ),
+                ("link".to_string(), b"http://127.0.0.1:8483/v2/1".to_vec()),
+                (
+                    "location".to_string(),
+                    b"https://shop.example/return".to_vec(),
+                ),
+            ]
+        };
+        let mut h = headers();
+        own_urls(&mut h, &at_root, Some(&root));
+        let text: Vec<(&str, &str)> = h
+            .iter()
+            .map(|(n, v)| (n.as_str(), std::str::from_utf8(v).unwrap()))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                (
+                    "location",
+                    "https://vault.example:8443/v1/proxy/worldline/v2/1/payments/9"
+                ),
+                (
+                    "content-location",
+                    "https://vault.example:8443/v1/proxy/worldline/v2/1"
+                ),
+                ("link", "http://127.0.0.1:8483/v2/1"),
+                ("location", "https://shop.example/return"),
+            ]
+        );
+        let mut h = headers();
+        own_urls(&mut h, &at_root, None);
+        let names: Vec<&str> = h.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["link", "location"]);
+        for bad in [
+            "",
+            "a/b",
+            "user@vault.example",
+            "vault.example?x",
+            "vault.example#f",
+            "a b",
+        ] {
+            let origin = format!("https://{bad}");
+            assert_eq!(proxy_root(&origin, Gateway::Worldline), None, "{bad}");
+        }
+        assert_eq!(
+            proxy_root("http://[::1]:8443", Gateway::Nexi).as_deref(),
+            Some("http://[::1]:8443/v1/proxy/nexi")
+        );
+        assert_eq!(proxy_root("ftp://vault.example", Gateway::Nexi), None);
     }
 
     #[test]

@@ -17,6 +17,10 @@
 //!   50/s, burst 100): 429 `rate_limited` with `Retry-After`, nothing revealed or forwarded.
 //!   Unreachable gateway: 502 `gateway_unreachable`; no answer within the gateway's timeout: 504
 //!   `gateway_timeout`.
+//! - The gateway's address stays inside: a `Location` or `Content-Location` in its answer that
+//!   points under its base URL (scheme, host, port and path prefix) comes back as the vault's own
+//!   proxy URL for it, `https://{the Host the merchant used}/v1/proxy/{gateway}/...` (the rest of
+//!   the path and the query kept); other absolute URLs and relative ones are left as they are.
 //!
 //! The charge itself ([`charge()`]) knows no web framework: the HTTP edge hands it a
 //! [`ChargeRequest`] and maps its [`ChargeAnswer`] or [`ChargeError`]. `charge.rs` holds its
