@@ -196,7 +196,7 @@ fn the_audit_trail_pages_in_order_and_its_reading_is_audited() {
 
     // Offline, `panvault evidence` reads the same chain.
     let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
-        .args(["evidence", "--data"])
+        .args(["evidence", "--json", "--data"])
         .arg(&data)
         .output()
         .unwrap();

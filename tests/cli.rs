@@ -20,6 +20,8 @@ use panvault::vault::{Ctx, Options, TokenizeRequest, Vault};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+mod common;
+
 /// Published test card numbers only (Visa, Mastercard, Amex).
 const PANS: [&str; 3] = ["4111111111111111", "5555555555554444", "378282246310005"];
 /// At least 12 characters, as `init` demands.
@@ -688,6 +690,140 @@ fn audit_on_a_dir_without_vault_is_refused() {
     pv(&["audit", "verify", "--data", s(&dir)]).refused(&["no vault", s(&dir)]);
     pv(&["audit", "export", "--data", s(&dir)]).refused(&["no vault", s(&dir)]);
     assert!(!dir.exists(), "audit commands create nothing");
+}
+
+// ---- audit commands on a running vault (issue 15 point 4) -------------------------------------
+
+/// While `serve` holds the store, `audit verify|export --data` refuse in one line that says the
+/// vault is running and shows the `--url` form; `audit export --url` pages the trail through the
+/// API with an `audit` key into the same lines an offline export writes (each entry as stored,
+/// the signed head after the entry it covers), `audit verify --url` and `audit verify FILE`
+/// check them, and once the vault is stopped the file verifies with the vault's keys too.
+#[test]
+fn audit_commands_work_on_a_running_vault_through_its_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let admin = init_dev(&dir, None)["admin_api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (child, base, c, _log) = common::serve(&dir, &[]);
+    let (st, key) = common::send(
+        c.post(format!("{base}/v1/api-keys"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"admin": true, "scopes": ["audit"], "label": "log shipper"})),
+    );
+    assert_eq!(st, 201, "{key}");
+    let key_file = tmp.path().join("audit.key");
+    std::fs::write(&key_file, format!("{}\n", key["api_key"].as_str().unwrap())).unwrap();
+    let ca = dir.join("tls").join("ca.pem");
+
+    // The data dir alone: refused in one line, naming the running vault and the way round.
+    for cmd in ["verify", "export"] {
+        pv(&["audit", cmd, "--data", s(&dir)]).refused(&[
+            &format!("the vault in {} is running; stop it, or", s(&dir)),
+            &format!("`panvault audit {cmd} --url https://HOST:PORT --api-key-file FILE --cacert "),
+        ]);
+    }
+
+    // Through the API: every entry from 1, in order, ending at the signed head.
+    let remote = [
+        "--url",
+        &base,
+        "--api-key-file",
+        s(&key_file),
+        "--cacert",
+        s(&ca),
+    ];
+    let out = pv(&[&["audit", "export"][..], &remote].concat());
+    out.success();
+    let lines = out.lines();
+    let head: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let entries: Vec<Entry> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=entries.len() as u64).collect::<Vec<_>>()
+    );
+    assert_eq!(head["signed_head"]["seq"], entries.len() as u64, "{head}");
+    assert!(
+        entries.iter().any(|e| e.action == "audit_read"),
+        "{entries:?}"
+    );
+    let file = tmp.path().join("online.jsonl");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let v = verify_files_ok(&[&file], &[]);
+    assert!(
+        v[0].starts_with(&format!(
+            "audit export ok: {} entries (1..={})",
+            entries.len(),
+            entries.len()
+        )),
+        "{v:?}"
+    );
+    // `--since` starts later; a key without the `audit` scope is refused with the API's reason.
+    let out = pv(&[&["audit", "export", "--since", "3"][..], &remote].concat());
+    out.success();
+    assert_eq!(
+        serde_json::from_str::<Entry>(out.lines()[0]).unwrap().seq,
+        3
+    );
+    let admin_file = tmp.path().join("admin.key");
+    std::fs::write(&admin_file, &admin).unwrap();
+    let (st, only_keys) = common::send(
+        c.post(format!("{base}/v1/api-keys"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"admin": true, "scopes": ["keys"]})),
+    );
+    assert_eq!(st, 201, "{only_keys}");
+    std::fs::write(&admin_file, only_keys["api_key"].as_str().unwrap()).unwrap();
+    pv(&[
+        "audit",
+        "export",
+        "--url",
+        &base,
+        "--api-key-file",
+        s(&admin_file),
+        "--cacert",
+        s(&ca),
+    ])
+    .refused(&[&format!(
+        "{base}/v1/audit?since=1&limit=1000: 403 forbidden"
+    )]);
+
+    // `audit verify --url`: the same check over the lines the API pages out.
+    let out = pv(&[&["audit", "verify"][..], &remote].concat());
+    out.success();
+    assert!(out.lines()[0].starts_with("audit trail ok: "), "{out:#?}");
+    assert!(out.lines()[1].starts_with("unsigned check: "), "{out:#?}");
+    let out = pv(&[&["audit", "verify", "--json"][..], &remote].concat());
+    out.success();
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["first_seq"], 1, "{v}");
+    assert!(
+        v["last_seq"].as_u64().unwrap() > entries.len() as u64,
+        "{v}"
+    );
+    assert_eq!(v["head_seq"], v["last_seq"], "{v}");
+
+    common::stop(child);
+    // Stopped: the online export is the offline one's first lines, and verifies with the keys.
+    let offline = export_text(&dir, None);
+    let online: String = lines[..entries.len()]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(offline.starts_with(&online), "{offline}");
+    let v = verify_files_ok(&[&file], &["--data", s(&dir)]);
+    assert!(
+        v[1].starts_with(&format!(
+            "signed: MACs verified through entry {}",
+            entries.len()
+        )),
+        "{v:?}"
+    );
 }
 
 // ---- 5. tampering ----------------------------------------------------------------------------

@@ -376,7 +376,7 @@ fn a_rotation_killed_at_any_step_leaves_a_vault_that_opens() {
 
     let rotate = |crash_at: Option<&str>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_panvault"));
-        cmd.args(["keys", "rotate", "--data"])
+        cmd.args(["keys", "rotate", "--json", "--data"])
             .arg(&data)
             .arg("--passphrase-file")
             .arg(&pass);
@@ -404,7 +404,7 @@ fn a_rotation_killed_at_any_step_leaves_a_vault_that_opens() {
         assert_eq!(kek_versions(&data), versions, "{point}");
         // `keys status`: the newest version active, the ones the crash left retired.
         let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
-            .args(["keys", "status", "--data"])
+            .args(["keys", "status", "--json", "--data"])
             .arg(&data)
             .arg("--passphrase-file")
             .arg(&pass)
@@ -435,7 +435,7 @@ fn a_rotation_killed_at_any_step_leaves_a_vault_that_opens() {
     audit_verifies(&data, &pass);
     // `panvault keys status` on the stopped vault agrees.
     let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
-        .args(["keys", "status", "--data"])
+        .args(["keys", "status", "--json", "--data"])
         .arg(&data)
         .arg("--passphrase-file")
         .arg(&pass)
@@ -499,7 +499,7 @@ fn a_reencryption_killed_mid_way_resumes_and_loses_nothing() {
     };
     let cli_reencrypt = |crash_at: Option<&str>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_panvault"));
-        cmd.args(["keys", "reencrypt", "--data"])
+        cmd.args(["keys", "reencrypt", "--json", "--data"])
             .arg(&data)
             .arg("--passphrase-file")
             .arg(&pass);
@@ -526,7 +526,7 @@ fn a_reencryption_killed_mid_way_resumes_and_loses_nothing() {
     all_reveal();
     // `keys status` on the stopped vault tells of the interrupted job.
     let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
-        .args(["keys", "status", "--data"])
+        .args(["keys", "status", "--json", "--data"])
         .arg(&data)
         .arg("--passphrase-file")
         .arg(&pass)
@@ -593,6 +593,7 @@ fn the_passphrase_can_come_through_a_file_descriptor() {
             .args([
                 "keys",
                 "status",
+                "--json",
                 "--passphrase-file",
                 "/dev/stdin",
                 "--data",
@@ -625,7 +626,7 @@ fn read_only_commands_and_a_failed_start_write_nothing() {
     let (data, pass, admin) = init(tmp.path());
     let status = || {
         let out = Command::new(env!("CARGO_BIN_EXE_panvault"))
-            .args(["keys", "status", "--passphrase-file"])
+            .args(["keys", "status", "--json", "--passphrase-file"])
             .arg(&pass)
             .arg("--data")
             .arg(&data)

@@ -1,21 +1,47 @@
-//! `panvault audit`: verify the hash chain (of a data dir or of exported files), prune the
-//! oldest entries of a stopped vault, export entries as JSON lines.
+//! `panvault audit`: verify the hash chain (of a data dir, of exported files, or read through a
+//! running vault's API), prune the oldest entries of a stopped vault, export entries as JSON
+//! lines.
 
 use std::io::Write;
+use std::path::Path;
 
 use crate::vault::{self, Ctx};
 use crate::{Error, Result, audit};
 
+use super::failure::{Failure, require_vault};
 use super::unlock::{open_stopped, server_unlock};
-use super::{AuditCommand, VerifyArgs};
+use super::{AuditCommand, ExportArgs, VerifyArgs, remote};
+
+/// Opens the store of a stopped vault for `audit verify|export`; a running one is refused with
+/// the `--url` form of the same command.
+fn open_store(
+    data: &Path,
+    command: &str,
+) -> std::result::Result<std::sync::Arc<dyn crate::store::Store>, Failure> {
+    require_vault(data)?;
+    vault::open_store(data).map_err(|e| {
+        Failure::running_or(
+            e,
+            data,
+            &format!(
+                "stop it, or read it through its API: `panvault audit {command} --url \
+                 https://HOST:PORT --api-key-file FILE --cacert {}` (a key with the `audit` scope)",
+                crate::tls::ca_path(data).display()
+            ),
+        )
+    })
+}
 
 /// Runs one `audit` subcommand.
-pub(super) fn run(command: AuditCommand) -> Result<()> {
+pub(super) fn run(command: AuditCommand) -> std::result::Result<(), Failure> {
     match command {
         AuditCommand::Verify(a) => verify(a),
         AuditCommand::Prune(a) => {
             audit::check_retention(a.retention_days)?;
-            let vault = open_stopped(&a.unlock)?;
+            let vault = open_stopped(
+                &a.unlock,
+                "stop it first: `audit prune` deletes entries only from a stopped vault",
+            )?;
             let ctx = Ctx {
                 actor: "cli".into(),
                 ..Ctx::default()
@@ -29,22 +55,40 @@ pub(super) fn run(command: AuditCommand) -> Result<()> {
             println!("{}", report?);
             Ok(())
         }
-        AuditCommand::Export { data, since } => {
-            let store = vault::open_store(&data)?;
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+        AuditCommand::Export(a) => export(a),
+    }
+}
+
+/// `audit export`: from a stopped vault's store, or page by page through a running vault's API;
+/// the same lines either way.
+fn export(a: ExportArgs) -> std::result::Result<(), Failure> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match (&a.remote.url, &a.data) {
+        (Some(_), _) => {
+            let r = remote::Remote::new(&a.remote)?;
+            r.audit_lines(a.since, |line| write_line(&mut out, &line))?;
+        }
+        (None, Some(data)) => {
+            let store = open_store(data, "export")?;
             let head = audit::SignedHead::load(store.as_ref())?;
             let mut last = None;
-            audit::for_each_since(store.as_ref(), since, |e| {
+            audit::for_each_since(store.as_ref(), a.since, |e| {
                 last = Some(e.seq);
                 write_line(&mut out, e)
             })?;
             if let Some(h) = head.filter(|h| last == Some(h.seq)) {
                 write_line(&mut out, &audit::ExportLine::Head { signed_head: h })?;
             }
-            out.flush().map_err(|e| Error::io("stdout", e))
+        }
+        (None, None) => {
+            return Err(Error::Config(
+                "audit export needs --data DIR (or PANVAULT_DATA), or --url".into(),
+            )
+            .into());
         }
     }
+    Ok(out.flush().map_err(|e| Error::io("stdout", e))?)
 }
 
 fn write_line(out: &mut impl Write, v: &impl serde::Serialize) -> Result<()> {
@@ -54,12 +98,22 @@ fn write_line(out: &mut impl Write, v: &impl serde::Serialize) -> Result<()> {
     out.write_all(b"\n").map_err(|e| Error::io("stdout", e))
 }
 
-/// `audit verify`: a data dir's store, or exported files; with the keys when they are at hand.
-fn verify(a: VerifyArgs) -> Result<()> {
+/// `audit verify`: a data dir's store, exported files, or the lines a running vault's API
+/// pages out; with the keys when they are at hand.
+fn verify(a: VerifyArgs) -> std::result::Result<(), Failure> {
+    if a.remote.url.is_some() {
+        let r = remote::Remote::new(&a.remote)?;
+        let mut v = audit::Verifier::anywhere(None);
+        r.audit_lines(1, |line| match line {
+            audit::ExportLine::Entry(e) => v.feed(&e),
+            audit::ExportLine::Head { signed_head } => v.head_here(&signed_head),
+        })?;
+        return print_verified(&a, &v.finish(), true);
+    }
     let (store, mac) = match &a.data {
         None => (None, None),
         Some(data) => {
-            let store = vault::open_store(data)?;
+            let store = open_store(data, "verify")?;
             let unlock = server_unlock(
                 data,
                 a.keys.passphrase_file.as_deref(),
@@ -85,8 +139,9 @@ fn verify(a: VerifyArgs) -> Result<()> {
         (true, Some(store)) => audit::verify(store.as_ref(), mac.as_ref(), false)?,
         (true, None) => {
             return Err(Error::Config(
-                "audit verify needs --data DIR (or PANVAULT_DATA), or exported files".into(),
-            ));
+                "audit verify needs --data DIR (or PANVAULT_DATA), exported files, or --url".into(),
+            )
+            .into());
         }
         (false, _) => {
             let mut v = audit::Verifier::anywhere(mac.as_ref());
@@ -97,6 +152,15 @@ fn verify(a: VerifyArgs) -> Result<()> {
             v.finish()
         }
     };
+    print_verified(&a, &v, false)
+}
+
+/// Prints what `audit verify` found: one JSON object with `--json`, else lines.
+fn print_verified(
+    a: &VerifyArgs,
+    v: &audit::Verified,
+    remote: bool,
+) -> std::result::Result<(), Failure> {
     if a.json {
         println!(
             "{}",
@@ -105,7 +169,12 @@ fn verify(a: VerifyArgs) -> Result<()> {
         return Ok(());
     }
     let noun = if v.entries == 1 { "entry" } else { "entries" };
-    if a.files.is_empty() {
+    if remote {
+        println!(
+            "audit trail ok: {} {noun} ({}..={}) read through the API, last hash {}",
+            v.entries, v.first_seq, v.last_seq, v.last_hash
+        );
+    } else if a.files.is_empty() {
         println!(
             "audit chain ok: {} {noun}, last hash {}",
             v.entries, v.last_hash
@@ -127,6 +196,10 @@ fn verify(a: VerifyArgs) -> Result<()> {
             }
         ),
         (true, None) => println!("signed: nothing to sign (no entries)"),
+        (false, _) if remote => println!(
+            "unsigned check: the MACs need the vault's keys and its store (`audit verify --data \
+             DIR` on the stopped vault, or on this export with `--data DIR`)"
+        ),
         (false, _) => println!(
             "unsigned check: give the vault's keys (--data with --passphrase-file, \
              --shares-file or --pkcs11-pin-file) to verify the MACs"

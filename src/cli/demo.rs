@@ -1,5 +1,8 @@
 //! `panvault demo`: the newcomer's path. A dev vault, a demo merchant and keys, the gateway
-//! sandbox behind the proxy, and curl lines that work against them.
+//! sandbox behind the proxy, and curl lines that work against them, printed as one block on
+//! stdout once the vault listens (logs go to stderr, warnings only by default).
+
+use std::io::Write;
 
 use crate::access::{ApiKeyRequest, Scope};
 use crate::keys::Unlock;
@@ -81,6 +84,9 @@ pub(super) fn run(a: DemoArgs) -> Result<()> {
         proxy,
         crate::http::EdgeOptions::default(),
         move |addr| {
+            // One block on stdout, apart from the logs (stderr; warnings only unless
+            // PANVAULT_LOG says otherwise): nothing else writes to stdout while it is held.
+            let mut stdout = std::io::stdout().lock();
             let base = format!("https://{addr}");
             let curl = format!("curl -sS --cacert {}", ca.display());
             let shop = key.api_key.expose();
@@ -118,6 +124,7 @@ pub(super) fn run(a: DemoArgs) -> Result<()> {
             crate::sandbox::print_demo_lines(&curl, shop, &base, DEMO_PREFIX, sandbox);
             println!();
             println!("Ctrl-C stops the vault cleanly.");
+            let _ = stdout.flush();
         },
     )
 }

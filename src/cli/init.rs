@@ -47,23 +47,23 @@ pub(super) fn run(a: InitArgs) -> Result<()> {
     Ok(())
 }
 
-/// The key source `--keys` and `--dev` ask for: `dev` only with `--dev`, `file` by default.
+/// The key source `--keys` and `--dev` ask for: `dev` only with `--dev` (where it is the
+/// default), `file` by default.
 fn key_source(a: &InitArgs) -> Result<KeySource> {
     Ok(match (a.keys, a.dev) {
-        (None, true) | (Some(KeySource::Dev), true) => KeySource::Dev,
-        (Some(KeySource::Dev), false) => {
+        (KeySource::Dev, true) => KeySource::Dev,
+        (KeySource::Dev, false) => {
             return Err(Error::Config(
                 "the dev key source is refused unless --dev is given".into(),
             ));
         }
-        (Some(s), true) => {
+        (s, true) => {
             return Err(Error::Config(format!(
                 "--dev conflicts with --keys {}",
                 s.as_str()
             )));
         }
-        (Some(s), false) => s,
-        (None, false) => KeySource::File,
+        (s, false) => s,
     })
 }
 

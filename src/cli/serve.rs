@@ -10,6 +10,7 @@ use crate::{Error, Result};
 
 use super::ServeArgs;
 use super::config::{ConfigFile, DekConfig, load_config};
+use super::failure::{Failure, require_vault};
 use super::unlock::server_unlock;
 
 #[allow(clippy::too_many_arguments)]
@@ -41,7 +42,8 @@ pub(super) fn run_server(
         .map_err(|e| Error::io(format!("serving on {listen}"), e))
 }
 
-pub(super) fn run(a: ServeArgs) -> Result<()> {
+/// `serve`: a data dir without a vault is refused before anything else runs or logs.
+pub(super) fn run(a: ServeArgs) -> std::result::Result<(), Failure> {
     let cfg = match &a.config {
         Some(p) => load_config(p)?,
         None => ConfigFile::default(),
@@ -51,6 +53,7 @@ pub(super) fn run(a: ServeArgs) -> Result<()> {
             "no data directory: give --data, PANVAULT_DATA or `data` in the config".into(),
         )
     })?;
+    require_vault(&data)?;
     let listen = a
         .listen
         .or(cfg.listen)
@@ -118,7 +121,7 @@ pub(super) fn run(a: ServeArgs) -> Result<()> {
             Gate::sealed(&data, opts)?
         }
     };
-    run_server(
+    Ok(run_server(
         gate,
         listen,
         plaintext,
@@ -128,5 +131,5 @@ pub(super) fn run(a: ServeArgs) -> Result<()> {
         proxy,
         edge,
         |_| {},
-    )
+    )?)
 }

@@ -9,6 +9,7 @@ use crate::vault::{Options, Vault};
 use crate::{Error, Result};
 
 use super::UnlockArgs;
+use super::failure::{Failure, require_vault};
 
 /// Reads the operator passphrase from a file (first line, without its newline).
 pub fn read_passphrase(path: &Path) -> Result<SecretString> {
@@ -33,8 +34,11 @@ pub fn read_shares(path: &Path) -> Result<Vec<SecretString>> {
         .collect())
 }
 
-/// Opens a stopped vault with what unlocks its keys (the `keys` and `evidence` commands).
-pub(super) fn open_stopped(a: &UnlockArgs) -> Result<Vault> {
+/// Opens a stopped vault with what unlocks its keys (the `keys`, `evidence` and `audit prune`
+/// commands): refused first when the data dir holds no vault, and with `instead` (what works
+/// on a running vault) when `serve` holds its store.
+pub(super) fn open_stopped(a: &UnlockArgs, instead: &str) -> std::result::Result<Vault, Failure> {
+    require_vault(&a.data)?;
     let unlock = server_unlock(
         &a.data,
         a.keys.passphrase_file.as_deref(),
@@ -47,6 +51,7 @@ pub(super) fn open_stopped(a: &UnlockArgs) -> Result<Vault> {
         )
     })?;
     Vault::open(&a.data, &unlock, Options::default())
+        .map_err(|e| Failure::running_or(e, &a.data, instead))
 }
 
 /// What `serve` unlocks with at start; `None`: start sealed and wait for `POST /v1/sys/unseal`.
