@@ -265,7 +265,7 @@ base_url = "{mpgs}"
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
-        body: &str,
+        body: impl AsRef<[u8]>,
     ) -> (StatusCode, String) {
         let (s, _, b) = self.proxy_full(method, path, headers, body);
         (s, b)
@@ -277,13 +277,13 @@ base_url = "{mpgs}"
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
-        body: &str,
+        body: impl AsRef<[u8]>,
     ) -> (StatusCode, reqwest::header::HeaderMap, String) {
         let url = format!("{}/v1/proxy/{path}", self.base);
         let mut b = self
             .client
             .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
-            .body(body.to_string());
+            .body(body.as_ref().to_vec());
         if !headers
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("x-panvault-authorization"))
@@ -1154,6 +1154,44 @@ fn refusals_reach_nothing() {
     let (s, a) = env.proxy("POST", "nexi/orders/moto", &nexi_headers(), &dup);
     assert_eq!(s, StatusCode::BAD_REQUEST, "{a}");
     assert_eq!(answer_json(&a)["code"], "malformed_request");
+    // A body that is not UTF-8 (an ISO-8859-1 `é` in a JSON field, or in a SOAP body): the
+    // proxy cannot read where a token stands, so it forwards nothing (it used to forward the
+    // JSON with the token left in `card.pan`), and the answer names the encoding.
+    let mine = env.token("4111111111111111", 12, 2030);
+    let mut latin1 = moto(&mine).replace(r#""o1""#, r#""o1X""#).into_bytes();
+    let at = latin1.windows(3).position(|w| w == b"o1X").unwrap() + 2;
+    latin1[at] = 0xe9;
+    let soap = format!(
+        "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?><soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><callPagamS2S xmlns=\"https://ecomms2s.sella.it/\"><shopLogin>GESPAY65987</shopLogin><uicCode>242</uicCode><amount>1.00</amount><shopTransactionId>X</shopTransactionId><buyerName>Jos\u{e9}</buyerName><cardNumber>{mine}</cardNumber></callPagamS2S></soap:Body></soap:Envelope>"
+    );
+    let mut soap = soap.into_bytes();
+    let e9 = soap.windows(2).position(|w| w == "é".as_bytes()).unwrap();
+    soap.splice(e9..e9 + 2, [0xe9]);
+    let soap_headers = [
+        ("Content-Type", "text/xml; charset=iso-8859-1"),
+        ("SOAPAction", "\"https://ecomms2s.sella.it/callPagamS2S\""),
+    ];
+    for (path, headers, body, offset) in [
+        ("nexi/orders/moto", &nexi_headers()[..], &latin1, at),
+        (
+            "axerve/gestpay/gestpayws/WSs2s.asmx",
+            &soap_headers[..],
+            &soap,
+            e9,
+        ),
+    ] {
+        let (s, a) = env.proxy("POST", path, headers, body);
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {a}");
+        let v = answer_json(&a);
+        assert_eq!(v["code"], "malformed_request", "{path}: {a}");
+        let detail = v["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with(&format!(
+                "the body is not UTF-8 (invalid byte at offset {offset})"
+            )),
+            "{path}: {detail}"
+        );
+    }
     let (s, a) = env.proxy("POST", "paypal/x", &nexi_headers(), "{}");
     assert_eq!(s, StatusCode::NOT_FOUND, "{a}");
     let r = bearer(

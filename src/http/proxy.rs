@@ -155,6 +155,7 @@ impl From<ChargeError> for Problem {
             | ChargeError::MethodNotAllowed
             | ChargeError::UnsupportedMethod
             | ChargeError::BodyUnreadable
+            | ChargeError::NotUtf8 { .. }
             | ChargeError::BodyTooLarge
             | ChargeError::DuplicateKey(_)
             | ChargeError::Unreadable(_)

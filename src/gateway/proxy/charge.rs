@@ -243,11 +243,14 @@ impl<'a> Checked<'a> {
     {
         let Checked(charge) = self;
         let body = read_body(body).await?;
+        // Every format the proxy reads is UTF-8; a body that is not could hold a token the
+        // adapters never see, so it is refused rather than forwarded as it is.
+        let text = std::str::from_utf8(&body).map_err(|e| ChargeError::NotUtf8 {
+            offset: e.valid_up_to(),
+        })?;
         // A JSON body with a duplicate key anywhere is refused: the gateway's parser might read
         // the other value than the one checked here.
-        if let Ok(text) = std::str::from_utf8(&body)
-            && matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['))
-        {
+        if matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'[')) {
             json::unique_keys(text).map_err(ChargeError::DuplicateKey)?;
         }
         let found = charge

@@ -40,6 +40,15 @@ pub enum ChargeError {
     /// The request body could not be read.
     #[error("the body could not be read")]
     BodyUnreadable,
+    /// The request body is not UTF-8: no gateway format the proxy reads may be otherwise, and
+    /// a body it cannot read could carry a token past the swap (it is not forwarded).
+    #[error(
+        "the body is not UTF-8 (invalid byte at offset {offset}): the proxy reads JSON and SOAP bodies as UTF-8 and forwards none it cannot read"
+    )]
+    NotUtf8 {
+        /// Bytes before the first invalid one.
+        offset: usize,
+    },
     /// The request body is over [`REQUEST_LIMIT`].
     #[error("proxied bodies are limited to {REQUEST_LIMIT} bytes")]
     BodyTooLarge,
@@ -139,7 +148,7 @@ impl ChargeError {
             | ChargeError::OutsideBase => "invalid_path",
             ChargeError::ProxyUnavailable | ChargeError::GatewayUnconfigured => "proxy_unavailable",
             ChargeError::MethodNotAllowed | ChargeError::UnsupportedMethod => "method_not_allowed",
-            ChargeError::BodyUnreadable => "malformed_request",
+            ChargeError::BodyUnreadable | ChargeError::NotUtf8 { .. } => "malformed_request",
             ChargeError::BodyTooLarge => "payload_too_large",
             ChargeError::DuplicateKey(e)
             | ChargeError::Unreadable(e)
@@ -170,6 +179,7 @@ impl ChargeError {
             | ChargeError::InvalidPath(_)
             | ChargeError::OutsideBase
             | ChargeError::BodyUnreadable
+            | ChargeError::NotUtf8 { .. }
             | ChargeError::DuplicateKey(_)
             | ChargeError::ApiKeyNotAdded(_)
             | ChargeError::Unreadable(GatewayError::Malformed(_)) => 400,
@@ -285,6 +295,12 @@ mod tests {
                 "malformed_request",
                 400,
                 "the body could not be read".into(),
+            ),
+            (
+                ChargeError::NotUtf8 { offset: 7 },
+                "malformed_request",
+                400,
+                "the body is not UTF-8 (invalid byte at offset 7): the proxy reads JSON and SOAP bodies as UTF-8 and forwards none it cannot read".into(),
             ),
             (
                 ChargeError::BodyTooLarge,
