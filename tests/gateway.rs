@@ -265,7 +265,7 @@ base_url = "{mpgs}"
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
-        body: impl AsRef<[u8]>,
+        body: &str,
     ) -> (StatusCode, String) {
         let (s, _, b) = self.proxy_full(method, path, headers, body);
         (s, b)
@@ -277,13 +277,24 @@ base_url = "{mpgs}"
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
-        body: impl AsRef<[u8]>,
+        body: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        self.proxy_bytes(method, path, headers, body.as_bytes())
+    }
+
+    /// [`Env::proxy_full`] with a body of any bytes.
+    fn proxy_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
     ) -> (StatusCode, reqwest::header::HeaderMap, String) {
         let url = format!("{}/v1/proxy/{path}", self.base);
         let mut b = self
             .client
             .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
-            .body(body.as_ref().to_vec());
+            .body(body.to_vec());
         if !headers
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("x-panvault-authorization"))
@@ -1180,7 +1191,7 @@ fn refusals_reach_nothing() {
             e9,
         ),
     ] {
-        let (s, a) = env.proxy("POST", path, headers, body);
+        let (s, _, a) = env.proxy_bytes("POST", path, headers, body);
         assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {a}");
         let v = answer_json(&a);
         assert_eq!(v["code"], "malformed_request", "{path}: {a}");
