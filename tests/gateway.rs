@@ -323,8 +323,13 @@ base_url = "{mpgs}"
 
     /// Stops the vault; checks that no PAN is in its log or its audit chain (which verifies);
     /// the chain's entries.
-    fn stop(mut self) -> Vec<Value> {
-        stop(self.vault.take().unwrap());
+    fn stop(self) -> Vec<Value> {
+        self.stop_by("TERM")
+    }
+
+    /// [`Env::stop`] with `signal` (`INT`: Ctrl-C).
+    fn stop_by(mut self, signal: &str) -> Vec<Value> {
+        common::stop_by(self.vault.take().unwrap(), signal);
         std::thread::sleep(Duration::from_millis(100));
         let log = self.log.lock().unwrap();
         for pan in PANS {
@@ -1382,6 +1387,48 @@ fn slow_gateway_504_and_down_gateway_502() {
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{a}");
     assert_eq!(answer_json(&a)["code"], "gateway_unreachable");
     env.stop();
+}
+
+/// Ctrl-C (SIGINT) drains as SIGTERM does: a charge the gateway is still working on when the
+/// signal comes gets its answer and its audit entry, and the vault exits 0 (actix's own SIGINT
+/// handling stopped at once: the merchant got an empty reply for a charge the gateway made).
+#[test]
+fn ctrl_c_drains_a_charge_in_flight() {
+    let env = Env::start(None);
+    let t = env.token("5555555555554444", 12, 2030);
+    let body = format!(
+        r#"{{"order":{{"orderId":"drain-1","amount":"100","currency":"EUR","customerInfo":{{"cardHolderName":"A"}}}},"card":{{"pan":"{t}"}}}}"#
+    );
+    let mut h = nexi_headers();
+    h.push(("X-Sandbox-Delay-Ms", "1000"));
+    let pid = env.vault.as_ref().unwrap().id().to_string();
+    let (s, a) = std::thread::scope(|scope| {
+        let charge = scope.spawn(|| env.proxy("POST", "nexi/orders/moto", &h, &body));
+        // The charge is at the gateway (it answers after 1 s) when Ctrl-C comes.
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        charge.join().unwrap()
+    });
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(
+        answer_json(&a)["operation"]["operationResult"],
+        "EXECUTED",
+        "{a}"
+    );
+    // Already signalled: a second SIGINT is ignored while it finishes, and it exits 0.
+    let audit = env.stop_by("INT");
+    assert!(
+        audit.iter().any(|e| e["action"] == "charge"
+            && e["token"] == json!(t)
+            && e["outcome"] == "approved"),
+        "the drained charge is audited"
+    );
 }
 
 #[test]

@@ -153,7 +153,7 @@ impl Default for EdgeOptions {
     }
 }
 
-/// Runs the server until SIGTERM/SIGINT, then drains in-flight requests, audits the failed
+/// Runs the server until SIGTERM or SIGINT, then drains in-flight requests, audits the failed
 /// authentications still counted, and stops the vault's writer (everything acknowledged is on
 /// disk by then). `on_ready` gets the bound address.
 pub async fn serve(
@@ -221,7 +221,10 @@ pub async fn serve(
             })
             .configure(configure)
     })
-    .shutdown_timeout(30);
+    .shutdown_timeout(30)
+    // actix stops at once on SIGINT (only SIGTERM drains): both drain here (`stop_on_signal`),
+    // so Ctrl-C never cuts a charge the gateway already took from the merchant's answer.
+    .disable_signals();
     let server = match tls {
         Some(cfg) => server.bind_rustls_0_23(listen, cfg)?,
         None => server.bind(listen)?,
@@ -239,7 +242,10 @@ pub async fn serve(
         tracing::info!("listening on {scheme}://{addr}");
         on_ready(*addr);
     }
-    let result = server.run().await;
+    let server = server.run();
+    let stopper = actix_web::rt::spawn(stop_on_signal(server.handle()));
+    let result = server.await;
+    stopper.abort();
     flusher.abort();
     if let Ok(vault) = gate.vault() {
         let window = auth_at_end.window_seconds();
@@ -249,6 +255,26 @@ pub async fn serve(
     }
     gate.shutdown();
     result
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM: stop taking connections and drain the requests in flight, for
+/// up to the shutdown timeout (30 s; past it they are cut). Later signals are ignored.
+async fn stop_on_signal(server: actix_web::dev::ServerHandle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Not installed: the signals keep their default action (the process ends).
+        tracing::warn!("cannot handle SIGINT/SIGTERM: they end the process without draining");
+        return;
+    };
+    let which = tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    };
+    tracing::info!("{which} received: draining in-flight requests (at most 30 s)");
+    server.stop(true).await;
 }
 
 /// Every second, audits the failed-authentication windows that have closed (kept while the

@@ -70,11 +70,16 @@ pub fn serve(data: &Path, extra: &[&OsStr]) -> (Child, String, Client, Arc<Mutex
     (child, format!("https://{addr}"), client, log)
 }
 
-pub fn stop(mut child: Child) {
+pub fn stop(child: Child) {
+    stop_by(child, "TERM");
+}
+
+/// [`stop`] with another signal (`INT`: Ctrl-C).
+pub fn stop_by(mut child: Child, signal: &str) {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{signal}"), &pid])
             .status()
             .unwrap()
             .success()
